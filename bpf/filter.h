@@ -1,0 +1,100 @@
+/* Maps, in-kernel filtering and event submission, shared by every hook.
+ *
+ * Settings arrive as -D defines from tracer/config.py (PF_NETNS, PF_WANT_*,
+ * PF_FILTER_*); the port and address sets, whose size varies, arrive in maps
+ * that the loader fills before attaching anything.
+ */
+#ifndef PKTFATE_FILTER_H
+#define PKTFATE_FILTER_H
+
+#include "event.h"
+#include "parse.h"
+
+/* Counter slots in pf_stats: [hook] events that matched, [PF_STAT_LOST + hook]
+ * events the ring buffer had no room for. Mirrored in tracer/decode.py. */
+#define PF_STAT_LOST 16
+#define PF_STAT_SLOTS 32
+
+struct pf_addr {
+	__u32 a[4];
+};
+
+BPF_RINGBUF_OUTPUT(pf_events, PF_RINGBUF_PAGES);
+BPF_HASH(pf_ports, __u16, __u8, 64);
+BPF_HASH(pf_hosts, struct pf_addr, __u8, 64);
+BPF_PERCPU_ARRAY(pf_scratch, struct pf_event, 1);
+BPF_PERCPU_ARRAY(pf_stats, __u64, PF_STAT_SLOTS);
+
+/* A zeroed per-CPU event to fill: the stack is too small to hold one beside the
+ * parser's locals, and reserving ring-buffer space for packets we then discard
+ * would cost every unrelated packet an atomic operation. */
+static __always_inline struct pf_event *pf_new_event(__u8 hook)
+{
+	int zero = 0;
+	struct pf_event *e = pf_scratch.lookup(&zero);
+
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->hook = hook;
+	e->ts_ns = bpf_ktime_get_ns();
+	return e;
+}
+
+static __always_inline int pf_port_ok(__u16 sport, __u16 dport)
+{
+	if (!PF_FILTER_PORTS)
+		return 1;
+	return pf_ports.lookup(&sport) || pf_ports.lookup(&dport);
+}
+
+static __always_inline int pf_host_ok(struct pf_event *e)
+{
+	struct pf_addr a = {};
+
+	if (!PF_FILTER_HOSTS)
+		return 1;
+	__builtin_memcpy(a.a, e->saddr, 16);
+	if (pf_hosts.lookup(&a))
+		return 1;
+	__builtin_memcpy(a.a, e->daddr, 16);
+	return pf_hosts.lookup(&a) != 0;
+}
+
+/* The whole in-kernel filter: protocol, ports (TCP and UDP), addresses. ICMP
+ * is not port-filtered: it is the contrast a diagnosis needs ("ping works"). */
+static __always_inline int pf_wanted(struct pf_event *e)
+{
+	if (e->proto == PF_IPPROTO_TCP) {
+		if (!PF_WANT_TCP || !pf_port_ok(e->sport, e->dport))
+			return 0;
+	} else if (e->proto == PF_IPPROTO_UDP) {
+		if (!PF_WANT_UDP || !pf_port_ok(e->sport, e->dport))
+			return 0;
+	} else if (e->proto == PF_IPPROTO_ICMP || e->proto == PF_IPPROTO_ICMPV6) {
+		if (!PF_WANT_ICMP)
+			return 0;
+	} else {
+		return 0;
+	}
+	return pf_host_ok(e);
+}
+
+static __always_inline void pf_count(__u32 slot)
+{
+	__u64 *c = pf_stats.lookup(&slot);
+
+	if (c)
+		(*c)++;
+}
+
+/* Send without waking user space: it drains the ring every few milliseconds,
+ * which keeps a flood from costing one wake-up per packet. */
+static __always_inline void pf_submit(struct pf_event *e)
+{
+	pf_count(e->hook);
+	if (pf_events.ringbuf_output(e, sizeof(*e), BPF_RB_NO_WAKEUP))
+		pf_count(PF_STAT_LOST + e->hook);
+}
+
+#endif

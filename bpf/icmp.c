@@ -1,0 +1,18 @@
+/* icmp:icmp_send: the kernel answers a packet with an ICMP error (port
+ * unreachable, fragmentation needed, time exceeded...). The event describes the
+ * packet that provoked it; icmp_type and icmp_code hold the answer. */
+
+#if PF_HAVE_ICMP_SEND
+TRACEPOINT_PROBE(icmp, icmp_send)
+{
+	struct pf_event *e = pf_new_event(PF_HOOK_ICMP_SEND);
+
+	if (!e || !pf_fill_from_skb(e, (__u64)args->skbaddr, 0))
+		return 0;
+	e->icmp_type = args->type;
+	e->icmp_code = args->code;
+	if (pf_wanted(e))
+		pf_submit(e);
+	return 0;
+}
+#endif

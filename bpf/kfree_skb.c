@@ -1,0 +1,27 @@
+/* skb:kfree_skb: the kernel freed a packet without delivering it, with the drop
+ * reason (PF_HAVE_DROP_REASON) and the code address that freed it. Busy hosts
+ * fire this millions of times a second, so the cheapest tests come first. */
+
+TRACEPOINT_PROBE(skb, kfree_skb)
+{
+	struct pf_event *e;
+	__u64 sk_hint = 0;
+
+	if (args->protocol != PF_ETH_P_IP && args->protocol != PF_ETH_P_IPV6)
+		return 0;
+	e = pf_new_event(PF_HOOK_KFREE_SKB);
+	if (!e)
+		return 0;
+#if PF_KFREE_HAS_RX_SK
+	sk_hint = (__u64)args->rx_sk;
+#endif
+	if (!pf_fill_from_skb(e, (__u64)args->skbaddr, sk_hint))
+		return 0;
+	e->location = (__u64)args->location;
+#if PF_HAVE_DROP_REASON
+	e->reason = args->reason;
+#endif
+	if (pf_wanted(e))
+		pf_submit(e);
+	return 0;
+}

@@ -1,0 +1,179 @@
+/* Packet parsing shared by every hook.
+ *
+ * Two ways in, one way out: XDP and tc parse the frame with direct packet access
+ * (every read preceded by a bounds check against data_end, as the verifier
+ * demands); tracepoints copy the headers out of a kernel sk_buff with
+ * bpf_probe_read_kernel at offsets from BTF. Both fill the same pf_event, and
+ * both leave the transport header in e->snap, which pf_parse_l4() decodes.
+ */
+#ifndef PKTFATE_PARSE_H
+#define PKTFATE_PARSE_H
+
+#include "event.h"
+
+#define PF_ETH_P_IP 0x0800
+#define PF_ETH_P_IPV6 0x86DD
+#define PF_ETH_P_8021Q 0x8100
+#define PF_ETH_P_8021AD 0x88A8
+#define PF_IPPROTO_ICMP 1
+#define PF_IPPROTO_TCP 6
+#define PF_IPPROTO_UDP 17
+#define PF_IPPROTO_ICMPV6 58
+
+struct pf_ipv4 {
+	__u8 ver_ihl;
+	__u8 tos;
+	__u16 tot_len;
+	__u16 id;
+	__u16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__u16 check;
+	__u32 saddr;
+	__u32 daddr;
+};
+
+struct pf_ipv6 {
+	__u32 ver_tc_flow;
+	__u16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u32 saddr[4];
+	__u32 daddr[4];
+};
+
+/* Fill the network-layer fields from an IPv4 header already known to be whole.
+ * Returns the IPv4 header length in bytes, or 0 when there is no transport
+ * header to look at (a non-first fragment, or a malformed header). */
+static __always_inline __u32 pf_fill_ipv4(struct pf_event *e, const struct pf_ipv4 *ip)
+{
+	__u32 ihl = (ip->ver_ihl & 0x0F) * 4;
+
+	e->family = 4;
+	e->proto = ip->protocol;
+	e->ttl = ip->ttl;
+	e->ip_id = bpf_ntohs(ip->id);
+	e->pkt_len = bpf_ntohs(ip->tot_len);
+	e->saddr[0] = ip->saddr;
+	e->daddr[0] = ip->daddr;
+	if (ihl < 20 || (bpf_ntohs(ip->frag_off) & 0x1FFF))
+		return 0;
+	if (e->pkt_len > ihl)
+		e->l4_len = e->pkt_len - ihl;
+	return ihl;
+}
+
+/* The same for IPv6. Extension headers are not walked: a packet whose first
+ * next-header is not TCP, UDP or ICMPv6 keeps its addresses but no ports. */
+static __always_inline __u32 pf_fill_ipv6(struct pf_event *e, const struct pf_ipv6 *ip)
+{
+	e->family = 6;
+	e->proto = ip->nexthdr;
+	e->ttl = ip->hop_limit;
+	e->l4_len = bpf_ntohs(ip->payload_len);
+	e->pkt_len = e->l4_len + 40;
+	__builtin_memcpy(e->saddr, ip->saddr, 16);
+	__builtin_memcpy(e->daddr, ip->daddr, 16);
+	return 40;
+}
+
+/* Decode the transport header that was copied into e->snap. Offsets are fixed
+ * and below PF_SNAP_LEN, so the verifier sees only constant stack offsets. */
+static __always_inline void pf_parse_l4(struct pf_event *e)
+{
+	const __u8 *s = e->snap;
+
+	if (e->proto == PF_IPPROTO_TCP && e->snap_len >= 20) {
+		e->sport = (s[0] << 8) | s[1];
+		e->dport = (s[2] << 8) | s[3];
+		e->seq = ((__u32)s[4] << 24) | ((__u32)s[5] << 16) | ((__u32)s[6] << 8) | s[7];
+		e->ack_seq = ((__u32)s[8] << 24) | ((__u32)s[9] << 16) | ((__u32)s[10] << 8) | s[11];
+		e->tcp_flags = s[13] & 0x3F;
+		e->l4_csum = (s[16] << 8) | s[17];
+	} else if (e->proto == PF_IPPROTO_UDP && e->snap_len >= 8) {
+		e->sport = (s[0] << 8) | s[1];
+		e->dport = (s[2] << 8) | s[3];
+		e->l4_csum = (s[6] << 8) | s[7];
+	} else if ((e->proto == PF_IPPROTO_ICMP || e->proto == PF_IPPROTO_ICMPV6) &&
+		   e->snap_len >= 8) {
+		e->icmp_type = s[0];
+		e->icmp_code = s[1];
+		e->l4_csum = (s[2] << 8) | s[3];
+		/* identifier and sequence of echo messages, so replies pair with requests */
+		e->sport = (s[4] << 8) | s[5];
+		e->dport = (s[6] << 8) | s[7];
+	}
+}
+
+/* Copy the start of the transport header into e->snap by direct packet access
+ * and decode it. Each byte is bounds-checked against data_end before it is read;
+ * the copy also stops at the IP packet's end, so Ethernet padding is left out. */
+static __always_inline void pf_copy_snap(struct pf_event *e, void *data, void *data_end,
+					 __u32 l4_off)
+{
+	__u8 *p;
+	__u32 i, limit = e->l4_len;
+
+	if (l4_off > 18 + 60)  /* at most a VLAN tag and a 60-byte IPv4 header */
+		return;
+	p = data + l4_off;
+#pragma unroll
+	for (i = 0; i < PF_SNAP_LEN; i++) {
+		__u8 *byte = p + i;
+
+		/* Keep the compiler from folding the check into arithmetic on
+		 * data_end, which the verifier refuses. */
+		asm volatile("" : "+r"(byte));
+		if (i >= limit || (void *)(byte + 1) > data_end)
+			break;
+		e->snap[i] = *byte;
+	}
+	e->snap_len = i;
+	pf_parse_l4(e);
+}
+
+/* Parse an Ethernet frame by direct packet access (XDP and tc). Returns
+ * non-zero when the frame carries an IP packet. The caller copies the snap with its own helper. */
+static __always_inline __u32 pf_parse_frame(void *data, void *data_end, struct pf_event *e)
+{
+	__u32 off = 14;
+	__u16 proto;
+	__u8 *eth = data;
+
+	/* Ethernet header: 6 + 6 bytes of MAC addresses, then the EtherType. */
+	if (data + 14 > data_end)
+		return 0;
+	proto = (eth[12] << 8) | eth[13];
+	/* One VLAN tag: 4 more bytes, the real EtherType at their end. */
+	if (proto == PF_ETH_P_8021Q || proto == PF_ETH_P_8021AD) {
+		if (data + 18 > data_end)
+			return 0;
+		proto = (eth[16] << 8) | eth[17];
+		off = 18;
+	}
+	if (proto == PF_ETH_P_IP) {
+		struct pf_ipv4 *ip = data + off;
+		__u32 ihl;
+
+		/* The fixed 20-byte IPv4 header must be inside the frame. */
+		if ((void *)(ip + 1) > data_end)
+			return 0;
+		ihl = pf_fill_ipv4(e, ip);
+		if (!ihl)
+			return off;  /* addresses known, no transport header */
+		pf_copy_snap(e, data, data_end, off + ihl);
+		return off + ihl;
+	}
+	if (proto == PF_ETH_P_IPV6) {
+		struct pf_ipv6 *ip6 = data + off;
+
+		/* The fixed 40-byte IPv6 header must be inside the frame. */
+		if ((void *)(ip6 + 1) > data_end)
+			return 0;
+		pf_copy_snap(e, data, data_end, off + pf_fill_ipv6(e, ip6));
+		return off + 40;
+	}
+	return 0;
+}
+
+#endif

@@ -1,0 +1,116 @@
+/* Reading a kernel sk_buff from tracepoints.
+ *
+ * No struct from a kernel header is dereferenced: the headers on disk may
+ * describe another kernel. Every member is read with bpf_probe_read_kernel at an
+ * offset that tracer/kernel.py took from the running kernel's BTF and passed in
+ * as a -D define (PF_OFF_*).
+ */
+#ifndef PKTFATE_SKB_H
+#define PKTFATE_SKB_H
+
+#include "event.h"
+#include "parse.h"
+
+static __always_inline __u64 pf_read_ptr(__u64 base, __u32 off)
+{
+	__u64 val = 0;
+
+	if (base)
+		bpf_probe_read_kernel(&val, sizeof(val), (void *)(base + off));
+	return val;
+}
+
+static __always_inline __u32 pf_read_u32(__u64 base, __u32 off)
+{
+	__u32 val = 0;
+
+	if (base)
+		bpf_probe_read_kernel(&val, sizeof(val), (void *)(base + off));
+	return val;
+}
+
+/* Inode number of the namespace behind a struct net pointer, 0 if unreadable. */
+static __always_inline __u32 pf_net_inum(__u64 net)
+{
+	return pf_read_u32(net, PF_OFF_NET_INUM);
+}
+
+static __always_inline __u32 pf_sock_netns(__u64 sk)
+{
+	return pf_net_inum(pf_read_ptr(sk, PF_OFF_SK_NET));
+}
+
+/* The namespace an skb belongs to: its device's, else its socket's. skb->dev
+ * shares a union with dev_scratch once UDP has queued the skb, so a device
+ * pointer that cannot be read falls through to the socket. */
+static __always_inline __u32 pf_skb_netns(__u64 skb, __u64 sk_hint, __u32 *ifindex)
+{
+	__u64 dev = pf_read_ptr(skb, PF_OFF_SKB_DEV);
+	__u32 inum = 0;
+
+	if (dev) {
+		inum = pf_net_inum(pf_read_ptr(dev, PF_OFF_DEV_NET));
+		if (inum)
+			*ifindex = pf_read_u32(dev, PF_OFF_DEV_IFINDEX);
+	}
+	if (!inum && sk_hint)
+		inum = pf_sock_netns(sk_hint);
+	if (!inum)
+		inum = pf_sock_netns(pf_read_ptr(skb, PF_OFF_SKB_SK));
+	return inum;
+}
+
+/* True when the namespace passes the filter (PF_NETNS 0 means every namespace). */
+static __always_inline int pf_netns_ok(__u32 inum)
+{
+	return PF_NETNS == 0 || inum == PF_NETNS;
+}
+
+/* Fill e from the IP packet inside a kernel skb. Returns 0 when the skb is in
+ * another namespace or holds no readable IP header. */
+static __always_inline int pf_fill_from_skb(struct pf_event *e, __u64 skb, __u64 sk_hint)
+{
+	__u64 head;
+	__u16 nh = 0;
+	__u8 first = 0;
+	__u32 l3_len = 0, l4_avail;
+
+	e->skb = skb;
+	e->netns = pf_skb_netns(skb, sk_hint, &e->ifindex);
+	if (!pf_netns_ok(e->netns))
+		return 0;
+	head = pf_read_ptr(skb, PF_OFF_SKB_HEAD);
+	bpf_probe_read_kernel(&nh, sizeof(nh), (void *)(skb + PF_OFF_SKB_NETWORK_HEADER));
+	if (!head || nh == 0xFFFF)  /* network header never set */
+		return 0;
+	head += nh;
+	if (bpf_probe_read_kernel(&first, 1, (void *)head))
+		return 0;
+	if ((first >> 4) == 4) {
+		struct pf_ipv4 ip = {};
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), (void *)head))
+			return 0;
+		l3_len = pf_fill_ipv4(e, &ip);
+	} else if ((first >> 4) == 6) {
+		struct pf_ipv6 ip6 = {};
+
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), (void *)head))
+			return 0;
+		l3_len = pf_fill_ipv6(e, &ip6);
+	} else {
+		return 0;
+	}
+	if (!l3_len)
+		return 1;  /* addresses known, no transport header to read */
+	/* A fixed-size read: bytes past the packet's end are the skb's own tail
+	 * room, and snap_len says how many of them belong to the packet. */
+	if (bpf_probe_read_kernel(e->snap, PF_SNAP_LEN, (void *)(head + l3_len)))
+		return 1;
+	l4_avail = e->l4_len;
+	e->snap_len = l4_avail > PF_SNAP_LEN ? PF_SNAP_LEN : l4_avail;
+	pf_parse_l4(e);
+	return 1;
+}
+
+#endif

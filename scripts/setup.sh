@@ -1,0 +1,67 @@
+#!/bin/sh
+# Set up everything pktfate needs on Debian or Ubuntu, as root: the distro's bcc,
+# kernel headers for bcc's compiler, the network tools the lab and the tests
+# drive, tracefs, and a virtualenv that sees the distro's bcc. Safe to rerun.
+set -eu
+
+project_dir=$(cd "$(dirname "$0")/.." && pwd)
+venv="$project_dir/.venv"
+kernel=$(uname -r)
+
+log() { printf 'setup: %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "setup: run as root (sudo make setup)" >&2
+	exit 2
+fi
+
+apt_install() {
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+log "installing distro packages"
+apt-get update -qq
+apt_install python3-bpfcc python3-venv python3-pip iproute2 iptables nftables ethtool \
+	curl netcat-openbsd iputils-ping tcpdump hping3 traceroute make gcc libc6-dev \
+	shellcheck >/dev/null
+
+# bcc compiles against a kernel header tree. Use the distro's matching headers
+# where they exist; otherwise the newest header package the distro has. pktfate
+# never relies on those headers' struct layouts (offsets come from BTF), bcc only
+# needs them for its own prelude.
+if [ ! -e "/lib/modules/$kernel/build/include" ]; then
+	if apt-cache show "linux-headers-$kernel" >/dev/null 2>&1; then
+		log "installing linux-headers-$kernel"
+		apt_install "linux-headers-$kernel" >/dev/null
+	else
+		arch=$(dpkg --print-architecture)
+		fallback=$(apt-cache search --names-only "^linux-headers-[0-9]+\.[0-9]+-$arch\$" |
+			awk '{print $1}' | sort -V | tail -n 1)
+		fallback=${fallback:-linux-headers-$arch}
+		log "no headers for $kernel in the distro: using $fallback"
+		apt_install "$fallback" >/dev/null
+		arch_dir=$(ls -d /usr/src/linux-headers-*-"$arch" | sort -V | tail -n 1)
+		common_dir=$(ls -d /usr/src/linux-headers-*-common | sort -V | tail -n 1)
+		mkdir -p "/lib/modules/$kernel"
+		ln -sfn "$arch_dir" "/lib/modules/$kernel/build"
+		ln -sfn "$common_dir" "/lib/modules/$kernel/source"
+	fi
+fi
+
+if [ ! -d /sys/kernel/tracing/events ]; then
+	log "mounting tracefs on /sys/kernel/tracing"
+	mount -t tracefs tracefs /sys/kernel/tracing
+fi
+
+# The distro's bcc lives in /usr/bin/python3's dist-packages, not on PyPI:
+# the virtualenv must be made from that interpreter and see its site packages.
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import bcc' 2>/dev/null; then
+	log "creating $venv"
+	rm -rf "$venv"
+	/usr/bin/python3 -m venv --system-site-packages "$venv"
+fi
+log "installing pktfate into $venv"
+"$venv/bin/pip" install -q --upgrade pip >/dev/null
+"$venv/bin/pip" install -q -e "$project_dir[dev]"
+ln -sfn "$venv/bin/pktfate" /usr/local/bin/pktfate
+log "done: $(/usr/local/bin/pktfate --version)"

@@ -1,0 +1,89 @@
+"""A watch's settings: what the CLI was given, frozen, and the -D defines that
+carry it into the BPF C. This is the only place the C's settings are made."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .kernel import TRACEPOINTS, KernelInfo
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+BPF_MAIN = BPF_DIR / "pktfate.c"
+PROTOCOLS = ("tcp", "udp", "icmp")
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    ports: tuple[int, ...] = ()
+    hosts: tuple[str, ...] = ()  # normalised IPv4/IPv6 address strings
+    protos: frozenset[str] = frozenset(PROTOCOLS)
+    ifaces: tuple[str, ...] = ()  # empty: every interface that is up, but lo
+    duration: float | None = None
+    json: bool = False
+    ready_file: Path | None = None
+    all_netns: bool = False
+    xdp: bool = True
+    tc: bool = True
+    ringbuf_pages: int = 512  # 2 MiB: ~12,000 events of slack between drains
+    show_all: bool = False  # print every event, not only the noteworthy ones
+
+    def host_keys(self) -> list[bytes]:
+        """Each host as the 16 bytes the BPF map compares: IPv4 in the first 4."""
+        keys = []
+        for host in self.hosts:
+            addr = ipaddress.ip_address(host)
+            keys.append(addr.packed.ljust(16, b"\0"))
+        return keys
+
+    def cflags(self, kernel: KernelInfo) -> list[str]:
+        """The -D defines that configure bpf/pktfate.c for this watch and kernel."""
+        defines: dict[str, int] = {
+            "PF_NETNS": 0 if self.all_netns else kernel.netns,
+            "PF_WANT_TCP": int("tcp" in self.protos),
+            "PF_WANT_UDP": int("udp" in self.protos),
+            # ICMP is always followed: "ping works" is half of most diagnoses.
+            "PF_WANT_ICMP": 1,
+            "PF_FILTER_PORTS": int(bool(self.ports)),
+            "PF_FILTER_HOSTS": int(bool(self.hosts)),
+            "PF_RINGBUF_PAGES": self.ringbuf_pages,
+            "PF_HOOK_XDP_ON": int(self.xdp),
+            "PF_HOOK_TC_ON": int(self.tc),
+        }
+        for define, tracepoint in TRACEPOINTS.items():
+            defines[define] = int(kernel.has(tracepoint))
+        kfree = kernel.tracepoints.get("skb/kfree_skb", frozenset())
+        defines["PF_HAVE_DROP_REASON"] = int("reason" in kfree)
+        defines["PF_KFREE_HAS_RX_SK"] = int("rx_sk" in kfree)
+        rst = kernel.tracepoints.get("tcp/tcp_send_reset", frozenset())
+        defines["PF_RST_HAS_REASON"] = int("reason" in rst)
+        defines.update(kernel.offsets)
+        flags = [f"-I{BPF_DIR}", "-Wno-ignored-attributes", "-Wno-unused-function"]
+        flags += [f"-D{name}={value}" for name, value in sorted(defines.items())]
+        return flags
+
+
+_INCLUDE_RE = re.compile(r'^#include "([A-Za-z0-9_.]+)"\s*$', re.M)
+
+
+def render_source(main: Path = BPF_MAIN) -> str:
+    """bpf/pktfate.c with its local includes spliced in, each file once.
+
+    bcc builds tracepoint argument structs only for probes it finds in the main
+    text, so the hooks cannot stay in separately included files when compiled.
+    """
+    seen: set[str] = set()
+
+    def expand(path: Path) -> str:
+        def splice(match: re.Match) -> str:
+            name = match.group(1)
+            if name in seen:
+                return f"/* {name}: already included */"
+            seen.add(name)
+            return f"/* ---- {name} ---- */\n" + expand(path.parent / name)
+
+        return _INCLUDE_RE.sub(splice, path.read_text())
+
+    return expand(main)

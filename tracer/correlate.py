@@ -1,0 +1,320 @@
+"""Follow each packet across hooks to its fate, and gather flows.
+
+A packet is recognised at every hook by what does not change on the way: the
+addresses, ports, IPv4 id, TCP sequence number and flags, ICMP echo id and
+sequence. Pure logic: fed decoded PacketEvents, live or replayed from JSON.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+
+from .decode import PacketEvent
+
+ARRIVAL_HOOKS = ("xdp", "tc-ingress")
+MAX_OPEN_PACKETS = 8192  # packets still waiting for a fate; the oldest give way
+MAX_FLOWS = 65536
+
+ECHO_REQUEST = {"icmp": 8, "icmpv6": 128}
+ECHO_REPLY = {"icmp": 0, "icmpv6": 129}
+
+# Fates, most final first: a later, weaker sighting never overrides a stronger one.
+FATE_RANK = {"reset": 6, "icmp-error": 6, "rejected": 6, "dropped": 5, "answered": 4,
+             "forwarded": 3, "delivered": 2, "sent": 1, "unanswered": 0, "not-forwarded": 0}
+
+
+def packet_key(ev: PacketEvent) -> tuple:
+    return (ev.proto, ev.src, ev.dst, ev.sport, ev.dport, ev.ip_id, ev.seq, ev.tcp_flags,
+            ev.icmp_type if ev.hook != "icmp-error-sent" else None)
+
+
+@dataclass
+class PacketRecord:
+    key: tuple
+    first: PacketEvent
+    direction: str  # "in", "out", "through"
+    hooks: list[str] = field(default_factory=list)
+    fate: str | None = None
+    reason: str | None = None
+    location: str | None = None
+    answer: str | None = None  # "SYN-ACK", "RST", "echo reply", "ICMP 3/3"
+    bad_csum: bool = False
+
+    def settle(self, fate: str, **detail) -> bool:
+        """Set the fate unless a stronger one is already known. True if it changed."""
+        if self.fate and FATE_RANK[self.fate] > FATE_RANK[fate]:
+            for name, value in detail.items():
+                if getattr(self, name) is None:
+                    setattr(self, name, value)
+            return False
+        self.fate = fate
+        for name, value in detail.items():
+            setattr(self, name, value)
+        return True
+
+
+@dataclass
+class Flow:
+    """Counts for one conversation between this host and a peer."""
+
+    id: int
+    proto: str
+    local: str
+    local_port: int | None
+    peer: str
+    peer_port: int | None
+    first_ts: float
+    last_ts: float = 0.0
+    packets_in: int = 0
+    packets_out: int = 0
+    syn_in: int = 0
+    syn_out: int = 0
+    synack_out: int = 0
+    synack_in: int = 0
+    rst_in: int = 0
+    rst_out: int = 0
+    echo_requests_in: int = 0
+    echo_replies_out: int = 0
+    echo_requests_out: int = 0
+    echo_replies_in: int = 0
+    established: int = 0
+    kernel_resets: int = 0
+    forwarded: int = 0
+    bad_csum: int = 0
+    fates: Counter = field(default_factory=Counter)
+    drops: Counter = field(default_factory=Counter)  # reason -> count
+    drop_locations: Counter = field(default_factory=Counter)  # function -> count
+    icmp_errors_sent: Counter = field(default_factory=Counter)  # "type/code" -> count
+    arrived_on: Counter = field(default_factory=Counter)  # "xdp eth0" -> count
+    checksums: Counter = field(default_factory=Counter)  # verdict at arrival -> count
+    peer_ttls: Counter = field(default_factory=Counter)
+    syn_fates: Counter = field(default_factory=Counter)
+
+    @property
+    def label(self) -> str:
+        lp = f":{self.local_port}" if self.local_port is not None else ""
+        pp = f":{self.peer_port}" if self.peer_port is not None else ""
+        return f"{self.proto.upper()} {self.peer}{pp} > {self.local}{lp}"
+
+    def to_json(self) -> dict:
+        out = {"kind": "flow"}
+        for name, value in self.__dict__.items():
+            out[name] = dict(value) if isinstance(value, Counter) else value
+        return out
+
+
+class Correlator:
+    def __init__(self, local_addrs: set[str] | frozenset[str] = frozenset(),
+                 ports: tuple[int, ...] = ()):
+        self.local_addrs = set(local_addrs)
+        self.ports = set(ports)
+        self.packets: OrderedDict[tuple, PacketRecord] = OrderedDict()
+        self.flows: dict[tuple, Flow] = {}
+        self.evicted_packets = 0
+        self.evicted_flows = 0
+
+    # -------------------------------------------------------------- orientation
+
+    def _direction(self, ev: PacketEvent) -> str:
+        if ev.dst in self.local_addrs:
+            return "in"
+        if ev.src in self.local_addrs:
+            return "out"
+        if ev.hook in ARRIVAL_HOOKS:
+            return "in" if not self.local_addrs else "through"
+        if ev.hook == "tc-egress":
+            return "out" if not self.local_addrs else "through"
+        return "in"
+
+    def _flow_ends(self, ev: PacketEvent, direction: str) -> tuple:
+        """(local, local_port, peer, peer_port) for the event's flow."""
+        sport, dport = ev.sport, ev.dport
+        if ev.proto.startswith("icmp"):
+            sport = dport = None  # one ICMP flow per pair of hosts
+        if direction == "out" or (direction == "through" and sport in self.ports):
+            return ev.src, sport, ev.dst, dport
+        return ev.dst, dport, ev.src, sport
+
+    def flow_for(self, ev: PacketEvent, direction: str) -> Flow:
+        local, lport, peer, pport = self._flow_ends(ev, direction)
+        key = (ev.proto, local, lport, peer, pport)
+        flow = self.flows.get(key)
+        if flow is None:
+            if len(self.flows) >= MAX_FLOWS:
+                self.evicted_flows += 1
+                self.flows.pop(next(iter(self.flows)))
+            flow = Flow(len(self.flows) + self.evicted_flows + 1, ev.proto, local, lport,
+                        peer, pport, first_ts=ev.ts)
+            self.flows[key] = flow
+        flow.last_ts = max(flow.last_ts, ev.ts)
+        return flow
+
+    # -------------------------------------------------------------- packets
+
+    def _record(self, ev: PacketEvent, direction: str) -> tuple[PacketRecord, bool]:
+        key = packet_key(ev)
+        rec = self.packets.get(key)
+        if rec is not None:
+            return rec, False
+        if len(self.packets) >= MAX_OPEN_PACKETS:
+            self._retire(self.packets.popitem(last=False)[1])
+        rec = PacketRecord(key, ev, direction)
+        self.packets[key] = rec
+        return rec, True
+
+    def feed(self, ev: PacketEvent) -> tuple[PacketRecord | None, bool]:
+        """Account for one event. Returns its packet record and whether this was
+        the packet's first sighting (the output prints arrivals once)."""
+        if ev.hook == "tcp-state":
+            self._on_state(ev)
+            return None, False
+        direction = self._direction(ev)
+        if ev.hook == "rst-sent" and ev.skb is None:
+            direction = "out"  # a socket's own abort: the event is the RST itself
+        rec, first = self._record(ev, direction)
+        rec.hooks.append(ev.hook)
+        flow = self.flow_for(ev, rec.direction)
+        if first:
+            self._count_new(flow, rec, ev)
+        handler = getattr(self, "_on_" + ev.hook.replace("-", "_"), None)
+        if handler:
+            handler(rec, flow, ev)
+        return rec, first
+
+    def _count_new(self, flow: Flow, rec: PacketRecord, ev: PacketEvent) -> None:
+        flags = ev.tcp_flags or ""
+        icmp = ev.icmp_type if ev.is_icmp else -1
+        if rec.direction == "out":
+            flow.packets_out += 1
+            flow.syn_out += flags == "S"
+            flow.synack_out += "S" in flags and "A" in flags
+            flow.rst_out += "R" in flags
+            flow.echo_replies_out += icmp == ECHO_REPLY.get(ev.proto)
+            flow.echo_requests_out += icmp == ECHO_REQUEST.get(ev.proto)
+        else:
+            flow.packets_in += 1
+            flow.syn_in += flags == "S"
+            flow.synack_in += "S" in flags and "A" in flags
+            flow.rst_in += "R" in flags
+            flow.echo_requests_in += icmp == ECHO_REQUEST.get(ev.proto)
+            flow.echo_replies_in += icmp == ECHO_REPLY.get(ev.proto)
+            flow.peer_ttls[ev.ttl] += 1
+
+    def _on_xdp(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
+        self._arrived(rec, flow, ev)
+
+    def _on_tc_ingress(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
+        if "xdp" not in rec.hooks[:-1]:
+            self._arrived(rec, flow, ev)
+
+    def _arrived(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
+        flow.arrived_on[f"{ev.hook} {ev.iface}"] += 1
+        if ev.checksum:
+            flow.checksums[ev.checksum] += 1
+
+    def _on_tc_egress(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
+        if rec.direction == "through" and any(h in ARRIVAL_HOOKS for h in rec.hooks):
+            if rec.settle("forwarded"):
+                flow.forwarded += 1
+            return
+        if rec.direction != "out":
+            return
+        rec.settle("sent")
+        self._answer(ev, flow)
+
+    def _answer(self, ev: PacketEvent, flow: Flow) -> None:
+        """An outgoing packet may settle the fate of the incoming one it answers."""
+        flags = ev.tcp_flags or ""
+        if ev.proto == "tcp" and "S" in flags and "A" in flags:
+            want_seq = (ev.ack - 1) & 0xFFFFFFFF if ev.ack is not None else None
+            self._settle_request(ev, lambda r: r.tcp_flags == "S" and r.seq == want_seq,
+                                 "answered", "SYN-ACK")
+        elif ev.proto == "tcp" and "R" in flags:
+            # A RST that TCP did not send (no rst-sent event settled the SYN) comes
+            # from netfilter's REJECT, which sends it before dropping the SYN.
+            self._settle_request(ev, lambda r: r.tcp_flags == "S", "rejected", "RST",
+                                 open_only=True)
+        elif ev.icmp_type == ECHO_REPLY.get(ev.proto):
+            request = ECHO_REQUEST.get(ev.proto)
+            self._settle_request(
+                ev, lambda r: r.icmp_type == request and (r.sport, r.dport) ==
+                (ev.sport, ev.dport), "answered", "echo reply", same_ports=False)
+
+    def _settle_request(self, ev: PacketEvent, matches, fate: str, answer: str,
+                        open_only: bool = False, same_ports: bool = True) -> None:
+        """Settle the newest incoming packet, from the peer ev goes to, that ev answers."""
+        for rec in reversed(self.packets.values()):
+            first = rec.first
+            if (first.proto, first.src, first.dst) != (ev.proto, ev.dst, ev.src):
+                continue
+            if same_ports and (first.sport, first.dport) != (ev.dport, ev.sport):
+                continue
+            if not matches(first) or rec.fate in ("answered", "rejected", "reset"):
+                continue
+            if open_only and rec.fate not in (None, "dropped"):
+                continue
+            self._settle(rec, self.flow_for(first, rec.direction), fate, answer=answer)
+            return
+
+    def _move_fate(self, flow: Flow, old: str | None, new: str, rec: PacketRecord) -> None:
+        if old:
+            flow.fates[old] -= 1
+            if rec.first.tcp_flags == "S":
+                flow.syn_fates[old] -= 1
+        flow.fates[new] += 1
+        if rec.first.tcp_flags == "S":
+            flow.syn_fates[new] += 1
+
+    def _settle(self, rec: PacketRecord, flow: Flow, fate: str, **detail) -> None:
+        old = rec.fate
+        if rec.settle(fate, **detail):
+            self._move_fate(flow, old, fate, rec)
+
+    def _on_drop(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
+        flow.drops[ev.reason or "UNKNOWN"] += 1
+        func = (ev.location or "?").split("+")[0]
+        flow.drop_locations[func] += 1
+        self._settle(rec, flow, "dropped", reason=ev.reason, location=ev.location)
+
+    def _on_tcp_bad_csum(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
+        rec.bad_csum = True
+        flow.bad_csum += 1
+
+    def _on_rst_sent(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
+        flow.kernel_resets += 1
+        if rec.direction == "in":
+            self._settle(rec, flow, "reset", answer="RST")
+
+    def _on_icmp_error_sent(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
+        code = f"{ev.icmp_type}/{ev.icmp_code}"
+        flow.icmp_errors_sent[code] += 1
+        self._settle(rec, flow, "icmp-error", answer=f"ICMP {code}")
+
+    def _on_state(self, ev: PacketEvent) -> None:
+        if ev.state and ev.state.endswith(">ESTABLISHED"):
+            # The tracepoint names the socket's own ends: source is local.
+            flow = self.flow_for(ev, "out")
+            flow.established += 1
+
+    # -------------------------------------------------------------- the end
+
+    def _retire(self, rec: PacketRecord) -> None:
+        """A packet leaves the table: give it a fate from what was seen."""
+        if rec.fate is None:
+            flow = self.flow_for(rec.first, rec.direction)
+            if rec.direction == "in" and any(h in ARRIVAL_HOOKS for h in rec.hooks):
+                waits = rec.first.tcp_flags == "S" or \
+                    rec.first.icmp_type == ECHO_REQUEST.get(rec.first.proto)
+                self._settle(rec, flow, "unanswered" if waits else "delivered")
+            elif rec.direction == "through":
+                self._settle(rec, flow, "not-forwarded")
+            else:
+                self._settle(rec, flow, "sent")
+
+    def finish(self) -> list[Flow]:
+        """Settle every open packet and return the flows, busiest first."""
+        while self.packets:
+            self._retire(self.packets.popitem(last=False)[1])
+        return sorted(self.flows.values(), key=lambda f: (-(f.packets_in + f.packets_out), f.id))
+

@@ -1,0 +1,256 @@
+"""Turn the kernel's raw events into readable, JSON-ready packet events.
+
+RawEvent mirrors struct pf_event in bpf/event.h field by field;
+tests/unit/test_event_layout.py compiles the header and checks both agree.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import struct
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+SNAP_LEN = 64
+STAT_LOST = 16  # bpf/filter.h PF_STAT_LOST
+STAT_SLOTS = 32  # bpf/filter.h PF_STAT_SLOTS
+
+# enum pf_hook in bpf/event.h -> the name used in output and JSON.
+HOOKS = {
+    1: "xdp",
+    2: "tc-ingress",
+    3: "tc-egress",
+    4: "drop",
+    5: "tcp-bad-csum",
+    6: "rst-sent",
+    7: "icmp-error-sent",
+    8: "tcp-state",
+}
+HOOK_IDS = {name: num for num, name in HOOKS.items()}
+
+PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+TCP_FLAG_LETTERS = (("S", 0x02), ("F", 0x01), ("R", 0x04), ("P", 0x08), ("A", 0x10), ("U", 0x20))
+# include/net/tcp_states.h: the numbers are part of the tracepoint's ABI.
+TCP_STATES = {
+    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+    6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
+    11: "CLOSING", 12: "NEW_SYN_RECV",
+}
+
+
+class RawEvent(ctypes.Structure):
+    _fields_ = [
+        ("ts_ns", ctypes.c_uint64),
+        ("skb", ctypes.c_uint64),
+        ("location", ctypes.c_uint64),
+        ("saddr", ctypes.c_uint32 * 4),
+        ("daddr", ctypes.c_uint32 * 4),
+        ("netns", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
+        ("reason", ctypes.c_uint32),
+        ("seq", ctypes.c_uint32),
+        ("ack_seq", ctypes.c_uint32),
+        ("pkt_len", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("ip_id", ctypes.c_uint16),
+        ("l4_csum", ctypes.c_uint16),
+        ("l4_len", ctypes.c_uint16),
+        ("snap_len", ctypes.c_uint16),
+        ("hook", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+        ("proto", ctypes.c_uint8),
+        ("tcp_flags", ctypes.c_uint8),
+        ("ttl", ctypes.c_uint8),
+        ("icmp_type", ctypes.c_uint8),
+        ("icmp_code", ctypes.c_uint8),
+        ("state_old", ctypes.c_uint8),
+        ("state_new", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 3),
+        ("snap", ctypes.c_uint8 * SNAP_LEN),
+    ]
+
+
+def tcp_flags_text(flags: int) -> str:
+    return "".join(letter for letter, bit in TCP_FLAG_LETTERS if flags & bit) or "."
+
+
+def _address(words, family: int) -> str:
+    raw = struct.pack("<4I", *words)
+    if family == 4:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    return str(ipaddress.IPv6Address(raw))
+
+
+# ---------------------------------------------------------------- checksums
+
+
+def _ones_sum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def pseudo_header_sum(src: str, dst: str, proto: int, l4_len: int) -> int:
+    """Folded one's-complement sum of the TCP/UDP pseudo-header. A sender that
+    leaves the checksum to its NIC puts exactly this value in the field."""
+    s, d = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
+    if len(s) == 4:
+        pseudo = s + d + struct.pack("!BBH", 0, proto, l4_len)
+    else:
+        pseudo = s + d + struct.pack("!IxxxB", l4_len, proto)
+    return _ones_sum(pseudo)
+
+
+@dataclass(frozen=True)
+class ChecksumCheck:
+    """pktfate's own look at a TCP/UDP checksum as the packet arrived."""
+
+    field: int  # the value in the header
+    verdict: str  # "good", "bad", "pseudo-header-only" or "unchecked"
+
+
+def check_l4_checksum(src: str, dst: str, proto: int, l4_len: int, csum: int,
+                      segment: bytes) -> ChecksumCheck:
+    """Verify when the whole segment was captured; recognise the offload signature
+    (field == pseudo-header sum) whatever the length."""
+    pseudo = pseudo_header_sum(src, dst, proto, l4_len)
+    if proto == 17 and csum == 0:
+        return ChecksumCheck(csum, "good")  # UDP over IPv4: no checksum
+    if csum == pseudo and len(segment) < l4_len:
+        return ChecksumCheck(csum, "pseudo-header-only")
+    if len(segment) < l4_len:
+        return ChecksumCheck(csum, "unchecked")
+    total = _ones_sum(segment[:l4_len])
+    total += pseudo
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    if total == 0xFFFF:
+        return ChecksumCheck(csum, "good")
+    return ChecksumCheck(csum, "pseudo-header-only" if csum == pseudo else "bad")
+
+
+# ---------------------------------------------------------------- packet events
+
+
+@dataclass(frozen=True)
+class PacketEvent:
+    """One sighting of one packet at one hook. Field by field in the README."""
+
+    ts: float
+    hook: str
+    iface: str | None
+    netns: int
+    family: int
+    proto: str
+    src: str
+    dst: str
+    sport: int | None
+    dport: int | None
+    length: int
+    ttl: int
+    ip_id: int | None
+    tcp_flags: str | None
+    seq: int | None
+    ack: int | None
+    icmp_type: int | None
+    icmp_code: int | None
+    reason: str | None
+    location: str | None
+    state: str | None
+    checksum: str | None
+    csum_field: int | None
+    skb: str | None
+
+    def to_json(self) -> dict:
+        out = {"kind": "packet"}
+        out.update(asdict(self))
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict) -> PacketEvent:
+        names = cls.__dataclass_fields__
+        return cls(**{k: obj.get(k) for k in names})
+
+    @property
+    def is_tcp(self) -> bool:
+        return self.proto == "tcp"
+
+    @property
+    def is_icmp(self) -> bool:
+        return self.proto in ("icmp", "icmpv6")
+
+
+class Decoder:
+    """RawEvent -> PacketEvent, with the kernel's names for reasons, code
+    addresses and interfaces supplied by the caller."""
+
+    def __init__(self, drop_reason: Callable[[int], str], symbol: Callable[[int], str],
+                 ifname: Callable[[int], str], rst_reasons: dict[int, str] | None = None,
+                 boot_offset: float = 0.0, local_netns: int = 0):
+        self.drop_reason = drop_reason
+        self.symbol = symbol
+        self.ifname = ifname
+        self.rst_reasons = rst_reasons or {}
+        self.boot_offset = boot_offset
+        self.local_netns = local_netns  # interface hooks see only this namespace
+
+    def decode(self, raw: RawEvent) -> PacketEvent:
+        hook = HOOKS.get(raw.hook, f"hook{raw.hook}")
+        proto = PROTOCOLS.get(raw.proto, str(raw.proto))
+        src, dst = _address(raw.saddr, raw.family), _address(raw.daddr, raw.family)
+        ports = proto in ("tcp", "udp") or (proto.startswith("icmp") and raw.icmp_type in
+                                            (0, 8, 128, 129))
+        return PacketEvent(
+            ts=round(raw.ts_ns / 1e9 + self.boot_offset, 6),
+            hook=hook,
+            iface=self.ifname(raw.ifindex) if raw.ifindex else None,
+            netns=raw.netns or self.local_netns,
+            family=raw.family,
+            proto=proto,
+            src=src,
+            dst=dst,
+            sport=raw.sport if ports else None,
+            dport=raw.dport if ports else None,
+            length=raw.pkt_len,
+            ttl=raw.ttl,
+            ip_id=raw.ip_id if raw.family == 4 else None,
+            tcp_flags=tcp_flags_text(raw.tcp_flags) if proto == "tcp" else None,
+            seq=raw.seq if proto == "tcp" else None,
+            ack=raw.ack_seq if proto == "tcp" else None,
+            icmp_type=raw.icmp_type if proto.startswith("icmp") or hook ==
+            "icmp-error-sent" else None,
+            icmp_code=raw.icmp_code if proto.startswith("icmp") or hook ==
+            "icmp-error-sent" else None,
+            reason=self._reason(raw, hook),
+            location=self.symbol(raw.location) if raw.location else None,
+            state=self._state(raw) if hook == "tcp-state" else None,
+            checksum=self._checksum(raw, proto, src, dst),
+            csum_field=raw.l4_csum if raw.snap_len else None,
+            skb=f"{raw.skb:#x}" if raw.skb else None,
+        )
+
+    def _reason(self, raw: RawEvent, hook: str) -> str | None:
+        if hook == "drop":
+            return self.drop_reason(raw.reason)
+        if hook == "rst-sent" and self.rst_reasons:
+            return self.rst_reasons.get(raw.reason, f"RST_REASON_{raw.reason}")
+        return None
+
+    @staticmethod
+    def _state(raw: RawEvent) -> str:
+        old = TCP_STATES.get(raw.state_old, str(raw.state_old))
+        new = TCP_STATES.get(raw.state_new, str(raw.state_new))
+        return f"{old}>{new}"
+
+    @staticmethod
+    def _checksum(raw: RawEvent, proto: str, src: str, dst: str) -> str | None:
+        # Only arrivals carry the checksum as it came off the wire.
+        if raw.hook not in (1, 2) or proto not in ("tcp", "udp") or not raw.snap_len:
+            return None
+        segment = bytes(raw.snap[: raw.snap_len])
+        return check_l4_checksum(src, dst, raw.proto, raw.l4_len, raw.l4_csum, segment).verdict

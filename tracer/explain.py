@@ -1,0 +1,421 @@
+"""From correlated evidence to a diagnosis: the cause, the evidence, the fix.
+
+Each rule is a small function that looks at the flows and counters of a watch
+and returns findings. They run at the end of `pktfate watch` and again, without
+root or kernel, in `pktfate explain` on a recorded --json output.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from .correlate import Flow
+
+# Drops the kernel reports in normal operation (a socket closing with data still
+# queued, for instance): never a finding by themselves.
+BENIGN_REASONS = frozenset({"QUEUE_PURGE", "TCP_CLOSE", "SOCKET_CLOSE", "TCP_OLD_DATA",
+                            "TCP_OFO_QUEUE_PRUNE", "TCP_ZEROWINDOW", "NOT_SPECIFIED"})
+
+# Reasons that name their cause directly, with what to check.
+SIMPLE_CAUSES: dict[str, tuple[str, str, str]] = {
+    "IP_INNOROUTES": ("no-route", "this host has no route for them", "ip route get {peer}"),
+    "IP_OUTNOROUTES": ("no-route", "this host has no route back", "ip route get {peer}"),
+    "SOCKET_RCVBUFF": ("socket-buffer-full", "the receiving socket's buffer is full",
+                       "ss -lunmp 'sport = :{port}' (raise SO_RCVBUF or read faster)"),
+    "TC_INGRESS": ("tc-drop", "a tc ingress filter drops them", "tc filter show dev {iface} ingress"),
+    "TC_EGRESS": ("tc-drop", "a tc egress filter drops them", "tc filter show dev {iface} egress"),
+    "XDP": ("xdp-drop", "an XDP program drops them", "ip link show {iface} (look for 'xdp')"),
+    "OTHERHOST": ("not-for-this-host", "they are addressed to another host's MAC",
+                  "ip neigh; check the sender's ARP entry for this host"),
+    "IP_INADDRERRORS": ("not-for-this-host", "their destination is not an address of this host",
+                        "ip -br addr"),
+    "PKT_TOO_BIG": ("mtu", "they are larger than the path allows", "ip link show {iface} (MTU)"),
+}
+
+SEVERITY = {"tcp-bad-checksum": 90, "udp-bad-checksum": 90, "ip-bad-checksum": 90,
+            "firewall-drop": 80, "firewall-reject": 80, "rp-filter": 80, "listen-overflow": 75,
+            "no-listener": 70, "never-arrived": 60, "unknown": 10}
+
+
+@dataclass
+class Finding:
+    cause: str
+    summary: str
+    flows: list[dict] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+    fix: list[str] = field(default_factory=list)
+    confidence: str = "high"
+    count: int = 0  # packets the finding accounts for: ranks findings of one severity
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Evidence:
+    flows: list[Flow]
+    counters: dict[str, int] = field(default_factory=dict)  # deltas during the watch
+    ports: tuple[int, ...] = ()
+    lost: int = 0
+
+    @property
+    def watched(self) -> list[Flow]:
+        return [f for f in self.flows if f.proto in ("tcp", "udp")]
+
+    def icmp_with(self, peer: str) -> Flow | None:
+        for flow in self.flows:
+            if flow.proto.startswith("icmp") and flow.peer == peer:
+                return flow
+        return None
+
+
+Rule = Callable[[Evidence], list[Finding]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+# ---------------------------------------------------------------- wording helpers
+
+
+def _port(flow: Flow) -> str:
+    return f":{flow.local_port}" if flow.local_port is not None else ""
+
+
+def _flow_ref(flow: Flow, count: int) -> dict:
+    return {"flow": flow.id, "label": flow.label, "count": count}
+
+
+def _what(flow: Flow) -> str:
+    """'TCP SYNs' or 'UDP datagrams' from the peer, for summaries."""
+    if flow.proto == "tcp":
+        return "TCP SYNs" if flow.syn_in else "TCP segments"
+    return "UDP datagrams"
+
+
+def _arrivals(flow: Flow) -> str:
+    seen = ", ".join(f"{n} at {where}" for where, n in flow.arrived_on.most_common(3))
+    return f"{flow.packets_in} arrived ({seen})" if seen else "none seen arriving"
+
+
+def _where(flow: Flow) -> str:
+    funcs = ", ".join(f for f, _ in flow.drop_locations.most_common(2))
+    return f" in {funcs}" if funcs else ""
+
+
+def contrast(ev: Evidence, flow: Flow, outcome: str) -> list[str]:
+    """'ICMP echo from X answered 5/5; TCP SYN to :80 from X dropped 6/6 (TCP_CSUM)'."""
+    icmp = ev.icmp_with(flow.peer)
+    if icmp is None or not icmp.echo_requests_in:
+        return []
+    answered = icmp.fates.get("answered", 0)
+    return [f"ICMP echo from {flow.peer} answered {answered}/{icmp.echo_requests_in}; "
+            f"{flow.proto.upper()} to {_port(flow)} from {flow.peer} {outcome}"]
+
+
+def counter_lines(ev: Evidence, names: tuple[str, ...]) -> list[str]:
+    return [f"kernel counter {name} +{ev.counters[name]} during the watch"
+            for name in names if ev.counters.get(name)]
+
+
+# ---------------------------------------------------------------- rules
+
+
+def _checksum_rule(reason: str, cause: str, proto: str | None, counters: tuple[str, ...]):
+    def check(ev: Evidence) -> list[Finding]:
+        findings = []
+        for flow in ev.flows:
+            dropped = flow.drops.get(reason, 0)
+            if not dropped or (proto and flow.proto != proto):
+                continue
+            finding = Finding(
+                cause,
+                f"{_what(flow)} from {flow.peer} to {_port(flow) or flow.local} arrive but this "
+                f"kernel drops them ({dropped}/{flow.packets_in}) because their "
+                f"{flow.proto.upper() if proto else 'IP header'} checksum is wrong.",
+                flows=[_flow_ref(flow, dropped)], count=dropped)
+            finding.evidence.append(f"{_arrivals(flow)}; {dropped} dropped{_where(flow)} with "
+                                    f"reason {reason}")
+            offload = flow.checksums.get("pseudo-header-only", 0)
+            if offload:
+                finding.evidence.append(
+                    f"{offload} arrived with only the pseudo-header sum in the checksum field: "
+                    "the sender left the checksum to offload and nothing on the way completed it")
+            if flow.bad_csum:
+                finding.evidence.append(f"tcp:tcp_bad_csum fired {flow.bad_csum} times")
+            if not (flow.synack_out or flow.rst_out or flow.icmp_errors_sent):
+                finding.evidence.append("nothing was sent back: to the sender the port looks "
+                                        "filtered (timeouts, no RST)")
+            finding.evidence += counter_lines(ev, counters)
+            finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
+                                                   f"({reason})")
+            finding.fix = [
+                f"on the sender {flow.peer}: turn off transmit checksum offload on the interface "
+                "that sends here: ethtool -K <iface> tx off",
+                "or fix the device that forwards between them: it must complete the checksum "
+                "(or recompute it) instead of copying the segment as it is",
+                "check: the counter " + (counters[0] if counters else "") +
+                " stops growing (nstat -az) and the service answers",
+            ]
+            findings.append(finding)
+        return findings
+
+    check.__name__ = f"rule_{cause.replace('-', '_')}"
+    return check
+
+
+rule(_checksum_rule("TCP_CSUM", "tcp-bad-checksum", "tcp", ("TcpInCsumErrors",)))
+rule(_checksum_rule("UDP_CSUM", "udp-bad-checksum", "udp", ("UdpInCsumErrors",)))
+rule(_checksum_rule("IP_CSUM", "ip-bad-checksum", None, ("IpInHdrErrors",)))
+
+
+@rule
+def rule_firewall(ev: Evidence) -> list[Finding]:
+    findings = []
+    for flow in ev.watched:
+        dropped = flow.drops.get("NETFILTER_DROP", 0)
+        if not dropped:
+            continue
+        rejected = flow.fates.get("rejected", 0) + sum(flow.icmp_errors_sent.values())
+        port = flow.local_port
+        if rejected:
+            finding = Finding(
+                "firewall-reject",
+                f"The firewall rejects {_what(flow)} from {flow.peer} to {_port(flow)}: netfilter "
+                f"drops them and answers in this host's name ({rejected}/{flow.packets_in}).",
+                flows=[_flow_ref(flow, dropped)], count=dropped)
+            answers = ", ".join(f"ICMP {c} x{n}" for c, n in flow.icmp_errors_sent.items())
+            finding.evidence.append(f"{_arrivals(flow)}; {dropped} dropped{_where(flow)} with "
+                                    f"reason NETFILTER_DROP, answered with "
+                                    f"{answers or 'a RST that TCP did not send'}")
+        else:
+            finding = Finding(
+                "firewall-drop",
+                f"The firewall silently drops {_what(flow)} from {flow.peer} to {_port(flow)} "
+                f"({dropped}/{flow.packets_in}); the sender sees timeouts.",
+                flows=[_flow_ref(flow, dropped)], count=dropped)
+            finding.evidence.append(f"{_arrivals(flow)}; {dropped} dropped{_where(flow)} with "
+                                    "reason NETFILTER_DROP, nothing sent back")
+        finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
+                                               "(NETFILTER_DROP)")
+        proto = flow.proto
+        finding.fix = [
+            f"find the rule: iptables -L -v -n --line-numbers | grep 'dpt:{port}' or "
+            f"nft -a list ruleset | grep 'dport {port}'",
+            f"then delete or narrow it, for example: iptables -D INPUT -p {proto} "
+            f"--dport {port} -j {'REJECT' if rejected else 'DROP'}",
+        ]
+        findings.append(finding)
+    return findings
+
+
+@rule
+def rule_no_listener(ev: Evidence) -> list[Finding]:
+    findings = []
+    for flow in ev.watched:
+        no_socket = flow.drops.get("NO_SOCKET", 0)
+        if flow.proto == "tcp":
+            answered = flow.fates.get("reset", 0)
+            how = "RST"
+        else:
+            answered = flow.icmp_errors_sent.get("3/3", 0)
+            how = "ICMP port unreachable"
+        if not answered or not (no_socket or flow.kernel_resets):
+            continue
+        finding = Finding(
+            "no-listener",
+            f"Nothing listens on {flow.proto.upper()} port {flow.local_port} here: the kernel "
+            f"answered {answered} {_what(flow)} from {flow.peer} with {how}.",
+            flows=[_flow_ref(flow, answered)], count=answered)
+        finding.evidence.append(f"{_arrivals(flow)}; {answered} answered by the kernel with "
+                                f"{how}, {no_socket} freed with reason NO_SOCKET")
+        finding.evidence += counter_lines(ev, ("TcpOutRsts", "UdpNoPorts"))
+        finding.evidence += contrast(ev, flow, f"refused {answered}/{flow.packets_in} ({how})")
+        opt = "t" if flow.proto == "tcp" else "u"
+        finding.fix = [
+            f"start the service on port {flow.local_port}, or make it listen on {flow.local}: "
+            f"check with ss -l{opt}np 'sport = :{flow.local_port}'",
+            "a service in a container or another network namespace does not listen here",
+        ]
+        findings.append(finding)
+    return findings
+
+
+@rule
+def rule_listen_overflow(ev: Evidence) -> list[Finding]:
+    flows = [f for f in ev.watched if f.drops.get("TCP_LISTEN_OVERFLOW")]
+    moved = ev.counters.get("TcpExtListenOverflows", 0) + ev.counters.get("TcpExtListenDrops", 0)
+    if not flows and not moved:
+        return []
+    count = sum(f.drops.get("TCP_LISTEN_OVERFLOW", 0) for f in flows) or moved
+    port = flows[0].local_port if flows else (ev.ports[0] if ev.ports else "?")
+    finding = Finding(
+        "listen-overflow",
+        f"The listening socket on :{port} has a full accept queue: the kernel drops new "
+        "connections until the application accepts the ones waiting.",
+        flows=[_flow_ref(f, f.drops.get("TCP_LISTEN_OVERFLOW", 0)) for f in flows], count=count)
+    for flow in flows:
+        finding.evidence.append(f"{_arrivals(flow)}; {flow.drops['TCP_LISTEN_OVERFLOW']} "
+                                f"dropped{_where(flow)} with reason TCP_LISTEN_OVERFLOW")
+    finding.evidence += counter_lines(ev, ("TcpExtListenOverflows", "TcpExtListenDrops"))
+    finding.fix = [
+        f"see the queue: ss -ltn 'sport = :{port}' (Recv-Q = waiting, Send-Q = backlog)",
+        "make the application accept faster, or raise its listen() backlog and "
+        "net.core.somaxconn",
+    ]
+    return [finding]
+
+
+@rule
+def rule_rp_filter(ev: Evidence) -> list[Finding]:
+    findings = []
+    for flow in ev.flows:
+        dropped = flow.drops.get("IP_RPFILTER", 0)
+        if not dropped:
+            continue
+        iface = next((w.split()[-1] for w in flow.arrived_on), "<iface>")
+        finding = Finding(
+            "rp-filter",
+            f"Reverse-path filtering drops packets from {flow.peer}: the route back to "
+            f"{flow.peer} does not leave through {iface}, where they arrive.",
+            flows=[_flow_ref(flow, dropped)], count=dropped)
+        finding.evidence.append(f"{_arrivals(flow)}; {dropped} dropped{_where(flow)} with "
+                                "reason IP_RPFILTER")
+        finding.fix = [
+            f"compare: ip route get {flow.peer} (the way back) with the interface {iface}",
+            f"add the missing route, or relax the check: sysctl -w net.ipv4.conf.{iface}."
+            "rp_filter=2 (loose) and net.ipv4.conf.all.rp_filter=2",
+        ]
+        findings.append(finding)
+    return findings
+
+
+@rule
+def rule_simple_reasons(ev: Evidence) -> list[Finding]:
+    findings = []
+    for flow in ev.flows:
+        for reason, dropped in flow.drops.items():
+            if reason not in SIMPLE_CAUSES:
+                continue
+            cause, why, check = SIMPLE_CAUSES[reason]
+            iface = next((w.split()[-1] for w in flow.arrived_on), "<iface>")
+            finding = Finding(
+                cause, f"{_what(flow)} from {flow.peer} are dropped ({dropped}): {why}.",
+                flows=[_flow_ref(flow, dropped)], count=dropped, confidence="medium")
+            finding.evidence.append(f"{_arrivals(flow)}; {dropped} dropped{_where(flow)} with "
+                                    f"reason {reason}")
+            finding.fix = [check.format(peer=flow.peer, port=flow.local_port, iface=iface)]
+            findings.append(finding)
+    return findings
+
+
+@rule
+def rule_ttl_expired(ev: Evidence) -> list[Finding]:
+    findings = []
+    for flow in ev.flows:
+        expired = flow.icmp_errors_sent.get("11/0", 0)
+        if expired:
+            findings.append(Finding(
+                "ttl-expired", f"Packets from {flow.peer} ran out of TTL here ({expired}): "
+                "a routing loop, or a sender's TTL set too low.",
+                flows=[_flow_ref(flow, expired)], count=expired, confidence="medium",
+                evidence=[f"{expired} answered with ICMP time exceeded"],
+                fix=[f"traceroute {flow.peer} from both sides, looking for a loop"]))
+    return findings
+
+
+@rule
+def rule_never_arrived(ev: Evidence) -> list[Finding]:
+    if any(f.packets_in for f in ev.watched):
+        return []
+    ports = ", ".join(f":{p}" for p in ev.ports) or "the watched flows"
+    finding = Finding(
+        "never-arrived",
+        f"No packet to {ports} reached this host's interfaces during the watch: the "
+        "problem is upstream (the client, a firewall or a router on the way).",
+        confidence="medium")
+    for flow in ev.flows:
+        if flow.proto.startswith("icmp") and flow.packets_in:
+            finding.evidence.append(f"ICMP from {flow.peer} did arrive ({flow.packets_in}), "
+                                    "so the path itself works")
+    port = ev.ports[0] if ev.ports else "<port>"
+    finding.fix = [f"from the client: traceroute -T -p {port} <this host> (or mtr -T -P {port}) "
+                   "to find where the path stops"]
+    return [finding]
+
+
+def _explained_reasons(findings: list[Finding]) -> set[str]:
+    causes = {f.cause for f in findings}
+    reasons = {r for r, (c, _, _) in SIMPLE_CAUSES.items() if c in causes}
+    pairs = {"tcp-bad-checksum": "TCP_CSUM", "udp-bad-checksum": "UDP_CSUM",
+             "ip-bad-checksum": "IP_CSUM", "firewall-drop": "NETFILTER_DROP",
+             "firewall-reject": "NETFILTER_DROP", "no-listener": "NO_SOCKET",
+             "listen-overflow": "TCP_LISTEN_OVERFLOW", "rp-filter": "IP_RPFILTER"}
+    reasons |= {pairs[c] for c in causes if c in pairs}
+    return reasons
+
+
+def rule_unknown(ev: Evidence, findings: list[Finding]) -> list[Finding]:
+    """Drops no other rule explains, still reported with reason, place and count."""
+    explained = _explained_reasons(findings) | BENIGN_REASONS
+    left: Counter = Counter()
+    where: dict[str, Counter] = {}
+    flows: list[dict] = []
+    for flow in ev.watched:
+        for reason, n in flow.drops.items():
+            if reason not in explained:
+                left[reason] += n
+                where.setdefault(reason, Counter()).update(flow.drop_locations)
+                flows.append(_flow_ref(flow, n))
+    if not left:
+        return []
+    reasons = ", ".join(f"{r} x{n}" for r, n in left.most_common())
+    finding = Finding("unknown", f"The kernel dropped watched packets for reasons pktfate has "
+                      f"no rule for: {reasons}.", flows=flows, count=sum(left.values()),
+                      confidence="low")
+    for reason, locs in where.items():
+        finding.evidence.append(f"{reason}: at {', '.join(f for f, _ in locs.most_common(3))}")
+    finding.fix = ["look the reason up in the kernel's include/net/dropreason-core.h"]
+    return [finding]
+
+
+def rule_healthy(ev: Evidence) -> list[Finding]:
+    flows = [f for f in ev.watched if f.packets_in or f.packets_out]
+    if not flows:
+        return []
+    syns = sum(f.syn_in for f in flows)
+    answered = sum(f.syn_fates.get("answered", 0) for f in flows)
+    established = sum(f.established for f in flows)
+    packets = sum(f.packets_in + f.packets_out for f in flows)
+    parts = []
+    if syns:
+        parts.append(f"SYNs answered {answered}/{syns}")
+    if established:
+        parts.append(f"{established} connections established")
+    parts.append(f"{packets} packets in {len(flows)} flows, none dropped for a reason that "
+                 "matters")
+    return [Finding("healthy", "Healthy: " + "; ".join(parts) + ".",
+                    flows=[_flow_ref(f, f.packets_in + f.packets_out) for f in flows],
+                    evidence=[f"{f.label}: {_arrivals(f)}, {f.packets_out} sent"
+                              for f in flows[:5]], count=packets)]
+
+
+def diagnose(ev: Evidence) -> list[Finding]:
+    """Every finding, the most important first; 'healthy' only when nothing is wrong."""
+    findings: list[Finding] = []
+    for fn in RULES:
+        findings += fn(ev)
+    findings += rule_unknown(ev, findings)
+    if not findings:
+        findings = rule_healthy(ev)
+    findings.sort(key=lambda f: (-SEVERITY.get(f.cause, 50), -f.count))
+    if ev.lost:
+        for finding in findings:
+            finding.evidence.append(f"{ev.lost} events were lost in the ring buffer: counts "
+                                    "may be low")
+    return findings

@@ -1,0 +1,175 @@
+"""What the running kernel offers pktfate: tracefs, tracepoints, BTF offsets and
+the names of its drop reasons. Everything kernel-specific is read here, from the
+kernel itself; nothing is taken from a table in the code. No bcc needed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .btf import BTF, BTFError
+from .errors import PktfateError
+
+TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+
+# Tracepoints pktfate can use, by the define that switches each one on.
+TRACEPOINTS = {
+    "PF_HAVE_KFREE_SKB": "skb/kfree_skb",
+    "PF_HAVE_TCP_BAD_CSUM": "tcp/tcp_bad_csum",
+    "PF_HAVE_TCP_SEND_RESET": "tcp/tcp_send_reset",
+    "PF_HAVE_ICMP_SEND": "icmp/icmp_send",
+    "PF_HAVE_SOCK_STATE": "sock/inet_sock_set_state",
+}
+
+# Kernel struct members the BPF programs read, as (define, struct, member path).
+BTF_FIELDS = (
+    ("PF_OFF_SKB_HEAD", "sk_buff", "head"),
+    ("PF_OFF_SKB_NETWORK_HEADER", "sk_buff", "network_header"),
+    ("PF_OFF_SKB_DEV", "sk_buff", "dev"),
+    ("PF_OFF_SKB_SK", "sk_buff", "sk"),
+    ("PF_OFF_DEV_NET", "net_device", "nd_net.net"),
+    ("PF_OFF_DEV_IFINDEX", "net_device", "ifindex"),
+    ("PF_OFF_NET_INUM", "net", "ns.inum"),
+    ("PF_OFF_SK_NET", "sock", "__sk_common.skc_net.net"),
+)
+
+_FIELD_RE = re.compile(r"^\s*field:(?P<decl>[^;]+);", re.M)
+_SYMBOLIC_RE = re.compile(r"\{\s*(-?\d+)\s*,\s*\"([A-Za-z0-9_]+)\"\s*\}")
+
+
+def parse_format_fields(text: str) -> frozenset[str]:
+    """Field names declared in a tracepoint's format file."""
+    names = set()
+    for match in _FIELD_RE.finditer(text):
+        decl = match.group("decl").strip()
+        name = re.sub(r"\[.*\]$", "", decl.split()[-1]).lstrip("*")
+        if not name.startswith("common_"):
+            names.add(name)
+    return frozenset(names)
+
+
+def parse_print_symbolic(text: str) -> dict[int, str]:
+    """Value -> name pairs of the __print_symbolic() list in a format file."""
+    _, _, fmt = text.partition("__print_symbolic")
+    return {int(num): name for num, name in _SYMBOLIC_RE.findall(fmt)}
+
+
+def strip_enum_prefix(values: dict[int, str], prefix: str) -> dict[int, str]:
+    return {v: (n[len(prefix):] if n.startswith(prefix) else n) for v, n in values.items()}
+
+
+def find_tracefs(mount: bool = True) -> Path:
+    """The tracefs mount point, mounting it where it is missing."""
+    for path in TRACEFS_CANDIDATES:
+        if (path / "events").is_dir():
+            return path
+    if mount:
+        target = TRACEFS_CANDIDATES[0]
+        proc = subprocess.run(
+            ["mount", "-t", "tracefs", "tracefs", str(target)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode == 0 and (target / "events").is_dir():
+            return target
+    raise PktfateError(
+        "tracefs is not mounted and could not be mounted: "
+        "run 'mount -t tracefs tracefs /sys/kernel/tracing' as root, then retry"
+    )
+
+
+def netns_inode(pid: str = "self") -> int:
+    return os.stat(f"/proc/{pid}/ns/net").st_ino
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    """Facts about the running kernel that shape what gets compiled and how
+    events are named."""
+
+    tracefs: Path
+    tracepoints: dict[str, frozenset[str]]  # "skb/kfree_skb" -> its field names
+    offsets: dict[str, int]  # PF_OFF_* -> byte offset
+    drop_reasons: dict[int, str]
+    rst_reasons: dict[int, str]
+    netns: int
+    missing: tuple[str, ...] = field(default=())
+
+    def has(self, tracepoint: str) -> bool:
+        return tracepoint in self.tracepoints
+
+    def drop_reason_name(self, code: int) -> str:
+        """The kernel's name for a drop reason. Reasons of subsystems (the high
+        16 bits) are named by subsystem and code, as the kernel lists them."""
+        if code in self.drop_reasons:
+            return self.drop_reasons[code]
+        if code >> 16:
+            return f"SUBSYS_{code >> 16}_{code & 0xFFFF}"
+        return f"REASON_{code}"
+
+
+def _read_tracepoints(tracefs: Path) -> dict[str, frozenset[str]]:
+    found = {}
+    for name in TRACEPOINTS.values():
+        fmt = tracefs / "events" / name / "format"
+        try:
+            found[name] = parse_format_fields(fmt.read_text())
+        except OSError:
+            continue
+    return found
+
+
+def _drop_reasons(btf: BTF | None, tracefs: Path) -> dict[int, str]:
+    if btf is not None:
+        try:
+            return strip_enum_prefix(btf.enum("skb_drop_reason"), "SKB_DROP_REASON_")
+        except BTFError:
+            pass
+    try:
+        text = (tracefs / "events/skb/kfree_skb/format").read_text()
+    except OSError:
+        return {}
+    return parse_print_symbolic(text)
+
+
+def probe_kernel(mount_tracefs: bool = True) -> KernelInfo:
+    """Read everything pktfate needs to know about this kernel."""
+    tracefs = find_tracefs(mount=mount_tracefs)
+    missing = []
+    tracepoints = _read_tracepoints(tracefs)
+    for name in TRACEPOINTS.values():
+        if name not in tracepoints:
+            missing.append(f"tracepoint {name}")
+    try:
+        btf: BTF | None = BTF.from_file()
+    except BTFError as exc:
+        raise PktfateError(
+            f"kernel BTF is needed to read packets from kernel structures ({exc}); "
+            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+        ) from exc
+    offsets = {}
+    for define, struct_name, path in BTF_FIELDS:
+        try:
+            offsets[define] = btf.field(struct_name, path).offset
+        except BTFError as exc:
+            raise PktfateError(f"this kernel's BTF lacks a field pktfate reads: {exc}") from exc
+    drop_reasons = _drop_reasons(btf, tracefs)
+    if not drop_reasons:
+        missing.append("drop reasons (kernel older than 5.17): drops are shown without a reason")
+    try:
+        rst_reasons = strip_enum_prefix(btf.enum("sk_rst_reason"), "SK_RST_REASON_")
+    except BTFError:
+        rst_reasons = {}
+    return KernelInfo(
+        tracefs=tracefs,
+        tracepoints=tracepoints,
+        offsets=offsets,
+        drop_reasons=drop_reasons,
+        rst_reasons=rst_reasons,
+        netns=netns_inode(),
+        missing=tuple(missing),
+    )

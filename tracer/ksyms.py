@@ -1,0 +1,35 @@
+"""Name kernel code addresses (kfree_skb's location) from /proc/kallsyms."""
+
+from __future__ import annotations
+
+import bisect
+from pathlib import Path
+
+
+class KernelSymbols:
+    def __init__(self, text: str):
+        pairs = []
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[1] in "tTwW":
+                addr = int(parts[0], 16)
+                if addr:
+                    pairs.append((addr, parts[2]))
+        pairs.sort()
+        self._addrs = [a for a, _ in pairs]
+        self._names = [n for _, n in pairs]
+
+    @classmethod
+    def load(cls, path: Path = Path("/proc/kallsyms")) -> KernelSymbols:
+        try:
+            return cls(path.read_text())
+        except OSError:
+            return cls("")
+
+    def name(self, addr: int) -> str:
+        """'function+0xoff', or the bare address when it cannot be named (for
+        example when kallsyms hides addresses from non-root readers)."""
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        if i < 0:
+            return f"{addr:#x}"
+        return f"{self._names[i]}+{addr - self._addrs[i]:#x}"

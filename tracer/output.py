@@ -1,0 +1,179 @@
+"""Formatters: the live event lines, the flow summary and the diagnosis, as text
+for a terminal (under 100 columns) or as JSON lines. Each writes to the stream
+it is given."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from typing import TextIO
+
+from .correlate import Flow, PacketRecord
+from .decode import PacketEvent
+from .explain import Finding
+
+WIDTH = 99
+MAX_LINES_PER_SECOND = 40  # live lines; beyond that they are counted, not printed
+
+
+def _endpoint(addr: str, port: int | None) -> str:
+    if port is None:
+        return addr
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def describe(ev: PacketEvent) -> str:
+    """'TCP 10.0.1.2:40312 > 10.0.2.2:80 [S]' and the like."""
+    if ev.proto.startswith("icmp"):
+        names = {0: "echo reply", 8: "echo request", 3: "unreachable", 11: "time exceeded",
+                 128: "echo request", 129: "echo reply", 1: "unreachable"}
+        what = names.get(ev.icmp_type, f"type {ev.icmp_type}")
+        if ev.hook == "icmp-error-sent":
+            what = "?"
+        return f"ICMP {ev.src} > {ev.dst} {what}"
+    text = f"{ev.proto.upper()} {_endpoint(ev.src, ev.sport)} > {_endpoint(ev.dst, ev.dport)}"
+    if ev.tcp_flags:
+        text += f" [{ev.tcp_flags}]"
+    return text
+
+
+def noteworthy(ev: PacketEvent, first: bool) -> bool:
+    """Arrivals of connection starts and ends, every fate, every answer; not each
+    segment of a healthy transfer."""
+    if ev.hook in ("drop", "rst-sent", "icmp-error-sent", "tcp-bad-csum", "tcp-state"):
+        return True
+    if not first:
+        return False
+    flags = ev.tcp_flags or ""
+    return ev.proto != "tcp" or any(f in flags for f in "SRF")
+
+
+def event_line(ev: PacketEvent, rec: PacketRecord | None) -> str:
+    clock = time.strftime("%H:%M:%S", time.localtime(ev.ts)) + f".{int(ev.ts * 1000) % 1000:03d}"
+    where = {"xdp": "arrived", "tc-ingress": "arrived", "tc-egress": "sent"}.get(ev.hook, "")
+    packet = describe(ev) if ev.hook != "tcp-state" else \
+        f"TCP {_endpoint(ev.src, ev.sport)} - {_endpoint(ev.dst, ev.dport)}"
+    if ev.hook in ("xdp", "tc-ingress", "tc-egress"):
+        tail = f"{where} {ev.hook} {ev.iface or ''} ttl {ev.ttl}"
+        if ev.checksum in ("bad", "pseudo-header-only"):
+            tail += f" csum {ev.checksum}"
+    elif ev.hook == "drop":
+        tail = f"DROPPED {ev.reason} at {(ev.location or '?').split('+')[0]}"
+    elif ev.hook == "rst-sent":
+        tail = "answered by the kernel with RST"
+    elif ev.hook == "icmp-error-sent":
+        tail = f"answered by the kernel with ICMP {ev.icmp_type}/{ev.icmp_code}"
+    elif ev.hook == "tcp-bad-csum":
+        tail = "bad TCP checksum"
+    else:
+        tail = f"state {ev.state}"
+    line = f"{clock} {packet}  {tail}"
+    return line[:WIDTH]
+
+
+class HumanOutput:
+    def __init__(self, stream: TextIO, show_all: bool = False):
+        self.stream = stream
+        self.show_all = show_all
+        self._second = 0
+        self._in_second = 0
+        self.suppressed = 0
+
+    def start(self, banner: list[str]) -> None:
+        for line in banner:
+            self._write(line)
+
+    def event(self, ev: PacketEvent, rec: PacketRecord | None, first: bool) -> None:
+        if not self.show_all and not noteworthy(ev, first):
+            return
+        second = int(ev.ts)
+        if second != self._second:
+            self._second, self._in_second = second, 0
+        self._in_second += 1
+        if self._in_second > MAX_LINES_PER_SECOND:
+            self.suppressed += 1
+            return
+        self._write(event_line(ev, rec))
+
+    def finish(self, flows: list[Flow], findings: list[Finding], stats: dict,
+               counters: dict[str, int]) -> None:
+        if self.suppressed:
+            self._write(f"({self.suppressed} more event lines not shown: over "
+                        f"{MAX_LINES_PER_SECOND}/s)")
+        self._write("")
+        self._write("FLOWS")
+        if not flows:
+            self._write("  none seen")
+        for flow in flows[:20]:
+            self._flow(flow)
+        if len(flows) > 20:
+            self._write(f"  ... and {len(flows) - 20} more flows")
+        lost = sum(stats.get("lost", {}).values())
+        if lost:
+            self._write(f"  ({lost} events lost in the ring buffer: counts may be low)")
+        self._write("")
+        self._write("DIAGNOSIS")
+        for n, finding in enumerate(findings, 1):
+            self._finding(n, finding)
+
+    def _flow(self, flow: Flow) -> None:
+        self._write(f"  #{flow.id} {flow.label}")
+        parts = [f"in {flow.packets_in}", f"out {flow.packets_out}"]
+        if flow.syn_in:
+            parts.append(f"SYN in {flow.syn_in}")
+        if flow.synack_out:
+            parts.append(f"SYN-ACK out {flow.synack_out}")
+        if flow.echo_requests_in:
+            parts.append(f"echo in {flow.echo_requests_in}, replies {flow.echo_replies_out}")
+        if flow.established:
+            parts.append(f"established {flow.established}")
+        fates = ", ".join(f"{k} {v}" for k, v in flow.fates.items() if v)
+        if fates:
+            parts.append(f"fates: {fates}")
+        drops = ", ".join(f"{k} {v}" for k, v in flow.drops.items())
+        if drops:
+            parts.append(f"drops: {drops}")
+        self._wrapped("; ".join(parts), "     ")
+
+    def _finding(self, n: int, finding: Finding) -> None:
+        self._wrapped(f"{n}. [{finding.cause}] {finding.summary}", "   ", first="")
+        for line in finding.evidence:
+            self._wrapped(line, "       ", first="   - ")
+        for line in finding.fix:
+            self._wrapped(line, "       ", first="   fix: ")
+
+    def _wrapped(self, text: str, indent: str, first: str | None = None) -> None:
+        lead = indent if first is None else first
+        for line in textwrap.wrap(text, WIDTH, initial_indent=lead, subsequent_indent=indent,
+                                  break_on_hyphens=False, break_long_words=True):
+            self._write(line)
+
+    def _write(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+class JsonOutput:
+    """One JSON object per line; the README documents every field."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def start(self, record: dict) -> None:
+        self._emit(dict({"kind": "start"}, **record))
+
+    def event(self, ev: PacketEvent, rec: PacketRecord | None, first: bool) -> None:
+        self._emit(ev.to_json())
+
+    def finish(self, flows: list[Flow], findings: list[Finding], stats: dict,
+               counters: dict[str, int]) -> None:
+        for flow in flows:
+            self._emit(flow.to_json())
+        self._emit({"kind": "stats", **stats})
+        self._emit({"kind": "counters", "delta": counters})
+        self._emit({"kind": "diagnosis", "findings": [f.to_json() for f in findings]})
+
+    def _emit(self, obj: dict) -> None:
+        self.stream.write(json.dumps(obj, sort_keys=False) + "\n")
+        self.stream.flush()

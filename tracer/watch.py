@@ -1,0 +1,177 @@
+"""The watch: probe the kernel, attach, stream events through correlation to the
+output, and end with the diagnosis. Also the replay of a recorded watch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TextIO
+
+from . import __version__
+from .correlate import Correlator
+from .counters import delta, read_counters
+from .decode import PacketEvent
+from .errors import PktfateError
+from .explain import Evidence, diagnose
+from .output import HumanOutput, JsonOutput
+
+DRAIN_INTERVAL = 0.01  # seconds between ring-buffer drains (no wake-ups per event)
+
+
+class _Stop:
+    """Set by SIGINT, SIGTERM or SIGHUP; the loop ends and everything detaches."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> _Stop:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class _IfNames:
+    def __init__(self):
+        self._cache: dict[int, str] = {}
+
+    def __call__(self, index: int) -> str:
+        if index not in self._cache:
+            try:
+                self._cache[index] = socket.if_indextoname(index)
+            except OSError:
+                self._cache[index] = f"if{index}"
+        return self._cache[index]
+
+
+def _formatter(json_out: bool, stream: TextIO, show_all: bool):
+    return JsonOutput(stream) if json_out else HumanOutput(stream, show_all)
+
+
+def _banner(config, kernel, report, leftovers) -> list[str]:
+    what = " ".join(f":{p}" for p in config.ports) or "all ports"
+    hosts = f" hosts {', '.join(config.hosts)}" if config.hosts else ""
+    lines = [f"pktfate {__version__}: watching {'/'.join(sorted(config.protos))} {what}{hosts}"
+             f" (+ICMP), netns {'all' if config.all_netns else kernel.netns}"]
+    xdp = ", ".join(f"{i} ({m})" for i, m in report.xdp.items()) or "none"
+    lines.append(f"  XDP on {xdp}; tc on {', '.join(report.tc) or 'none'}")
+    for item in list(kernel.missing) + report.skipped:
+        lines.append(f"  missing: {item}")
+    for record in leftovers:
+        lines.append(f"  warning: run {record.get('pid')} ended without detaching: "
+                     "run 'pktfate cleanup'")
+    lines.append("  Ctrl-C to stop and see the diagnosis" if not config.duration else
+                 f"  for {config.duration:g}s, then the diagnosis")
+    return lines
+
+
+def run_watch(config, stream: TextIO) -> int:
+    """Watch until the duration ends or a signal arrives. Returns the exit status."""
+    from . import loader  # only here: the rest of the package imports without bcc
+    from .kernel import probe_kernel
+    from .ksyms import KernelSymbols
+
+    if os.geteuid() != 0:
+        raise PktfateError("pktfate watch needs root (BPF and netlink): run it with sudo")
+    kernel = probe_kernel()
+    loader.select_interfaces(config)  # unknown interfaces fail before anything loads
+    leftovers = loader.leftover_states()
+    symbols = KernelSymbols.load()
+    from .decode import Decoder
+
+    boot_offset = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
+    decoder = Decoder(kernel.drop_reason_name, symbols.name, _IfNames(), kernel.rst_reasons,
+                      boot_offset, local_netns=kernel.netns)
+    local = loader.local_addresses()
+    correlator = Correlator(local, config.ports)
+    out = _formatter(config.json, stream, config.show_all)
+    before = read_counters()
+
+    def on_event(raw) -> None:
+        ev = decoder.decode(raw)
+        rec, first = correlator.feed(ev)
+        out.event(ev, rec, first)
+
+    with _Stop() as stop, loader.Tracer(config, kernel, on_event) as tracer:
+        start = {"version": __version__, "netns": kernel.netns, "local_addrs": sorted(local),
+                 "ports": list(config.ports), "hosts": list(config.hosts),
+                 "protos": sorted(config.protos), "xdp": tracer.report.xdp,
+                 "tc": tracer.report.tc,
+                 "missing": list(kernel.missing) + tracer.report.skipped,
+                 "leftovers": [r.get("pid") for r in leftovers]}
+        if config.json:
+            out.start(start)
+        else:
+            out.start(_banner(config, kernel, tracer.report, leftovers))
+        if config.ready_file:
+            Path(config.ready_file).write_text(f"{os.getpid()}\n")
+        deadline = time.monotonic() + config.duration if config.duration else None
+        try:
+            while stop.signal is None and (deadline is None or time.monotonic() < deadline):
+                time.sleep(DRAIN_INTERVAL)
+                tracer.drain()
+            tracer.drain()
+            stats = tracer.stats()
+        finally:
+            if config.ready_file:
+                Path(config.ready_file).unlink(missing_ok=True)
+    counters = delta(before, read_counters())
+    _finish(out, correlator, counters, stats, config.ports)
+    return 0
+
+
+def _finish(out, correlator: Correlator, counters: dict, stats: dict,
+            ports: Iterable[int]) -> None:
+    flows = correlator.finish()
+    lost = sum(stats.get("lost", {}).values())
+    findings = diagnose(Evidence(flows, counters, tuple(ports), lost))
+    out.finish(flows, findings, stats, counters)
+
+
+def run_explain(lines: Iterable[str], stream: TextIO, json_out: bool) -> int:
+    """Diagnose again from a recorded `watch --json` output."""
+    start: dict = {}
+    counters: dict = {}
+    stats: dict = {"matched": {}, "lost": {}}
+    correlator: Correlator | None = None
+    events = 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise PktfateError(f"line {number} is not JSON: is this a 'watch --json' "
+                               "recording?") from exc
+        kind = obj.get("kind")
+        if kind == "start":
+            start = obj
+        elif kind == "packet":
+            if correlator is None:
+                correlator = Correlator(set(start.get("local_addrs", [])),
+                                        tuple(start.get("ports", [])))
+            correlator.feed(PacketEvent.from_json(obj))
+            events += 1
+        elif kind == "counters":
+            counters = obj.get("delta", {})
+        elif kind == "stats":
+            stats = {"matched": obj.get("matched", {}), "lost": obj.get("lost", {})}
+    if not start:
+        raise PktfateError("no 'start' line found: record with 'pktfate watch --json > FILE'")
+    if correlator is None:
+        correlator = Correlator(set(start.get("local_addrs", [])), tuple(start.get("ports", [])))
+    out = _formatter(json_out, stream, False)
+    _finish(out, correlator, counters, stats, start.get("ports", []))
+    return 0
