@@ -71,8 +71,13 @@ static __always_inline int pf_wanted(struct pf_event *e)
 	} else if (e->proto == PF_IPPROTO_UDP) {
 		if (!PF_WANT_UDP || !pf_port_ok(e->sport, e->dport))
 			return 0;
-	} else if (e->proto == PF_IPPROTO_ICMP || e->proto == PF_IPPROTO_ICMPV6) {
+	} else if (e->proto == PF_IPPROTO_ICMP) {
 		if (!PF_WANT_ICMP)
+			return 0;
+	} else if (e->proto == PF_IPPROTO_ICMPV6) {
+		/* Neighbour discovery and multicast listener chatter (types 130-143)
+		 * is the link's housekeeping, not traffic anyone asked about. */
+		if (!PF_WANT_ICMP || (e->icmp_type >= 130 && e->icmp_type <= 143))
 			return 0;
 	} else {
 		return 0;

@@ -11,6 +11,7 @@ import click
 from . import __version__
 from .config import PROTOCOLS, WatchConfig
 from .errors import PktfateError
+from .scenarios import SCENARIOS
 
 
 class PortType(click.ParamType):
@@ -161,6 +162,86 @@ def cleanup() -> None:
         click.echo(line)
     click.echo(f"cleanup: {len(done)} attachment(s) removed" if done else
                "cleanup: nothing of pktfate's was attached")
+
+
+@cli.group()
+def lab() -> None:
+    """The namespace lab: client, router and server on this machine.
+
+    \b
+    Examples:
+      sudo pktfate lab demo checksum      (build, watch, send traffic, diagnose)
+      sudo pktfate lab up --scenario firewall-drop
+      sudo ip netns exec pfl-server pktfate watch --port 80
+      sudo ip netns exec pfl-client curl -m 3 http://10.0.2.2/
+      sudo pktfate lab down
+    """
+
+
+scenario_argument = click.argument("scenario", type=click.Choice(sorted(SCENARIOS)),
+                                   default="checksum")
+prefix_option = click.option("--prefix", default="pfl", show_default=True,
+                             help="Prefix of the lab's namespace names.")
+
+
+@lab.command("up")
+@click.option("--scenario", type=click.Choice(sorted(SCENARIOS)), default="healthy",
+              show_default=True)
+@prefix_option
+def lab_up(scenario, prefix) -> None:
+    """Build the lab (again) with a scenario applied."""
+    from .lab import Lab
+
+    Lab(prefix).up(scenario)
+    click.echo(f"lab up: {scenario}: {SCENARIOS[scenario].summary}")
+    click.echo(f"namespaces {prefix}-client, {prefix}-router, {prefix}-server")
+
+
+@lab.command("scenario")
+@scenario_argument
+@prefix_option
+def lab_scenario(scenario, prefix) -> None:
+    """Rebuild the lab with SCENARIO applied (same as 'lab up --scenario')."""
+    from .lab import Lab
+
+    Lab(prefix).up(scenario)
+    click.echo(f"lab: {scenario}: {SCENARIOS[scenario].summary}")
+
+
+@lab.command("down")
+@prefix_option
+def lab_down(prefix) -> None:
+    """Stop the lab's processes and delete its namespaces."""
+    from .lab import Lab
+
+    Lab(prefix).down()
+    click.echo("lab down")
+
+
+@lab.command("demo")
+@scenario_argument
+@prefix_option
+@click.option("--duration", type=DURATION, default=8.0, show_default=True)
+@click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
+def lab_demo(scenario, prefix, duration, keep) -> None:
+    """Build the lab with SCENARIO, watch :80 on the server while the client
+    pings and curls it, and print pktfate's diagnosis."""
+    from .lab import run_demo
+
+    sys.exit(run_demo(scenario, prefix, duration, keep))
+
+
+@lab.command("script")
+@scenario_argument
+@click.option("--host", type=click.Choice(["client", "router", "server"]), required=True)
+def lab_script(scenario, host) -> None:
+    """Print the shell commands SCENARIO runs on HOST (for the Vagrant lab)."""
+    sc = SCENARIOS[scenario]
+    click.echo(f"# pktfate lab scenario {scenario} on {host}: router mode {sc.router}")
+    for line in sc.commands("setup", host):
+        click.echo(line)
+    for line in sc.commands("services", host):
+        click.echo(f"nohup {line} >/dev/null 2>&1 &")
 
 
 def main() -> None:

@@ -159,8 +159,7 @@ def _checksum_rule(reason: str, cause: str, proto: str | None, counters: tuple[s
                 "that sends here: ethtool -K <iface> tx off",
                 "or fix the device that forwards between them: it must complete the checksum "
                 "(or recompute it) instead of copying the segment as it is",
-                "check: the counter " + (counters[0] if counters else "") +
-                " stops growing (nstat -az) and the service answers",
+                f"then verify: nstat -az {counters[0]} stops growing and the service answers",
             ]
             findings.append(finding)
         return findings

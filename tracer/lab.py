@@ -1,0 +1,254 @@
+"""A three-host lab in network namespaces: client, router, server.
+
+  client eth0 10.0.1.2 --- eth-c 10.0.1.1 [router] 10.0.2.1 eth-s --- eth0 10.0.2.2 server
+
+The router forwards with the kernel (ip_forward) or with the naive user-space
+forwarder (tracer/forwarder.py) that reproduces the checksum incident. Names
+carry a prefix so that several labs (the tests') can coexist; every process the
+lab starts is recorded by PID and ended by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import PktfateError
+from .scenarios import ADDRESSES, SCENARIOS, Scenario
+
+STATE_DIR = Path("/run/pktfate")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+MACS = {  # fixed, so that the user-space forwarder knows its neighbours
+    ("client", "eth0"): "02:00:0a:00:01:02",
+    ("router", "eth-c"): "02:00:0a:00:01:01",
+    ("router", "eth-s"): "02:00:0a:00:02:01",
+    ("server", "eth0"): "02:00:0a:00:02:02",
+}
+
+
+def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise PktfateError(f"lab: '{' '.join(cmd)}' failed: {proc.stderr.strip()}")
+    return proc
+
+
+@dataclass
+class Lab:
+    prefix: str = "pfl"
+    pids: list[int] = field(default_factory=list)
+    scenario: str | None = None
+
+    def ns(self, host: str) -> str:
+        return f"{self.prefix}-{host}"
+
+    @property
+    def state_file(self) -> Path:
+        return STATE_DIR / f"lab-{self.prefix}.json"
+
+    # -------------------------------------------------------------- commands
+
+    def exec_argv(self, host: str, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns(host), *argv]
+
+    def sh(self, host: str, command: str, check: bool = True,
+           timeout: float = 60) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self.exec_argv(host, ["sh", "-c", command]), capture_output=True,
+                              text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise PktfateError(f"lab: on {host}: '{command}' failed: "
+                               f"{(proc.stderr or proc.stdout).strip()}")
+        return proc
+
+    def spawn(self, host: str, argv: list[str], log: Path | None = None) -> subprocess.Popen:
+        out = open(log, "ab") if log else subprocess.DEVNULL
+        proc = subprocess.Popen(self.exec_argv(host, argv), stdout=out, stderr=out,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pids.append(proc.pid)
+        self._save()
+        return proc
+
+    # -------------------------------------------------------------- up and down
+
+    def exists(self) -> bool:
+        return Path(f"/run/netns/{self.ns('router')}").exists()
+
+    def up(self, scenario: str = "healthy") -> Lab:
+        if os.geteuid() != 0:
+            raise PktfateError("the lab needs root: run it with sudo")
+        if scenario not in SCENARIOS:
+            raise PktfateError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
+        if self.exists():
+            self.down()
+        try:
+            self._build()
+            self.apply(SCENARIOS[scenario])
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def _build(self) -> None:
+        for host in ("client", "router", "server"):
+            _run(["ip", "netns", "add", self.ns(host)])
+            self.sh(host, "ip link set lo up")
+        self._wire("client", "eth0", "router", "eth-c")
+        self._wire("server", "eth0", "router", "eth-s")
+        a = ADDRESSES
+        self.sh("client", f"ip addr add {a['client_ip']}/24 dev eth0 && ip link set eth0 up && "
+                          f"ip route add default via {a['router_client_ip']}")
+        self.sh("server", f"ip addr add {a['server_ip']}/24 dev eth0 && ip link set eth0 up && "
+                          f"ip route add default via {a['router_server_ip']}")
+        self.sh("router", f"ip addr add {a['router_client_ip']}/24 dev eth-c && "
+                          f"ip addr add {a['router_server_ip']}/24 dev eth-s && "
+                          "ip link set eth-c up && ip link set eth-s up")
+        self._save()
+
+    def _wire(self, host_a: str, if_a: str, host_b: str, if_b: str) -> None:
+        tmp_a, tmp_b = f"{self.prefix}{host_a[0]}{host_b[0]}a", f"{self.prefix}{host_a[0]}{host_b[0]}b"
+        _run(["ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b])
+        for tmp, host, ifname in ((tmp_a, host_a, if_a), (tmp_b, host_b, if_b)):
+            _run(["ip", "link", "set", tmp, "netns", self.ns(host)])
+            self.sh(host, f"ip link set {tmp} name {ifname} && "
+                          f"ip link set {ifname} address {MACS[(host, ifname)]}")
+
+    def apply(self, scenario: Scenario) -> None:
+        """Set the router's mode, then each host's setup, then its services."""
+        self.scenario = scenario.name
+        self._router_mode(scenario.router)
+        for host in ("client", "router", "server"):
+            for command in scenario.commands("setup", host):
+                self.sh(host, command)
+        Path(ADDRESSES["www"]).mkdir(parents=True, exist_ok=True)
+        for host in ("client", "router", "server"):
+            for command in scenario.commands("services", host):
+                self.spawn(host, shlex.split(command))
+        self._wait_for_services(scenario)
+        self._save()
+
+    def _router_mode(self, mode: str) -> None:
+        forward = "1" if mode == "kernel" else "0"
+        self.sh("router", f"sysctl -qw net.ipv4.ip_forward={forward}")
+        if mode == "userspace":
+            ready = STATE_DIR / f"lab-{self.prefix}-forwarder.ready"
+            ready.unlink(missing_ok=True)
+            a = ADDRESSES
+            argv = [sys.executable, "-m", "tracer.forwarder",
+                    "--link", f"eth-c,{a['client_net']},{MACS[('client', 'eth0')]}",
+                    "--link", f"eth-s,{a['server_net']},{MACS[('server', 'eth0')]}",
+                    "--ready-file", str(ready)]
+            self.spawn("router", ["env", f"PYTHONPATH={PROJECT_ROOT}", *argv])
+            _wait(lambda: ready.exists(), "the user-space forwarder to start")
+
+    def _wait_for_services(self, scenario: Scenario) -> None:
+        if scenario.commands("services", "server"):
+            port = ADDRESSES["port"]
+            _wait(lambda: f":{port} " in self.sh("server", f"ss -Hltn 'sport = :{port}'",
+                                                 check=False).stdout + " ",
+                  f"the server to listen on :{port}")
+
+    def down(self) -> None:
+        """Stop what the lab started (by PID) and delete its namespaces."""
+        self._load()
+        for pid in self.pids:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for pid in self.pids:
+            _reap(pid)
+        self.pids = []
+        for host in ("client", "router", "server"):
+            _run(["ip", "netns", "del", self.ns(host)], check=False)
+        self.state_file.unlink(missing_ok=True)
+
+    # -------------------------------------------------------------- state
+
+    def _save(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps({"pids": self.pids, "scenario": self.scenario}))
+
+    def _load(self) -> None:
+        try:
+            record = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return
+        self.pids = sorted(set(self.pids) | set(record.get("pids", [])))
+        self.scenario = self.scenario or record.get("scenario")
+
+
+def _reap(pid: int, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not our child (another pktfate started it)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            done = 0
+        if done:
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait(condition, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise PktfateError(f"lab: timed out waiting for {what}")
+
+
+def watch_argv(*args: str) -> list[str]:
+    """pktfate itself, run by the interpreter running now (the virtualenv's)."""
+    return [sys.executable, "-m", "tracer", *args]
+
+
+def run_demo(scenario: str, prefix: str = "pfl", duration: float = 8.0, keep: bool = False,
+             out=sys.stdout) -> int:
+    """Build the lab with `scenario`, watch port 80 on the server while the client
+    pings and curls it, print the diagnosis."""
+    lab = Lab(prefix).up(scenario)
+    ready = STATE_DIR / f"lab-{prefix}-watch.ready"
+    ready.unlink(missing_ok=True)
+    try:
+        out.write(f"lab: scenario {scenario}: {SCENARIOS[scenario].summary}\n")
+        out.write(f"server$ pktfate watch --port {ADDRESSES['port']} --duration {duration:g}\n")
+        out.flush()
+        watcher = subprocess.Popen(
+            lab.exec_argv("server", watch_argv("watch", "--port", ADDRESSES["port"],
+                                               "--duration", str(duration),
+                                               "--ready-file", str(ready))),
+            stdout=out, stderr=out)
+        try:
+            _wait(lambda: ready.exists() or watcher.poll() is not None, "pktfate to attach", 60)
+            for command in SCENARIOS[scenario].commands("traffic", "client"):
+                proc = lab.sh("client", command, check=False)
+                result = (proc.stdout + proc.stderr).strip().splitlines()
+                out.write(f"client$ {command}\n")
+                for line in result[-3:]:
+                    out.write(f"  {line}\n")
+                out.flush()
+            return watcher.wait(timeout=duration + 60)
+        finally:
+            if watcher.poll() is None:
+                watcher.send_signal(signal.SIGINT)
+                watcher.wait(timeout=30)
+    finally:
+        if not keep:
+            lab.down()
