@@ -252,8 +252,13 @@ def main() -> None:
         sys.exit(2)
     except click.exceptions.Abort:
         sys.exit(130)
+    except click.UsageError as exc:
+        # One line, as for every expected failure; --help has the long story.
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"pktfate: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"pktfate: error: {exc.format_message()}", err=True)
         sys.exit(2)
     except SystemExit as exc:
         sys.exit(exc.code)

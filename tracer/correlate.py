@@ -97,6 +97,8 @@ class Flow:
         pp = f":{self.peer_port}" if self.peer_port is not None else ""
         return f"{self.proto.upper()} {self.peer}{pp} > {self.local}{lp}"
 
+    members: list[int] = field(default_factory=list)  # merged flows' ids (merge_flows)
+
     def to_json(self) -> dict:
         out = {"kind": "flow"}
         for name, value in self.__dict__.items():
@@ -318,3 +320,28 @@ class Correlator:
             self._retire(self.packets.popitem(last=False)[1])
         return sorted(self.flows.values(), key=lambda f: (-(f.packets_in + f.packets_out), f.id))
 
+
+
+def merge_flows(flows: list[Flow], ports: tuple[int, ...] = ()) -> list[Flow]:
+    """One flow per peer and service: every connection from 10.0.1.2 to :80
+    together, whatever its source port. Counts add up; members keeps the ids."""
+    groups: dict[tuple, Flow] = {}
+    for flow in sorted(flows, key=lambda f: f.id):
+        if flow.local_port in ports or not ports or flow.peer_port not in ports:
+            key = (flow.proto, flow.local, flow.local_port, flow.peer, None)
+        else:
+            key = (flow.proto, flow.local, None, flow.peer, flow.peer_port)
+        group = groups.get(key)
+        if group is None:
+            group = Flow(flow.id, flow.proto, flow.local, key[2], flow.peer, key[4],
+                         first_ts=flow.first_ts)
+            groups[key] = group
+        group.members.append(flow.id)
+        for name, value in flow.__dict__.items():
+            if isinstance(value, Counter):
+                getattr(group, name).update(value)
+            elif isinstance(value, int) and name not in ("id", "local_port", "peer_port"):
+                setattr(group, name, getattr(group, name) + value)
+        group.first_ts = min(group.first_ts, flow.first_ts)
+        group.last_ts = max(group.last_ts, flow.last_ts)
+    return list(groups.values())

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from .correlate import Flow
+from .correlate import Flow, merge_flows
 
 # Drops the kernel reports in normal operation (a socket closing with data still
 # queued, for instance): never a finding by themselves.
@@ -60,6 +60,11 @@ class Evidence:
     ports: tuple[int, ...] = ()
     lost: int = 0
 
+    def __post_init__(self) -> None:
+        # Rules reason about a peer and a service, not each connection apart.
+        self.connections = self.flows
+        self.flows = merge_flows(self.flows, self.ports)
+
     @property
     def watched(self) -> list[Flow]:
         return [f for f in self.flows if f.proto in ("tcp", "udp")]
@@ -88,7 +93,9 @@ def _port(flow: Flow) -> str:
 
 
 def _flow_ref(flow: Flow, count: int) -> dict:
-    return {"flow": flow.id, "label": flow.label, "count": count}
+    conns = len(flow.members)
+    label = flow.label + (f" ({conns} connections)" if conns > 1 else "")
+    return {"flow": flow.id, "flows": flow.members, "label": label, "count": count}
 
 
 def _what(flow: Flow) -> str:

@@ -1,0 +1,96 @@
+"""pktfate watch on the lab's server, real BPF, real traffic, one incident each."""
+
+import pytest
+
+from tracer.scenarios import ADDRESSES
+
+from .conftest import diagnosis, matching
+
+SERVER, CLIENT = ADDRESSES["server_ip"], ADDRESSES["client_ip"]
+pytestmark = pytest.mark.integration
+
+
+def curl(lab, timeout: int = 3):
+    return lab.sh("client", f"curl -sS -m {timeout} -o /dev/null http://{SERVER}/", check=False)
+
+
+def ping(lab, count: int = 3):
+    return lab.sh("client", f"ping -c {count} -i 0.2 -W 1 {SERVER}", check=False)
+
+
+def test_checksum_incident(lab, watch):
+    lab.up("checksum")
+    w = watch("--port", "80")
+    assert ping(lab).returncode == 0, "ping must work in the checksum incident"
+    assert curl(lab).returncode == 28, "curl must time out (no RST, no SYN-ACK)"
+    lines = w.stop()
+
+    syns = matching(lines, kind="packet", hook="xdp", iface="eth0", proto="tcp", dport=80,
+                    tcp_flags="S", src=CLIENT)
+    assert len(syns) >= 2  # the first SYN and at least one retransmission in 3 s
+    assert {s["checksum"] for s in syns} == {"pseudo-header-only"}
+    drops = matching(lines, kind="packet", hook="drop", proto="tcp", reason="TCP_CSUM")
+    assert len(drops) == len(syns)
+    assert all(d["location"].startswith("tcp_v4_rcv") for d in drops)
+    assert not matching(lines, kind="packet", hook="tc-egress", proto="tcp")
+    echo_in = matching(lines, kind="packet", hook="xdp", proto="icmp", icmp_type=8)
+    echo_out = matching(lines, kind="packet", hook="tc-egress", proto="icmp", icmp_type=0)
+    assert len(echo_in) == len(echo_out) == 3
+
+    top = diagnosis(lines)[0]
+    assert top["cause"] == "tcp-bad-checksum"
+    assert top["count"] == len(syns)
+    assert any("ethtool -K" in fix for fix in top["fix"])
+    assert any("answered 3/3" in line for line in top["evidence"])
+    assert any("TcpInCsumErrors" in line for line in top["evidence"])
+
+
+def test_no_listener(lab, watch):
+    lab.up("no-listener")
+    w = watch("--port", "80")
+    assert curl(lab).returncode == 7  # connection refused
+    lines = w.stop()
+    assert matching(lines, kind="packet", hook="rst-sent", proto="tcp", dport=80, src=CLIENT)
+    rst_out = matching(lines, kind="packet", hook="tc-egress", proto="tcp", sport=80,
+                       dst=CLIENT)
+    assert rst_out and "R" in rst_out[0]["tcp_flags"]
+    assert matching(lines, kind="packet", hook="drop", reason="NO_SOCKET", dport=80)
+    assert diagnosis(lines)[0]["cause"] == "no-listener"
+
+
+def test_firewall_drop_counts_23_syns_exactly(lab, watch):
+    lab.up("firewall-drop")
+    w = watch("--port", "80")
+    sent = lab.sh("client", f"hping3 -S -p 80 -c 23 -i u20000 {SERVER}", check=False)
+    assert "23 packets transmitted" in sent.stdout + sent.stderr
+    lines = w.stop()
+    drops = matching(lines, kind="packet", hook="drop", reason="NETFILTER_DROP", dport=80)
+    assert len(drops) == 23
+    assert len(matching(lines, kind="packet", hook="xdp", tcp_flags="S", dport=80)) == 23
+    top = diagnosis(lines)[0]
+    assert top["cause"] == "firewall-drop"
+    assert top["count"] == 23
+    assert [f["cause"] for f in diagnosis(lines)] == ["firewall-drop"]
+
+
+def test_firewall_reject(lab, watch):
+    lab.up("firewall-reject")
+    w = watch("--port", "80")
+    assert curl(lab).returncode == 7
+    lines = w.stop()
+    assert not matching(lines, kind="packet", hook="rst-sent")  # TCP did not send it
+    assert diagnosis(lines)[0]["cause"] == "firewall-reject"
+
+
+def test_healthy_gives_healthy_and_nothing_else(lab, watch):
+    lab.up("healthy")
+    w = watch("--port", "80")
+    assert ping(lab, 2).returncode == 0
+    for _ in range(3):
+        assert curl(lab).returncode == 0
+    lines = w.stop()
+    findings = diagnosis(lines)
+    assert [f["cause"] for f in findings] == ["healthy"]
+    assert "SYNs answered 3/3" in findings[0]["summary"]
+    flows = matching(lines, kind="flow", proto="tcp")
+    assert sum(f["established"] for f in flows) == 3

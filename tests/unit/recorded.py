@@ -1,0 +1,53 @@
+"""Build recorded evidence: PacketEvents as a watch on the server would see them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tracer.correlate import Correlator
+from tracer.decode import PacketEvent
+from tracer.explain import Evidence, diagnose
+
+CLIENT, SERVER = "10.0.1.2", "10.0.2.2"
+_BASE = PacketEvent(ts=1000.0, hook="xdp", iface="eth0", netns=1, family=4, proto="tcp",
+                    src=CLIENT, dst=SERVER, sport=40000, dport=80, length=60, ttl=63, ip_id=1,
+                    tcp_flags="S", seq=100, ack=0, icmp_type=None, icmp_code=None,
+                    reason=None, location=None, state=None, checksum="good", csum_field=0,
+                    skb=None)
+
+
+class Recorder:
+    def __init__(self):
+        self.events: list[PacketEvent] = []
+        self.ts = 1000.0
+
+    def add(self, **fields) -> PacketEvent:
+        self.ts += 0.001
+        ev = replace(_BASE, ts=self.ts, **fields)
+        self.events.append(ev)
+        return ev
+
+    def syn(self, n: int, hooks=("xdp", "tc-ingress"), sport: int = 40000, **fate) -> list:
+        syns = []
+        for i in range(n):
+            ident = {"ip_id": 100 + i, "seq": 1000 + i * 7, "sport": sport}
+            for hook in hooks:
+                syns.append(self.add(hook=hook, **ident))
+            for hook, extra in fate.items():
+                self.add(hook=hook.replace("_", "-"), skb="0x1", **ident, **extra)
+        return syns
+
+    def ping(self, n: int, answered: bool = True) -> None:
+        for i in range(n):
+            common = {"proto": "icmp", "tcp_flags": None, "seq": None, "ack": None,
+                      "checksum": None, "sport": 7, "dport": i}
+            self.add(hook="xdp", icmp_type=8, icmp_code=0, ip_id=500 + i, **common)
+            if answered:
+                self.add(hook="tc-egress", src=SERVER, dst=CLIENT, icmp_type=0, icmp_code=0,
+                         ip_id=900 + i, **common)
+
+    def findings(self, ports=(80,), counters=None):
+        correlator = Correlator({SERVER}, ports)
+        for ev in self.events:
+            correlator.feed(ev)
+        return diagnose(Evidence(correlator.finish(), counters or {}, ports))

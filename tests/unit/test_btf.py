@@ -1,0 +1,55 @@
+"""The BTF reader on a small hand-built blob: anonymous unions, typedefs, enums."""
+
+import struct
+
+import pytest
+
+from tracer.btf import BTF, BTFError
+
+
+def _blob() -> bytes:
+    strings = b"\0int\0outer\0a\0b\0inner_t\0c\0reason\0R_ONE\0R_TWO\0"
+    off = {s: strings.index(s.encode() + b"\0") for s in
+           ("int", "outer", "a", "b", "inner_t", "c", "reason", "R_ONE", "R_TWO")}
+    types = b""
+    # 1: int, 4 bytes
+    types += struct.pack("<III", off["int"], 1 << 24, 4) + struct.pack("<I", 32)
+    # 2: struct { int c; } (anonymous), 4 bytes
+    types += struct.pack("<III", 0, (4 << 24) | 1, 4) + struct.pack("<III", off["c"], 1, 0)
+    # 3: typedef inner_t -> 2
+    types += struct.pack("<III", off["inner_t"], 8 << 24, 2)
+    # 4: anonymous union { int b; }, 4 bytes
+    types += struct.pack("<III", 0, (5 << 24) | 1, 4) + struct.pack("<III", off["b"], 1, 0)
+    # 5: struct outer { int a; union { int b; }; inner_t in; } = 12 bytes
+    types += struct.pack("<III", off["outer"], (4 << 24) | 3, 12)
+    types += struct.pack("<III", off["a"], 1, 0)
+    types += struct.pack("<III", 0, 4, 32)
+    types += struct.pack("<III", off["inner_t"], 3, 64)
+    # 6: enum reason { R_ONE = 1, R_TWO = 7 }
+    types += struct.pack("<III", off["reason"], (6 << 24) | 2, 4)
+    types += struct.pack("<Ii", off["R_ONE"], 1) + struct.pack("<Ii", off["R_TWO"], 7)
+    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return header + types + strings
+
+
+def test_member_through_anonymous_union():
+    assert BTF(_blob()).field("outer", "b").offset == 4
+
+
+def test_dotted_path_through_typedef():
+    field = BTF(_blob()).field("outer", "inner_t.c")
+    assert (field.offset, field.size) == (8, 4)
+
+
+def test_enum_values():
+    assert BTF(_blob()).enum("reason") == {1: "R_ONE", 7: "R_TWO"}
+
+
+def test_missing_member_is_an_error():
+    with pytest.raises(BTFError):
+        BTF(_blob()).field("outer", "nope")
+
+
+def test_not_btf():
+    with pytest.raises(BTFError):
+        BTF(b"\0" * 64)

@@ -1,0 +1,58 @@
+"""pktfate's own checksum verdicts, and the lab forwarder's header handling."""
+
+import struct
+
+from tracer.decode import _ones_sum, check_l4_checksum, pseudo_header_sum
+from tracer.forwarder import forward_ipv4, ip_header_checksum
+
+SRC, DST = "10.0.1.2", "10.0.2.2"
+
+
+def _syn(csum: int | None = None) -> bytes:
+    header = bytearray(struct.pack("!HHIIBBHHH", 40312, 80, 1000, 0, 5 << 4, 0x02, 64240, 0, 0))
+    if csum is None:
+        total = _ones_sum(bytes(header)) + pseudo_header_sum(SRC, DST, 6, len(header))
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        csum = ~total & 0xFFFF
+    struct.pack_into("!H", header, 16, csum)
+    return bytes(header)
+
+
+def _verdict(segment: bytes, length: int | None = None) -> str:
+    csum = struct.unpack_from("!H", segment, 16)[0]
+    return check_l4_checksum(SRC, DST, 6, length or len(segment), csum, segment).verdict
+
+
+def test_good_checksum():
+    assert _verdict(_syn()) == "good"
+
+
+def test_offload_signature():
+    assert _verdict(_syn(pseudo_header_sum(SRC, DST, 6, 20))) == "pseudo-header-only"
+
+
+def test_plain_bad_checksum():
+    assert _verdict(_syn(0x1234)) == "bad"
+
+
+def test_partial_capture_is_not_judged():
+    assert _verdict(_syn(0x1234), length=1400) == "unchecked"
+
+
+def _ipv4(ttl: int) -> bytes:
+    header = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, ttl, 6, 0,
+                                   bytes([10, 0, 1, 2]), bytes([10, 0, 2, 2])))
+    struct.pack_into("!H", header, 10, ip_header_checksum(bytes(header)))
+    return bytes(header) + _syn(0xBEEF)
+
+
+def test_forwarder_decrements_ttl_and_keeps_payload():
+    out = forward_ipv4(_ipv4(64))
+    assert out[8] == 63
+    assert struct.unpack_from("!H", out, 10)[0] == ip_header_checksum(out[:20])
+    assert out[20:] == _ipv4(64)[20:]  # the TCP checksum is copied, not fixed
+
+
+def test_forwarder_drops_expired_ttl():
+    assert forward_ipv4(_ipv4(1)) is None

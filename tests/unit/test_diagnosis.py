@@ -1,0 +1,125 @@
+"""Diagnosis rules on recorded evidence: no root, no kernel."""
+
+import io
+import json
+
+from tracer.watch import run_explain
+
+from .recorded import CLIENT, SERVER, Recorder
+
+
+def _causes(findings):
+    return [f.cause for f in findings]
+
+
+def test_checksum_incident():
+    rec = Recorder()
+    rec.ping(3)
+    for ev in rec.syn(6, tcp_bad_csum={},
+                      drop={"reason": "TCP_CSUM", "location": "tcp_v4_rcv+0x1a"}):
+        pass
+    for ev in rec.events:
+        if ev.hook == "xdp" and ev.proto == "tcp":
+            object.__setattr__(ev, "checksum", "pseudo-header-only")
+    findings = rec.findings(counters={"TcpInCsumErrors": 6})
+    top = findings[0]
+    assert top.cause == "tcp-bad-checksum"
+    assert top.count == 6
+    text = "\n".join(top.evidence)
+    assert "6 dropped in tcp_v4_rcv with reason TCP_CSUM" in text
+    assert "pseudo-header sum" in text
+    assert f"ICMP echo from {CLIENT} answered 3/3" in text
+    assert "TcpInCsumErrors +6" in text
+    assert any("ethtool -K" in fix for fix in top.fix)
+    assert "healthy" not in _causes(findings)
+
+
+def test_no_listener():
+    rec = Recorder()
+    rec.syn(2, rst_sent={}, drop={"reason": "NO_SOCKET", "location": "tcp_v4_rcv+0x9"})
+    findings = rec.findings()
+    assert _causes(findings) == ["no-listener"]
+    assert "answered 2 TCP SYNs" in findings[0].summary
+
+
+def test_firewall_drop_counts_exactly():
+    rec = Recorder()
+    rec.syn(23, drop={"reason": "NETFILTER_DROP", "location": "nf_hook_slow+0x44"})
+    findings = rec.findings()
+    assert findings[0].cause == "firewall-drop"
+    assert findings[0].count == 23
+    assert findings[0].flows[0]["count"] == 23
+
+
+def test_firewall_reject_is_told_from_no_listener():
+    rec = Recorder()
+    for i in range(3):
+        ident = {"ip_id": 10 + i, "seq": 50 + i, "sport": 41000 + i}
+        rec.add(hook="xdp", **ident)
+        rec.add(hook="tc-egress", src=SERVER, dst=CLIENT, sport=80, dport=41000 + i,
+                tcp_flags="RA", seq=0, ack=51 + i, ip_id=0)
+        rec.add(hook="drop", reason="NETFILTER_DROP", location="nf_hook_slow+0x1", skb="0x1",
+                **ident)
+    findings = rec.findings()
+    assert _causes(findings) == ["firewall-reject"]
+
+
+def test_healthy_ignores_teardown_frees():
+    rec = Recorder()
+    rec.ping(2)
+    rec.add(hook="xdp")
+    rec.add(hook="tc-egress", src=SERVER, dst=CLIENT, sport=80, dport=40000, tcp_flags="SA",
+            seq=9, ack=101, ip_id=0)
+    rec.add(hook="tcp-state", src=SERVER, dst=CLIENT, sport=80, dport=40000,
+            state="SYN_RECV>ESTABLISHED", tcp_flags=None)
+    rec.add(hook="drop", reason="QUEUE_PURGE", tcp_flags="A", ip_id=77, seq=101)
+    findings = rec.findings()
+    assert _causes(findings) == ["healthy"]
+    assert "SYNs answered 1/1" in findings[0].summary
+
+
+def test_listen_overflow_from_counters_alone():
+    rec = Recorder()
+    rec.syn(2)
+    findings = rec.findings(counters={"TcpExtListenOverflows": 5})
+    assert findings[0].cause == "listen-overflow"
+
+
+def test_rp_filter():
+    rec = Recorder()
+    rec.syn(1, drop={"reason": "IP_RPFILTER", "location": "ip_rcv_finish_core+0x2"})
+    findings = rec.findings()
+    assert findings[0].cause == "rp-filter"
+    assert any("rp_filter" in fix for fix in findings[0].fix)
+
+
+def test_never_arrived_when_only_icmp_came():
+    rec = Recorder()
+    rec.ping(2)
+    findings = rec.findings()
+    assert _causes(findings) == ["never-arrived"]
+    assert "did arrive" in findings[0].evidence[0]
+
+
+def test_unknown_reason_still_reported():
+    rec = Recorder()
+    rec.syn(4, drop={"reason": "SOME_NEW_REASON", "location": "f+0x1"})
+    findings = rec.findings()
+    assert findings[0].cause == "unknown"
+    assert "SOME_NEW_REASON x4" in findings[0].summary
+
+
+def test_explain_replays_a_recording():
+    rec = Recorder()
+    rec.ping(3)
+    rec.syn(6, drop={"reason": "TCP_CSUM", "location": "tcp_v4_rcv+0x1a"})
+    lines = [json.dumps({"kind": "start", "local_addrs": [SERVER], "ports": [80]})]
+    lines += [json.dumps(ev.to_json()) for ev in rec.events]
+    lines.append(json.dumps({"kind": "counters", "delta": {"TcpInCsumErrors": 6}}))
+    out = io.StringIO()
+    assert run_explain(lines, out, json_out=True) == 0
+    diagnosis = json.loads(out.getvalue().splitlines()[-1])
+    assert diagnosis["kind"] == "diagnosis"
+    live = rec.findings(counters={"TcpInCsumErrors": 6})
+    assert [f["cause"] for f in diagnosis["findings"]] == [f.cause for f in live]
+    assert diagnosis["findings"][0]["evidence"] == live[0].evidence

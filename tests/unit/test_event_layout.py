@@ -1,0 +1,60 @@
+"""The Python mirror of struct pf_event must match the C header byte for byte."""
+
+import ctypes
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tracer.decode import HOOKS, SNAP_LEN, STAT_LOST, STAT_SLOTS, RawEvent
+
+BPF = Path(__file__).resolve().parents[2] / "bpf"
+
+
+def _c_layout(tmp_path: Path) -> dict[str, int]:
+    fields = [name for name, _ in RawEvent._fields_]
+    lines = [f'printf("{n} %zu\\n", offsetof(struct pf_event, {n}));' for n in fields]
+    program = tmp_path / "layout.c"
+    program.write_text(
+        "#include <stdio.h>\n#include <stddef.h>\n#include <stdint.h>\n"
+        "typedef uint64_t __u64; typedef uint32_t __u32; typedef uint16_t __u16;"
+        " typedef uint8_t __u8;\n"
+        f'#include "{BPF / "event.h"}"\n'
+        "int main(void) {\n" + "\n".join(lines) +
+        '\nprintf("sizeof %zu\\n", sizeof(struct pf_event));\nreturn 0;\n}\n')
+    exe = tmp_path / "layout"
+    subprocess.run(["cc", "-o", str(exe), str(program)], check=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    return {name: int(value) for name, value in (line.split() for line in out.splitlines())}
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+def test_mirror_matches_header(tmp_path):
+    layout = _c_layout(tmp_path)
+    assert layout.pop("sizeof") == ctypes.sizeof(RawEvent)
+    for name, offset in layout.items():
+        assert getattr(RawEvent, name).offset == offset, name
+
+
+def test_struct_is_8_byte_aligned_and_padded_explicitly():
+    assert ctypes.sizeof(RawEvent) % 8 == 0
+    assert RawEvent.snap.offset % 8 == 0
+    assert RawEvent.snap.size == SNAP_LEN
+
+
+def _c_enum(text: str, name: str) -> dict[str, int]:
+    body = re.search(r"enum %s \{(.*?)\};" % name, text, re.S).group(1)
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"(PF_HOOK_\w+) = (\d+)", body)}
+
+
+def test_hook_numbers_match_header():
+    hooks = _c_enum((BPF / "event.h").read_text(), "pf_hook")
+    assert sorted(hooks.values()) == sorted(HOOKS)
+
+
+def test_stat_slots_match_header():
+    text = (BPF / "filter.h").read_text()
+    assert f"#define PF_STAT_LOST {STAT_LOST}" in text
+    assert f"#define PF_STAT_SLOTS {STAT_SLOTS}" in text
