@@ -40,8 +40,8 @@ if [ ! -e "/lib/modules/$kernel/build/include" ]; then
 		fallback=${fallback:-linux-headers-$arch}
 		log "no headers for $kernel in the distro: using $fallback"
 		apt_install "$fallback" >/dev/null
-		arch_dir=$(ls -d /usr/src/linux-headers-*-"$arch" | sort -V | tail -n 1)
-		common_dir=$(ls -d /usr/src/linux-headers-*-common | sort -V | tail -n 1)
+		arch_dir=$(printf '%s\n' /usr/src/linux-headers-*-"$arch" | sort -V | tail -n 1)
+		common_dir=$(printf '%s\n' /usr/src/linux-headers-*-common | sort -V | tail -n 1)
 		mkdir -p "/lib/modules/$kernel"
 		ln -sfn "$arch_dir" "/lib/modules/$kernel/build"
 		ln -sfn "$common_dir" "/lib/modules/$kernel/source"
@@ -62,6 +62,6 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import bcc' 2>/dev/nu
 fi
 log "installing pktfate into $venv"
 "$venv/bin/pip" install -q --upgrade pip >/dev/null
-"$venv/bin/pip" install -q -e "$project_dir[dev]"
+"$venv/bin/pip" install -q -e "${project_dir}[dev]"
 ln -sfn "$venv/bin/pktfate" /usr/local/bin/pktfate
 log "done: $(/usr/local/bin/pktfate --version)"

@@ -16,6 +16,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +114,9 @@ class Lab:
         self._save()
 
     def _wire(self, host_a: str, if_a: str, host_b: str, if_b: str) -> None:
-        tmp_a, tmp_b = f"{self.prefix}{host_a[0]}{host_b[0]}a", f"{self.prefix}{host_a[0]}{host_b[0]}b"
+        # Temporary root-namespace names: short (15 characters at most) and unique.
+        stem = f"{self.prefix}{host_a[0]}{host_b[0]}"
+        tmp_a, tmp_b = f"{stem}a", f"{stem}b"
         _run(["ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b])
         for tmp, host, ifname in ((tmp_a, host_a, if_a), (tmp_b, host_b, if_b)):
             _run(["ip", "link", "set", tmp, "netns", self.ns(host)])
@@ -227,7 +230,8 @@ def run_demo(scenario: str, prefix: str = "pfl", duration: float = 8.0, keep: bo
     ready = STATE_DIR / f"lab-{prefix}-watch.ready"
     ready.unlink(missing_ok=True)
     try:
-        out.write(f"lab: scenario {scenario}: {SCENARIOS[scenario].summary}\n")
+        intro = f"lab: scenario {scenario}: {SCENARIOS[scenario].summary}"
+        out.write(textwrap.fill(intro, 99, subsequent_indent="  ") + "\n")
         out.write(f"server$ pktfate watch --port {ADDRESSES['port']} --duration {duration:g}\n")
         out.flush()
         watcher = subprocess.Popen(

@@ -370,8 +370,9 @@ class Tracer:
                 self._stack.enter_context(_tc_attached(ipr, iface, tc_fds, state, self.report))
 
     def _on_ring(self, _ctx, data, size) -> None:
-        if size >= ctypes.sizeof(RawEvent):
-            self.on_event(RawEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(RawEvent))))
+        want = ctypes.sizeof(RawEvent)
+        if size >= want:
+            self.on_event(RawEvent.from_buffer_copy(ctypes.string_at(data, want)))
 
     def drain(self) -> None:
         """Deliver every event waiting in the ring buffer."""

@@ -45,7 +45,7 @@ def test_struct_is_8_byte_aligned_and_padded_explicitly():
 
 
 def _c_enum(text: str, name: str) -> dict[str, int]:
-    body = re.search(r"enum %s \{(.*?)\};" % name, text, re.S).group(1)
+    body = re.search(rf"enum {name} \{{(.*?)\}};", text, re.S).group(1)
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"(PF_HOOK_\w+) = (\d+)", body)}
 
 

@@ -1,0 +1,36 @@
+# pktfate: run `make help` for the targets. Targets that attach BPF or build
+# the lab need root: sudo make demo, sudo make test.
+
+VENV := .venv
+PY := $(VENV)/bin/python
+SCENARIO ?= checksum
+
+.PHONY: help setup demo test unit integration lint dump-bpf clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: ## Install distro packages, kernel headers, tracefs and the virtualenv (root)
+	sh scripts/setup.sh
+
+demo: setup ## Set up, then diagnose a lab incident (SCENARIO=checksum|no-listener|...)
+	$(VENV)/bin/pktfate lab demo $(SCENARIO)
+
+test: setup ## Set up, then run every test: unit and integration (root)
+	$(PY) -m pytest -v -rs tests
+
+unit: ## Run the unit tests only (no root needed)
+	$(PY) -m pytest -q tests/unit
+
+integration: ## Run the integration tests only (root)
+	$(PY) -m pytest -v -rs tests/integration
+
+lint: ## ruff on the package and the tests; shellcheck on the scripts
+	$(VENV)/bin/ruff check tracer tests
+	shellcheck scripts/*.sh .ci/run
+
+dump-bpf: ## Print the final BPF C source and compile flags for a watch of :80
+	$(VENV)/bin/pktfate watch --port 80 --dump-bpf
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

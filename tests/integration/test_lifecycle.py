@@ -1,0 +1,134 @@
+"""Nothing of pktfate's stays attached, however a watch ends; bad input and
+missing privileges or kernel features end early, in one line, with status 2."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tracer.scenarios import ADDRESSES
+
+from .conftest import matching, pktfate_attachments
+
+pytestmark = pytest.mark.integration
+PKTFATE = [sys.executable, "-m", "tracer"]
+
+
+@pytest.fixture
+def healthy_lab(lab):
+    lab.up("healthy")
+    return lab
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_detaches_everything(healthy_lab, watch, sig):
+    w = watch("--port", "80")
+    shown = pktfate_attachments(healthy_lab)
+    assert "xdp" in shown and "pktfate-" in shown  # attached while running
+    lines = w.stop(sig)
+    assert w.proc.returncode == 0
+    assert lines[-1]["kind"] == "diagnosis"
+    assert pktfate_attachments(healthy_lab) == ""
+
+
+def test_duration_ends_and_detaches(healthy_lab, tmp_path):
+    proc = subprocess.run(healthy_lab.exec_argv("server", PKTFATE + [
+        "watch", "--port", "80", "--duration", "1", "--json"]), capture_output=True, text=True,
+        timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1].startswith('{"kind": "diagnosis"')
+    assert pktfate_attachments(healthy_lab) == ""
+
+
+def test_sigkill_then_cleanup(healthy_lab, watch):
+    w = watch("--port", "80")
+    w.proc.kill()
+    w.proc.communicate(timeout=30)
+    assert "pktfate-" in pktfate_attachments(healthy_lab)  # a killed run leaves them
+    # The next run warns about the leftovers before anything is cleaned.
+    warned = subprocess.run(healthy_lab.exec_argv("server", PKTFATE + [
+        "watch", "--port", "81", "--duration", "0.5", "--no-xdp", "--no-tc"]),
+        capture_output=True, text=True, timeout=120)
+    assert "ended without detaching" in warned.stdout
+    done = subprocess.run(healthy_lab.exec_argv("server", PKTFATE + ["cleanup"]),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "removed XDP program from eth0" in done.stdout
+    assert pktfate_attachments(healthy_lab) == ""
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, words: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pktfate: error:"), proc.stderr
+    assert words in lines[0]
+
+
+def test_unknown_interface(healthy_lab):
+    proc = subprocess.run(healthy_lab.exec_argv("server", PKTFATE + [
+        "watch", "--port", "80", "--iface", "nosuch0"]), capture_output=True, text=True)
+    _one_line_error(proc, "no interface named nosuch0")
+    assert pktfate_attachments(healthy_lab) == ""
+
+
+def test_not_root(healthy_lab):
+    proc = subprocess.run(healthy_lab.exec_argv("server", [
+        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+        *PKTFATE, "watch", "--port", "80"]), capture_output=True, text=True,
+        env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    _one_line_error(proc, "needs root")
+    assert pktfate_attachments(healthy_lab) == ""
+
+
+def test_tracefs_missing_and_not_mountable(healthy_lab, tmp_path):
+    # In a private mount namespace, hide /sys/kernel behind a read-only tmpfs that
+    # keeps BTF but has a *file* where tracefs would be mounted: the mount fails.
+    script = f"""
+set -e
+mount --make-rprivate /
+mkdir -p {tmp_path}/btf
+mount --bind /sys/kernel/btf {tmp_path}/btf
+mount -t tmpfs none /sys/kernel
+mkdir /sys/kernel/btf /sys/kernel/debug
+touch /sys/kernel/tracing
+mount --move {tmp_path}/btf /sys/kernel/btf
+mount -o remount,ro /sys/kernel
+exec {' '.join(PKTFATE)} watch --port 80
+"""
+    proc = subprocess.run(healthy_lab.exec_argv("server", ["unshare", "-m", "sh", "-c", script]),
+                          capture_output=True, text=True, timeout=60)
+    _one_line_error(proc, "tracefs is not mounted and could not be mounted")
+    assert pktfate_attachments(healthy_lab) == ""
+
+
+@pytest.fixture
+def noise_netns(lab):
+    name = f"{lab.prefix}-noise"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def test_drops_in_other_namespaces_never_appear(healthy_lab, watch, noise_netns):
+    w = watch("--port", "9")
+    # A flood of UDP to a closed port 9 in another namespace: each one a
+    # NO_SOCKET drop there, on the same kernel, matching the watched port.
+    flood = subprocess.run(["ip", "netns", "exec", noise_netns, "hping3", "--udp", "-p", "9",
+                            "-i", "u50", "-c", "20000", "127.0.0.1"],
+                           capture_output=True, text=True, timeout=120)
+    assert "20000 packets transmitted" in flood.stdout + flood.stderr
+    # The control: five to the server's closed port 9, from the client.
+    healthy_lab.sh("client", f"for i in 1 2 3 4 5; do echo x | nc -u -w0 "
+                             f"{ADDRESSES['server_ip']} 9; done")
+    lines = w.stop()
+    drops = matching(lines, kind="packet", hook="drop", proto="udp")
+    assert len(drops) == 5
+    assert {d["src"] for d in drops} == {ADDRESSES["client_ip"]}
+    assert not [line for line in lines if line.get("src") == "127.0.0.1"]
+    server_netns = os.stat(f"/run/netns/{healthy_lab.ns('server')}").st_ino
+    assert {d["netns"] for d in drops} == {server_netns}
