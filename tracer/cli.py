@@ -51,6 +51,10 @@ class DurationType(click.ParamType):
 
 
 PORT, HOST, DURATION = PortType(), HostType(), DurationType()
+
+
+class OutputClosed(Exception):
+    """The reader of pktfate's output went away."""
 json_option = click.option("--json", "json_out", is_flag=True,
                            help="One JSON object per line (fields: see the README).")
 
@@ -107,7 +111,12 @@ def watch(ports, hosts, protos, ifaces, duration, ready_file, all_netns, no_xdp,
         return
     from .watch import run_watch
 
-    sys.exit(run_watch(config, sys.stdout))
+    try:
+        code = run_watch(config, sys.stdout)
+    except BrokenPipeError as exc:
+        # click would swallow an EPIPE silently; say what happened instead.
+        raise OutputClosed() from exc
+    sys.exit(code)
 
 
 @cli.command()
@@ -252,6 +261,12 @@ def main() -> None:
         sys.exit(2)
     except click.exceptions.Abort:
         sys.exit(130)
+    except OutputClosed:
+        # The reader went away (`pktfate watch | head`): everything is detached
+        # by now; say so where it can still be read.
+        sys.stdout = None  # no flush of the dead pipe at exit
+        click.echo("pktfate: output closed; stopped and detached", err=True)
+        sys.exit(1)
     except click.UsageError as exc:
         # One line, as for every expected failure; --help has the long story.
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""

@@ -136,6 +136,22 @@ def _drop_reasons(btf: BTF | None, tracefs: Path) -> dict[int, str]:
     return parse_print_symbolic(text)
 
 
+def _btf_offsets() -> tuple[BTF | None, dict[str, int], str]:
+    """BTF, the offsets of BTF_FIELDS (0 where unknown), and why they are missing."""
+    zeros = {define: 0 for define, _, _ in BTF_FIELDS}
+    try:
+        btf = BTF.from_file()
+    except BTFError as exc:
+        return None, zeros, str(exc)
+    offsets = {}
+    for define, struct_name, path in BTF_FIELDS:
+        try:
+            offsets[define] = btf.field(struct_name, path).offset
+        except BTFError as exc:
+            return btf, zeros, str(exc)
+    return btf, offsets, ""
+
+
 def probe_kernel(mount_tracefs: bool = True) -> KernelInfo:
     """Read everything pktfate needs to know about this kernel."""
     tracefs = find_tracefs(mount=mount_tracefs)
@@ -144,24 +160,18 @@ def probe_kernel(mount_tracefs: bool = True) -> KernelInfo:
     for name in TRACEPOINTS.values():
         if name not in tracepoints:
             missing.append(f"tracepoint {name}")
-    try:
-        btf: BTF | None = BTF.from_file()
-    except BTFError as exc:
-        raise PktfateError(
-            f"kernel BTF is needed to read packets from kernel structures ({exc}); "
-            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y"
-        ) from exc
-    offsets = {}
-    for define, struct_name, path in BTF_FIELDS:
-        try:
-            offsets[define] = btf.field(struct_name, path).offset
-        except BTFError as exc:
-            raise PktfateError(f"this kernel's BTF lacks a field pktfate reads: {exc}") from exc
+    btf, offsets, why = _btf_offsets()
+    if why:
+        # Without offsets no tracepoint can read an sk_buff: go on with XDP and tc.
+        missing.append(f"kernel BTF ({why}): no drops, resets or socket states, "
+                       "only what XDP and tc see")
+        tracepoints = {}
     drop_reasons = _drop_reasons(btf, tracefs)
     if not drop_reasons:
         missing.append("drop reasons (kernel older than 5.17): drops are shown without a reason")
     try:
-        rst_reasons = strip_enum_prefix(btf.enum("sk_rst_reason"), "SK_RST_REASON_")
+        rst_reasons = strip_enum_prefix(btf.enum("sk_rst_reason"), "SK_RST_REASON_") \
+            if btf else {}
     except BTFError:
         rst_reasons = {}
     return KernelInfo(

@@ -307,6 +307,7 @@ class Tracer:
         self.report = AttachReport()
         self._stack = ExitStack()
         self._bpf = None
+        self._error: BaseException | None = None
 
     def __enter__(self) -> Tracer:
         if os.geteuid() != 0:
@@ -369,14 +370,27 @@ class Tracer:
             if tc_fds:
                 self._stack.enter_context(_tc_attached(ipr, iface, tc_fds, state, self.report))
 
-    def _on_ring(self, _ctx, data, size) -> None:
+    def _on_ring(self, _ctx, data, size) -> int:
+        # ctypes would print and swallow an exception raised here: keep it, and
+        # stop consuming (a negative return), so that drain() raises it.
+        if self._error is not None:
+            return -1
         want = ctypes.sizeof(RawEvent)
-        if size >= want:
-            self.on_event(RawEvent.from_buffer_copy(ctypes.string_at(data, want)))
+        try:
+            if size >= want:
+                self.on_event(RawEvent.from_buffer_copy(ctypes.string_at(data, want)))
+        except BaseException as exc:
+            self._error = exc
+            return -1
+        return 0
 
     def drain(self) -> None:
-        """Deliver every event waiting in the ring buffer."""
+        """Deliver every event waiting in the ring buffer; raise what the event
+        handler raised (a closed output pipe, for instance)."""
         self._bpf.ring_buffer_consume()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Events that matched the filter and events lost, per hook, summed over CPUs."""

@@ -132,3 +132,71 @@ def test_drops_in_other_namespaces_never_appear(healthy_lab, watch, noise_netns)
     assert not [line for line in lines if line.get("src") == "127.0.0.1"]
     server_netns = os.stat(f"/run/netns/{healthy_lab.ns('server')}").st_ino
     assert {d["netns"] for d in drops} == {server_netns}
+
+
+def test_closed_output_pipe_detaches(healthy_lab, tmp_path):
+    # `pktfate watch | head -n 1`: the reader leaves after the start line, the next
+    # event's write fails inside the event handler, and the watch must detach.
+    ready = tmp_path / "ready"
+    script = (f"set -o pipefail; {' '.join(PKTFATE)} watch --json --port 80 "
+              f"--ready-file {ready} 2>{tmp_path}/err | head -n 1")
+    proc = subprocess.Popen(healthy_lab.exec_argv("server", ["bash", "-c", script]),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        _wait_for(ready, proc)
+        healthy_lab.sh("client", f"curl -sS -m 3 -o /dev/null http://{ADDRESSES['server_ip']}/")
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert out.startswith('{"kind": "start"')
+    assert proc.returncode == 1
+    assert "output closed; stopped and detached" in (tmp_path / "err").read_text()
+    assert pktfate_attachments(healthy_lab) == ""
+
+
+def _wait_for(path, proc, timeout: float = 90) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "pktfate ended before it was ready"
+        assert time.monotonic() < deadline, "pktfate was not ready in time"
+        time.sleep(0.05)
+
+
+def test_without_btf_it_goes_on_with_xdp_and_tc(healthy_lab, tmp_path):
+    # Hide BTF (keep tracefs) in a private mount namespace: no tracepoint can read
+    # an sk_buff, so pktfate says so and follows packets with XDP and tc alone.
+    ready = tmp_path / "ready"
+    script = f"""
+set -e
+mount --make-rprivate /
+mkdir -p {tmp_path}/tracing
+mount --bind /sys/kernel/tracing {tmp_path}/tracing
+mount -t tmpfs none /sys/kernel
+mkdir /sys/kernel/tracing
+mount --move {tmp_path}/tracing /sys/kernel/tracing
+exec {' '.join(PKTFATE)} watch --json --port 80 --ready-file {ready}
+"""
+    proc = subprocess.Popen(healthy_lab.exec_argv("server", ["unshare", "-m", "sh", "-c",
+                                                             script]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(ready, proc)
+        assert healthy_lab.sh("client", f"curl -sS -m 3 -o /dev/null "
+                                        f"http://{ADDRESSES['server_ip']}/").returncode == 0
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    import json
+
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert any("kernel BTF" in m for m in lines[0]["missing"])
+    assert matching(lines, kind="packet", hook="xdp", tcp_flags="S", dport=80)
+    assert not matching(lines, kind="packet", hook="drop")
+    assert [f["cause"] for f in lines[-1]["findings"]] == ["healthy"]
+    assert pktfate_attachments(healthy_lab) == ""

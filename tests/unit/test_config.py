@@ -1,0 +1,49 @@
+"""Settings reach the C as -D defines, shaped by what the kernel offers."""
+
+from pathlib import Path
+
+from tracer.config import WatchConfig, render_source
+from tracer.kernel import BTF_FIELDS, KernelInfo
+
+
+def _kernel(**tracepoints) -> KernelInfo:
+    return KernelInfo(tracefs=Path("/sys/kernel/tracing"), tracepoints=tracepoints,
+                      offsets={d: 8 for d, _, _ in BTF_FIELDS}, drop_reasons={},
+                      rst_reasons={}, netns=4026531840)
+
+
+def _defines(config: WatchConfig, kernel: KernelInfo) -> dict[str, str]:
+    flags = config.cflags(kernel)
+    return dict(f[2:].split("=", 1) for f in flags if f.startswith("-D"))
+
+
+def test_filter_defines():
+    d = _defines(WatchConfig(ports=(80,), protos=frozenset({"tcp"})),
+                 _kernel(**{"skb/kfree_skb": frozenset({"reason", "skbaddr", "location"})}))
+    assert d["PF_NETNS"] == "4026531840"
+    assert (d["PF_WANT_TCP"], d["PF_WANT_UDP"], d["PF_WANT_ICMP"]) == ("1", "0", "1")
+    assert (d["PF_FILTER_PORTS"], d["PF_FILTER_HOSTS"]) == ("1", "0")
+    assert d["PF_HAVE_KFREE_SKB"] == "1" and d["PF_HAVE_DROP_REASON"] == "1"
+    assert d["PF_KFREE_HAS_RX_SK"] == "0"
+    assert d["PF_HAVE_TCP_SEND_RESET"] == "0"
+
+
+def test_kernel_without_drop_reasons():
+    d = _defines(WatchConfig(), _kernel(**{"skb/kfree_skb": frozenset({"skbaddr"})}))
+    assert d["PF_HAVE_DROP_REASON"] == "0"
+
+
+def test_all_netns_and_hosts():
+    config = WatchConfig(hosts=("10.0.1.2", "::1"), all_netns=True)
+    d = _defines(config, _kernel())
+    assert d["PF_NETNS"] == "0" and d["PF_FILTER_HOSTS"] == "1"
+    assert config.host_keys()[0] == bytes([10, 0, 1, 2]) + bytes(12)
+
+
+def test_rendered_source_has_every_hook_once():
+    source = render_source()
+    assert "#include \"" not in source
+    for hook in ("pf_xdp", "pf_tc_ingress", "TRACEPOINT_PROBE(skb, kfree_skb)",
+                 "TRACEPOINT_PROBE(tcp, tcp_send_reset)", "TRACEPOINT_PROBE(icmp, icmp_send)"):
+        assert source.count(hook + "(") + source.count(hook + "\n") >= 1, hook
+    assert source.count("struct pf_event {") == 1
