@@ -117,6 +117,11 @@ def _where(flow: Flow) -> str:
     return f" in {funcs}" if funcs else ""
 
 
+def _dropped_line(flow: Flow, dropped: int, reason: str, tail: str = "") -> str:
+    """'6 arrived (6 at xdp eth0); 6 dropped in tcp_v4_rcv with reason TCP_CSUM'."""
+    return f"{_arrivals(flow)}; {dropped} dropped{_where(flow)} with reason {reason}{tail}"
+
+
 def contrast(ev: Evidence, flow: Flow, outcome: str) -> list[str]:
     """'ICMP echo from X answered 5/5; TCP SYN to :80 from X dropped 6/6 (TCP_CSUM)'."""
     icmp = ev.icmp_with(flow.peer)
@@ -148,8 +153,7 @@ def _checksum_rule(reason: str, cause: str, proto: str | None, counters: tuple[s
                 f"kernel drops them ({dropped}/{flow.packets_in}) because their "
                 f"{flow.proto.upper() if proto else 'IP header'} checksum is wrong.",
                 flows=[_flow_ref(flow, dropped)], count=dropped)
-            finding.evidence.append(f"{_arrivals(flow)}; {dropped} dropped{_where(flow)} with "
-                                    f"reason {reason}")
+            finding.evidence.append(_dropped_line(flow, dropped, reason))
             offload = flow.checksums.get("pseudo-header-only", 0)
             if offload:
                 finding.evidence.append(
@@ -198,17 +202,17 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
                 f"drops them and answers in this host's name ({rejected}/{flow.packets_in}).",
                 flows=[_flow_ref(flow, dropped)], count=dropped)
             answers = ", ".join(f"ICMP {c} x{n}" for c, n in flow.icmp_errors_sent.items())
-            finding.evidence.append(f"{_arrivals(flow)}; {dropped} dropped{_where(flow)} with "
-                                    f"reason NETFILTER_DROP, answered with "
-                                    f"{answers or 'a RST that TCP did not send'}")
+            answers = answers or "a RST that TCP did not send"
+            finding.evidence.append(_dropped_line(flow, dropped, "NETFILTER_DROP",
+                                                  f", answered with {answers}"))
         else:
             finding = Finding(
                 "firewall-drop",
                 f"The firewall silently drops {_what(flow)} from {flow.peer} to {_port(flow)} "
                 f"({dropped}/{flow.packets_in}); the sender sees timeouts.",
                 flows=[_flow_ref(flow, dropped)], count=dropped)
-            finding.evidence.append(f"{_arrivals(flow)}; {dropped} dropped{_where(flow)} with "
-                                    "reason NETFILTER_DROP, nothing sent back")
+            finding.evidence.append(_dropped_line(flow, dropped, "NETFILTER_DROP",
+                                                  ", nothing sent back"))
         finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
                                                "(NETFILTER_DROP)")
         proto = flow.proto
@@ -268,8 +272,8 @@ def rule_listen_overflow(ev: Evidence) -> list[Finding]:
         "connections until the application accepts the ones waiting.",
         flows=[_flow_ref(f, f.drops.get("TCP_LISTEN_OVERFLOW", 0)) for f in flows], count=count)
     for flow in flows:
-        finding.evidence.append(f"{_arrivals(flow)}; {flow.drops['TCP_LISTEN_OVERFLOW']} "
-                                f"dropped{_where(flow)} with reason TCP_LISTEN_OVERFLOW")
+        finding.evidence.append(_dropped_line(flow, flow.drops["TCP_LISTEN_OVERFLOW"],
+                                              "TCP_LISTEN_OVERFLOW"))
     finding.evidence += counter_lines(ev, ("TcpExtListenOverflows", "TcpExtListenDrops"))
     finding.fix = [
         f"see the queue: ss -ltn 'sport = :{port}' (Recv-Q = waiting, Send-Q = backlog)",
@@ -292,8 +296,7 @@ def rule_rp_filter(ev: Evidence) -> list[Finding]:
             f"Reverse-path filtering drops packets from {flow.peer}: the route back to "
             f"{flow.peer} does not leave through {iface}, where they arrive.",
             flows=[_flow_ref(flow, dropped)], count=dropped)
-        finding.evidence.append(f"{_arrivals(flow)}; {dropped} dropped{_where(flow)} with "
-                                "reason IP_RPFILTER")
+        finding.evidence.append(_dropped_line(flow, dropped, "IP_RPFILTER"))
         finding.fix = [
             f"compare: ip route get {flow.peer} (the way back) with the interface {iface}",
             f"add the missing route, or relax the check: sysctl -w net.ipv4.conf.{iface}."
@@ -315,8 +318,7 @@ def rule_simple_reasons(ev: Evidence) -> list[Finding]:
             finding = Finding(
                 cause, f"{_what(flow)} from {flow.peer} are dropped ({dropped}): {why}.",
                 flows=[_flow_ref(flow, dropped)], count=dropped, confidence="medium")
-            finding.evidence.append(f"{_arrivals(flow)}; {dropped} dropped{_where(flow)} with "
-                                    f"reason {reason}")
+            finding.evidence.append(_dropped_line(flow, dropped, reason))
             finding.fix = [check.format(peer=flow.peer, port=flow.local_port, iface=iface)]
             findings.append(finding)
     return findings

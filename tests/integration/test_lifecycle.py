@@ -82,21 +82,22 @@ def test_not_root(healthy_lab):
     assert pktfate_attachments(healthy_lab) == ""
 
 
+def _private_sys_kernel(tmp_path, keep: str, then: tuple[str, ...]) -> str:
+    """A script for `unshare -m`: an empty tmpfs over /sys/kernel in a private
+    mount namespace, with only /sys/kernel/KEEP carried over, then `then`."""
+    return "\n".join((
+        "set -e", "mount --make-rprivate /", f"mkdir -p {tmp_path}/{keep}",
+        f"mount --bind /sys/kernel/{keep} {tmp_path}/{keep}", "mount -t tmpfs none /sys/kernel",
+        f"mkdir /sys/kernel/{keep}", f"mount --move {tmp_path}/{keep} /sys/kernel/{keep}",
+        *then))
+
+
 def test_tracefs_missing_and_not_mountable(healthy_lab, tmp_path):
     # In a private mount namespace, hide /sys/kernel behind a read-only tmpfs that
     # keeps BTF but has a *file* where tracefs would be mounted: the mount fails.
-    script = f"""
-set -e
-mount --make-rprivate /
-mkdir -p {tmp_path}/btf
-mount --bind /sys/kernel/btf {tmp_path}/btf
-mount -t tmpfs none /sys/kernel
-mkdir /sys/kernel/btf /sys/kernel/debug
-touch /sys/kernel/tracing
-mount --move {tmp_path}/btf /sys/kernel/btf
-mount -o remount,ro /sys/kernel
-exec {' '.join(PKTFATE)} watch --port 80
-"""
+    script = _private_sys_kernel(tmp_path, keep="btf", then=(
+        "mkdir /sys/kernel/debug", "touch /sys/kernel/tracing",
+        "mount -o remount,ro /sys/kernel", f"exec {' '.join(PKTFATE)} watch --port 80"))
     proc = subprocess.run(healthy_lab.exec_argv("server", ["unshare", "-m", "sh", "-c", script]),
                           capture_output=True, text=True, timeout=60)
     _one_line_error(proc, "tracefs is not mounted and could not be mounted")
@@ -169,16 +170,8 @@ def test_without_btf_it_goes_on_with_xdp_and_tc(healthy_lab, tmp_path):
     # Hide BTF (keep tracefs) in a private mount namespace: no tracepoint can read
     # an sk_buff, so pktfate says so and follows packets with XDP and tc alone.
     ready = tmp_path / "ready"
-    script = f"""
-set -e
-mount --make-rprivate /
-mkdir -p {tmp_path}/tracing
-mount --bind /sys/kernel/tracing {tmp_path}/tracing
-mount -t tmpfs none /sys/kernel
-mkdir /sys/kernel/tracing
-mount --move {tmp_path}/tracing /sys/kernel/tracing
-exec {' '.join(PKTFATE)} watch --json --port 80 --ready-file {ready}
-"""
+    script = _private_sys_kernel(tmp_path, keep="tracing", then=(
+        f"exec {' '.join(PKTFATE)} watch --json --port 80 --ready-file {ready}",))
     proc = subprocess.Popen(healthy_lab.exec_argv("server", ["unshare", "-m", "sh", "-c",
                                                              script]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
