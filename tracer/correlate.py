@@ -217,8 +217,9 @@ class Correlator:
 
     def _on_tc_egress(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
         if rec.direction == "through" and any(h in ARRIVAL_HOOKS for h in rec.hooks):
-            if rec.settle("forwarded"):
+            if rec.fate != "forwarded":
                 flow.forwarded += 1
+                self._settle(rec, flow, "forwarded")
             return
         if rec.direction != "out":
             return

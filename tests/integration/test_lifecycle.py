@@ -193,3 +193,14 @@ def test_without_btf_it_goes_on_with_xdp_and_tc(healthy_lab, tmp_path):
     assert not matching(lines, kind="packet", hook="drop")
     assert [f["cause"] for f in lines[-1]["findings"]] == ["healthy"]
     assert pktfate_attachments(healthy_lab) == ""
+
+
+def test_all_netns_widens_the_kernel_filter(healthy_lab, watch, noise_netns):
+    w = watch("--port", "9", "--all-netns", "--no-xdp", "--no-tc")
+    subprocess.run(["ip", "netns", "exec", noise_netns, "hping3", "--udp", "-p", "9",
+                    "-i", "u1000", "-c", "50", "127.0.0.1"], capture_output=True, timeout=60)
+    lines = w.stop()
+    noise = os.stat(f"/run/netns/{noise_netns}").st_ino
+    drops = matching(lines, kind="packet", hook="drop", proto="udp", src="127.0.0.1",
+                     netns=noise)
+    assert len(drops) == 50

@@ -94,3 +94,63 @@ def test_healthy_gives_healthy_and_nothing_else(lab, watch):
     assert "SYNs answered 3/3" in findings[0]["summary"]
     flows = matching(lines, kind="flow", proto="tcp")
     assert sum(f["established"] for f in flows) == 3
+
+
+def test_router_sees_packets_forwarded(lab, watch):
+    lab.up("healthy")
+    w = watch("--port", "80", host="router")
+    assert curl(lab).returncode == 0
+    lines = w.stop()
+    flows = matching(lines, kind="flow", proto="tcp", peer=CLIENT, local=SERVER)
+    assert flows, "the router sees the client's connection to the server"
+    assert sum(f["fates"].get("forwarded", 0) for f in flows) >= 3  # SYN, ACK, request...
+    arrived = {k for f in flows for k in f["arrived_on"]}
+    assert "xdp eth-c" in arrived and "xdp eth-s" in arrived
+
+
+def test_human_output_fits_100_columns(lab):
+    import subprocess
+    import sys
+
+    lab.up("checksum")
+    ready = f"/run/pktfate/{lab.prefix}-human.ready"
+    proc = subprocess.Popen(lab.exec_argv("server", [
+        sys.executable, "-m", "tracer", "watch", "--port", "80", "--ready-file", ready]),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        import os
+        import time
+
+        deadline = time.monotonic() + 90
+        while not os.path.exists(ready):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        ping(lab, 2)
+        curl(lab, timeout=2)
+        proc.send_signal(2)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) < 100
+    assert "DIAGNOSIS" in lines
+    assert lines[lines.index("DIAGNOSIS") + 1].startswith("1. [tcp-bad-checksum]")
+    assert any("DROPPED TCP_CSUM at tcp_v4_rcv" in line for line in lines)
+
+
+def test_reasons_come_from_the_running_kernel():
+    import json
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "tracer", "reasons", "--json"],
+                          capture_output=True, text=True, check=True)
+    listed = {r["name"]: r["code"] for r in map(json.loads, proc.stdout.splitlines())}
+    fmt = open("/sys/kernel/tracing/events/skb/kfree_skb/format").read()
+    from_tracefs = {name: int(code) for code, name in
+                    re.findall(r'\{ (\d+), "([A-Z0-9_]+)" \}', fmt)}
+    for name, code in from_tracefs.items():
+        assert listed[name] == code, name
