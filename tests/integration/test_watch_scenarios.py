@@ -154,3 +154,22 @@ def test_reasons_come_from_the_running_kernel():
                     re.findall(r'\{ (\d+), "([A-Z0-9_]+)" \}', fmt)}
     for name, code in from_tracefs.items():
         assert listed[name] == code, name
+
+
+def test_explain_on_a_recording_matches_the_live_run(lab, watch):
+    import json
+    import subprocess
+    import sys
+
+    lab.up("checksum")
+    w = watch("--port", "80")
+    ping(lab, 2)
+    curl(lab, timeout=2)
+    lines = w.stop()
+    # No root needed to explain: run it as nobody, the recording on its stdin.
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           sys.executable, "-m", "tracer", "explain", "--json", "-"],
+                          input=w.stdout, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    replayed = json.loads(proc.stdout.splitlines()[-1])["findings"]
+    assert replayed == diagnosis(lines)
