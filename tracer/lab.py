@@ -171,6 +171,8 @@ class Lab:
         self.pids = []
         for host in ("client", "router", "server"):
             _run(["ip", "netns", "del", self.ns(host)], check=False)
+        for marker in STATE_DIR.glob(f"lab-{self.prefix}-*.ready"):
+            marker.unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)
 
     # -------------------------------------------------------------- state
