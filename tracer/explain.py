@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from .correlate import Flow, merge_flows
+from .firewall import delete_command
 
 # Drops the kernel reports in normal operation (a socket closing with data still
 # queued, for instance): never a finding by themselves.
@@ -61,6 +62,7 @@ class Evidence:
     counters: dict[str, int] = field(default_factory=dict)  # deltas during the watch
     ports: tuple[int, ...] = ()
     lost: int = 0
+    firewall: list[dict] = field(default_factory=list)  # rules whose counters moved
 
     def __post_init__(self) -> None:
         # Rules reason about a peer and a service, not each connection apart.
@@ -215,13 +217,18 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
                                                   ", nothing sent back"))
         finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
                                                "(NETFILTER_DROP)")
-        proto = flow.proto
-        finding.fix = [
-            f"find the rule: iptables -L -v -n --line-numbers | grep 'dpt:{port}' or "
-            f"nft -a list ruleset | grep 'dport {port}'",
-            f"then delete or narrow it, for example: iptables -D INPUT -p {proto} "
-            f"--dport {port} -j {'REJECT' if rejected else 'DROP'}",
-        ]
+        rules = [r for r in ev.firewall if r["verdict"] == ("REJECT" if rejected else "DROP")]
+        for rule in rules[:3]:
+            finding.evidence.append(f"rule that matched {rule['packets']} packets during the "
+                                    f"watch: {rule['rule']}")
+        if rules:
+            finding.fix = [f"remove or narrow that rule: {delete_command(rules[0]['rule'])}"]
+        else:
+            finding.fix = [
+                f"find the rule: iptables -L -v -n --line-numbers | grep 'dpt:{port}' or "
+                f"nft -a list ruleset | grep 'dport {port}'",
+                "then delete or narrow it",
+            ]
         findings.append(finding)
     return findings
 

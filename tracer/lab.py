@@ -153,8 +153,8 @@ class Lab:
 
     def _wait_for_services(self, scenario: Scenario) -> None:
         if scenario.commands("services", "server"):
-            port = ADDRESSES["port"]
-            _wait(lambda: f":{port} " in self.sh("server", f"ss -Hltn 'sport = :{port}'",
+            port = scenario.port
+            _wait(lambda: f":{port} " in self.sh("server", f"ss -Hltun 'sport = :{port}'",
                                                  check=False).stdout + " ",
                   f"the server to listen on :{port}")
 
@@ -234,10 +234,11 @@ def run_demo(scenario: str, prefix: str = "pfl", duration: float = 8.0, keep: bo
     try:
         intro = f"lab: scenario {scenario}: {SCENARIOS[scenario].summary}"
         out.write(textwrap.fill(intro, 99, subsequent_indent="  ") + "\n")
-        out.write(f"server$ pktfate watch --port {ADDRESSES['port']} --duration {duration:g}\n")
+        port = SCENARIOS[scenario].port
+        out.write(f"server$ pktfate watch --port {port} --duration {duration:g}\n")
         out.flush()
         watcher = subprocess.Popen(
-            lab.exec_argv("server", watch_argv("watch", "--port", ADDRESSES["port"],
+            lab.exec_argv("server", watch_argv("watch", "--port", port,
                                                "--duration", str(duration),
                                                "--ready-file", str(ready))),
             stdout=out, stderr=out)

@@ -20,10 +20,29 @@ ADDRESSES = {
     "client_net": "10.0.1.0/24",
     "server_net": "10.0.2.0/24",
     "port": "80",
+    "udp_port": "53",
+    "spoofed_net": "192.0.2.0/24",  # documentation range: only ever routed inside the lab
+    "spoofed_ip": "192.0.2.55",
     "www": "/run/pktfate/www",
 }
 
 HTTP_SERVICE = "python3 -m http.server --bind 0.0.0.0 {port} --directory {www}"
+# A listener that never accepts, with a queue of one: the accept queue fills up.
+STALLED_SERVICE = ("python3 -c \"import socket, time; s = socket.socket(); "
+                   "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+                   "s.bind(('0.0.0.0', {port})); s.listen(1); time.sleep(86400)\"")
+# A UDP socket with a tiny receive buffer that is never read.
+UNREAD_UDP_SERVICE = ("python3 -c \"import socket, time; s = socket.socket(socket.AF_INET, "
+                      "socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, "
+                      "1024); s.bind(('0.0.0.0', {udp_port})); time.sleep(86400)\"")
+PING_AND_CURL = (
+    "ping -c 3 -i 0.3 -W 1 {server_ip}",
+    "curl -sS -m 3 -o /dev/null -w 'HTTP %{{http_code}}\\n' http://{server_ip}:{port}/",
+)
+PING_AND_UDP = (
+    "ping -c 3 -i 0.3 -W 1 {server_ip}",
+    "for i in 1 2 3; do echo query | nc -u -w1 {server_ip} {udp_port}; done",
+)
 
 
 @dataclass(frozen=True)
@@ -35,10 +54,12 @@ class Scenario:
     setup: dict[str, tuple[str, ...]] = field(default_factory=dict)
     services: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # What the client does in the demo: the traffic pktfate explains.
-    traffic: tuple[str, ...] = (
-        "ping -c 3 -i 0.3 -W 1 {server_ip}",
-        "curl -sS -m 3 -o /dev/null -w 'HTTP %{{http_code}}\\n' http://{server_ip}:{port}/",
-    )
+    traffic: tuple[str, ...] = PING_AND_CURL
+    watch_port: str = "{port}"  # what the server's pktfate watches
+
+    @property
+    def port(self) -> str:
+        return self.watch_port.format(**ADDRESSES)
 
     def commands(self, section: str, host: str) -> list[str]:
         lines = getattr(self, section).get(host, ()) if section != "traffic" else \
@@ -75,6 +96,66 @@ SCENARIOS = {s.name: s for s in (
         setup={"server": ("iptables -I INPUT -p tcp --dport {port} -j REJECT "
                           "--reject-with tcp-reset",)},
         services={"server": (HTTP_SERVICE,)},
+    ),
+    Scenario(
+        "udp-checksum",
+        "UDP through the naive forwarder keeps the client's offloaded (partial) checksum: "
+        "the server drops every datagram (UDP_CSUM) while ping works.",
+        expect="udp-bad-checksum",
+        router="userspace",
+        traffic=PING_AND_UDP,
+        watch_port="{udp_port}",
+    ),
+    Scenario(
+        "udp-no-listener",
+        "Nothing listens on UDP :53: the kernel answers with ICMP port unreachable.",
+        expect="no-listener",
+        traffic=PING_AND_UDP,
+        watch_port="{udp_port}",
+    ),
+    Scenario(
+        "listen-overflow",
+        "The service on :80 never accepts and its queue holds one: new connections are "
+        "dropped while ping works.",
+        expect="listen-overflow",
+        services={"server": (STALLED_SERVICE,)},
+        traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
+                 "for i in 1 2 3 4 5 6; do curl -s -m 2 -o /dev/null "
+                 "http://{server_ip}:{port}/ & done; wait"),
+    ),
+    Scenario(
+        "rp-filter",
+        "Strict reverse-path filtering on the server drops SYNs whose source it would "
+        "route elsewhere (a spoofed 192.0.2.55).",
+        expect="rp-filter",
+        setup={"server": ("ip link add rpf0 type veth peer name rpf1",
+                          "ip link set rpf0 up", "ip link set rpf1 up",
+                          "ip route add {spoofed_net} dev rpf0",
+                          "sysctl -qw net.ipv4.conf.all.rp_filter=1",
+                          "sysctl -qw net.ipv4.conf.eth0.rp_filter=1")},
+        services={"server": (HTTP_SERVICE,)},
+        traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
+                 "hping3 -S -p {port} -c 5 -i u100000 -a {spoofed_ip} {server_ip}"),
+    ),
+    Scenario(
+        "never-arrived",
+        "The router drops TCP :80 on the way: the server sees the client's ping, never "
+        "its SYNs.",
+        expect="never-arrived",
+        setup={"router": ("iptables -I FORWARD -p tcp --dport {port} -j DROP",)},
+        services={"server": (HTTP_SERVICE,)},
+    ),
+    Scenario(
+        "socket-buffer-full",
+        "A UDP service that never reads, with a 1 KiB receive buffer: datagrams are "
+        "dropped once the buffer is full.",
+        expect="socket-buffer-full",
+        services={"server": (UNREAD_UDP_SERVICE,)},
+        traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
+                 "python3 -c \"import socket; s = socket.socket(socket.AF_INET, "
+                 "socket.SOCK_DGRAM); [s.sendto(b'query', ('{server_ip}', {udp_port})) "
+                 "for _ in range(40)]\""),
+        watch_port="{udp_port}",
     ),
     Scenario(
         "healthy",

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
-from . import __version__
+from . import __version__, firewall
 from .correlate import Correlator
 from .counters import delta, read_counters
 from .decode import PacketEvent
@@ -98,6 +98,7 @@ def run_watch(config, stream: TextIO) -> int:
     correlator = Correlator(local, config.ports)
     out = _formatter(config.json, stream, config.show_all)
     before = read_counters()
+    rules_before = firewall.snapshot()
 
     def on_event(raw) -> None:
         ev = decoder.decode(raw)
@@ -128,22 +129,24 @@ def run_watch(config, stream: TextIO) -> int:
             if config.ready_file:
                 Path(config.ready_file).unlink(missing_ok=True)
     counters = delta(before, read_counters())
-    _finish(out, correlator, counters, stats, config.ports)
+    rules = firewall.moved_verdict_rules(rules_before, firewall.snapshot())
+    _finish(out, correlator, counters, stats, config.ports, rules)
     return 0
 
 
 def _finish(out, correlator: Correlator, counters: dict, stats: dict,
-            ports: Iterable[int]) -> None:
+            ports: Iterable[int], rules: list[dict]) -> None:
     flows = correlator.finish()
     lost = sum(stats.get("lost", {}).values())
-    findings = diagnose(Evidence(flows, counters, tuple(ports), lost))
-    out.finish(flows, findings, stats, counters)
+    findings = diagnose(Evidence(flows, counters, tuple(ports), lost, rules))
+    out.finish(flows, findings, stats, counters, rules)
 
 
 def run_explain(lines: Iterable[str], stream: TextIO, json_out: bool) -> int:
     """Diagnose again from a recorded `watch --json` output."""
     start: dict = {}
     counters: dict = {}
+    rules: list = []
     stats: dict = {"matched": {}, "lost": {}}
     correlator: Correlator | None = None
     events = 0
@@ -166,6 +169,7 @@ def run_explain(lines: Iterable[str], stream: TextIO, json_out: bool) -> int:
             events += 1
         elif kind == "counters":
             counters = obj.get("delta", {})
+            rules = obj.get("firewall", [])
         elif kind == "stats":
             stats = {"matched": obj.get("matched", {}), "lost": obj.get("lost", {})}
     if not start:
@@ -173,5 +177,5 @@ def run_explain(lines: Iterable[str], stream: TextIO, json_out: bool) -> int:
     if correlator is None:
         correlator = Correlator(set(start.get("local_addrs", [])), tuple(start.get("ports", [])))
     out = _formatter(json_out, stream, False)
-    _finish(out, correlator, counters, stats, start.get("ports", []))
+    _finish(out, correlator, counters, stats, start.get("ports", []), rules)
     return 0

@@ -70,6 +70,9 @@ def test_firewall_drop_counts_23_syns_exactly(lab, watch):
     top = diagnosis(lines)[0]
     assert top["cause"] == "firewall-drop"
     assert top["count"] == 23
+    rule = "iptables -t filter -A INPUT -p tcp -m tcp --dport 80 -j DROP"
+    assert f"rule that matched 23 packets during the watch: {rule}" in top["evidence"]
+    assert rule.replace(" -A ", " -D ") in top["fix"][0]
     assert [f["cause"] for f in diagnosis(lines)] == ["firewall-drop"]
 
 

@@ -121,3 +121,34 @@ def test_explain_replays_a_recording():
     live = rec.findings(counters={"TcpInCsumErrors": 6})
     assert [f["cause"] for f in diagnosis["findings"]] == [f.cause for f in live]
     assert diagnosis["findings"][0]["evidence"] == live[0].evidence
+
+
+import pytest  # noqa: E402
+
+from tracer.explain import SIMPLE_CAUSES  # noqa: E402
+
+
+@pytest.mark.parametrize("reason", sorted(SIMPLE_CAUSES))
+def test_reasons_that_name_their_cause(reason):
+    rec = Recorder()
+    rec.syn(2, drop={"reason": reason, "location": "somewhere+0x1"})
+    findings = rec.findings()
+    assert findings[0].cause == SIMPLE_CAUSES[reason][0]
+    assert findings[0].count == 2
+    assert "<" not in findings[0].fix[0] or "iface" not in findings[0].fix[0]
+
+
+def test_firewall_rule_is_named_when_its_counter_moved():
+    from tracer.correlate import Correlator
+    from tracer.explain import Evidence, diagnose
+
+    rec = Recorder()
+    rec.syn(4, drop={"reason": "NETFILTER_DROP", "location": "nf_hook_slow+0x44"})
+    correlator = Correlator({SERVER}, (80,))
+    for ev in rec.events:
+        correlator.feed(ev)
+    rule = "iptables -t filter -A INPUT -p tcp -m tcp --dport 80 -j DROP"
+    findings = diagnose(Evidence(correlator.finish(), {}, (80,), 0,
+                                 [{"rule": rule, "packets": 4, "verdict": "DROP"}]))
+    assert f"matched 4 packets during the watch: {rule}" in "\n".join(findings[0].evidence)
+    assert findings[0].fix[0].endswith(rule.replace(" -A ", " -D "))
