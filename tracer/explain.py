@@ -40,6 +40,7 @@ SIMPLE_CAUSES: dict[str, tuple[str, str, str]] = {
 SEVERITY = {"tcp-bad-checksum": 90, "udp-bad-checksum": 90, "ip-bad-checksum": 90,
             "firewall-drop": 80, "firewall-reject": 80, "rp-filter": 80, "listen-overflow": 75,
             "no-listener": 70, "never-arrived": 60, "unknown": 10}
+DEFAULT_SEVERITY = 65  # the causes the kernel names directly: observed, so above absences
 
 
 @dataclass
@@ -430,7 +431,7 @@ def diagnose(ev: Evidence) -> list[Finding]:
     findings += rule_unknown(ev, findings)
     if not findings:
         findings = rule_healthy(ev)
-    findings.sort(key=lambda f: (-SEVERITY.get(f.cause, 50), -f.count))
+    findings.sort(key=lambda f: (-SEVERITY.get(f.cause, DEFAULT_SEVERITY), -f.count))
     if ev.lost:
         for finding in findings:
             finding.evidence.append(f"{ev.lost} events were lost in the ring buffer: counts "

@@ -39,16 +39,18 @@ def ip_header_checksum(header: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def forward_ipv4(packet: bytes) -> bytes | None:
-    """The IP packet as this router sends it on: TTL - 1, header checksum redone,
-    payload untouched. None when the TTL runs out."""
+def forward_ipv4(packet: bytes, fix_ip_checksum: bool = True) -> bytes | None:
+    """The IP packet as this router sends it on: TTL - 1, header checksum redone
+    (unless told to leave it, the bug of an even more naive forwarder), payload
+    untouched. None when the TTL runs out."""
     ihl = (packet[0] & 0x0F) * 4
     ttl = packet[8]
     if ttl <= 1 or ihl < 20 or len(packet) < ihl:
         return None
     header = bytearray(packet[:ihl])
     header[8] = ttl - 1
-    struct.pack_into("!H", header, 10, ip_header_checksum(bytes(header)))
+    if fix_ip_checksum:
+        struct.pack_into("!H", header, 10, ip_header_checksum(bytes(header)))
     return bytes(header) + packet[ihl:]
 
 
@@ -71,7 +73,7 @@ class Link:
         self.mac = self.sock.getsockname()[4]
 
 
-def run(links: list[Link], ready_file: Path | None) -> None:
+def run(links: list[Link], ready_file: Path | None, fix_ip_checksum: bool = True) -> None:
     for link in links:
         link.open()
     by_fd = {link.sock.fileno(): link for link in links}
@@ -89,7 +91,7 @@ def run(links: list[Link], ready_file: Path | None) -> None:
             out = next((lk for lk in links if dst in lk.subnet), None)
             if out is None or out is by_fd[fd]:
                 continue
-            packet = forward_ipv4(frame[14:])
+            packet = forward_ipv4(frame[14:], fix_ip_checksum)
             if packet is not None:
                 out.sock.send(out.neighbor_mac + out.mac + frame[12:14] + packet)
 
@@ -99,10 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--link", action="append", required=True,
                         help="IFNAME,SUBNET,NEIGHBOR_MAC (repeat per interface)")
     parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--stale-ip-checksum", action="store_true",
+                        help="decrement the TTL but leave the IP header checksum as it was")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        run([Link.parse(text) for text in args.link], args.ready_file)
+        run([Link.parse(text) for text in args.link], args.ready_file,
+            fix_ip_checksum=not args.stale_ip_checksum)
     except KeyboardInterrupt:
         pass
 

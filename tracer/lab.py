@@ -138,9 +138,11 @@ class Lab:
         self._save()
 
     def _router_mode(self, mode: str) -> None:
+        """kernel: ip_forward. userspace: the naive forwarder. userspace-stale-ip: the
+        same, leaving the IP header checksum stale after the TTL decrement."""
         forward = "1" if mode == "kernel" else "0"
         self.sh("router", f"sysctl -qw net.ipv4.ip_forward={forward}")
-        if mode == "userspace":
+        if mode.startswith("userspace"):
             ready = STATE_DIR / f"lab-{self.prefix}-forwarder.ready"
             ready.unlink(missing_ok=True)
             a = ADDRESSES
@@ -148,6 +150,8 @@ class Lab:
                     "--link", f"eth-c,{a['client_net']},{MACS[('client', 'eth0')]}",
                     "--link", f"eth-s,{a['server_net']},{MACS[('server', 'eth0')]}",
                     "--ready-file", str(ready)]
+            if mode == "userspace-stale-ip":
+                argv.append("--stale-ip-checksum")
             self.spawn("router", ["env", f"PYTHONPATH={PROJECT_ROOT}", *argv])
             _wait(lambda: ready.exists(), "the user-space forwarder to start")
 
@@ -234,11 +238,11 @@ def run_demo(scenario: str, prefix: str = "pfl", duration: float = 8.0, keep: bo
     try:
         intro = f"lab: scenario {scenario}: {SCENARIOS[scenario].summary}"
         out.write(textwrap.fill(intro, 99, subsequent_indent="  ") + "\n")
-        port = SCENARIOS[scenario].port
-        out.write(f"server$ pktfate watch --port {port} --duration {duration:g}\n")
+        port, host = SCENARIOS[scenario].port, SCENARIOS[scenario].watch_host
+        out.write(f"{host}$ pktfate watch --port {port} --duration {duration:g}\n")
         out.flush()
         watcher = subprocess.Popen(
-            lab.exec_argv("server", watch_argv("watch", "--port", port,
+            lab.exec_argv(host, watch_argv("watch", "--port", port,
                                                "--duration", str(duration),
                                                "--ready-file", str(ready))),
             stdout=out, stderr=out)

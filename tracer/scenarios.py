@@ -50,12 +50,15 @@ class Scenario:
     name: str
     summary: str
     expect: str  # the cause pktfate's top finding on the server names
-    router: str = "kernel"  # "kernel" (ip_forward) or "userspace" (naive AF_PACKET forwarder)
+    # "kernel" (ip_forward), "userspace" (naive AF_PACKET forwarder) or
+    # "userspace-stale-ip" (the same, leaving the IP header checksum stale)
+    router: str = "kernel"
     setup: dict[str, tuple[str, ...]] = field(default_factory=dict)
     services: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # What the client does in the demo: the traffic pktfate explains.
     traffic: tuple[str, ...] = PING_AND_CURL
-    watch_port: str = "{port}"  # what the server's pktfate watches
+    watch_port: str = "{port}"  # what pktfate watches
+    watch_host: str = "server"  # where pktfate runs
 
     @property
     def port(self) -> str:
@@ -105,6 +108,22 @@ SCENARIOS = {s.name: s for s in (
         router="userspace",
         traffic=PING_AND_UDP,
         watch_port="{udp_port}",
+    ),
+    Scenario(
+        "ip-checksum",
+        "A forwarder decrements the TTL without updating the IP header checksum: the "
+        "server drops everything from the client, ping included (IP_CSUM).",
+        expect="ip-bad-checksum",
+        router="userspace-stale-ip",
+        services={"server": (HTTP_SERVICE,)},
+    ),
+    Scenario(
+        "ttl-expired",
+        "The client sends with a TTL of 1: the router answers ICMP time exceeded "
+        "(watched on the router).",
+        expect="ttl-expired",
+        traffic=("ping -c 3 -i 0.3 -W 1 -t 1 {server_ip}",),
+        watch_host="router",
     ),
     Scenario(
         "udp-no-listener",

@@ -1,5 +1,5 @@
 """Every lab scenario, with the client traffic its definition names: the top
-finding on the server is the cause the scenario is about."""
+finding where pktfate watches is the cause the scenario is about."""
 
 import pytest
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 def test_top_finding_names_the_scenarios_cause(lab, watch, name):
     scenario = SCENARIOS[name]
     lab.up(name)
-    w = watch("--port", scenario.port)
+    w = watch("--port", scenario.port, host=scenario.watch_host)
     for command in scenario.commands("traffic", "client"):
         lab.sh("client", command, check=False)
     findings = diagnosis(w.stop())

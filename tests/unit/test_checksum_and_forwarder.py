@@ -56,3 +56,11 @@ def test_forwarder_decrements_ttl_and_keeps_payload():
 
 def test_forwarder_drops_expired_ttl():
     assert forward_ipv4(_ipv4(1)) is None
+
+
+def test_stale_ip_checksum_mode_leaves_the_old_checksum():
+    original = _ipv4(64)
+    out = forward_ipv4(original, fix_ip_checksum=False)
+    assert out[8] == 63
+    assert out[10:12] == original[10:12]
+    assert struct.unpack_from("!H", out, 10)[0] != ip_header_checksum(out[:20])
