@@ -64,6 +64,7 @@ class Evidence:
     ports: tuple[int, ...] = ()
     lost: int = 0
     firewall: list[dict] = field(default_factory=list)  # rules whose counters moved
+    routes: dict[str, dict] = field(default_factory=dict)  # peer -> route back, rp_filter
 
     def __post_init__(self) -> None:
         # Rules reason about a peer and a service, not each connection apart.
@@ -299,16 +300,30 @@ def rule_rp_filter(ev: Evidence) -> list[Finding]:
         if not dropped:
             continue
         iface = next((w.split()[-1] for w in flow.arrived_on), "<iface>")
+        route = ev.routes.get(flow.peer, {})
+        back = route.get("oif")
+        if back:
+            why = f"the route back to {flow.peer} leaves through {back}, not {iface} where " \
+                  "they arrive"
+        elif flow.peer in ev.routes:
+            why = f"this host has no route back to {flow.peer}"
+        else:
+            why = f"the route back to {flow.peer} does not leave through {iface}, where they " \
+                  "arrive"
         finding = Finding(
-            "rp-filter",
-            f"Reverse-path filtering drops packets from {flow.peer}: the route back to "
-            f"{flow.peer} does not leave through {iface}, where they arrive.",
+            "rp-filter", f"Reverse-path filtering drops packets from {flow.peer}: {why}.",
             flows=[_flow_ref(flow, dropped)], count=dropped)
         finding.evidence.append(_dropped_line(flow, dropped, "IP_RPFILTER"))
+        settings = route.get("rp_filter", {})
+        if settings:
+            finding.evidence.append("reverse-path filter settings (1 strict, 2 loose; the "
+                                    "higher of 'all' and the interface's counts): " +
+                                    ", ".join(f"net.ipv4.conf.{k}.rp_filter={v}"
+                                              for k, v in settings.items()))
         finding.fix = [
-            f"compare: ip route get {flow.peer} (the way back) with the interface {iface}",
-            f"add the missing route, or relax the check: sysctl -w net.ipv4.conf.{iface}."
-            "rp_filter=2 (loose) and net.ipv4.conf.all.rp_filter=2",
+            f"compare: ip route get {flow.peer} (the way back) with {iface} (the way in)",
+            f"route {flow.peer} back through {iface}, or make the check loose: sysctl -w "
+            f"net.ipv4.conf.{iface}.rp_filter=2 and net.ipv4.conf.all.rp_filter=2",
         ]
         findings.append(finding)
     return findings

@@ -504,3 +504,14 @@ def local_addresses() -> set[str]:
     with _pyroute2().IPRoute() as ipr:
         return {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr()
                 if a.get_attr("IFA_ADDRESS")}
+
+
+def route_back(addr: str) -> dict:
+    """How this namespace would route to `addr`: {'oif': name} ({} if no route)."""
+    with _pyroute2().IPRoute() as ipr:
+        try:
+            routes = ipr.route("get", dst=addr)
+        except Exception:  # no route: pyroute2 raises NetlinkError (ENETUNREACH)
+            return {}
+    oif = routes[0].get_attr("RTA_OIF") if routes else None
+    return {"oif": resolve_ifname(oif)} if oif else {}

@@ -97,7 +97,7 @@ class HumanOutput:
         self._write(event_line(ev, rec))
 
     def finish(self, flows: list[Flow], findings: list[Finding], stats: dict,
-               counters: dict[str, int], rules: list[dict]) -> None:
+               counters: dict[str, int], context: dict) -> None:
         if self.suppressed:
             self._write(f"({self.suppressed} more event lines not shown: over "
                         f"{MAX_LINES_PER_SECOND}/s)")
@@ -167,11 +167,12 @@ class JsonOutput:
         self._emit(ev.to_json())
 
     def finish(self, flows: list[Flow], findings: list[Finding], stats: dict,
-               counters: dict[str, int], rules: list[dict]) -> None:
+               counters: dict[str, int], context: dict) -> None:
         for flow in flows:
             self._emit(flow.to_json())
         self._emit({"kind": "stats", **stats})
-        self._emit({"kind": "counters", "delta": counters, "firewall": rules})
+        self._emit({"kind": "counters", "delta": counters,
+                    "firewall": context.get("firewall", []), "routes": context.get("routes", {})})
         self._emit({"kind": "diagnosis", "findings": [f.to_json() for f in findings]})
 
     def _emit(self, obj: dict) -> None:

@@ -129,24 +129,45 @@ def run_watch(config, stream: TextIO) -> int:
             if config.ready_file:
                 Path(config.ready_file).unlink(missing_ok=True)
     counters = delta(before, read_counters())
-    rules = firewall.moved_verdict_rules(rules_before, firewall.snapshot())
-    _finish(out, correlator, counters, stats, config.ports, rules)
+    context = {"firewall": firewall.moved_verdict_rules(rules_before, firewall.snapshot())}
+    flows = correlator.finish()
+    context["routes"] = {peer: dict(loader.route_back(peer), rp_filter=rp_filter_settings())
+                         for peer in _rp_filtered_peers(flows)}
+    _finish(out, flows, counters, stats, config.ports, context)
     return 0
 
 
-def _finish(out, correlator: Correlator, counters: dict, stats: dict,
-            ports: Iterable[int], rules: list[dict]) -> None:
-    flows = correlator.finish()
+def _rp_filtered_peers(flows) -> set[str]:
+    return {f.peer for f in flows if f.drops.get("IP_RPFILTER")}
+
+
+def rp_filter_settings() -> dict[str, int]:
+    """net.ipv4.conf.*.rp_filter of this namespace (the kernel uses the maximum of
+    'all' and the interface's own)."""
+    found = {}
+    for path in sorted(Path("/proc/sys/net/ipv4/conf").glob("*/rp_filter")):
+        try:
+            value = int(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if value or path.parent.name == "all":
+            found[path.parent.name] = value
+    return found
+
+
+def _finish(out, flows, counters: dict, stats: dict, ports: Iterable[int],
+            context: dict) -> None:
     lost = sum(stats.get("lost", {}).values())
-    findings = diagnose(Evidence(flows, counters, tuple(ports), lost, rules))
-    out.finish(flows, findings, stats, counters, rules)
+    findings = diagnose(Evidence(flows, counters, tuple(ports), lost,
+                                 context.get("firewall", []), context.get("routes", {})))
+    out.finish(flows, findings, stats, counters, context)
 
 
 def run_explain(lines: Iterable[str], stream: TextIO, json_out: bool) -> int:
     """Diagnose again from a recorded `watch --json` output."""
     start: dict = {}
     counters: dict = {}
-    rules: list = []
+    context: dict = {}
     stats: dict = {"matched": {}, "lost": {}}
     correlator: Correlator | None = None
     events = 0
@@ -169,7 +190,7 @@ def run_explain(lines: Iterable[str], stream: TextIO, json_out: bool) -> int:
             events += 1
         elif kind == "counters":
             counters = obj.get("delta", {})
-            rules = obj.get("firewall", [])
+            context = {"firewall": obj.get("firewall", []), "routes": obj.get("routes", {})}
         elif kind == "stats":
             stats = {"matched": obj.get("matched", {}), "lost": obj.get("lost", {})}
     if not start:
@@ -177,5 +198,5 @@ def run_explain(lines: Iterable[str], stream: TextIO, json_out: bool) -> int:
     if correlator is None:
         correlator = Correlator(set(start.get("local_addrs", [])), tuple(start.get("ports", [])))
     out = _formatter(json_out, stream, False)
-    _finish(out, correlator, counters, stats, start.get("ports", []), rules)
+    _finish(out, correlator.finish(), counters, stats, start.get("ports", []), context)
     return 0

@@ -176,3 +176,17 @@ def test_explain_on_a_recording_matches_the_live_run(lab, watch):
     assert proc.returncode == 0, proc.stderr
     replayed = json.loads(proc.stdout.splitlines()[-1])["findings"]
     assert replayed == diagnosis(lines)
+
+
+def test_rp_filter_says_which_route_disagrees(lab, watch):
+    lab.up("rp-filter")
+    w = watch("--port", "80")
+    lab.sh("client", f"hping3 -S -p 80 -c 4 -i u100000 -a 192.0.2.55 {SERVER}", check=False)
+    lines = w.stop()
+    top = diagnosis(lines)[0]
+    assert top["cause"] == "rp-filter"
+    assert top["count"] == 4
+    assert "the route back to 192.0.2.55 leaves through rpf0, not eth0" in top["summary"]
+    assert any("net.ipv4.conf.all.rp_filter=1" in line for line in top["evidence"])
+    routes = matching(lines, kind="counters")[0]["routes"]
+    assert routes["192.0.2.55"]["oif"] == "rpf0"
