@@ -65,6 +65,7 @@ class Evidence:
     lost: int = 0
     firewall: list[dict] = field(default_factory=list)  # rules whose counters moved
     routes: dict[str, dict] = field(default_factory=dict)  # peer -> route back, rp_filter
+    offload: dict[str, bool | None] = field(default_factory=dict)  # iface -> tx csum offload
 
     def __post_init__(self) -> None:
         # Rules reason about a peer and a service, not each connection apart.
@@ -176,13 +177,28 @@ def _checksum_rule(reason: str, cause: str, proto: str | None, counters: tuple[s
                 "that sends here: ethtool -K <iface> tx off",
                 "or fix the device that forwards between them: it must complete the checksum "
                 "(or recompute it) instead of copying the segment as it is",
-                f"then verify: nstat -az {counters[0]} stops growing and the service answers",
             ]
+            _local_offload(ev, flow, finding)
+            finding.fix.append(f"then verify: nstat -az {counters[0]} stops growing and the "
+                               "service answers")
             findings.append(finding)
         return findings
 
     check.__name__ = f"rule_{cause.replace('-', '_')}"
     return check
+
+
+def _local_offload(ev: Evidence, flow: Flow, finding: Finding) -> None:
+    """This host's own answers cross the same device: say if they would break too."""
+    for where in flow.arrived_on:
+        iface = where.split()[-1]
+        if ev.offload.get(iface):
+            finding.evidence.append(
+                f"this host's {iface} also leaves transmit checksums to offload: its answers "
+                "through the same device would arrive broken too")
+            finding.fix.append(f"here as well, until the device is fixed: ethtool -K {iface} "
+                               "tx off")
+            return
 
 
 rule(_checksum_rule("TCP_CSUM", "tcp-bad-checksum", "tcp", ("TcpInCsumErrors",)))

@@ -515,3 +515,24 @@ def route_back(addr: str) -> dict:
             return {}
     oif = routes[0].get_attr("RTA_OIF") if routes else None
     return {"oif": resolve_ifname(oif)} if oif else {}
+
+
+TX_CHECKSUM_FEATURES = ("tx-checksum-ipv4", "tx-checksum-ip-generic", "tx-checksum-ipv6")
+
+
+def tx_checksum_offload(ifname: str) -> bool | None:
+    """Whether `ifname` leaves transmit checksums to offload (ethtool's 'tx'
+    features, over netlink); None when the features cannot be read."""
+    try:
+        from pyroute2.ethtool import Ethtool
+
+        ethtool = Ethtool()
+    except Exception:
+        return None
+    try:
+        features = ethtool.get_features(ifname).features
+        return any(features[name].enable for name in TX_CHECKSUM_FEATURES if name in features)
+    except Exception:
+        return None
+    finally:
+        ethtool.close()

@@ -172,7 +172,8 @@ class JsonOutput:
             self._emit(flow.to_json())
         self._emit({"kind": "stats", **stats})
         self._emit({"kind": "counters", "delta": counters,
-                    "firewall": context.get("firewall", []), "routes": context.get("routes", {})})
+                    "firewall": context.get("firewall", []), "routes": context.get("routes", {}),
+                    "offload": context.get("offload", {})})
         self._emit({"kind": "diagnosis", "findings": [f.to_json() for f in findings]})
 
     def _emit(self, obj: dict) -> None:

@@ -133,8 +133,19 @@ def run_watch(config, stream: TextIO) -> int:
     flows = correlator.finish()
     context["routes"] = {peer: dict(loader.route_back(peer), rp_filter=rp_filter_settings())
                          for peer in _rp_filtered_peers(flows)}
+    context["offload"] = {iface: loader.tx_checksum_offload(iface)
+                          for iface in _checksum_drop_ifaces(flows)}
     _finish(out, flows, counters, stats, config.ports, context)
     return 0
+
+
+CHECKSUM_REASONS = ("TCP_CSUM", "UDP_CSUM", "IP_CSUM")
+
+
+def _checksum_drop_ifaces(flows) -> set[str]:
+    """Interfaces where packets arrived that the kernel then dropped for a checksum."""
+    return {where.split()[-1] for f in flows if any(f.drops.get(r) for r in CHECKSUM_REASONS)
+            for where in f.arrived_on}
 
 
 def _rp_filtered_peers(flows) -> set[str]:
@@ -159,7 +170,8 @@ def _finish(out, flows, counters: dict, stats: dict, ports: Iterable[int],
             context: dict) -> None:
     lost = sum(stats.get("lost", {}).values())
     findings = diagnose(Evidence(flows, counters, tuple(ports), lost,
-                                 context.get("firewall", []), context.get("routes", {})))
+                                 context.get("firewall", []), context.get("routes", {}),
+                                 context.get("offload", {})))
     out.finish(flows, findings, stats, counters, context)
 
 
@@ -190,7 +202,7 @@ def run_explain(lines: Iterable[str], stream: TextIO, json_out: bool) -> int:
             events += 1
         elif kind == "counters":
             counters = obj.get("delta", {})
-            context = {"firewall": obj.get("firewall", []), "routes": obj.get("routes", {})}
+            context = {key: obj.get(key, {}) for key in ("firewall", "routes", "offload")}
         elif kind == "stats":
             stats = {"matched": obj.get("matched", {}), "lost": obj.get("lost", {})}
     if not start:

@@ -43,6 +43,9 @@ def test_checksum_incident(lab, watch):
     assert any("ethtool -K" in fix for fix in top["fix"])
     assert any("answered 3/3" in line for line in top["evidence"])
     assert any("TcpInCsumErrors" in line for line in top["evidence"])
+    # The server's own veth offloads too (veth's default): its replies would break.
+    assert matching(lines, kind="counters")[0]["offload"] == {"eth0": True}
+    assert "here as well, until the device is fixed: ethtool -K eth0 tx off" in top["fix"]
 
 
 def test_no_listener(lab, watch):
