@@ -46,8 +46,10 @@ class Recorder:
                 self.add(hook="tc-egress", src=SERVER, dst=CLIENT, icmp_type=0, icmp_code=0,
                          ip_id=900 + i, **common)
 
-    def findings(self, ports=(80,), counters=None):
+    def findings(self, ports=(80,), counters=None, **context):
+        """Diagnose what was recorded; `context` as the watch gathers it at the end
+        (firewall, routes, offload)."""
         correlator = Correlator({SERVER}, ports)
         for ev in self.events:
             correlator.feed(ev)
-        return diagnose(Evidence(correlator.finish(), counters or {}, ports))
+        return diagnose(Evidence(correlator.finish(), counters or {}, ports, **context))

@@ -139,32 +139,18 @@ def test_reasons_that_name_their_cause(reason):
 
 
 def test_firewall_rule_is_named_when_its_counter_moved():
-    from tracer.correlate import Correlator
-    from tracer.explain import Evidence, diagnose
-
     rec = Recorder()
     rec.syn(4, drop={"reason": "NETFILTER_DROP", "location": "nf_hook_slow+0x44"})
-    correlator = Correlator({SERVER}, (80,))
-    for ev in rec.events:
-        correlator.feed(ev)
     rule = "iptables -t filter -A INPUT -p tcp -m tcp --dport 80 -j DROP"
-    findings = diagnose(Evidence(correlator.finish(), {}, (80,), 0,
-                                 [{"rule": rule, "packets": 4, "verdict": "DROP"}]))
+    findings = rec.findings(firewall=[{"rule": rule, "packets": 4, "verdict": "DROP"}])
     assert f"matched 4 packets during the watch: {rule}" in "\n".join(findings[0].evidence)
     assert findings[0].fix[0].endswith(rule.replace(" -A ", " -D "))
 
 
 def test_local_offload_adds_a_fix_for_this_host():
-    from tracer.correlate import Correlator
-    from tracer.explain import Evidence, diagnose
-
     rec = Recorder()
     rec.syn(2, drop={"reason": "TCP_CSUM", "location": "tcp_v4_rcv+0x1a"})
-    correlator = Correlator({SERVER}, (80,))
-    for ev in rec.events:
-        correlator.feed(ev)
-    flows = correlator.finish()
-    with_offload = diagnose(Evidence(flows, {}, (80,), offload={"eth0": True}))[0]
+    with_offload = rec.findings(offload={"eth0": True})[0]
     assert "here as well, until the device is fixed: ethtool -K eth0 tx off" in with_offload.fix
-    without = diagnose(Evidence(flows, {}, (80,), offload={"eth0": False}))[0]
+    without = rec.findings(offload={"eth0": False})[0]
     assert not any("here as well" in fix for fix in without.fix)
