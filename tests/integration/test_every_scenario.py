@@ -1,9 +1,14 @@
 """Every lab scenario, with the client traffic its definition names: the top
-finding where pktfate watches is the cause the scenario is about."""
+finding where pktfate watches is the cause the scenario is about; explaining the
+recording again gives the same findings; the human report fits 100 columns."""
+
+import io
+import json
 
 import pytest
 
 from tracer.scenarios import SCENARIOS
+from tracer.watch import run_explain
 
 from .conftest import diagnosis
 
@@ -23,3 +28,13 @@ def test_top_finding_names_the_scenarios_cause(lab, watch, name):
     assert findings[0]["fix"] or scenario.expect == "healthy"
     if scenario.expect == "healthy":
         assert causes == ["healthy"]
+
+    replayed = io.StringIO()
+    run_explain(w.stdout.splitlines(), replayed, json_out=True)
+    assert json.loads(replayed.getvalue().splitlines()[-1])["findings"] == findings
+
+    human = io.StringIO()
+    run_explain(w.stdout.splitlines(), human, json_out=False)
+    report = human.getvalue().splitlines()
+    assert max(map(len, report)) < 100
+    assert report[report.index("DIAGNOSIS") + 1].startswith(f"1. [{scenario.expect}]")
