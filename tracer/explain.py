@@ -34,12 +34,15 @@ SIMPLE_CAUSES: dict[str, tuple[str, str, str]] = {
                   "ip neigh; check the sender's ARP entry for this host"),
     "IP_INADDRERRORS": ("not-for-this-host", "their destination is not an address of this host",
                         "ip -br addr"),
-    "PKT_TOO_BIG": ("mtu", "they are larger than the path allows", "ip link show {iface} (MTU)"),
+    "PKT_TOO_BIG": ("mtu", "they are larger than the next link's MTU and may not be fragmented",
+                    "let ICMP 'fragmentation needed' (type 3 code 4) reach the sender, or clamp "
+                    "TCP's MSS: iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN "
+                    "-j TCPMSS --clamp-mss-to-pmtu; compare MTUs with ip link"),
 }
 
 SEVERITY = {"tcp-bad-checksum": 90, "udp-bad-checksum": 90, "ip-bad-checksum": 90,
             "firewall-drop": 80, "firewall-reject": 80, "rp-filter": 80, "listen-overflow": 75,
-            "no-listener": 70, "never-arrived": 60, "unknown": 10}
+            "no-listener": 70, "no-route": 70, "never-arrived": 60, "unknown": 10}
 DEFAULT_SEVERITY = 65  # the causes the kernel names directly: observed, so above absences
 
 
@@ -286,7 +289,8 @@ def rule_no_listener(ev: Evidence) -> list[Finding]:
 @rule
 def rule_listen_overflow(ev: Evidence) -> list[Finding]:
     flows = [f for f in ev.watched if f.drops.get("TCP_LISTEN_OVERFLOW")]
-    moved = ev.counters.get("TcpExtListenOverflows", 0) + ev.counters.get("TcpExtListenDrops", 0)
+    # ListenDrops alone is not enough: it also counts SYNs with no route back.
+    moved = ev.counters.get("TcpExtListenOverflows", 0)
     if not flows and not moved:
         return []
     count = sum(f.drops.get("TCP_LISTEN_OVERFLOW", 0) for f in flows) or moved
@@ -306,6 +310,37 @@ def rule_listen_overflow(ev: Evidence) -> list[Finding]:
         "net.core.somaxconn",
     ]
     return [finding]
+
+
+@rule
+def rule_no_route_back(ev: Evidence) -> list[Finding]:
+    """SYNs accepted but never answered, and the kernel counted output packets it
+    could not route: the answer has nowhere to go."""
+    no_routes = ev.counters.get("IpOutNoRoutes", 0)
+    findings = []
+    for flow in ev.watched:
+        unanswered = flow.syn_fates.get("unanswered", 0)
+        if not unanswered or flow.drops or not (no_routes or flow.peer in ev.routes):
+            continue
+        route = ev.routes.get(flow.peer)
+        if route and route.get("oif"):
+            continue
+        finding = Finding(
+            "no-route",
+            f"SYNs from {flow.peer} to {_port(flow)} arrive, but this host has no route back "
+            f"to {flow.peer}: no SYN-ACK can leave ({unanswered} unanswered).",
+            flows=[_flow_ref(flow, unanswered)], count=unanswered)
+        finding.evidence.append(f"{_arrivals(flow)}; {unanswered} SYNs neither answered nor "
+                                "dropped")
+        if route is not None:
+            finding.evidence.append(f"ip route get {flow.peer}: no route")
+        finding.evidence += counter_lines(ev, ("IpOutNoRoutes", "TcpExtListenDrops"))
+        finding.evidence += contrast(ev, flow, f"unanswered {unanswered}/{flow.syn_in}")
+        finding.fix = [f"add a route back: ip route add {flow.peer} via <gateway> (or a "
+                       "default route: ip route add default via <gateway>)",
+                       f"check: ip route get {flow.peer}"]
+        findings.append(finding)
+    return findings
 
 
 @rule

@@ -157,6 +157,27 @@ SCENARIOS = {s.name: s for s in (
                  "hping3 -S -p {port} -c 5 -i u100000 -a {spoofed_ip} {server_ip}"),
     ),
     Scenario(
+        "no-route",
+        "The server has lost its default route: SYNs arrive, but no SYN-ACK can be routed "
+        "back to the client.",
+        expect="no-route",
+        setup={"server": ("ip route del default",)},
+        services={"server": (HTTP_SERVICE,)},
+    ),
+    Scenario(
+        "mtu",
+        "The router's link to the server has an MTU of 1280 while both ends have 1500 and "
+        "agree on 1460-byte segments: the router drops the large ones (DF set) and asks for "
+        "smaller ones (watched on the router).",
+        expect="mtu",
+        setup={"router": ("ip link set eth-s mtu 1280",)},
+        services={"server": (HTTP_SERVICE,)},
+        traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
+                 "head -c 20000 /dev/zero | curl -sS -m 3 -o /dev/null --data-binary @- "
+                 "http://{server_ip}:{port}/"),
+        watch_host="router",
+    ),
+    Scenario(
         "never-arrived",
         "The router drops TCP :80 on the way: the server sees the client's ping, never "
         "its SYNs.",

@@ -132,7 +132,7 @@ def run_watch(config, stream: TextIO) -> int:
     context = {"firewall": firewall.moved_verdict_rules(rules_before, firewall.snapshot())}
     flows = correlator.finish()
     context["routes"] = {peer: dict(loader.route_back(peer), rp_filter=rp_filter_settings())
-                         for peer in _rp_filtered_peers(flows)}
+                         for peer in _peers_to_route(flows)}
     context["offload"] = {iface: loader.tx_checksum_offload(iface)
                           for iface in _checksum_drop_ifaces(flows)}
     _finish(out, flows, counters, stats, config.ports, context)
@@ -148,8 +148,10 @@ def _checksum_drop_ifaces(flows) -> set[str]:
             for where in f.arrived_on}
 
 
-def _rp_filtered_peers(flows) -> set[str]:
-    return {f.peer for f in flows if f.drops.get("IP_RPFILTER")}
+def _peers_to_route(flows) -> set[str]:
+    """Peers whose way back matters: reverse-path drops, SYNs left unanswered."""
+    return {f.peer for f in flows
+            if f.drops.get("IP_RPFILTER") or f.syn_fates.get("unanswered")}
 
 
 def rp_filter_settings() -> dict[str, int]:
