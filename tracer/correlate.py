@@ -85,6 +85,8 @@ class Flow:
     fates: Counter = field(default_factory=Counter)
     drops: Counter = field(default_factory=Counter)  # reason -> count
     drop_locations: Counter = field(default_factory=Counter)  # function -> count
+    drop_sites: Counter = field(default_factory=Counter)  # "REASON function" -> count
+    drop_ifaces: Counter = field(default_factory=Counter)  # interface of dropped packets
     icmp_errors_sent: Counter = field(default_factory=Counter)  # "type/code" -> count
     arrived_on: Counter = field(default_factory=Counter)  # "xdp eth0" -> count
     checksums: Counter = field(default_factory=Counter)  # verdict at arrival -> count
@@ -278,6 +280,9 @@ class Correlator:
         flow.drops[ev.reason or "UNKNOWN"] += 1
         func = (ev.location or "?").split("+")[0]
         flow.drop_locations[func] += 1
+        flow.drop_sites[f"{ev.reason or 'UNKNOWN'} {func}"] += 1
+        if ev.iface:
+            flow.drop_ifaces[ev.iface] += 1
         self._settle(rec, flow, "dropped", reason=ev.reason, location=ev.location)
 
     def _on_tcp_bad_csum(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:

@@ -29,7 +29,9 @@ SIMPLE_CAUSES: dict[str, tuple[str, str, str]] = {
                    "tc filter show dev {iface} ingress"),
     "TC_EGRESS": ("tc-drop", "a tc egress filter drops them",
                   "tc filter show dev {iface} egress"),
-    "XDP": ("xdp-drop", "an XDP program drops them", "ip link show {iface} (look for 'xdp')"),
+    "XDP": ("xdp-drop", "an XDP program on {iface} drops them before the stack sees them",
+            "find it: ip -d link show {iface} (prog/xdp id N), bpftool prog show id N; then "
+            "fix its filter or detach it (ip link set {iface} xdpgeneric off)"),
     "OTHERHOST": ("not-for-this-host", "they are addressed to another host's MAC",
                   "ip neigh; check the sender's ARP entry for this host"),
     "IP_INADDRERRORS": ("not-for-this-host", "their destination is not an address of this host",
@@ -39,6 +41,13 @@ SIMPLE_CAUSES: dict[str, tuple[str, str, str]] = {
                     "TCP's MSS: iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN "
                     "-j TCPMSS --clamp-mss-to-pmtu; compare MTUs with ip link"),
 }
+
+# Where the kernel frees a packet without naming a reason (NOT_SPECIFIED), the
+# function that freed it can still tell: kernels before the reason was added, and
+# paths that never got one (generic XDP in 6.x).
+LOCATION_REASONS = {"do_xdp_generic": "XDP", "sch_handle_ingress": "TC_INGRESS",
+                    "tcf_classify": "TC_INGRESS", "sch_handle_egress": "TC_EGRESS",
+                    "nf_hook_slow": "NETFILTER_DROP"}
 
 SEVERITY = {"tcp-bad-checksum": 90, "udp-bad-checksum": 90, "ip-bad-checksum": 90,
             "firewall-drop": 80, "firewall-reject": 80, "rp-filter": 80, "listen-overflow": 75,
@@ -74,6 +83,19 @@ class Evidence:
         # Rules reason about a peer and a service, not each connection apart.
         self.connections = self.flows
         self.flows = merge_flows(self.flows, self.ports)
+        self.inferred: dict[tuple[int, str], str] = {}  # (flow id, reason) -> function
+        for flow in self.flows:
+            self._name_unnamed_drops(flow)
+
+    def _name_unnamed_drops(self, flow: Flow) -> None:
+        for site, count in list(flow.drop_sites.items()):
+            reason, _, func = site.partition(" ")
+            if reason == "NOT_SPECIFIED" and func in LOCATION_REASONS:
+                named = LOCATION_REASONS[func]
+                flow.drops["NOT_SPECIFIED"] -= count
+                flow.drops[named] += count
+                self.inferred[(flow.id, named)] = func
+        flow.drops = +flow.drops  # drop zero counts
 
     @property
     def watched(self) -> list[Flow]:
@@ -120,14 +142,25 @@ def _arrivals(flow: Flow) -> str:
     return f"{flow.packets_in} arrived ({seen})" if seen else "none seen arriving"
 
 
+def _iface(flow: Flow) -> str:
+    """The interface the flow's packets came in on, as far as anything saw."""
+    for where in list(flow.arrived_on) + list(flow.drop_ifaces):
+        return where.split()[-1]
+    return "<iface>"
+
+
 def _where(flow: Flow) -> str:
     funcs = ", ".join(f for f, _ in flow.drop_locations.most_common(2))
     return f" in {funcs}" if funcs else ""
 
 
-def _dropped_line(flow: Flow, dropped: int, reason: str, tail: str = "") -> str:
+def _dropped_line(flow: Flow, dropped: int, reason: str, tail: str = "",
+                  ev: Evidence | None = None) -> str:
     """'6 arrived (6 at xdp eth0); 6 dropped in tcp_v4_rcv with reason TCP_CSUM'."""
-    return f"{_arrivals(flow)}; {dropped} dropped{_where(flow)} with reason {reason}{tail}"
+    func = ev.inferred.get((flow.id, reason)) if ev else None
+    why = f"by {func}, without a reason (NOT_SPECIFIED): {reason} by its place" if func \
+        else f"{_where(flow)} with reason {reason}".lstrip()
+    return f"{_arrivals(flow)}; {dropped} dropped {why}{tail}".replace("dropped  ", "dropped ")
 
 
 def contrast(ev: Evidence, flow: Flow, outcome: str) -> list[str]:
@@ -350,7 +383,7 @@ def rule_rp_filter(ev: Evidence) -> list[Finding]:
         dropped = flow.drops.get("IP_RPFILTER", 0)
         if not dropped:
             continue
-        iface = next((w.split()[-1] for w in flow.arrived_on), "<iface>")
+        iface = _iface(flow)
         route = ev.routes.get(flow.peer, {})
         back = route.get("oif")
         if back:
@@ -388,11 +421,12 @@ def rule_simple_reasons(ev: Evidence) -> list[Finding]:
             if reason not in SIMPLE_CAUSES:
                 continue
             cause, why, check = SIMPLE_CAUSES[reason]
-            iface = next((w.split()[-1] for w in flow.arrived_on), "<iface>")
+            iface = _iface(flow)
             finding = Finding(
-                cause, f"{_what(flow)} from {flow.peer} are dropped ({dropped}): {why}.",
+                cause, f"{_what(flow)} from {flow.peer} are dropped ({dropped}): "
+                f"{why.format(iface=iface)}.",
                 flows=[_flow_ref(flow, dropped)], count=dropped, confidence="medium")
-            finding.evidence.append(_dropped_line(flow, dropped, reason))
+            finding.evidence.append(_dropped_line(flow, dropped, reason, ev=ev))
             finding.fix = [check.format(peer=flow.peer, port=flow.local_port, iface=iface)]
             findings.append(finding)
     return findings

@@ -33,6 +33,7 @@ MACS = {  # fixed, so that the user-space forwarder knows its neighbours
     ("router", "eth-s"): "02:00:0a:00:02:01",
     ("server", "eth0"): "02:00:0a:00:02:02",
 }
+STALE_SERVER_MAC = "02:00:0a:00:02:99"  # the server's address before a NIC swap, say
 
 
 def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -139,16 +140,19 @@ class Lab:
 
     def _router_mode(self, mode: str) -> None:
         """kernel: ip_forward. userspace: the naive forwarder. userspace-stale-ip: the
-        same, leaving the IP header checksum stale after the TTL decrement."""
+        same, leaving the IP header checksum stale after the TTL decrement.
+        userspace-stale-arp: the same, sending to the server's old MAC address."""
         forward = "1" if mode == "kernel" else "0"
         self.sh("router", f"sysctl -qw net.ipv4.ip_forward={forward}")
         if mode.startswith("userspace"):
             ready = STATE_DIR / f"lab-{self.prefix}-forwarder.ready"
             ready.unlink(missing_ok=True)
             a = ADDRESSES
+            server_mac = STALE_SERVER_MAC if mode == "userspace-stale-arp" else \
+                MACS[("server", "eth0")]
             argv = [sys.executable, "-m", "tracer.forwarder",
                     "--link", f"eth-c,{a['client_net']},{MACS[('client', 'eth0')]}",
-                    "--link", f"eth-s,{a['server_net']},{MACS[('server', 'eth0')]}",
+                    "--link", f"eth-s,{a['server_net']},{server_mac}",
                     "--ready-file", str(ready)]
             if mode == "userspace-stale-ip":
                 argv.append("--stale-ip-checksum")
@@ -156,6 +160,10 @@ class Lab:
             _wait(lambda: ready.exists(), "the user-space forwarder to start")
 
     def _wait_for_services(self, scenario: Scenario) -> None:
+        for host in ("client", "router", "server"):
+            for condition in scenario.commands("ready", host):
+                _wait(lambda c=condition, h=host: self.sh(h, c, check=False).returncode == 0,
+                      f"'{condition}' on {host}", timeout=60)
         if scenario.commands("services", "server"):
             port = scenario.port
             _wait(lambda: f":{port} " in self.sh("server", f"ss -Hltun 'sport = :{port}'",

@@ -35,6 +35,17 @@ STALLED_SERVICE = ("python3 -c \"import socket, time; s = socket.socket(); "
 UNREAD_UDP_SERVICE = ("python3 -c \"import socket, time; s = socket.socket(socket.AF_INET, "
                       "socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, "
                       "1024); s.bind(('0.0.0.0', {udp_port})); time.sleep(86400)\"")
+# Another tool's XDP program that drops TCP to {port} (IPv4 without options): loaded
+# with the distro's bcc, so it runs under /usr/bin/python3. It keeps the interface's
+# XDP slot, which pktfate then leaves alone.
+XDP_DROP_SERVICE = (
+    "/usr/bin/python3 -c \"import time; from bcc import BPF; b = BPF(text='"
+    "int drop_port(struct xdp_md *c) {{ unsigned char *p = (void *)(long)c->data; "
+    "if ((void *)(p + 38) > (void *)(long)c->data_end) return XDP_PASS; "
+    "if (p[12] == 8 && p[13] == 0 && p[23] == 6 && p[36] == 0 && p[37] == {port}) "
+    "return XDP_DROP; return XDP_PASS; }}'); "
+    "b.attach_xdp('eth0', b.load_func('drop_port', BPF.XDP), BPF.XDP_FLAGS_SKB_MODE); "
+    "time.sleep(86400)\"")
 PING_AND_CURL = (
     "ping -c 3 -i 0.3 -W 1 {server_ip}",
     "curl -sS -m 3 -o /dev/null -w 'HTTP %{{http_code}}\\n' http://{server_ip}:{port}/",
@@ -50,8 +61,9 @@ class Scenario:
     name: str
     summary: str
     expect: str  # the cause pktfate's top finding on the server names
-    # "kernel" (ip_forward), "userspace" (naive AF_PACKET forwarder) or
-    # "userspace-stale-ip" (the same, leaving the IP header checksum stale)
+    # "kernel" (ip_forward), "userspace" (naive AF_PACKET forwarder),
+    # "userspace-stale-ip" (the same, leaving the IP header checksum stale) or
+    # "userspace-stale-arp" (the same, sending to a MAC address the server no longer has)
     router: str = "kernel"
     setup: dict[str, tuple[str, ...]] = field(default_factory=dict)
     services: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -59,12 +71,15 @@ class Scenario:
     traffic: tuple[str, ...] = PING_AND_CURL
     watch_port: str = "{port}"  # what pktfate watches
     watch_host: str = "server"  # where pktfate runs
+    # Shell conditions the lab waits for after starting the services, per host.
+    ready: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def port(self) -> str:
         return self.watch_port.format(**ADDRESSES)
 
     def commands(self, section: str, host: str) -> list[str]:
+        """The shell lines of `section` (setup, services, ready, traffic) for `host`."""
         lines = getattr(self, section).get(host, ()) if section != "traffic" else \
             (self.traffic if host == "client" else ())
         return [line.format(**ADDRESSES) for line in lines]
@@ -155,6 +170,23 @@ SCENARIOS = {s.name: s for s in (
         services={"server": (HTTP_SERVICE,)},
         traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
                  "hping3 -S -p {port} -c 5 -i u100000 -a {spoofed_ip} {server_ip}"),
+    ),
+    Scenario(
+        "not-for-this-host",
+        "The forwarder sends to the server's old MAC address (a stale neighbour entry): "
+        "frames reach the server's port but its kernel drops them as meant for another host.",
+        expect="not-for-this-host",
+        router="userspace-stale-arp",
+        services={"server": (HTTP_SERVICE,)},
+    ),
+    Scenario(
+        "xdp-drop",
+        "Another tool's XDP program on the server's interface drops TCP :80 before the "
+        "stack sees it (pktfate leaves that XDP slot alone and watches with tc and "
+        "tracepoints).",
+        expect="xdp-drop",
+        services={"server": (HTTP_SERVICE, XDP_DROP_SERVICE)},
+        ready={"server": ("ip link show eth0 | grep -q xdp",)},
     ),
     Scenario(
         "no-route",

@@ -154,3 +154,33 @@ def test_local_offload_adds_a_fix_for_this_host():
     assert "here as well, until the device is fixed: ethtool -K eth0 tx off" in with_offload.fix
     without = rec.findings(offload={"eth0": False})[0]
     assert not any("here as well" in fix for fix in without.fix)
+
+
+def test_no_route_back_from_unanswered_syns_and_the_counter():
+    rec = Recorder()
+    rec.syn(2)  # arrived, neither answered nor dropped
+    findings = rec.findings(counters={"IpOutNoRoutes": 2, "TcpExtListenDrops": 2},
+                            routes={CLIENT: {"rp_filter": {"all": 0}}})
+    assert [f.cause for f in findings] == ["no-route"]
+    assert "ip route get 10.0.1.2: no route" in findings[0].evidence
+
+
+def test_listen_drops_alone_are_not_an_overflow():
+    rec = Recorder()
+    rec.syn(2)
+    assert "listen-overflow" not in [f.cause for f in
+                                     rec.findings(counters={"TcpExtListenDrops": 2})]
+
+
+@pytest.mark.parametrize("func, cause", [("do_xdp_generic", "xdp-drop"),
+                                         ("nf_hook_slow", "firewall-drop"),
+                                         ("sch_handle_ingress", "tc-drop")])
+def test_unnamed_drops_are_named_by_their_place(func, cause):
+    rec = Recorder()
+    rec.syn(3, drop={"reason": "NOT_SPECIFIED", "location": f"{func}+0x284", "iface": "eth0"})
+    top = rec.findings()[0]
+    assert top.cause == cause
+    assert top.count == 3
+    if cause == "xdp-drop":
+        assert f"dropped by {func}, without a reason (NOT_SPECIFIED)" in top.evidence[0]
+        assert "ip -d link show eth0" in top.fix[0]
