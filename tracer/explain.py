@@ -427,6 +427,8 @@ def rule_simple_reasons(ev: Evidence) -> list[Finding]:
                 f"{why.format(iface=iface)}.",
                 flows=[_flow_ref(flow, dropped)], count=dropped, confidence="medium")
             finding.evidence.append(_dropped_line(flow, dropped, reason, ev=ev))
+            finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
+                                                   f"({reason})")
             finding.fix = [check.format(peer=flow.peer, port=flow.local_port, iface=iface)]
             findings.append(finding)
     return findings
