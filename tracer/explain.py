@@ -511,9 +511,12 @@ def rule_healthy(ev: Evidence) -> list[Finding]:
     syns = sum(f.syn_in for f in flows)
     answered = sum(f.syn_fates.get("answered", 0) for f in flows)
     established = sum(f.established for f in flows)
+    forwarded = sum(f.forwarded for f in flows)
     packets = sum(f.packets_in + f.packets_out for f in flows)
     parts = []
-    if syns:
+    if forwarded:  # a router passes SYNs on rather than answering them
+        parts.append(f"{forwarded} packets forwarded")
+    elif syns:
         parts.append(f"SYNs answered {answered}/{syns}")
     if established:
         parts.append(f"{established} connections established")

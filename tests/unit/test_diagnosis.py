@@ -184,3 +184,20 @@ def test_unnamed_drops_are_named_by_their_place(func, cause):
     if cause == "xdp-drop":
         assert f"dropped by {func}, without a reason (NOT_SPECIFIED)" in top.evidence[0]
         assert "ip -d link show eth0" in top.fix[0]
+
+
+def test_healthy_on_a_router_speaks_of_forwarding():
+    from tracer.correlate import Correlator
+    from tracer.explain import Evidence, diagnose
+
+    rec = Recorder()
+    for i in range(2):
+        ident = {"ip_id": 30 + i, "seq": 300 + i}
+        rec.add(hook="xdp", iface="eth-c", **ident)
+        rec.add(hook="tc-egress", iface="eth-s", **ident)
+    correlator = Correlator({"10.0.1.1", "10.0.2.1"}, (80,))
+    for ev in rec.events:
+        correlator.feed(ev)
+    findings = diagnose(Evidence(correlator.finish(), {}, (80,)))
+    assert [f.cause for f in findings] == ["healthy"]
+    assert "2 packets forwarded" in findings[0].summary
