@@ -5,9 +5,9 @@
 #if PF_HAVE_ICMP_SEND
 TRACEPOINT_PROBE(icmp, icmp_send)
 {
-	struct pf_event *e = pf_new_event(PF_HOOK_ICMP_SEND);
+	struct pf_event *e = pf_skb_event(PF_HOOK_ICMP_SEND, (__u64)args->skbaddr, 0);
 
-	if (!e || !pf_fill_from_skb(e, (__u64)args->skbaddr, 0))
+	if (!e)
 		return 0;
 	e->icmp_type = args->type;
 	e->icmp_code = args->code;

@@ -9,13 +9,11 @@ TRACEPOINT_PROBE(skb, kfree_skb)
 
 	if (args->protocol != PF_ETH_P_IP && args->protocol != PF_ETH_P_IPV6)
 		return 0;
-	e = pf_new_event(PF_HOOK_KFREE_SKB);
-	if (!e)
-		return 0;
 #if PF_KFREE_HAS_RX_SK
 	sk_hint = (__u64)args->rx_sk;
 #endif
-	if (!pf_fill_from_skb(e, (__u64)args->skbaddr, sk_hint))
+	e = pf_skb_event(PF_HOOK_KFREE_SKB, (__u64)args->skbaddr, sk_hint);
+	if (!e)
 		return 0;
 	e->location = (__u64)args->location;
 #if PF_HAVE_DROP_REASON

@@ -9,6 +9,7 @@
 #define PKTFATE_SKB_H
 
 #include "event.h"
+#include "filter.h"
 #include "parse.h"
 
 static __always_inline __u64 pf_read_ptr(__u64 base, __u32 off)
@@ -66,9 +67,9 @@ static __always_inline int pf_netns_ok(__u32 inum)
 	return PF_NETNS == 0 || inum == PF_NETNS;
 }
 
-/* Fill e from the IP packet inside a kernel skb. Returns 0 when the skb is in
- * another namespace or holds no readable IP header. */
-static __always_inline int pf_fill_from_skb(struct pf_event *e, __u64 skb, __u64 sk_hint)
+/* Fill e from the IP packet inside a kernel skb. Returns 0 when the skb holds
+ * no readable IP header. */
+static __always_inline int pf_fill_from_skb(struct pf_event *e, __u64 skb)
 {
 	__u64 head;
 	__u16 nh = 0;
@@ -76,9 +77,6 @@ static __always_inline int pf_fill_from_skb(struct pf_event *e, __u64 skb, __u64
 	__u32 l3_len = 0, l4_avail;
 
 	e->skb = skb;
-	e->netns = pf_skb_netns(skb, sk_hint, &e->ifindex);
-	if (!pf_netns_ok(e->netns))
-		return 0;
 	head = pf_read_ptr(skb, PF_OFF_SKB_HEAD);
 	bpf_probe_read_kernel(&nh, sizeof(nh), (void *)(skb + PF_OFF_SKB_NETWORK_HEADER));
 	if (!head || nh == 0xFFFF)  /* network header never set */
@@ -111,6 +109,28 @@ static __always_inline int pf_fill_from_skb(struct pf_event *e, __u64 skb, __u64
 	e->snap_len = l4_avail > PF_SNAP_LEN ? PF_SNAP_LEN : l4_avail;
 	pf_parse_l4(e);
 	return 1;
+}
+
+/* A new event for a packet a tracepoint handed over, or 0 when the skb is in
+ * another namespace or holds no IP header. The namespace is tested first: on a
+ * busy host most skbs are someone else's, and they should cost no more than the
+ * reads that tell so. */
+static __always_inline struct pf_event *pf_skb_event(__u8 hook, __u64 skb, __u64 sk_hint)
+{
+	struct pf_event *e;
+	__u32 ifindex = 0;
+	__u32 netns = pf_skb_netns(skb, sk_hint, &ifindex);
+
+	if (!pf_netns_ok(netns))
+		return 0;
+	e = pf_new_event(hook);
+	if (!e)
+		return 0;
+	e->netns = netns;
+	e->ifindex = ifindex;
+	if (!pf_fill_from_skb(e, skb))
+		return 0;
+	return e;
 }
 
 #endif

@@ -5,15 +5,17 @@
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
 	struct pf_event *e;
+	__u32 netns;
 
 	if (args->protocol != PF_IPPROTO_TCP)
+		return 0;
+	netns = pf_sock_netns((__u64)args->skaddr);
+	if (!pf_netns_ok(netns))
 		return 0;
 	e = pf_new_event(PF_HOOK_SOCK_STATE);
 	if (!e)
 		return 0;
-	e->netns = pf_sock_netns((__u64)args->skaddr);
-	if (!pf_netns_ok(e->netns))
-		return 0;
+	e->netns = netns;
 	e->proto = PF_IPPROTO_TCP;
 	e->sport = args->sport;
 	e->dport = args->dport;

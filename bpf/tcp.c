@@ -3,9 +3,9 @@
 #if PF_HAVE_TCP_BAD_CSUM
 TRACEPOINT_PROBE(tcp, tcp_bad_csum)
 {
-	struct pf_event *e = pf_new_event(PF_HOOK_TCP_BAD_CSUM);
+	struct pf_event *e = pf_skb_event(PF_HOOK_TCP_BAD_CSUM, (__u64)args->skbaddr, 0);
 
-	if (!e || !pf_fill_from_skb(e, (__u64)args->skbaddr, 0))
+	if (!e)
 		return 0;
 	if (pf_wanted(e))
 		pf_submit(e);
@@ -37,21 +37,23 @@ static __always_inline void pf_from_sockaddr(const __u8 *sa, __u32 *addr, __u16 
  * and the event describes the RST itself, local address first. */
 TRACEPOINT_PROBE(tcp, tcp_send_reset)
 {
-	struct pf_event *e = pf_new_event(PF_HOOK_TCP_SEND_RESET);
+	struct pf_event *e;
+	__u32 netns;
 	__u8 sa[28], da[28];
 
-	if (!e)
-		return 0;
-#if PF_RST_HAS_REASON
-	e->reason = args->reason;
-#endif
 	if (args->skbaddr) {
-		if (!pf_fill_from_skb(e, (__u64)args->skbaddr, (__u64)args->skaddr))
+		e = pf_skb_event(PF_HOOK_TCP_SEND_RESET, (__u64)args->skbaddr,
+				 (__u64)args->skaddr);
+		if (!e)
 			return 0;
 	} else {
-		e->netns = pf_sock_netns((__u64)args->skaddr);
-		if (!pf_netns_ok(e->netns))
+		netns = pf_sock_netns((__u64)args->skaddr);
+		if (!pf_netns_ok(netns))
 			return 0;
+		e = pf_new_event(PF_HOOK_TCP_SEND_RESET);
+		if (!e)
+			return 0;
+		e->netns = netns;
 		__builtin_memcpy(sa, args->saddr, sizeof(sa));
 		__builtin_memcpy(da, args->daddr, sizeof(da));
 		pf_from_sockaddr(sa, e->saddr, &e->sport, &e->family);
@@ -59,6 +61,9 @@ TRACEPOINT_PROBE(tcp, tcp_send_reset)
 		e->proto = PF_IPPROTO_TCP;
 		e->tcp_flags = 0x04;
 	}
+#if PF_RST_HAS_REASON
+	e->reason = args->reason;
+#endif
 	if (pf_wanted(e))
 		pf_submit(e);
 	return 0;

@@ -141,24 +141,15 @@ def reasons(json_out) -> None:
     """List the drop reasons this kernel knows, with their numbers."""
     import json
 
-    from .kernel import probe_kernel
+    from .kernel import drop_reason_table
 
-    kernel = probe_kernel(mount_tracefs=False) if Path("/sys/kernel/tracing/events").is_dir() \
-        else _kernel_without_tracefs()
-    for code, name in sorted(kernel.items() if isinstance(kernel, dict) else
-                             kernel.drop_reasons.items()):
+    table = drop_reason_table()
+    if not table:
+        raise PktfateError("cannot read this kernel's drop reasons: it has neither BTF nor a "
+                           "kfree_skb tracepoint with reasons (5.17 or newer)")
+    for code, name in sorted(table.items()):
         click.echo(json.dumps({"kind": "reason", "code": code, "name": name}) if json_out
                    else f"{code:>4}  {name}")
-
-
-def _kernel_without_tracefs() -> dict[int, str]:
-    from .btf import BTF, BTFError
-    from .kernel import strip_enum_prefix
-
-    try:
-        return strip_enum_prefix(BTF.from_file().enum("skb_drop_reason"), "SKB_DROP_REASON_")
-    except BTFError as exc:
-        raise PktfateError(f"cannot read this kernel's drop reasons: {exc}") from exc
 
 
 @cli.command()

@@ -7,7 +7,7 @@ sequence. Pure logic: fed decoded PacketEvents, live or replayed from JSON.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 from .decode import PacketEvent
@@ -114,6 +114,9 @@ class Correlator:
         self.local_addrs = set(local_addrs)
         self.ports = set(ports)
         self.packets: OrderedDict[tuple, PacketRecord] = OrderedDict()
+        # Open requests (SYNs, echo requests) by (proto, src, dst), oldest first, so
+        # that an answer finds its request without scanning every open packet.
+        self.requests: dict[tuple, deque[PacketRecord]] = {}
         self.flows: dict[tuple, Flow] = {}
         self.evicted_packets = 0
         self.evicted_flows = 0
@@ -162,10 +165,22 @@ class Correlator:
         if rec is not None:
             return rec, False
         if len(self.packets) >= MAX_OPEN_PACKETS:
-            self._retire(self.packets.popitem(last=False)[1])
+            self._retire(self._pop_oldest())
         rec = PacketRecord(key, ev, direction)
         self.packets[key] = rec
+        if ev.tcp_flags == "S" or (ev.is_icmp and ev.icmp_type == ECHO_REQUEST.get(ev.proto)):
+            self.requests.setdefault((ev.proto, ev.src, ev.dst), deque()).append(rec)
         return rec, True
+
+    def _pop_oldest(self) -> PacketRecord:
+        rec = self.packets.popitem(last=False)[1]
+        first = rec.first
+        bucket = self.requests.get((first.proto, first.src, first.dst))
+        if bucket and bucket[0] is rec:  # the oldest packet is the oldest of its bucket
+            bucket.popleft()
+            if not bucket:
+                del self.requests[(first.proto, first.src, first.dst)]
+        return rec
 
     def feed(self, ev: PacketEvent) -> tuple[PacketRecord | None, bool]:
         """Account for one event. Returns its packet record and whether this was
@@ -249,10 +264,8 @@ class Correlator:
     def _settle_request(self, ev: PacketEvent, matches, fate: str, answer: str,
                         open_only: bool = False, same_ports: bool = True) -> None:
         """Settle the newest incoming packet, from the peer ev goes to, that ev answers."""
-        for rec in reversed(self.packets.values()):
+        for rec in reversed(self.requests.get((ev.proto, ev.dst, ev.src), ())):
             first = rec.first
-            if (first.proto, first.src, first.dst) != (ev.proto, ev.dst, ev.src):
-                continue
             if same_ports and (first.sport, first.dport) != (ev.dport, ev.sport):
                 continue
             if not matches(first) or rec.fate in ("answered", "rejected", "reset"):
@@ -323,7 +336,7 @@ class Correlator:
     def finish(self) -> list[Flow]:
         """Settle every open packet and return the flows, busiest first."""
         while self.packets:
-            self._retire(self.packets.popitem(last=False)[1])
+            self._retire(self._pop_oldest())
         return sorted(self.flows.values(), key=lambda f: (-(f.packets_in + f.packets_out), f.id))
 
 

@@ -158,9 +158,9 @@ def _dropped_line(flow: Flow, dropped: int, reason: str, tail: str = "",
                   ev: Evidence | None = None) -> str:
     """'6 arrived (6 at xdp eth0); 6 dropped in tcp_v4_rcv with reason TCP_CSUM'."""
     func = ev.inferred.get((flow.id, reason)) if ev else None
-    why = f"by {func}, without a reason (NOT_SPECIFIED): {reason} by its place" if func \
-        else f"{_where(flow)} with reason {reason}".lstrip()
-    return f"{_arrivals(flow)}; {dropped} dropped {why}{tail}".replace("dropped  ", "dropped ")
+    how = f" by {func}, without a reason (NOT_SPECIFIED): {reason} by its place" if func \
+        else f"{_where(flow)} with reason {reason}"
+    return f"{_arrivals(flow)}; {dropped} dropped{how}{tail}"
 
 
 def contrast(ev: Evidence, flow: Flow, outcome: str) -> list[str]:

@@ -136,6 +136,18 @@ def _drop_reasons(btf: BTF | None, tracefs: Path) -> dict[int, str]:
     return parse_print_symbolic(text)
 
 
+def drop_reason_table() -> dict[int, str]:
+    """The running kernel's drop reasons, without mounting anything: BTF first,
+    else the kfree_skb format file of a mounted tracefs."""
+    try:
+        btf: BTF | None = BTF.from_file()
+    except BTFError:
+        btf = None
+    tracefs = next((p for p in TRACEFS_CANDIDATES if (p / "events").is_dir()),
+                   TRACEFS_CANDIDATES[0])
+    return _drop_reasons(btf, tracefs)
+
+
 def _btf_offsets() -> tuple[BTF | None, dict[str, int], str]:
     """BTF, the offsets of BTF_FIELDS (0 where unknown), and why they are missing."""
     zeros = {define: 0 for define, _, _ in BTF_FIELDS}

@@ -70,10 +70,10 @@ class Lab:
                                f"{(proc.stderr or proc.stdout).strip()}")
         return proc
 
-    def spawn(self, host: str, argv: list[str], log: Path | None = None) -> subprocess.Popen:
-        out = open(log, "ab") if log else subprocess.DEVNULL
-        proc = subprocess.Popen(self.exec_argv(host, argv), stdout=out, stderr=out,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+    def spawn(self, host: str, argv: list[str]) -> subprocess.Popen:
+        proc = subprocess.Popen(self.exec_argv(host, argv), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
         self.pids.append(proc.pid)
         self._save()
         return proc

@@ -198,8 +198,8 @@ def _xdp_detach(ipr, index: int, mode: str) -> None:
 
 
 @contextmanager
-def _xdp_attached(ipr, iface: Interface, fd: int, prog_id_of: Callable[[], int],
-                  state: StateFile, report: AttachReport) -> Iterator[None]:
+def _xdp_attached(ipr, iface: Interface, fd: int, state: StateFile,
+                  report: AttachReport) -> Iterator[None]:
     if iface.xdp_prog_id:
         report.skipped.append(f"XDP on {iface.name}: another XDP program is attached there")
         yield
@@ -363,10 +363,8 @@ class Tracer:
                 self.report.skipped.append(f"{iface.name}: not an Ethernet device")
                 continue
             if xdp_fn is not None:
-                prog_id = _prog_id_from_fd(xdp_fn.fd)
                 self._stack.enter_context(
-                    _xdp_attached(ipr, iface, xdp_fn.fd, lambda p=prog_id: p, state,
-                                  self.report))
+                    _xdp_attached(ipr, iface, xdp_fn.fd, state, self.report))
             if tc_fds:
                 self._stack.enter_context(_tc_attached(ipr, iface, tc_fds, state, self.report))
 
@@ -375,10 +373,10 @@ class Tracer:
         # stop consuming (a negative return), so that drain() raises it.
         if self._error is not None:
             return -1
-        want = ctypes.sizeof(RawEvent)
         try:
-            if size >= want:
-                self.on_event(RawEvent.from_buffer_copy(ctypes.string_at(data, want)))
+            if size >= ctypes.sizeof(RawEvent):
+                # Decoded before this returns: the ring's memory is read in place.
+                self.on_event(ctypes.cast(data, ctypes.POINTER(RawEvent)).contents)
         except BaseException as exc:
             self._error = exc
             return -1
@@ -398,17 +396,6 @@ class Tracer:
         totals = [sum(table[ctypes.c_int(slot)]) for slot in range(STAT_SLOTS)]
         return {"matched": {name: totals[num] for num, name in HOOKS.items()},
                 "lost": {name: totals[STAT_LOST + num] for num, name in HOOKS.items()}}
-
-
-def _prog_id_from_fd(fd: int) -> int:
-    """Kernel id of a loaded program, from /proc's fdinfo (no bpf syscall needed)."""
-    try:
-        for line in Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines():
-            if line.startswith("prog_id:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 # ---------------------------------------------------------------- cleanup

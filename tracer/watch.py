@@ -15,7 +15,7 @@ from typing import TextIO
 from . import __version__, firewall
 from .correlate import Correlator
 from .counters import delta, read_counters
-from .decode import PacketEvent
+from .decode import Decoder, PacketEvent
 from .errors import PktfateError
 from .explain import Evidence, diagnose
 from .output import HumanOutput, JsonOutput
@@ -89,8 +89,6 @@ def run_watch(config, stream: TextIO) -> int:
     loader.select_interfaces(config)  # unknown interfaces fail before anything loads
     leftovers = loader.leftover_states()
     symbols = KernelSymbols.load()
-    from .decode import Decoder
-
     boot_offset = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
     decoder = Decoder(kernel.drop_reason_name, symbols.name, _IfNames(), kernel.rst_reasons,
                       boot_offset, local_netns=kernel.netns)
