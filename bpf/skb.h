@@ -111,22 +111,30 @@ static __always_inline int pf_fill_from_skb(struct pf_event *e, __u64 skb)
 	return 1;
 }
 
+/* A new event in namespace `netns`, or 0 when the filter leaves that one out. */
+static __always_inline struct pf_event *pf_event_in_netns(__u8 hook, __u32 netns)
+{
+	struct pf_event *e;
+
+	if (!pf_netns_ok(netns))
+		return 0;
+	e = pf_new_event(hook);
+	if (e)
+		e->netns = netns;
+	return e;
+}
+
 /* A new event for a packet a tracepoint handed over, or 0 when the skb is in
  * another namespace or holds no IP header. The namespace is tested first: on a
  * busy host most skbs are someone else's, and they should cost no more than the
  * reads that tell so. */
 static __always_inline struct pf_event *pf_skb_event(__u8 hook, __u64 skb, __u64 sk_hint)
 {
-	struct pf_event *e;
 	__u32 ifindex = 0;
-	__u32 netns = pf_skb_netns(skb, sk_hint, &ifindex);
+	struct pf_event *e = pf_event_in_netns(hook, pf_skb_netns(skb, sk_hint, &ifindex));
 
-	if (!pf_netns_ok(netns))
-		return 0;
-	e = pf_new_event(hook);
 	if (!e)
 		return 0;
-	e->netns = netns;
 	e->ifindex = ifindex;
 	if (!pf_fill_from_skb(e, skb))
 		return 0;

@@ -5,17 +5,12 @@
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
 	struct pf_event *e;
-	__u32 netns;
 
 	if (args->protocol != PF_IPPROTO_TCP)
 		return 0;
-	netns = pf_sock_netns((__u64)args->skaddr);
-	if (!pf_netns_ok(netns))
-		return 0;
-	e = pf_new_event(PF_HOOK_SOCK_STATE);
+	e = pf_event_in_netns(PF_HOOK_SOCK_STATE, pf_sock_netns((__u64)args->skaddr));
 	if (!e)
 		return 0;
-	e->netns = netns;
 	e->proto = PF_IPPROTO_TCP;
 	e->sport = args->sport;
 	e->dport = args->dport;

@@ -38,7 +38,6 @@ static __always_inline void pf_from_sockaddr(const __u8 *sa, __u32 *addr, __u16 
 TRACEPOINT_PROBE(tcp, tcp_send_reset)
 {
 	struct pf_event *e;
-	__u32 netns;
 	__u8 sa[28], da[28];
 
 	if (args->skbaddr) {
@@ -47,13 +46,10 @@ TRACEPOINT_PROBE(tcp, tcp_send_reset)
 		if (!e)
 			return 0;
 	} else {
-		netns = pf_sock_netns((__u64)args->skaddr);
-		if (!pf_netns_ok(netns))
-			return 0;
-		e = pf_new_event(PF_HOOK_TCP_SEND_RESET);
+		e = pf_event_in_netns(PF_HOOK_TCP_SEND_RESET,
+				      pf_sock_netns((__u64)args->skaddr));
 		if (!e)
 			return 0;
-		e->netns = netns;
 		__builtin_memcpy(sa, args->saddr, sizeof(sa));
 		__builtin_memcpy(da, args->daddr, sizeof(da));
 		pf_from_sockaddr(sa, e->saddr, &e->sport, &e->family);
