@@ -135,6 +135,8 @@ def test_drops_in_other_namespaces_never_appear(healthy_lab, watch, noise_netns)
     # The control: five to the server's closed port 9, from the client.
     healthy_lab.sh("client", f"for i in 1 2 3 4 5; do echo x | nc -u -w0 "
                              f"{ADDRESSES['server_ip']} 9; done")
+    # A ping on the same path behind them: by its reply, the five have been handled.
+    healthy_lab.sh("client", f"ping -c 1 -W 2 {ADDRESSES['server_ip']}")
     lines = w.stop()
     drops = matching(lines, kind="packet", hook="drop", proto="udp")
     assert len(drops) == 5
