@@ -48,17 +48,40 @@ static __always_inline int pf_port_ok(__u16 sport, __u16 dport)
 	return pf_ports.lookup(&sport) || pf_ports.lookup(&dport);
 }
 
-static __always_inline int pf_host_ok(struct pf_event *e)
+static __always_inline int pf_addr_watched(const __u8 *src, __u32 len)
 {
 	struct pf_addr a = {};
 
+	__builtin_memcpy(a.a, src, len);
+	return pf_hosts.lookup(&a) != 0;
+}
+
+/* Where an ICMP error quotes the packet it answers: a router's "time exceeded"
+ * about a probe to a watched host comes from the router's own address, so the
+ * quoted destination is what ties it to the watch. Offsets are into snap: the
+ * 8-byte ICMP header, then the quoted IP header (IPv4 without options). */
+static __always_inline int pf_quoted_host_ok(struct pf_event *e)
+{
+	const __u8 *s = e->snap;
+
+	if (e->proto == PF_IPPROTO_ICMP && e->snap_len >= 28 && s[8] == 0x45 &&
+	    (e->icmp_type == 3 || e->icmp_type == 4 || e->icmp_type == 5 ||
+	     e->icmp_type == 11 || e->icmp_type == 12))
+		return pf_addr_watched(s + 20, 4) || pf_addr_watched(s + 24, 4);
+	if (e->proto == PF_IPPROTO_ICMPV6 && e->snap_len >= 48 && e->icmp_type >= 1 &&
+	    e->icmp_type <= 4)
+		return pf_addr_watched(s + 16, 16) || pf_addr_watched(s + 32, 16);
+	return 0;
+}
+
+static __always_inline int pf_host_ok(struct pf_event *e)
+{
 	if (!PF_FILTER_HOSTS)
 		return 1;
-	__builtin_memcpy(a.a, e->saddr, 16);
-	if (pf_hosts.lookup(&a))
+	if (pf_addr_watched((const __u8 *)e->saddr, 16) ||
+	    pf_addr_watched((const __u8 *)e->daddr, 16))
 		return 1;
-	__builtin_memcpy(a.a, e->daddr, 16);
-	return pf_hosts.lookup(&a) != 0;
+	return pf_quoted_host_ok(e);
 }
 
 /* The whole in-kernel filter: protocol, ports (TCP and UDP), addresses. ICMP

@@ -119,6 +119,67 @@ def watch(ports, hosts, protos, ifaces, duration, ready_file, all_netns, no_xdp,
     sys.exit(code)
 
 
+PROBE_HELP = """From this host, find which device answers or blocks a port on the way to
+HOST: TTL-limited probes per protocol, answers seen with BPF, and the origin of
+each RST or ICMP error told from its TTL.
+
+\b
+Examples:
+  sudo pktfate probe 10.0.2.2 --port 22/tcp --port 80/tcp --port 53/udp
+  sudo pktfate probe 192.0.2.10 --port 53 --proto udp
+  sudo pktfate probe 10.0.2.2 --port 443 --json | tail -1
+"""
+
+
+class ProbePortType(PortType):
+    """'80', or '53/udp' for one protocol only."""
+
+    name = "PORT[/PROTO]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        number, _, proto = str(value).partition("/")
+        if proto and proto not in ("tcp", "udp"):
+            self.fail(f"{value!r}: the protocol after '/' is tcp or udp", param, ctx)
+        return super().convert(number, param, ctx), proto or None
+
+
+class MaxHopsType(click.ParamType):
+    name = "N"
+
+    def convert(self, value, param, ctx):
+        try:
+            hops = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of hops", param, ctx)
+        if not 1 <= hops <= 63:
+            self.fail(f"{hops} hops: use 1 to 63", param, ctx)
+        return hops
+
+
+@cli.command(help=PROBE_HELP)
+@click.argument("host", type=HOST)
+@click.option("--port", "ports", type=ProbePortType(), multiple=True,
+              help="Port to probe with TCP and UDP, or with one ('53/udp'); again for more.")
+@click.option("--proto", "protos", type=click.Choice(["tcp", "udp", "icmp", "all"]),
+              multiple=True, help="Probe with these protocols (default: all three).")
+@click.option("--max-hops", type=MaxHopsType(), default=30, show_default=True)
+@click.option("--wait", type=DURATION, default=1.0, show_default=True,
+              help="Seconds a round of probes waits for answers.")
+@json_option
+def probe(host, ports, protos, max_hops, wait, json_out) -> None:
+    from .probe import PROBE_PROTOCOLS, ProbeConfig
+
+    protos = PROBE_PROTOCOLS if not protos or "all" in protos else tuple(protos)
+    if not ports and set(protos) & {"tcp", "udp"}:
+        raise click.UsageError("give the port to probe: --port N (or --proto icmp)")
+    config = ProbeConfig(host, tuple(dict.fromkeys(ports)), protos, max_hops, wait, json_out)
+    from .prober import run_probe
+
+    sys.exit(run_probe(config, sys.stdout))
+
+
 @cli.command()
 @click.argument("recording", type=click.File("r"))
 @json_option

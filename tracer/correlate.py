@@ -91,6 +91,10 @@ class Flow:
     arrived_on: Counter = field(default_factory=Counter)  # "xdp eth0" -> count
     checksums: Counter = field(default_factory=Counter)  # verdict at arrival -> count
     peer_ttls: Counter = field(default_factory=Counter)
+    reset_ttls: Counter = field(default_factory=Counter)  # TTLs of the RSTs that came in
+    error_ttls: Counter = field(default_factory=Counter)  # TTLs of ICMP errors that came in
+    # ICMP errors received about this flow's packets: "type/code from ADDR ttl T" -> count
+    errors_in: Counter = field(default_factory=Counter)
     syn_fates: Counter = field(default_factory=Counter)
 
     @property
@@ -219,6 +223,23 @@ class Correlator:
             flow.echo_requests_in += icmp == ECHO_REQUEST.get(ev.proto)
             flow.echo_replies_in += icmp == ECHO_REPLY.get(ev.proto)
             flow.peer_ttls[ev.ttl] += 1
+            if "R" in flags:
+                flow.reset_ttls[ev.ttl] += 1
+            if ev.quoted:
+                flow.error_ttls[ev.ttl] += 1
+                self._error_about(ev)
+
+    def _error_about(self, ev: PacketEvent) -> None:
+        """Count an ICMP error on the flow of the packet it quotes, when that flow
+        is known: a router's 'unreachable' about our SYNs to 10.0.2.2 belongs to
+        the flow to 10.0.2.2, not to the router."""
+        q = ev.quoted or {}
+        ported = q.get("proto") in ("tcp", "udp")
+        key = (q.get("proto"), q.get("src"), q.get("sport") if ported else None, q.get("dst"),
+               q.get("dport") if ported else None)
+        flow = self.flows.get(key)
+        if flow is not None:
+            flow.errors_in[f"{ev.icmp_type}/{ev.icmp_code} from {ev.src} ttl {ev.ttl}"] += 1
 
     def _on_xdp(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
         self._arrived(rec, flow, ev)
@@ -231,6 +252,8 @@ class Correlator:
         flow.arrived_on[f"{ev.hook} {ev.iface}"] += 1
         if ev.checksum:
             flow.checksums[ev.checksum] += 1
+        if rec.direction == "in":
+            self._answer(ev, flow)  # an answer to what this host sent (a client's SYN)
 
     def _on_tc_egress(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
         if rec.direction == "through" and any(h in ARRIVAL_HOOKS for h in rec.hooks):
@@ -240,7 +263,7 @@ class Correlator:
             return
         if rec.direction != "out":
             return
-        rec.settle("sent")
+        self._settle(rec, flow, "sent")
         self._answer(ev, flow)
 
     def _answer(self, ev: PacketEvent, flow: Flow) -> None:
@@ -251,10 +274,11 @@ class Correlator:
             self._settle_request(ev, lambda r: r.tcp_flags == "S" and r.seq == want_seq,
                                  "answered", "SYN-ACK")
         elif ev.proto == "tcp" and "R" in flags:
-            # A RST that TCP did not send (no rst-sent event settled the SYN) comes
-            # from netfilter's REJECT, which sends it before dropping the SYN.
-            self._settle_request(ev, lambda r: r.tcp_flags == "S", "rejected", "RST",
-                                 open_only=True)
+            # Going out, a RST that TCP did not send (no rst-sent event settled the
+            # SYN) comes from netfilter's REJECT, which sends it before dropping the
+            # SYN. Coming in, it refuses this host's own SYN.
+            fate = "rejected" if ev.hook == "tc-egress" else "reset"
+            self._settle_request(ev, lambda r: r.tcp_flags == "S", fate, "RST", open_only=True)
         elif ev.icmp_type == ECHO_REPLY.get(ev.proto):
             request = ECHO_REQUEST.get(ev.proto)
             self._settle_request(
@@ -270,7 +294,7 @@ class Correlator:
                 continue
             if not matches(first) or rec.fate in ("answered", "rejected", "reset"):
                 continue
-            if open_only and rec.fate not in (None, "dropped"):
+            if open_only and rec.fate not in (None, "dropped", "sent"):
                 continue
             self._settle(rec, self.flow_for(first, rec.direction), fate, answer=answer)
             return
@@ -325,8 +349,8 @@ class Correlator:
         if rec.fate is None:
             flow = self.flow_for(rec.first, rec.direction)
             if rec.direction == "in" and any(h in ARRIVAL_HOOKS for h in rec.hooks):
-                waits = rec.first.tcp_flags == "S" or \
-                    rec.first.icmp_type == ECHO_REQUEST.get(rec.first.proto)
+                waits = rec.first.tcp_flags == "S" or (
+                    rec.first.is_icmp and rec.first.icmp_type == ECHO_REQUEST[rec.first.proto])
                 self._settle(rec, flow, "unanswered" if waits else "delivered")
             elif rec.direction == "through":
                 self._settle(rec, flow, "not-forwarded")

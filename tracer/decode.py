@@ -86,7 +86,7 @@ def _address(words, family: int) -> str:
 # ---------------------------------------------------------------- checksums
 
 
-def _ones_sum(data: bytes) -> int:
+def ones_sum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -103,7 +103,7 @@ def pseudo_header_sum(src: str, dst: str, proto: int, l4_len: int) -> int:
         pseudo = s + d + struct.pack("!BBH", 0, proto, l4_len)
     else:
         pseudo = s + d + struct.pack("!IxxxB", l4_len, proto)
-    return _ones_sum(pseudo)
+    return ones_sum(pseudo)
 
 
 @dataclass(frozen=True)
@@ -125,13 +125,46 @@ def check_l4_checksum(src: str, dst: str, proto: int, l4_len: int, csum: int,
         return ChecksumCheck(csum, "pseudo-header-only")
     if len(segment) < l4_len:
         return ChecksumCheck(csum, "unchecked")
-    total = _ones_sum(segment[:l4_len])
+    total = ones_sum(segment[:l4_len])
     total += pseudo
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     if total == 0xFFFF:
         return ChecksumCheck(csum, "good")
     return ChecksumCheck(csum, "pseudo-header-only" if csum == pseudo else "bad")
+
+
+# ---------------------------------------------------------------- ICMP errors
+
+ICMP_ERRORS = {"icmp": (3, 4, 5, 11, 12), "icmpv6": (1, 2, 3, 4)}
+
+
+def quoted_packet(proto: str, icmp_type: int, snap: bytes) -> dict | None:
+    """The start of the packet an ICMP error answers, as the error quotes it:
+    addresses, protocol, TTL left, ports (TCP/UDP: sequence too; ICMP echo: id and
+    sequence in sport and dport). None for other ICMP messages or a short quote."""
+    if icmp_type not in ICMP_ERRORS.get(proto, ()):
+        return None
+    inner = snap[8:]
+    if proto == "icmp" and len(inner) >= 20 and inner[0] >> 4 == 4:
+        ihl = (inner[0] & 0x0F) * 4
+        number, ttl = inner[9], inner[8]
+        src, dst = (str(ipaddress.IPv4Address(inner[i:i + 4])) for i in (12, 16))
+    elif proto == "icmpv6" and len(inner) >= 40:
+        ihl, number, ttl = 40, inner[6], inner[7]
+        src, dst = (str(ipaddress.IPv6Address(inner[i:i + 16])) for i in (8, 24))
+    else:
+        return None
+    out: dict = {"proto": PROTOCOLS.get(number, str(number)), "src": src, "dst": dst,
+                 "ttl": ttl, "sport": None, "dport": None, "seq": None}
+    l4 = inner[ihl:ihl + 8]
+    if len(l4) >= 4 and out["proto"] in ("tcp", "udp"):
+        out["sport"], out["dport"] = struct.unpack("!HH", l4[:4])
+        if out["proto"] == "tcp" and len(l4) == 8:
+            out["seq"] = struct.unpack("!I", l4[4:8])[0]
+    elif len(l4) == 8 and out["proto"] in ("icmp", "icmpv6"):
+        out["sport"], out["dport"] = struct.unpack("!HH", l4[4:8])  # echo id, sequence
+    return out
 
 
 # ---------------------------------------------------------------- packet events
@@ -165,6 +198,8 @@ class PacketEvent:
     checksum: str | None
     csum_field: int | None
     skb: str | None
+    # ICMP errors: the packet they answer, as quoted in them (see quoted_packet)
+    quoted: dict | None = None
 
     def to_json(self) -> dict:
         out = {"kind": "packet"}
@@ -232,6 +267,8 @@ class Decoder:
             checksum=self._checksum(raw, proto, src, dst),
             csum_field=raw.l4_csum if raw.snap_len else None,
             skb=f"{raw.skb:#x}" if raw.skb else None,
+            quoted=quoted_packet(proto, raw.icmp_type, bytes(raw.snap[: raw.snap_len]))
+            if hook != "icmp-error-sent" else None,
         )
 
     def _reason(self, raw: RawEvent, hook: str) -> str | None:

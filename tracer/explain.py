@@ -13,6 +13,7 @@ from typing import Callable
 
 from .correlate import Flow, merge_flows
 from .firewall import delete_command
+from .origin import forged_sentence, hop_of, ttl_story, usual_hop
 
 # Drops the kernel reports in normal operation (a socket closing with data still
 # queued, for instance): never a finding by themselves.
@@ -49,7 +50,8 @@ LOCATION_REASONS = {"do_xdp_generic": "XDP", "sch_handle_ingress": "TC_INGRESS",
                     "tcf_classify": "TC_INGRESS", "sch_handle_egress": "TC_EGRESS",
                     "nf_hook_slow": "NETFILTER_DROP"}
 
-SEVERITY = {"tcp-bad-checksum": 90, "udp-bad-checksum": 90, "ip-bad-checksum": 90,
+SEVERITY = {"forged-reset": 85, "forged-icmp-error": 85, "refused-on-path": 85,
+            "tcp-bad-checksum": 90, "udp-bad-checksum": 90, "ip-bad-checksum": 90,
             "firewall-drop": 80, "firewall-reject": 80, "rp-filter": 80, "listen-overflow": 75,
             "no-listener": 70, "no-route": 70, "never-arrived": 60, "unknown": 10}
 DEFAULT_SEVERITY = 65  # the causes the kernel names directly: observed, so above absences
@@ -467,6 +469,90 @@ def rule_never_arrived(ev: Evidence) -> list[Finding]:
     finding.fix = [f"from the client: traceroute -T -p {port} <this host> (or mtr -T -P {port}) "
                    "to find where the path stops"]
     return [finding]
+
+
+def _own_ttls(ev: Evidence, peer: str) -> Counter:
+    """TTLs of the peer's own packets: everything it sent but RSTs and ICMP errors,
+    the answers a device on the way can forge."""
+    own: Counter = Counter()
+    for flow in ev.flows:
+        if flow.peer == peer:
+            own.update(flow.peer_ttls)
+            own.subtract(flow.reset_ttls)
+            own.subtract(flow.error_ttls)
+    return +own
+
+
+ICMP_ERROR_NAMES = {"3/3": "port unreachable", "3/1": "host unreachable",
+                    "3/0": "net unreachable", "3/13": "administratively prohibited",
+                    "3/10": "host prohibited", "3/9": "net prohibited", "11/0": "time exceeded",
+                    "3/4": "fragmentation needed"}
+
+
+@rule
+def rule_answers_from_path(ev: Evidence) -> list[Finding]:
+    """RSTs and ICMP errors that a device on the path sent: told by their TTL, or by
+    the address an ICMP error names."""
+    findings = []
+    for flow in ev.watched:
+        own_ttls = _own_ttls(ev, flow.peer)
+        own = usual_hop(own_ttls)
+        resets = sum(flow.reset_ttls.values())
+        if resets and own and usual_hop(flow.reset_ttls) != own:
+            findings.append(_forged_reset(flow, own, own_ttls, resets))
+        for key, count in flow.errors_in.items():
+            findings += _error_from_path(flow, key, count, own)
+    return findings
+
+
+def _forged_reset(flow: Flow, own: int, own_ttls: Counter, resets: int) -> Finding:
+    ttl = int(flow.reset_ttls.most_common(1)[0][0])
+    what = f"TCP{_peer_port(flow)} to {flow.peer}"
+    return Finding(
+        "forged-reset",
+        f"The RSTs that end {what} are not sent by {flow.peer}: a device "
+        f"{'before' if hop_of(ttl) < own else 'beyond'} it on the path forges them in its name.",
+        flows=[_flow_ref(flow, resets)], count=resets,
+        evidence=[forged_sentence(f"{resets} RST{'s' if resets > 1 else ''}", flow.peer, ttl,
+                                  own, "other packets", count=resets) +
+                  f" (TTLs of its other packets: {_ttls(own_ttls)})"],
+        fix=[f"find the device at hop {hop_of(ttl)}: pktfate probe {flow.peer} "
+             f"--port {flow.peer_port or '<port>'}/tcp (or traceroute -T); then its rule that "
+             f"rejects{_peer_port(flow)} with tcp-reset. {flow.peer} is not the one refusing."])
+
+
+def _error_from_path(flow: Flow, key: str, count: int, own: int | None) -> list[Finding]:
+    code, _, rest = key.partition(" from ")
+    sender, _, ttl_text = rest.partition(" ttl ")
+    ttl = int(ttl_text or 0)
+    name = ICMP_ERROR_NAMES.get(code, f"ICMP error {code}")
+    what = f"{flow.proto.upper()}{_peer_port(flow)} to {flow.peer}"
+    if sender != flow.peer:
+        return [Finding(
+            "refused-on-path",
+            f"{what} is refused on the way: {sender}, a device on the path, answers with "
+            f"ICMP {name}.", flows=[_flow_ref(flow, count)], count=count,
+            evidence=[f"{count} ICMP {code} ({name}) from {sender}, {ttl_story(ttl)}, quoting "
+                      f"packets to {flow.peer}"],
+            fix=[f"look at the filters and routes of {sender} for {what}"])]
+    if own and hop_of(ttl) != own:
+        return [Finding(
+            "forged-icmp-error",
+            f"The ICMP {name} answers for {what} are not sent by {flow.peer}: a device on the "
+            "path sends them in its name.", flows=[_flow_ref(flow, count)], count=count,
+            evidence=[forged_sentence(f"{count} ICMP {name}", flow.peer, ttl, own,
+                                      "other packets", count=count)],
+            fix=[f"find the device at hop {hop_of(ttl)}: pktfate probe {flow.peer} --port "
+                 f"{flow.peer_port or '<port>'}/{flow.proto}"])]
+    return []
+
+
+def _peer_port(flow: Flow) -> str:
+    return f" :{flow.peer_port}" if flow.peer_port is not None else ""
+
+
+def _ttls(ttls: Counter) -> str:
+    return ", ".join(f"{ttl} x{n}" for ttl, n in sorted(ttls.items())) or "none"
 
 
 def _explained_reasons(findings: list[Finding]) -> set[str]:

@@ -165,7 +165,7 @@ class Lab:
                 _wait(lambda c=condition, h=host: self.sh(h, c, check=False).returncode == 0,
                       f"'{condition}' on {host}", timeout=60)
         if scenario.commands("services", "server"):
-            port = scenario.port
+            port = scenario.listening_port
             _wait(lambda: f":{port} " in self.sh("server", f"ss -Hltun 'sport = :{port}'",
                                                  check=False).stdout + " ",
                   f"the server to listen on :{port}")
@@ -236,6 +236,17 @@ def watch_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "tracer", *args]
 
 
+def _demo_probe(lab: Lab, scenario: Scenario, out) -> int:
+    """The scenario's `pktfate probe` from the client, if it has one."""
+    if not scenario.probe:
+        return 0
+    args = [ADDRESSES["server_ip"], *scenario.probe_args()]
+    out.write(f"\nclient$ pktfate probe {' '.join(args)}\n")
+    out.flush()
+    return subprocess.run(lab.exec_argv("client", watch_argv("probe", *args)), stdout=out,
+                          stderr=out, timeout=120).returncode
+
+
 def run_demo(scenario: str, prefix: str = "pfl", duration: float = 8.0, keep: bool = False,
              out=sys.stdout) -> int:
     """Build the lab with `scenario`, watch port 80 on the server while the client
@@ -263,11 +274,12 @@ def run_demo(scenario: str, prefix: str = "pfl", duration: float = 8.0, keep: bo
                 for line in result[-3:]:
                     out.write(f"  {line}\n")
                 out.flush()
-            return watcher.wait(timeout=duration + 60)
+            code = watcher.wait(timeout=duration + 60)
         finally:
             if watcher.poll() is None:
                 watcher.send_signal(signal.SIGINT)
                 watcher.wait(timeout=30)
+        return code or _demo_probe(lab, SCENARIOS[scenario], out)
     finally:
         if not keep:
             lab.down()

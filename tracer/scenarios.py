@@ -73,10 +73,20 @@ class Scenario:
     watch_host: str = "server"  # where pktfate runs
     # Shell conditions the lab waits for after starting the services, per host.
     ready: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    service_port: str | None = None  # where the server's service listens, if not watch_port
+    # Arguments of a `pktfate probe` from the client to the server that the demo runs.
+    probe: tuple[str, ...] = ()
 
     @property
     def port(self) -> str:
         return self.watch_port.format(**ADDRESSES)
+
+    def probe_args(self) -> list[str]:
+        return [arg.format(**ADDRESSES) for arg in self.probe]
+
+    @property
+    def listening_port(self) -> str:
+        return (self.service_port or self.watch_port).format(**ADDRESSES)
 
     def commands(self, section: str, host: str) -> list[str]:
         """The shell lines of `section` (setup, services, ready, traffic) for `host`."""
@@ -228,6 +238,25 @@ SCENARIOS = {s.name: s for s in (
                  "socket.SOCK_DGRAM); [s.sendto(b'query', ('{server_ip}', {udp_port})) "
                  "for _ in range(40)]\""),
         watch_port="{udp_port}",
+    ),
+    Scenario(
+        "path-filters",
+        "Filters on the way, seen from the client: the router forges RSTs for TCP :22 in "
+        "the server's name and drops UDP :53; the server's own firewall drops TCP :8080 "
+        "(watched on the client, and probed from it).",
+        expect="forged-reset",
+        setup={"router": ("iptables -I FORWARD -p tcp --dport 22 -j REJECT "
+                          "--reject-with tcp-reset",
+                          "iptables -I FORWARD -p udp --dport {udp_port} -j DROP"),
+               "server": ("iptables -I INPUT -p tcp --dport 8080 -j DROP",)},
+        services={"server": (HTTP_SERVICE,)},
+        traffic=("ping -c 3 -i 0.3 -W 1 {server_ip}",
+                 "curl -sS -m 3 -o /dev/null http://{server_ip}:22/"),
+        watch_port="22",
+        watch_host="client",
+        service_port="{port}",
+        probe=("--port", "22/tcp", "--port", "{port}/tcp", "--port", "8080/tcp", "--port",
+               "{udp_port}/udp"),
     ),
     Scenario(
         "healthy",

@@ -23,14 +23,14 @@ from .output import HumanOutput, JsonOutput
 DRAIN_INTERVAL = 0.01  # seconds between ring-buffer drains (no wake-ups per event)
 
 
-class _Stop:
+class Stop:
     """Set by SIGINT, SIGTERM or SIGHUP; the loop ends and everything detaches."""
 
     def __init__(self):
         self.signal: int | None = None
         self._previous = {}
 
-    def __enter__(self) -> _Stop:
+    def __enter__(self) -> Stop:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -43,7 +43,7 @@ class _Stop:
             signal.signal(sig, handler)
 
 
-class _IfNames:
+class IfNames:
     def __init__(self):
         self._cache: dict[int, str] = {}
 
@@ -90,7 +90,7 @@ def run_watch(config, stream: TextIO) -> int:
     leftovers = loader.leftover_states()
     symbols = KernelSymbols.load()
     boot_offset = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
-    decoder = Decoder(kernel.drop_reason_name, symbols.name, _IfNames(), kernel.rst_reasons,
+    decoder = Decoder(kernel.drop_reason_name, symbols.name, IfNames(), kernel.rst_reasons,
                       boot_offset, local_netns=kernel.netns)
     local = loader.local_addresses()
     correlator = Correlator(local, config.ports)
@@ -103,7 +103,7 @@ def run_watch(config, stream: TextIO) -> int:
         rec, first = correlator.feed(ev)
         out.event(ev, rec, first)
 
-    with _Stop() as stop, loader.Tracer(config, kernel, on_event) as tracer:
+    with Stop() as stop, loader.Tracer(config, kernel, on_event) as tracer:
         start = {"version": __version__, "netns": kernel.netns, "local_addrs": sorted(local),
                  "ports": list(config.ports), "hosts": list(config.hosts),
                  "protos": sorted(config.protos), "xdp": tracer.report.xdp,

@@ -2,7 +2,7 @@
 
 import struct
 
-from tracer.decode import _ones_sum, check_l4_checksum, pseudo_header_sum
+from tracer.decode import check_l4_checksum, ones_sum, pseudo_header_sum
 from tracer.forwarder import forward_ipv4, ip_header_checksum
 
 SRC, DST = "10.0.1.2", "10.0.2.2"
@@ -11,7 +11,7 @@ SRC, DST = "10.0.1.2", "10.0.2.2"
 def _syn(csum: int | None = None) -> bytes:
     header = bytearray(struct.pack("!HHIIBBHHH", 40312, 80, 1000, 0, 5 << 4, 0x02, 64240, 0, 0))
     if csum is None:
-        total = _ones_sum(bytes(header)) + pseudo_header_sum(SRC, DST, 6, len(header))
+        total = ones_sum(bytes(header)) + pseudo_header_sum(SRC, DST, 6, len(header))
         while total >> 16:
             total = (total & 0xFFFF) + (total >> 16)
         csum = ~total & 0xFFFF

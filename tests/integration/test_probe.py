@@ -1,0 +1,129 @@
+"""pktfate probe from the lab's client, real raw-socket probes, answers seen with
+BPF. The lab's 'path-filters' scenario: the router (hop 1) forges RSTs for TCP :22
+and drops UDP :53; the server (hop 2) serves :80 and drops TCP :8080 itself."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tracer.scenarios import ADDRESSES
+
+from .conftest import matching
+
+pytestmark = pytest.mark.integration
+SERVER, ROUTER = ADDRESSES["server_ip"], ADDRESSES["router_client_ip"]
+
+
+def probe(lab, *args: str, json_out: bool = True) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "tracer", "probe", SERVER, *args]
+    if json_out:
+        argv.append("--json")
+    return subprocess.run(lab.exec_argv("client", argv), capture_output=True, text=True,
+                          timeout=120)
+
+
+def results(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr
+    last = json.loads(proc.stdout.splitlines()[-1])
+    assert last["kind"] == "probe" and last["target"] == SERVER
+    return {(r["proto"], r["port"]): r for r in last["results"]}
+
+
+@pytest.fixture(scope="module")
+def path_lab(lab):
+    lab.up("path-filters")
+    return lab
+
+
+def test_forged_rst_is_traced_to_the_router_while_80_reaches_the_server(path_lab, watch):
+    server_watch = watch("--port", "22", "--port", "80", host="server")
+    found = results(probe(path_lab, "--port", "22/tcp", "--port", "80/tcp", "--proto", "tcp"))
+    lines = server_watch.stop()
+
+    rst = found[("tcp", 22)]
+    assert rst["answer"] == "rst" and rst["answer_from"] == SERVER  # it claims the server
+    assert rst["answer_ttl"] == 64 and rst["answer_hops"] == 1
+    assert rst["target_hops"] == 2  # from the server's echo replies (TTL 63)
+    assert rst["answered_by"] == "path"
+    assert rst["origin"] == ROUTER  # the device that said "time exceeded" at hop 1
+    assert "the device at hop 1 (10.0.1.1)" in rst["conclusion"]
+
+    web = found[("tcp", 80)]
+    assert web["answer"] == "syn-ack" and web["answered_by"] == "target"
+    assert web["answer_hops"] == web["target_hops"] == 2 and web["last_hop"] == 2
+    assert web["hops"][0] == {"hop": 1, "from": ROUTER, "answer": "time-exceeded", "ttl": 64,
+                              "rtt_ms": web["hops"][0]["rtt_ms"], "icmp_code": 0}
+    # The server never saw a probe for :22 (the router answered them all), and
+    # answered every one for :80 that reached it.
+    assert not matching(lines, kind="packet", hook="xdp", proto="tcp", dport=22)
+    syns_80 = matching(lines, kind="packet", hook="xdp", proto="tcp", dport=80, tcp_flags="S")
+    assert len(syns_80) == web["probes"] - 1  # all but the TTL-1 probe get there
+
+
+def test_udp_stops_after_the_router_while_icmp_and_tcp_reach_the_server(path_lab, watch):
+    server_watch = watch("--port", "53", "--port", "80", host="server")
+    found = results(probe(path_lab, "--port", "53/udp", "--port", "80/tcp"))
+    lines = server_watch.stop()
+
+    dns = found[("udp", 53)]
+    assert dns["answer"] == "none" and dns["answered_by"] == "unknown"
+    assert dns["last_hop"] == 1 and dns["last_hop_from"] == ROUTER
+    assert [h["answer"] for h in dns["hops"][1:]] == [None] * (len(dns["hops"]) - 1)
+    assert "TCP :80 gets through" in dns["conclusion"] or "ICMP" in dns["conclusion"]
+    assert found[("icmp", None)]["answer"] == "echo-reply"
+    assert found[("icmp", None)]["answered_by"] == "target"
+    assert found[("tcp", 80)]["answered_by"] == "target"
+    # Seen from the server, the UDP probes never arrive: the router dropped them.
+    assert not matching(lines, kind="packet", hook="xdp", proto="udp", dport=53)
+
+
+def test_servers_own_firewall_ends_the_path_at_its_hop(path_lab, watch):
+    server_watch = watch("--port", "8080", host="server")
+    found = results(probe(path_lab, "--port", "8080/tcp", "--port", "80/tcp", "--proto", "tcp"))
+    lines = server_watch.stop()
+
+    blocked = found[("tcp", 8080)]
+    assert blocked["answer"] == "none"
+    assert blocked["last_hop"] == 1 and blocked["target_hops"] == 2  # the next hop is the server
+    assert "TCP :80 gets through to 10.0.2.2, so TCP :8080 alone is filtered" in \
+        blocked["conclusion"]
+    # The server's side of the same probes: they arrive, and its firewall drops them.
+    syns = matching(lines, kind="packet", hook="xdp", proto="tcp", dport=8080, tcp_flags="S")
+    drops = matching(lines, kind="packet", hook="drop", proto="tcp", dport=8080,
+                     reason="NETFILTER_DROP")
+    assert len(syns) == len(drops) == blocked["probes"] - 1
+
+
+def test_probes_dropped_on_this_host_name_the_output_rule(path_lab):
+    rule = "OUTPUT -p udp --dport 5353 -j DROP"
+    path_lab.sh("client", f"iptables -I {rule}")
+    try:
+        found = results(probe(path_lab, "--port", "5353/udp", "--proto", "udp"))
+    finally:
+        path_lab.sh("client", f"iptables -D {rule}")
+    blocked = found[("udp", 5353)]["blocked_here"]
+    assert blocked["error"] == "Operation not permitted"
+    assert blocked["drop_reason"] == "NETFILTER_DROP"  # BPF saw the kernel drop them
+    assert blocked["rules"] == ["iptables -t filter -A OUTPUT -p udp -m udp --dport 5353 -j DROP"]
+
+
+def test_human_report_reads_as_conclusions(path_lab):
+    proc = probe(path_lab, "--port", "22/tcp", "--port", "80/tcp", json_out=False)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert max(map(len, text.splitlines())) < 100
+    assert "10.0.2.2 is hop 2 (from its echo replies)" in text
+    assert "=> The RST for TCP :22 claims to come from 10.0.2.2 but arrived with TTL 64" in text
+    assert "=> TCP :80 reaches 10.0.2.2 (hop 2): open." in text
+
+
+def test_bad_input_and_no_root_fail_in_one_line(path_lab):
+    for args in (["--port", "80/sctp"], ["--max-hops", "0", "--port", "80"], []):
+        proc = probe(path_lab, *args, json_out=False)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, args
+    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+            "-m", "tracer", "probe", SERVER, "--port", "80"]
+    proc = subprocess.run(path_lab.exec_argv("client", argv), capture_output=True, text=True)
+    assert proc.returncode == 2 and "needs root" in proc.stderr

@@ -1,0 +1,430 @@
+"""`pktfate probe`, the pure part: the probes, how answers pair with them, and
+what the answers say about the path.
+
+Every probe is recognisable in its answers: TCP and UDP probes by their own source
+port, ICMP echo probes by their sequence number. A router's "time exceeded"
+quotes the probe it answers, so it pairs the same way. The live part (raw
+sockets, BPF) is tracer/prober.py; this module runs without root or kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .decode import PROTOCOLS, PacketEvent, ones_sum, pseudo_header_sum
+from .origin import answered_by, forged_sentence, hop_of, ttl_story
+
+PROBE_PROTOCOLS = ("tcp", "udp", "icmp")
+FULL_TTL = 64  # a probe sent as an ordinary packet: what answers at the end
+FIRST_WINDOW = 2  # TTLs in the first round: a LAN target answers without extra probes
+WINDOW = 4  # TTLs per later round
+SILENT_GAP = 3  # hops in a row without an answer: the path is taken as ended
+TRIES = 3  # sends of a silent TTL (or full probe) at most
+TERMINAL = ("syn-ack", "rst", "icmp-unreachable", "echo-reply", "udp-reply", "icmp-error")
+UNREACHABLE_CODES = {0: "net unreachable", 1: "host unreachable", 2: "protocol unreachable",
+                     3: "port unreachable", 4: "fragmentation needed", 9: "net prohibited",
+                     10: "host prohibited", 13: "administratively prohibited"}
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    target: str
+    # (port, protocol): "53/udp" probes UDP only; a bare port, each of TCP and UDP
+    # that `protos` has
+    ports: tuple[tuple[int, str | None], ...] = ()
+    protos: tuple[str, ...] = PROBE_PROTOCOLS
+    max_hops: int = 30
+    wait: float = 1.0  # seconds a round of probes waits for its answers
+    json: bool = False
+
+    def tracks(self) -> list[tuple[str, int | None]]:
+        """(protocol, port) pairs to probe, in order: TCP and UDP per port, ICMP once."""
+        out: list[tuple[str, int | None]] = []
+        for proto in ("tcp", "udp"):
+            out += [(proto, port) for port, only in self.ports
+                    if (only or proto) == proto and (only or proto in self.protos)]
+        out = list(dict.fromkeys(out))
+        return out + ([("icmp", None)] if "icmp" in self.protos else [])
+
+    @property
+    def port_numbers(self) -> tuple[int, ...]:
+        return tuple(dict.fromkeys(port for port, _ in self.ports))
+
+
+# ---------------------------------------------------------------- packets
+
+
+def _with_checksum(header: bytearray, offset: int, pseudo: int = 0) -> bytes:
+    total = ones_sum(bytes(header)) + pseudo
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    struct.pack_into("!H", header, offset, ~total & 0xFFFF or 0xFFFF)
+    return bytes(header)
+
+
+def ipv4_header(src: str, dst: str, proto: int, ttl: int, ip_id: int, payload_len: int) -> bytes:
+    """An IPv4 header for a raw IPPROTO_RAW socket; the kernel fills its checksum."""
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, ip_id, 0x4000, ttl, proto, 0,
+                       ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+
+
+def tcp_syn(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
+    # A plain SYN with an MSS option, as connect() sends it: middleboxes treat it
+    # like a real connection attempt.
+    header = bytearray(struct.pack("!HHIIBBHHH4s", sport, dport, seq, 0, 6 << 4, 0x02, 64240,
+                                   0, 0, b"\x02\x04\x05\xb4"))
+    return _with_checksum(header, 16, pseudo_header_sum(src, dst, 6, len(header)))
+
+
+def udp_datagram(src: str, dst: str, sport: int, dport: int) -> bytes:
+    payload = b"pktfate probe\n"
+    header = bytearray(struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload)
+    return _with_checksum(header, 6, pseudo_header_sum(src, dst, 17, len(header)))
+
+
+def icmp_echo(ident: int, seq: int) -> bytes:
+    header = bytearray(struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"pktfate probe\n")
+    return _with_checksum(header, 2)
+
+
+# ---------------------------------------------------------------- probes and answers
+
+
+@dataclass
+class Answer:
+    kind: str  # "time-exceeded" or one of TERMINAL
+    src: str
+    ttl: int
+    rtt_ms: float | None  # from leaving this host to the answer's arrival, both seen by BPF
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+
+    @property
+    def hop(self) -> int:
+        return hop_of(self.ttl)
+
+    def text(self) -> str:
+        return answer_text(self.kind, self.icmp_type, self.icmp_code)
+
+
+def answer_text(kind: str, icmp_type: int | None, icmp_code: int | None) -> str:
+    """'SYN-ACK', 'ICMP port unreachable', 'time exceeded'..."""
+    if kind == "icmp-unreachable":
+        return f"ICMP {UNREACHABLE_CODES.get(icmp_code or 0, f'unreachable code {icmp_code}')}"
+    if kind == "icmp-error":
+        return f"ICMP error {icmp_type}/{icmp_code}"
+    return {"syn-ack": "SYN-ACK", "rst": "RST", "echo-reply": "echo reply",
+            "udp-reply": "UDP reply", "time-exceeded": "time exceeded"}.get(kind, kind)
+
+
+@dataclass
+class Probe:
+    proto: str
+    port: int | None
+    ttl: int
+    ident: int  # TCP/UDP: source port; ICMP: echo sequence
+    ip_id: int
+    answer: Answer | None = None
+    send_error: str | None = None  # what sendto said (EPERM: a local firewall)
+    local_drop: str | None = None  # a drop of the probe on this host, as BPF saw it
+    left_ts: float | None = None  # when BPF saw it leave (tc egress): RTTs in kernel time
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.proto, self.ident)
+
+    @property
+    def full(self) -> bool:
+        return self.ttl == FULL_TTL
+
+
+def answer_key(ev: PacketEvent, target: str, echo_id: int) -> tuple[tuple[str, int], str] | None:
+    """The probe an arriving packet answers, as (key, kind), or None."""
+    if ev.quoted and ev.quoted["dst"] == target:
+        q = ev.quoted
+        if q["proto"] == "icmp" and q["sport"] != echo_id:
+            return None
+        kind = "time-exceeded" if ev.icmp_type == 11 else \
+            "icmp-unreachable" if ev.icmp_type == 3 else "icmp-error"
+        ident = q["dport"] if q["proto"] == "icmp" else q["sport"]
+        return ((q["proto"], ident), kind) if ident is not None else None
+    if ev.src != target:
+        return None
+    if ev.proto == "tcp" and ev.dport is not None:
+        flags = ev.tcp_flags or ""
+        kind = "rst" if "R" in flags else "syn-ack" if "S" in flags and "A" in flags else None
+        return (("tcp", ev.dport), kind) if kind else None
+    if ev.proto == "udp" and ev.dport is not None:
+        return ("udp", ev.dport), "udp-reply"
+    if ev.proto == "icmp" and ev.icmp_type == 0 and ev.sport == echo_id and ev.dport is not None:
+        return ("icmp", ev.dport), "echo-reply"
+    return None
+
+
+def probe_key(ev: PacketEvent, echo_id: int) -> tuple[str, int] | None:
+    """The key of one of our own probes, as BPF saw it leaving or being dropped."""
+    if ev.proto in ("tcp", "udp") and ev.sport is not None:
+        return (ev.proto, ev.sport)
+    if ev.proto == "icmp" and ev.icmp_type == 8 and ev.sport == echo_id:
+        return ("icmp", ev.dport)
+    return None
+
+
+class Matcher:
+    """Pairs what BPF saw with the probes sent."""
+
+    def __init__(self, target: str, local: set[str], echo_id: int):
+        self.target, self.local, self.echo_id = target, local, echo_id
+        self.probes: dict[tuple[str, int], Probe] = {}
+        self.unmatched = 0
+
+    def add(self, probe: Probe) -> None:
+        self.probes[probe.key] = probe
+
+    def feed(self, ev: PacketEvent) -> None:
+        if ev.hook in ("xdp", "tc-ingress") and ev.dst in self.local:
+            self._arrival(ev)
+        elif ev.src in self.local and ev.dst == self.target:
+            probe = self.probes.get(probe_key(ev, self.echo_id) or ("", -1))
+            if probe is None:
+                return
+            if ev.hook == "tc-egress" and probe.left_ts is None:
+                probe.left_ts = ev.ts
+            elif ev.hook == "drop":
+                probe.local_drop = ev.reason or "UNKNOWN"
+
+    def _arrival(self, ev: PacketEvent) -> None:
+        found = answer_key(ev, self.target, self.echo_id)
+        probe = self.probes.get(found[0]) if found else None
+        if probe is None or found is None:
+            self.unmatched += found is not None
+            return
+        if probe.answer is None:  # the first answer counts (a retransmitted SYN-ACK does not)
+            rtt = round((ev.ts - probe.left_ts) * 1000, 3) if probe.left_ts else None
+            probe.answer = Answer(found[1], ev.src, ev.ttl, rtt,
+                                  ev.icmp_type if ev.proto == "icmp" else None,
+                                  ev.icmp_code if ev.proto == "icmp" else None)
+
+
+# ---------------------------------------------------------------- tracks
+
+
+@dataclass
+class Track:
+    """The probes of one protocol and port: TTL-limited ones, then full ones."""
+
+    proto: str
+    port: int | None
+    probes: list[Probe] = field(default_factory=list)
+    next_ttl: int = 1
+    traced: bool = False  # the TTL-limited series is over
+
+    def final(self) -> Probe | None:
+        """The probe whose answer ends the path: a full probe's first, else the
+        lowest TTL that drew something other than 'time exceeded'."""
+        ended = [p for p in self.probes if p.answer and p.answer.kind in TERMINAL]
+        full = [p for p in ended if p.full]
+        if full:
+            return full[0]
+        return min(ended, key=lambda p: p.ttl) if ended else None
+
+    def hops(self) -> dict[int, Probe]:
+        """TTL -> the TTL-limited probe sent with it (the first answered, if sent again)."""
+        out: dict[int, Probe] = {}
+        for probe in self.probes:
+            if not probe.full and (probe.ttl not in out or
+                                   (probe.answer and not out[probe.ttl].answer)):
+                out[probe.ttl] = probe
+        return out
+
+    def last_hop(self) -> Probe | None:
+        answered = [p for p in self.hops().values() if p.answer]
+        return max(answered, key=lambda p: p.ttl) if answered else None
+
+    def plan_round(self, max_hops: int, answered_elsewhere: set[int]) -> list[int]:
+        """The TTLs to send next. A window of TTL-limited probes (a full one beside the
+        first) until the end of the path is reached or SILENT_GAP hops in a row stay
+        silent; then again, up to TRIES times in all, full probes while none is
+        answered and TTLs that stayed silent here but answered for another protocol
+        or port (routers limit their ICMP errors: 6 at once, then 1 a second)."""
+        ttls: list[int] = []
+        if self.blocked_here:
+            return ttls  # this host drops them: sending more changes nothing
+        if not self.traced and self._path_over(max_hops):
+            self.traced = True
+        if not self.traced:
+            window = WINDOW if self.next_ttl > 1 else FIRST_WINDOW
+            ttls = list(range(self.next_ttl, min(self.next_ttl + window, max_hops + 1)))
+            self.next_ttl += len(ttls)
+        else:
+            hops = self.hops()
+            ttls = [ttl for ttl in sorted(answered_elsewhere)
+                    if ttl in hops and not hops[ttl].answer and self._tries(ttl) < TRIES]
+        full_answered = any(p.full and p.answer for p in self.probes)
+        if not full_answered and self._tries(FULL_TTL) < TRIES and \
+                (self.traced or not self._tries(FULL_TTL)):
+            ttls.append(FULL_TTL)
+        return ttls
+
+    def _tries(self, ttl: int) -> int:
+        return sum(1 for p in self.probes if p.ttl == ttl)
+
+    def router_hops(self) -> set[int]:
+        """TTLs a router answered with 'time exceeded'."""
+        return {ttl for ttl, p in self.hops().items()
+                if p.answer and p.answer.kind == "time-exceeded"}
+
+    def _path_over(self, max_hops: int) -> bool:
+        if self.next_ttl > max_hops or any(p.answer and p.answer.kind in TERMINAL and not p.full
+                                           for p in self.probes):
+            return True
+        hops = self.hops()
+        silent = 0
+        for ttl in range(self.next_ttl - 1, 0, -1):
+            if hops.get(ttl) and hops[ttl].answer:
+                break
+            silent += 1
+        return silent >= SILENT_GAP
+
+    @property
+    def blocked_here(self) -> bool:
+        return bool(self.probes) and all(p.send_error or p.local_drop for p in self.probes)
+
+
+# ---------------------------------------------------------------- results
+
+
+def target_hop(tracks: list[Track], target: str) -> tuple[int | None, str]:
+    """The target's own hop: from its echo replies, else its SYN-ACKs or UDP replies
+    (answers a firewall on the way rarely forges). Returns (hop, what it came from)."""
+    for kinds, what in ((("echo-reply",), "echo replies"),
+                        (("syn-ack", "udp-reply"), "SYN-ACKs and replies")):
+        hops: Counter = Counter(p.answer.hop for t in tracks for p in t.probes
+                                if p.answer and p.answer.kind in kinds
+                                and p.answer.src == target)
+        if hops:
+            return hops.most_common(1)[0][0], what
+    return None, ""
+
+
+def result(track: Track, target: str, target_hops: int | None, reference: str,
+           local_rules: list[dict]) -> dict:
+    """One protocol and port: the JSON contract's fields and the conclusion."""
+    final = track.final()
+    answer = final.answer if final else None
+    last = track.last_hop()
+    hop_list = [{"hop": ttl, "from": p.answer.src if p.answer else None,
+                 "answer": p.answer.kind if p.answer else None,
+                 "ttl": p.answer.ttl if p.answer else None,
+                 "rtt_ms": p.answer.rtt_ms if p.answer else None,
+                 "icmp_code": p.answer.icmp_code if p.answer else None}
+                for ttl, p in sorted(track.hops().items())]
+    out = {
+        "proto": track.proto, "port": track.port,
+        "answer": answer.kind if answer else "none",
+        "answer_from": answer.src if answer else None,
+        "answer_ttl": answer.ttl if answer else None,
+        "answer_initial_ttl": answer.ttl + answer.hop - 1 if answer else None,
+        "answer_hops": answer.hop if answer else None,
+        "icmp_type": answer.icmp_type if answer else None,
+        "icmp_code": answer.icmp_code if answer else None,
+        "target_hops": target_hops,
+        "answered_by": answered_by(answer.src if answer else None,
+                                   answer.hop if answer else None, target, target_hops),
+        "last_hop": last.ttl if last else None,
+        "last_hop_from": last.answer.src if last and last.answer else None,
+        "origin": None,
+        "hops": hop_list,
+        "probes": len(track.probes),
+        "blocked_here": None,
+    }
+    if answer and out["answered_by"] == "path":
+        out["origin"] = _origin_device(track, answer, target)
+    if track.blocked_here:
+        errors = Counter(p.send_error for p in track.probes if p.send_error)
+        drops = Counter(p.local_drop for p in track.probes if p.local_drop)
+        out["blocked_here"] = {"error": errors.most_common(1)[0][0] if errors else None,
+                               "drop_reason": drops.most_common(1)[0][0] if drops else None,
+                               "rules": [r["rule"] for r in local_rules]}
+    return out
+
+
+def conclude(results: list[dict], target: str, reference: str) -> None:
+    """Give each result its conclusion, with what the other results add: a port that
+    gets no answer while another of the same protocol reaches the target is filtered
+    for that port alone."""
+    for r in results:
+        r["conclusion"] = conclusion(r, target, reference)
+        if r["answer"] != "none" or r["blocked_here"]:
+            continue
+        through = [o for o in results if o["answered_by"] == "target"]
+        same = [o for o in through if o["proto"] == r["proto"]]
+        if same:
+            r["conclusion"] += (f"; {_service(same[0])} gets through to {target}, so "
+                                f"{_service(r)} alone is filtered")
+        elif through:
+            r["conclusion"] += "; " + ", ".join(_service(o) for o in through) + \
+                f" {'gets' if len(through) == 1 else 'get'} through to {target}"
+
+
+def _origin_device(track: Track, answer: Answer, target: str) -> str | None:
+    """Who sent an answer from the path: the address it names if that is not the
+    target's, else the device that answered 'time exceeded' at the answer's hop."""
+    if answer.src != target:
+        return answer.src
+    probe = track.hops().get(answer.hop)
+    if probe and probe.answer and probe.answer.kind == "time-exceeded":
+        return probe.answer.src
+    return None
+
+
+def _service(r: dict) -> str:
+    return f"{r['proto'].upper()} :{r['port']}" if r["port"] else r["proto"].upper()
+
+
+def conclusion(r: dict, target: str, reference: str) -> str:
+    """What an operator would write in the incident channel about this result."""
+    what = _service(r)
+    if r["blocked_here"]:
+        b = r["blocked_here"]
+        how = " and ".join(part for part in (
+            f"sending fails with '{b['error']}'" if b["error"] else "",
+            f"the kernel drops them ({b['drop_reason']})" if b["drop_reason"] else "") if part)
+        rules = f"; the rule: {b['rules'][0]}" if b["rules"] else ""
+        return f"{what} probes never leave this host: {how}, a local firewall (OUTPUT){rules}"
+    last = f"hop {r['last_hop']} ({r['last_hop_from']})" if r["last_hop"] else None
+    if r["answer"] == "none":
+        if not last:
+            return f"{what}: no answer at all, not even from the first hop"
+        where = (f"{target} is hop {r['target_hops']}, right after it: the probes are dropped "
+                 f"by {r['last_hop_from']} on the way or by {target} itself (run pktfate watch "
+                 f"on {target} to tell)") if r["target_hops"] == r["last_hop"] + 1 else \
+            f"they are dropped after {last}"
+        return f"{what}: no answer; the probes get as far as {last} and no farther: {where}"
+    said = f"{_answer_text(r)} from {r['answer_from']}"
+    if r["answered_by"] == "target":
+        state = {"syn-ack": "open", "rst": "closed (the host itself resets)",
+                 "echo-reply": "reachable", "udp-reply": "open",
+                 "icmp-unreachable": "closed (the host itself answers unreachable)"}
+        return f"{what} reaches {target} (hop {r['answer_hops']}): {state.get(r['answer'], said)}"
+    if r["answered_by"] == "path" and r["answer_from"] == target:
+        device = r["origin"]
+        return forged_sentence(f"The {_answer_text(r)} for {what}", target, r["answer_ttl"],
+                               r["target_hops"], reference, device) + \
+            f". {target} itself may never see these probes"
+    if r["answered_by"] == "path":
+        return (f"{what} is refused on the way: {said} ({ttl_story(r['answer_ttl'])}), "
+                f"a device on the path, not {target}")
+    return f"{what}: {said} ({ttl_story(r['answer_ttl'])}); {target}'s own distance is unknown" \
+        " (no echo replies or SYN-ACKs), so its origin cannot be told"
+
+
+def _answer_text(r: dict) -> str:
+    return answer_text(r["answer"], r["icmp_type"], r["icmp_code"])
+
+
+def proto_number(name: str) -> int:
+    return next(n for n, p in PROTOCOLS.items() if p == name)
