@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SCENARIO ?= checksum
 
-.PHONY: help setup demo test unit integration lint dump-bpf clean
+.PHONY: help setup setup-dev demo test unit integration lint dump-bpf clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -13,10 +13,13 @@ help: ## List the targets
 setup: ## Install distro packages, kernel headers, tracefs and the virtualenv (root)
 	sh scripts/setup.sh
 
+setup-dev: ## The same, plus what the tests need besides (vagrant)
+	sh scripts/setup.sh --dev
+
 demo: setup ## Set up, then diagnose a lab incident (SCENARIO=checksum|no-listener|...)
 	$(VENV)/bin/pktfate lab demo $(SCENARIO)
 
-test: setup ## Set up, then run every test: unit and integration (root)
+test: setup-dev ## Set up, then run every test: unit and integration (root)
 	$(PY) -m pytest -v -rs tests
 
 unit: ## Run the unit tests only (no root needed)
@@ -27,7 +30,7 @@ integration: ## Run the integration tests only (root)
 
 lint: ## ruff on the package and the tests; shellcheck on the scripts
 	$(VENV)/bin/ruff check tracer tests
-	shellcheck scripts/*.sh .ci/run
+	shellcheck scripts/*.sh vagrant/*.sh .ci/run
 
 dump-bpf: ## Print the final BPF C source and compile flags for a watch of :80
 	$(VENV)/bin/pktfate watch --port 80 --dump-bpf

@@ -2,7 +2,14 @@
 # Set up everything pktfate needs on Debian or Ubuntu, as root: the distro's bcc,
 # kernel headers for bcc's compiler, the network tools the lab and the tests
 # drive, tracefs, and a virtualenv that sees the distro's bcc. Safe to rerun.
+# With --dev, also what the tests need besides: vagrant (to validate the lab's
+# Vagrantfile).
 set -eu
+
+dev=0
+if [ "${1:-}" = "--dev" ]; then
+	dev=1
+fi
 
 project_dir=$(cd "$(dirname "$0")/.." && pwd)
 venv="$project_dir/.venv"
@@ -24,6 +31,10 @@ apt-get update -qq
 apt_install python3-bpfcc python3-venv python3-pip iproute2 iptables nftables ethtool \
 	curl netcat-openbsd iputils-ping tcpdump hping3 traceroute make gcc libc6-dev \
 	shellcheck >/dev/null
+if [ "$dev" = 1 ]; then
+	log "installing vagrant and vagrant-libvirt (tests: vagrant validate)"
+	apt_install vagrant vagrant-libvirt >/dev/null
+fi
 
 # bcc compiles against a kernel header tree. Use the distro's matching headers
 # where they exist; otherwise the newest header package the distro has. pktfate

@@ -292,6 +292,63 @@ def lab_demo(scenario, prefix, duration, keep) -> None:
     sys.exit(run_demo(scenario, prefix, duration, keep))
 
 
+ROUTER_MODES = click.Choice(["kernel", "userspace"])
+
+
+@lab.command("list")
+def lab_list() -> None:
+    """The scenarios, with where pktfate watches and what it should find."""
+    import textwrap
+
+    for name, sc in SCENARIOS.items():
+        click.echo(f"{name}  (watch on the {sc.watch_host}: {sc.expect})")
+        click.echo(textwrap.fill(sc.summary, 99, initial_indent="    ",
+                                 subsequent_indent="    "))
+
+
+@lab.command("provision")
+@click.option("--router-mode", type=ROUTER_MODES, default="kernel", show_default=True,
+              help="How the router forwards in scenarios that do not say.")
+@click.option("--expect-role", type=click.Choice(["client", "router", "server"]),
+              help="Fail unless this machine holds that role's addresses.")
+def lab_provision(router_mode, expect_role) -> None:
+    """On a machine of the Vagrant lab: add the lab's routes, record the baseline
+    that 'lab reset' returns to."""
+    from .hostlab import HostLab
+
+    host = HostLab.here()
+    if expect_role and host.role != expect_role:
+        raise PktfateError(f"this machine holds the {host.role}'s addresses, not the "
+                           f"{expect_role}'s: check the Vagrantfile's networks")
+    host.provision(router_mode)
+    click.echo(f"lab: provisioned as the {host.role} "
+               f"({', '.join(f'{k}={v}' for k, v in host.interfaces.items() if v)})")
+
+
+@lab.command("apply")
+@scenario_argument
+@click.option("--router-mode", type=ROUTER_MODES,
+              help="Override the router's mode (default: the scenario's, else the baseline's).")
+def lab_apply(scenario, router_mode) -> None:
+    """On a machine of the Vagrant lab: reset, then apply this machine's part of
+    SCENARIO (run it on the router, the server and the client)."""
+    from .hostlab import HostLab
+
+    host = HostLab.here()
+    host.apply_scenario(scenario, router_mode)
+    click.echo(f"lab: {scenario} applied on the {host.role}: {SCENARIOS[scenario].summary}")
+
+
+@lab.command("reset")
+def lab_reset() -> None:
+    """On a machine of the Vagrant lab: back to the provisioned state."""
+    from .hostlab import HostLab
+
+    host = HostLab.here()
+    host.reset()
+    click.echo(f"lab: the {host.role} is back to its provisioned state")
+
+
 @lab.command("script")
 @scenario_argument
 @click.option("--host", type=click.Choice(["client", "router", "server"]), required=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import PktfateError
-from .scenarios import ADDRESSES, SCENARIOS, Scenario
+from .scenarios import ADDRESSES, HOSTS, INTERFACES, SCENARIOS, Scenario
 
 STATE_DIR = Path("/run/pktfate")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +48,8 @@ class Lab:
     prefix: str = "pfl"
     pids: list[int] = field(default_factory=list)
     scenario: str | None = None
+    hosts: tuple[str, ...] = HOSTS  # the hosts this lab drives
+    interfaces: dict[str, str] = field(default_factory=lambda: dict(INTERFACES))
 
     def ns(self, host: str) -> str:
         return f"{self.prefix}-{host}"
@@ -98,6 +100,18 @@ class Lab:
             raise
         return self
 
+    def build(self) -> Lab:
+        """The namespaces, links and addresses alone, with no scenario: stand-ins for
+        the Vagrant lab's machines before they are provisioned."""
+        if self.exists():
+            self.down()
+        try:
+            self._build()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
     def _build(self) -> None:
         for host in ("client", "router", "server"):
             _run(["ip", "netns", "add", self.ns(host)])
@@ -124,19 +138,27 @@ class Lab:
             self.sh(host, f"ip link set {tmp} name {ifname} && "
                           f"ip link set {ifname} address {MACS[(host, ifname)]}")
 
-    def apply(self, scenario: Scenario) -> None:
+    def commands(self, scenario: Scenario, section: str, host: str) -> list[str]:
+        return scenario.commands(section, host, self.interfaces)
+
+    def apply(self, scenario: Scenario, router_mode: str | None = None) -> None:
         """Set the router's mode, then each host's setup, then its services."""
         self.scenario = scenario.name
-        self._router_mode(scenario.router)
-        for host in ("client", "router", "server"):
-            for command in scenario.commands("setup", host):
+        if "router" in self.hosts:
+            self._router_mode(router_mode or scenario.router)
+        for host in self.hosts:
+            for command in self.commands(scenario, "setup", host):
                 self.sh(host, command)
         Path(ADDRESSES["www"]).mkdir(parents=True, exist_ok=True)
-        for host in ("client", "router", "server"):
-            for command in scenario.commands("services", host):
+        for host in self.hosts:
+            for command in self.commands(scenario, "services", host):
                 self.spawn(host, shlex.split(command))
         self._wait_for_services(scenario)
         self._save()
+
+    def neighbour_mac(self, host: str) -> str:
+        """The MAC address the router sends to for `host` ("client" or "server")."""
+        return MACS[(host, "eth0")]
 
     def _router_mode(self, mode: str) -> None:
         """kernel: ip_forward. userspace: the naive forwarder. userspace-stale-ip: the
@@ -147,12 +169,13 @@ class Lab:
         if mode.startswith("userspace"):
             ready = STATE_DIR / f"lab-{self.prefix}-forwarder.ready"
             ready.unlink(missing_ok=True)
-            a = ADDRESSES
+            a, names = ADDRESSES, self.interfaces
             server_mac = STALE_SERVER_MAC if mode == "userspace-stale-arp" else \
-                MACS[("server", "eth0")]
+                self.neighbour_mac("server")
             argv = [sys.executable, "-m", "tracer.forwarder",
-                    "--link", f"eth-c,{a['client_net']},{MACS[('client', 'eth0')]}",
-                    "--link", f"eth-s,{a['server_net']},{server_mac}",
+                    "--link", f"{names['router_client_if']},{a['client_net']},"
+                              f"{self.neighbour_mac('client')}",
+                    "--link", f"{names['router_server_if']},{a['server_net']},{server_mac}",
                     "--ready-file", str(ready)]
             if mode == "userspace-stale-ip":
                 argv.append("--stale-ip-checksum")
@@ -160,11 +183,11 @@ class Lab:
             _wait(lambda: ready.exists(), "the user-space forwarder to start")
 
     def _wait_for_services(self, scenario: Scenario) -> None:
-        for host in ("client", "router", "server"):
-            for condition in scenario.commands("ready", host):
+        for host in self.hosts:
+            for condition in self.commands(scenario, "ready", host):
                 _wait(lambda c=condition, h=host: self.sh(h, c, check=False).returncode == 0,
                       f"'{condition}' on {host}", timeout=60)
-        if scenario.commands("services", "server"):
+        if "server" in self.hosts and scenario.commands("services", "server"):
             port = scenario.listening_port
             _wait(lambda: f":{port} " in self.sh("server", f"ss -Hltun 'sport = :{port}'",
                                                  check=False).stdout + " ",
@@ -172,6 +195,13 @@ class Lab:
 
     def down(self) -> None:
         """Stop what the lab started (by PID) and delete its namespaces."""
+        self.stop_processes()
+        for host in HOSTS:
+            _run(["ip", "netns", "del", self.ns(host)], check=False)
+        self._forget()
+
+    def stop_processes(self) -> None:
+        """End every process the lab started, by PID."""
         self._load()
         for pid in self.pids:
             try:
@@ -181,8 +211,8 @@ class Lab:
         for pid in self.pids:
             _reap(pid)
         self.pids = []
-        for host in ("client", "router", "server"):
-            _run(["ip", "netns", "del", self.ns(host)], check=False)
+
+    def _forget(self) -> None:
         for marker in STATE_DIR.glob(f"lab-{self.prefix}-*.ready"):
             marker.unlink(missing_ok=True)
         self.state_file.unlink(missing_ok=True)

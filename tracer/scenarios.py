@@ -26,6 +26,15 @@ ADDRESSES = {
     "www": "/run/pktfate/www",
 }
 
+# The lab's interfaces by role: the namespace lab's names. The Vagrant lab's VMs
+# name theirs otherwise; `pktfate lab apply` finds them by address.
+INTERFACES = {
+    "client_if": "eth0",
+    "router_client_if": "eth-c",
+    "router_server_if": "eth-s",
+    "server_if": "eth0",
+}
+
 HTTP_SERVICE = "python3 -m http.server --bind 0.0.0.0 {port} --directory {www}"
 # A listener that never accepts, with a queue of one: the accept queue fills up.
 STALLED_SERVICE = ("python3 -c \"import socket, time; s = socket.socket(); "
@@ -44,7 +53,7 @@ XDP_DROP_SERVICE = (
     "if ((void *)(p + 38) > (void *)(long)c->data_end) return XDP_PASS; "
     "if (p[12] == 8 && p[13] == 0 && p[23] == 6 && p[36] == 0 && p[37] == {port}) "
     "return XDP_DROP; return XDP_PASS; }}'); "
-    "b.attach_xdp('eth0', b.load_func('drop_port', BPF.XDP), BPF.XDP_FLAGS_SKB_MODE); "
+    "b.attach_xdp('{server_if}', b.load_func('drop_port', BPF.XDP), BPF.XDP_FLAGS_SKB_MODE); "
     "time.sleep(86400)\"")
 PING_AND_CURL = (
     "ping -c 3 -i 0.3 -W 1 {server_ip}",
@@ -88,11 +97,14 @@ class Scenario:
     def listening_port(self) -> str:
         return (self.service_port or self.watch_port).format(**ADDRESSES)
 
-    def commands(self, section: str, host: str) -> list[str]:
-        """The shell lines of `section` (setup, services, ready, traffic) for `host`."""
+    def commands(self, section: str, host: str,
+                 interfaces: dict[str, str] | None = None) -> list[str]:
+        """The shell lines of `section` (setup, services, ready, traffic) for `host`,
+        with the interface names of `interfaces` (default: the namespace lab's)."""
         lines = getattr(self, section).get(host, ()) if section != "traffic" else \
             (self.traffic if host == "client" else ())
-        return [line.format(**ADDRESSES) for line in lines]
+        values = {**ADDRESSES, **INTERFACES, **(interfaces or {})}
+        return [line.format(**values) for line in lines]
 
 
 SCENARIOS = {s.name: s for s in (
@@ -102,7 +114,7 @@ SCENARIOS = {s.name: s for s in (
         "forwarder leave a bad TCP checksum, and the server drops every SYN (TCP_CSUM).",
         expect="tcp-bad-checksum",
         router="userspace",
-        setup={"client": ("ethtool -K eth0 tx on",)},
+        setup={"client": ("ethtool -K {client_if} tx on",)},
         services={"server": (HTTP_SERVICE,)},
     ),
     Scenario(
@@ -176,7 +188,7 @@ SCENARIOS = {s.name: s for s in (
                           "ip link set rpf0 up", "ip link set rpf1 up",
                           "ip route add {spoofed_net} dev rpf0",
                           "sysctl -qw net.ipv4.conf.all.rp_filter=1",
-                          "sysctl -qw net.ipv4.conf.eth0.rp_filter=1")},
+                          "sysctl -qw net.ipv4.conf.{server_if}.rp_filter=1")},
         services={"server": (HTTP_SERVICE,)},
         traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
                  "hping3 -S -p {port} -c 5 -i u100000 -a {spoofed_ip} {server_ip}"),
@@ -196,14 +208,16 @@ SCENARIOS = {s.name: s for s in (
         "tracepoints).",
         expect="xdp-drop",
         services={"server": (HTTP_SERVICE, XDP_DROP_SERVICE)},
-        ready={"server": ("ip link show eth0 | grep -q xdp",)},
+        ready={"server": ("ip link show {server_if} | grep -q xdp",)},
     ),
     Scenario(
         "no-route",
         "The server has lost its default route: SYNs arrive, but no SYN-ACK can be routed "
         "back to the client.",
         expect="no-route",
-        setup={"server": ("ip route del default",)},
+        # The lab's VMs reach the client's network by a route of its own, not the default.
+        setup={"server": ("ip route del default",
+                          "ip route del {client_net} 2>/dev/null || true")},
         services={"server": (HTTP_SERVICE,)},
     ),
     Scenario(
@@ -212,7 +226,7 @@ SCENARIOS = {s.name: s for s in (
         "agree on 1460-byte segments: the router drops the large ones (DF set) and asks for "
         "smaller ones (watched on the router).",
         expect="mtu",
-        setup={"router": ("ip link set eth-s mtu 1280",)},
+        setup={"router": ("ip link set {router_server_if} mtu 1280",)},
         services={"server": (HTTP_SERVICE,)},
         traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
                  "head -c 20000 /dev/zero | curl -sS -m 3 -o /dev/null --data-binary @- "
