@@ -52,4 +52,21 @@ struct pf_event {
 	__u8 snap[PF_SNAP_LEN];/* first bytes of the transport header */
 };
 
+/* What the kernel counts exactly, whatever reaches user space: one entry per
+ * hook, reason and flow, the flow named by its watched port only (a flood from
+ * many source ports is one entry). Flat, largest members first, padded. */
+struct pf_agg_key {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u32 reason;
+	__u16 sport;
+	__u16 dport;
+	__u8 hook;
+	__u8 family;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 _pad[3];
+};
+
 #endif

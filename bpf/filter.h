@@ -11,9 +11,14 @@
 #include "parse.h"
 
 /* Counter slots in pf_stats: [hook] events that matched, [PF_STAT_LOST + hook]
- * events the ring buffer had no room for. Mirrored in tracer/decode.py. */
+ * events the ring buffer had no room for, [PF_STAT_SAMPLED + hook] events not
+ * sent because of sampling, [PF_STAT_AGG_FULL] events the aggregation table had
+ * no room for. Mirrored in tracer/decode.py. */
 #define PF_STAT_LOST 16
-#define PF_STAT_SLOTS 32
+#define PF_STAT_SAMPLED 32
+#define PF_STAT_AGG_FULL 48
+#define PF_STAT_SLOTS 64
+
 
 struct pf_addr {
 	__u32 a[4];
@@ -24,6 +29,7 @@ BPF_HASH(pf_ports, __u16, __u8, 64);
 BPF_HASH(pf_hosts, struct pf_addr, __u8, 64);
 BPF_PERCPU_ARRAY(pf_scratch, struct pf_event, 1);
 BPF_PERCPU_ARRAY(pf_stats, __u64, PF_STAT_SLOTS);
+BPF_HASH(pf_agg, struct pf_agg_key, __u64, PF_AGG_ENTRIES);
 
 /* A zeroed per-CPU event to fill: the stack is too small to hold one beside the
  * parser's locals, and reserving ring-buffer space for packets we then discard
@@ -84,9 +90,10 @@ static __always_inline int pf_host_ok(struct pf_event *e)
 	return pf_quoted_host_ok(e);
 }
 
-/* The whole in-kernel filter: protocol, ports (TCP and UDP), addresses. ICMP
- * is not port-filtered: it is the contrast a diagnosis needs ("ping works"). */
-static __always_inline int pf_wanted(struct pf_event *e)
+/* The first part of the filter: protocol and ports (TCP and UDP), from what
+ * pf_peek_l4() read. ICMP is not port-filtered: it is the contrast a diagnosis
+ * needs ("ping works"). */
+static __always_inline int pf_proto_ports_ok(struct pf_event *e)
 {
 	if (e->proto == PF_IPPROTO_TCP) {
 		if (!PF_WANT_TCP || !pf_port_ok(e->sport, e->dport))
@@ -105,7 +112,13 @@ static __always_inline int pf_wanted(struct pf_event *e)
 	} else {
 		return 0;
 	}
-	return pf_host_ok(e);
+	return 1;
+}
+
+/* The whole in-kernel filter: protocol, ports, addresses. */
+static __always_inline int pf_wanted(struct pf_event *e)
+{
+	return pf_proto_ports_ok(e) && pf_host_ok(e);
 }
 
 static __always_inline void pf_count(__u32 slot)
@@ -116,13 +129,77 @@ static __always_inline void pf_count(__u32 slot)
 		(*c)++;
 }
 
-/* Send without waking user space: it drains the ring every few milliseconds,
- * which keeps a flood from costing one wake-up per packet. */
+/* Count the event in its aggregation entry; returns the entry's new count. */
+static __always_inline __u64 pf_aggregate(struct pf_event *e)
+{
+	struct pf_agg_key k = {};
+	__u64 one = 1, *n;
+
+	__builtin_memcpy(k.saddr, e->saddr, 16);
+	__builtin_memcpy(k.daddr, e->daddr, 16);
+	k.reason = e->reason;
+	k.hook = e->hook;
+	k.family = e->family;
+	k.proto = e->proto;
+	k.tcp_flags = e->tcp_flags;
+	k.icmp_type = e->icmp_type;
+	if (e->proto == PF_IPPROTO_TCP || e->proto == PF_IPPROTO_UDP) {
+		k.sport = e->sport;
+		k.dport = e->dport;
+		/* Keep the watched side's port only: the peer's varies per connection. */
+		if (PF_FILTER_PORTS && pf_ports.lookup(&k.dport))
+			k.sport = 0;
+		else if (PF_FILTER_PORTS)
+			k.dport = 0;
+	}
+	n = pf_agg.lookup(&k);
+	if (n)
+		return __sync_fetch_and_add(n, 1) + 1;
+	if (pf_agg.insert(&k, &one) == 0)
+		return 1;
+	n = pf_agg.lookup(&k);  /* another CPU inserted it first */
+	if (n)
+		return __sync_fetch_and_add(n, 1) + 1;
+	pf_count(PF_STAT_AGG_FULL);
+	return 1;
+}
+
+/* Count the event exactly, then send it unless sampled out: past PF_SAMPLE_AFTER
+ * events in its entry, only packets whose IPv4 id is a multiple of
+ * PF_SAMPLE_EVERY go on. The id is the same at every hook, so a packet sent on
+ * is followed at all of them. Sent without waking user space: it drains the ring
+ * every few milliseconds, which keeps a flood from costing a wake-up per packet. */
 static __always_inline void pf_submit(struct pf_event *e)
 {
+	__u64 count = pf_aggregate(e);
+
 	pf_count(e->hook);
+	if (PF_SAMPLE_AFTER && count > PF_SAMPLE_AFTER && e->ip_id % PF_SAMPLE_EVERY) {
+		pf_count(PF_STAT_SAMPLED + e->hook);
+		return;
+	}
 	if (pf_events.ringbuf_output(e, sizeof(*e), BPF_RB_NO_WAKEUP))
 		pf_count(PF_STAT_LOST + e->hook);
+}
+
+/* XDP and tc: parse, filter on what is cheap to read, and only then copy the
+ * snap and apply the rest of the filter. Returns 1 when the event was sent. */
+static __always_inline int pf_frame_event(struct pf_event *e, void *data, void *data_end)
+{
+	__u32 l4 = pf_parse_frame(data, data_end, e);
+
+	if (!l4)
+		return 0;
+	if (l4 != PF_NO_L4) {
+		pf_peek_l4(e, data, data_end, l4);
+		if (!pf_proto_ports_ok(e))
+			return 0;
+		pf_copy_snap(e, data, data_end, l4);
+	}
+	if (!pf_wanted(e))
+		return 0;
+	pf_submit(e);
+	return 1;
 }
 
 #endif

@@ -132,8 +132,35 @@ static __always_inline void pf_copy_snap(struct pf_event *e, void *data, void *d
 	pf_parse_l4(e);
 }
 
-/* Parse an Ethernet frame by direct packet access (XDP and tc). Returns
- * non-zero when the frame carries an IP packet. The caller copies the snap with its own helper. */
+/* The ports (TCP, UDP) or type and code (ICMP) alone, from the first 4 bytes of
+ * the transport header: enough for the filter to turn most packets away before
+ * the snap is copied. */
+static __always_inline void pf_peek_l4(struct pf_event *e, void *data, void *data_end,
+				       __u32 l4_off)
+{
+	__u8 *p;
+
+	if (l4_off > 18 + 60)  /* at most a VLAN tag and a 60-byte IPv4 header */
+		return;
+	p = data + l4_off;
+	/* The 4 bytes must be inside the frame. */
+	if ((void *)(p + 4) > data_end)
+		return;
+	if (e->proto == PF_IPPROTO_TCP || e->proto == PF_IPPROTO_UDP) {
+		e->sport = (p[0] << 8) | p[1];
+		e->dport = (p[2] << 8) | p[3];
+	} else {
+		e->icmp_type = p[0];
+		e->icmp_code = p[1];
+	}
+}
+
+/* Parse an Ethernet frame's headers by direct packet access (XDP and tc).
+ * Returns the offset of the transport header, PF_NO_L4 when the packet has
+ * addresses but no transport header to read (a later fragment), or 0 when the
+ * frame carries no IP packet. The caller copies the snap once the packet has
+ * passed the cheap part of the filter. */
+#define PF_NO_L4 1
 static __always_inline __u32 pf_parse_frame(void *data, void *data_end, struct pf_event *e)
 {
 	__u32 off = 14;
@@ -159,10 +186,7 @@ static __always_inline __u32 pf_parse_frame(void *data, void *data_end, struct p
 		if ((void *)(ip + 1) > data_end)
 			return 0;
 		ihl = pf_fill_ipv4(e, ip);
-		if (!ihl)
-			return off;  /* addresses known, no transport header */
-		pf_copy_snap(e, data, data_end, off + ihl);
-		return off + ihl;
+		return ihl ? off + ihl : PF_NO_L4;
 	}
 	if (proto == PF_ETH_P_IPV6) {
 		struct pf_ipv6 *ip6 = data + off;
@@ -170,8 +194,7 @@ static __always_inline __u32 pf_parse_frame(void *data, void *data_end, struct p
 		/* The fixed 40-byte IPv6 header must be inside the frame. */
 		if ((void *)(ip6 + 1) > data_end)
 			return 0;
-		pf_copy_snap(e, data, data_end, off + pf_fill_ipv6(e, ip6));
-		return off + 40;
+		return off + pf_fill_ipv6(e, ip6);
 	}
 	return 0;
 }

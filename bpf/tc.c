@@ -12,11 +12,10 @@ static __always_inline int pf_tc(struct __sk_buff *skb, __u8 hook)
 
 	/* Only the linear part is parsed: pulling the rest in would change the skb,
 	 * and an observer must not. Headers are linear in practice. */
-	if (!e || !pf_parse_frame(data, data_end, e))
-		return PF_TC_ACT_UNSPEC;
-	e->ifindex = skb->ifindex;
-	if (pf_wanted(e))
-		pf_submit(e);
+	if (e) {
+		e->ifindex = skb->ifindex;
+		pf_frame_event(e, data, data_end);
+	}
 	return PF_TC_ACT_UNSPEC;
 }
 

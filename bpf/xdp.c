@@ -7,10 +7,9 @@ int pf_xdp(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct pf_event *e = pf_new_event(PF_HOOK_XDP);
 
-	if (!e || !pf_parse_frame(data, data_end, e))
-		return XDP_PASS;
-	e->ifindex = ctx->ingress_ifindex;
-	if (pf_wanted(e))
-		pf_submit(e);
+	if (e) {
+		e->ifindex = ctx->ingress_ifindex;
+		pf_frame_event(e, data, data_end);
+	}
 	return XDP_PASS;
 }

@@ -91,16 +91,22 @@ def cli() -> None:
 @click.option("--no-tc", is_flag=True, help="Do not attach tc filters.")
 @click.option("--all-events", "show_all", is_flag=True,
               help="Print every event, not only the noteworthy ones.")
+@click.option("--sample-after", type=click.IntRange(0), default=2000, show_default=True,
+              metavar="N", help="Past N events of one flow, hook and reason, send only 1 "
+              "packet in --sample-every (0: send every event). Counts stay exact.")
+@click.option("--sample-every", type=click.IntRange(1, 65535), default=64, show_default=True,
+              metavar="N")
 @click.option("--dump-bpf", is_flag=True, hidden=True,
               help="Print the final BPF C source and compile flags, then exit.")
 @json_option
 def watch(ports, hosts, protos, ifaces, duration, ready_file, all_netns, no_xdp, no_tc,
-          show_all, dump_bpf, json_out) -> None:
+          show_all, sample_after, sample_every, dump_bpf, json_out) -> None:
     config = WatchConfig(
         ports=tuple(dict.fromkeys(ports)), hosts=tuple(dict.fromkeys(hosts)),
         protos=frozenset(protos or PROTOCOLS), ifaces=tuple(dict.fromkeys(ifaces)),
         duration=duration, json=json_out, ready_file=ready_file, all_netns=all_netns,
-        xdp=not no_xdp, tc=not no_tc, show_all=show_all)
+        xdp=not no_xdp, tc=not no_tc, show_all=show_all, sample_after=sample_after,
+        sample_every=sample_every)
     if dump_bpf:
         from .config import render_source
         from .kernel import probe_kernel

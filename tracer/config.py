@@ -29,6 +29,11 @@ class WatchConfig:
     tc: bool = True
     ringbuf_pages: int = 512  # 2 MiB: ~12,000 events of slack between drains
     show_all: bool = False  # print every event, not only the noteworthy ones
+    # Past this many events of one hook, reason and flow, send 1 packet in
+    # sample_every (0: send all). Counts stay exact: the kernel keeps them.
+    sample_after: int = 2000
+    sample_every: int = 64
+    agg_entries: int = 16384  # aggregation entries (hook x reason x flow)
 
     def host_keys(self) -> list[bytes]:
         """Each host as the 16 bytes the BPF map compares: IPv4 in the first 4."""
@@ -49,6 +54,9 @@ class WatchConfig:
             "PF_FILTER_PORTS": int(bool(self.ports)),
             "PF_FILTER_HOSTS": int(bool(self.hosts)),
             "PF_RINGBUF_PAGES": self.ringbuf_pages,
+            "PF_SAMPLE_AFTER": self.sample_after,
+            "PF_SAMPLE_EVERY": max(1, self.sample_every),
+            "PF_AGG_ENTRIES": self.agg_entries,
             "PF_HOOK_XDP_ON": int(self.xdp),
             "PF_HOOK_TC_ON": int(self.tc),
         }

@@ -14,7 +14,9 @@ from typing import Callable
 
 SNAP_LEN = 64
 STAT_LOST = 16  # bpf/filter.h PF_STAT_LOST
-STAT_SLOTS = 32  # bpf/filter.h PF_STAT_SLOTS
+STAT_SAMPLED = 32  # bpf/filter.h PF_STAT_SAMPLED
+STAT_AGG_FULL = 48  # bpf/filter.h PF_STAT_AGG_FULL
+STAT_SLOTS = 64  # bpf/filter.h PF_STAT_SLOTS
 
 # enum pf_hook in bpf/event.h -> the name used in output and JSON.
 HOOKS = {
@@ -69,6 +71,24 @@ class RawEvent(ctypes.Structure):
         ("state_new", ctypes.c_uint8),
         ("_pad", ctypes.c_uint8 * 3),
         ("snap", ctypes.c_uint8 * SNAP_LEN),
+    ]
+
+
+class RawAggKey(ctypes.Structure):
+    """struct pf_agg_key in bpf/filter.h."""
+
+    _fields_ = [
+        ("saddr", ctypes.c_uint32 * 4),
+        ("daddr", ctypes.c_uint32 * 4),
+        ("reason", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("hook", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+        ("proto", ctypes.c_uint8),
+        ("tcp_flags", ctypes.c_uint8),
+        ("icmp_type", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 3),
     ]
 
 
@@ -202,9 +222,9 @@ class PacketEvent:
     quoted: dict | None = None
 
     def to_json(self) -> dict:
-        out = {"kind": "packet"}
-        out.update(asdict(self))
-        return out
+        # A shallow copy: asdict()'s deep copy costs more than the decoding itself,
+        # and no field holds anything mutable that the caller keeps.
+        return {"kind": "packet", **self.__dict__}
 
     @classmethod
     def from_json(cls, obj: dict) -> PacketEvent:
@@ -271,7 +291,18 @@ class Decoder:
             if hook != "icmp-error-sent" else None,
         )
 
-    def _reason(self, raw: RawEvent, hook: str) -> str | None:
+    def aggregate(self, key: RawAggKey, count: int) -> dict:
+        """One entry of the kernel's exact counts, named as events are."""
+        hook = HOOKS.get(key.hook, f"hook{key.hook}")
+        proto = PROTOCOLS.get(key.proto, str(key.proto))
+        return {"hook": hook, "proto": proto, "src": _address(key.saddr, key.family),
+                "dst": _address(key.daddr, key.family),
+                "sport": key.sport or None, "dport": key.dport or None,
+                "tcp_flags": tcp_flags_text(key.tcp_flags) if proto == "tcp" else None,
+                "icmp_type": key.icmp_type if proto.startswith("icmp") else None,
+                "reason": self._reason(key, hook), "count": count}
+
+    def _reason(self, raw: RawEvent | RawAggKey, hook: str) -> str | None:
         if hook == "drop":
             return self.drop_reason(raw.reason)
         if hook == "rst-sent" and self.rst_reasons:

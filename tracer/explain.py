@@ -80,11 +80,15 @@ class Evidence:
     firewall: list[dict] = field(default_factory=list)  # rules whose counters moved
     routes: dict[str, dict] = field(default_factory=dict)  # peer -> route back, rp_filter
     offload: dict[str, bool | None] = field(default_factory=dict)  # iface -> tx csum offload
+    sampled: int = 0  # events the kernel counted but did not send (sampling)
+    kernel_counts: list[dict] = field(default_factory=list)  # the kernel's exact counts
 
     def __post_init__(self) -> None:
         # Rules reason about a peer and a service, not each connection apart.
         self.connections = self.flows
         self.flows = merge_flows(self.flows, self.ports)
+        for flow in self.flows:
+            exact_counts(flow, self.kernel_counts)
         self.inferred: dict[tuple[int, str], str] = {}  # (flow id, reason) -> function
         for flow in self.flows:
             self._name_unnamed_drops(flow)
@@ -108,6 +112,37 @@ class Evidence:
             if flow.proto.startswith("icmp") and flow.peer == peer:
                 return flow
         return None
+
+
+def _counts_for(flow: Flow, entry: dict) -> bool:
+    """Whether an entry of the kernel's counts is about this (merged) flow."""
+    if entry["proto"] != flow.proto or {entry["src"], entry["dst"]} != {flow.local, flow.peer}:
+        return False
+    if flow.proto not in ("tcp", "udp"):
+        return True
+    ports = {entry["sport"], entry["dport"]} - {None}
+    wanted = {flow.local_port, flow.peer_port} - {None}
+    return not wanted or bool(ports & wanted)
+
+
+def exact_counts(flow: Flow, kernel_counts: list[dict]) -> None:
+    """Raise the flow's event-based counts to the kernel's exact ones where events
+    were sampled or lost: drops per reason, arrivals, SYNs that arrived."""
+    entries = [e for e in kernel_counts if _counts_for(flow, e)]
+    drops: Counter = Counter()
+    arrivals: Counter = Counter()
+    syns: Counter = Counter()
+    for e in entries:
+        if e["hook"] == "drop":
+            drops[e["reason"] or "UNKNOWN"] += e["count"]
+        elif e["hook"] in ("xdp", "tc-ingress") and e["dst"] == flow.local:
+            arrivals[e["hook"]] += e["count"]
+            syns[e["hook"]] += e["count"] if e["tcp_flags"] == "S" else 0
+    for reason, count in drops.items():
+        flow.drops[reason] = max(flow.drops.get(reason, 0), count)
+    first = "xdp" if arrivals.get("xdp") else "tc-ingress"
+    flow.packets_in = max(flow.packets_in, arrivals.get(first, 0))
+    flow.syn_in = max(flow.syn_in, syns.get(first, 0))
 
 
 Rule = Callable[[Evidence], list[Finding]]
@@ -614,6 +649,17 @@ def rule_healthy(ev: Evidence) -> list[Finding]:
                               for f in flows[:5]], count=packets)]
 
 
+def _partial_events_note(ev: Evidence) -> str:
+    parts = []
+    if ev.sampled:
+        parts.append(f"{ev.sampled} events were sampled out (a flood)")
+    if ev.lost:
+        parts.append(f"{ev.lost} were lost in the ring buffer")
+    exact = "drops and arrivals counted here are the kernel's own, exact" if \
+        ev.kernel_counts else "counts may be low"
+    return "; ".join(parts) + f": {exact}"
+
+
 def diagnose(ev: Evidence) -> list[Finding]:
     """Every finding, the most important first; 'healthy' only when nothing is wrong."""
     findings: list[Finding] = []
@@ -623,8 +669,8 @@ def diagnose(ev: Evidence) -> list[Finding]:
     if not findings:
         findings = rule_healthy(ev)
     findings.sort(key=lambda f: (-SEVERITY.get(f.cause, DEFAULT_SEVERITY), -f.count))
-    if ev.lost:
+    if ev.lost or ev.sampled:
+        note = _partial_events_note(ev)
         for finding in findings:
-            finding.evidence.append(f"{ev.lost} events were lost in the ring buffer: counts "
-                                    "may be low")
+            finding.evidence.append(note)
     return findings

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import WatchConfig, render_source
-from .decode import HOOKS, STAT_LOST, STAT_SLOTS, RawEvent
+from .decode import (HOOKS, STAT_AGG_FULL, STAT_LOST, STAT_SAMPLED, STAT_SLOTS, RawAggKey,
+                     RawEvent)
 from .errors import PktfateError
 from .kernel import KernelInfo
 
@@ -61,6 +62,7 @@ class Interface:
     up: bool
     ethernet: bool  # has an Ethernet header the XDP and tc parsers expect
     xdp_prog_id: int
+    kind: str = ""  # IFLA_INFO_KIND: "veth", "bridge"... ("" for a physical NIC)
 
 
 def list_interfaces() -> list[Interface]:
@@ -72,12 +74,14 @@ def list_interfaces() -> list[Interface]:
 def _interface(link) -> Interface:
     xdp = link.get_attr("IFLA_XDP")
     prog_id = (xdp.get_attr("IFLA_XDP_PROG_ID") or 0) if xdp else 0
+    info = link.get_attr("IFLA_LINKINFO")
     return Interface(
         index=link["index"],
         name=link.get_attr("IFLA_IFNAME"),
         up=bool(link["flags"] & _IFF_UP),
         ethernet=link["ifi_type"] in (_ARPHRD_ETHER, _ARPHRD_LOOPBACK),
         xdp_prog_id=prog_id,
+        kind=(info.get_attr("IFLA_INFO_KIND") or "") if info else "",
     )
 
 
@@ -165,12 +169,21 @@ class AttachReport:
     skipped: list[str] = field(default_factory=list)
 
 
+# Native XDP on a veth switches the device to a NAPI receive path of its own,
+# which costs packet rate whatever the program does (measured in bench/): an
+# observer takes the generic hook there. Elsewhere, native where the driver has it.
+GENERIC_FIRST_KINDS = ("veth",)
+
+
 def _xdp_attach(ipr, iface: Interface, fd: int) -> str:
-    """Attach in native mode where the driver has it, else generic. Returns the
-    mode. UPDATE_IF_NOEXIST: an interface that already runs an XDP program keeps
-    it, and pktfate does without XDP there."""
+    """Attach in native mode where the driver has it (generic first on veth), else
+    generic. Returns the mode. UPDATE_IF_NOEXIST: an interface that already runs an
+    XDP program keeps it, and pktfate does without XDP there."""
     last_error: Exception | None = None
-    for mode, flag in (("native", XDP_FLAGS_DRV_MODE), ("generic", XDP_FLAGS_SKB_MODE)):
+    modes = [("native", XDP_FLAGS_DRV_MODE), ("generic", XDP_FLAGS_SKB_MODE)]
+    if iface.kind in GENERIC_FIRST_KINDS:
+        modes.reverse()
+    for mode, flag in modes:
         try:
             ipr.link(
                 "set",
@@ -296,6 +309,18 @@ def _tc_remove(ipr, entry: dict) -> None:
 # ---------------------------------------------------------------- the tracer
 
 
+DRAIN_BUDGET = 4096  # events per drain(): a tenth of a second of Python work or so
+
+
+def _release_compiler_memory() -> None:
+    """Give back to the system the heap LLVM used to compile (tens of MB that glibc
+    would otherwise keep for this process's lifetime)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Tracer:
     """Compiled programs, attached; events flow to `on_event` as RawEvents."""
 
@@ -308,6 +333,7 @@ class Tracer:
         self._stack = ExitStack()
         self._bpf = None
         self._error: BaseException | None = None
+        self._drained = 0
 
     def __enter__(self) -> Tracer:
         if os.geteuid() != 0:
@@ -332,6 +358,7 @@ class Tracer:
         except Exception as exc:
             raise PktfateError(f"the BPF programs did not compile or load: {exc}") from exc
         self._bpf = bpf
+        _release_compiler_memory()
         self._stack.callback(bpf.cleanup)  # detaches the tracepoints bcc attached
         self._fill_filter_maps(bpf)
         bpf["pf_events"].open_ring_buffer(self._on_ring)
@@ -380,22 +407,35 @@ class Tracer:
         except BaseException as exc:
             self._error = exc
             return -1
-        return 0
+        self._drained += 1
+        # Under a flood the ring never empties: stop after a budget (this event is
+        # consumed already) so that the caller gets to look at its signals.
+        return -1 if self._drained >= DRAIN_BUDGET else 0
 
     def drain(self) -> None:
-        """Deliver every event waiting in the ring buffer; raise what the event
-        handler raised (a closed output pipe, for instance)."""
+        """Deliver the events waiting in the ring buffer, DRAIN_BUDGET at most; raise
+        what the event handler raised (a closed output pipe, for instance)."""
+        self._drained = 0
         self._bpf.ring_buffer_consume()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
 
-    def stats(self) -> dict[str, dict[str, int]]:
-        """Events that matched the filter and events lost, per hook, summed over CPUs."""
+    def stats(self) -> dict:
+        """Per hook, summed over CPUs: events that matched the filter, events lost
+        (no room in the ring buffer), events sampled out; and the events the
+        aggregation table had no room for."""
         table = self._bpf["pf_stats"]
         totals = [sum(table[ctypes.c_int(slot)]) for slot in range(STAT_SLOTS)]
         return {"matched": {name: totals[num] for num, name in HOOKS.items()},
-                "lost": {name: totals[STAT_LOST + num] for num, name in HOOKS.items()}}
+                "lost": {name: totals[STAT_LOST + num] for num, name in HOOKS.items()},
+                "sampled": {name: totals[STAT_SAMPLED + num] for num, name in HOOKS.items()},
+                "agg_full": totals[STAT_AGG_FULL]}
+
+    def aggregates(self) -> list[tuple[RawAggKey, int]]:
+        """The kernel's exact counts, per hook, reason and flow."""
+        return [(RawAggKey.from_buffer_copy(bytes(key)), int(value.value))
+                for key, value in self._bpf["pf_agg"].items()]
 
 
 # ---------------------------------------------------------------- cleanup

@@ -72,6 +72,29 @@ def event_line(ev: PacketEvent, rec: PacketRecord | None) -> str:
     return line[:WIDTH]
 
 
+def partial_events_lines(stats: dict) -> list[str]:
+    """What the flows above miss when events were sampled or lost, and the kernel's
+    exact counts of what matters then: drops per reason and arrivals."""
+    lost = sum(stats.get("lost", {}).values())
+    sampled = sum(stats.get("sampled", {}).values())
+    if not lost and not sampled:
+        return []
+    lines = [f"  (events: {sampled} sampled out, {lost} lost in the ring buffer; per flow "
+             "above, counts are of the events received)"]
+    totals: dict[str, int] = {}
+    for e in stats.get("kernel_counts", []):
+        if e["hook"] in ("drop", "xdp", "tc-ingress"):
+            what = f"{e['proto'].upper()} " + (f"dropped {e['reason']}" if e["hook"] == "drop"
+                                                else f"arrived at {e['hook']}")
+            totals[what] = totals.get(what, 0) + e["count"]
+    if totals:
+        lines.append("  kernel's exact counts: " + ", ".join(
+            f"{what} {n}" for what, n in sorted(totals.items(), key=lambda kv: -kv[1])[:6]))
+    if stats.get("agg_full"):
+        lines.append(f"  ({stats['agg_full']} events found the kernel's count table full)")
+    return lines
+
+
 class HumanOutput:
     def __init__(self, stream: TextIO, show_all: bool = False):
         self.stream = stream
@@ -109,9 +132,8 @@ class HumanOutput:
             self._flow(flow)
         if len(flows) > 20:
             self._write(f"  ... and {len(flows) - 20} more flows")
-        lost = sum(stats.get("lost", {}).values())
-        if lost:
-            self._write(f"  ({lost} events lost in the ring buffer: counts may be low)")
+        for line in partial_events_lines(stats):
+            self._wrapped(line.strip(), "    ", first="  ")
         self._write("")
         self._write("DIAGNOSIS")
         for n, finding in enumerate(findings, 1):

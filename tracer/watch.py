@@ -123,6 +123,8 @@ def run_watch(config, stream: TextIO) -> int:
                 tracer.drain()
             tracer.drain()
             stats = tracer.stats()
+            stats["kernel_counts"] = [decoder.aggregate(key, count)
+                                      for key, count in tracer.aggregates()]
         finally:
             if config.ready_file:
                 Path(config.ready_file).unlink(missing_ok=True)
@@ -171,7 +173,9 @@ def _finish(out, flows, counters: dict, stats: dict, ports: Iterable[int],
     lost = sum(stats.get("lost", {}).values())
     findings = diagnose(Evidence(flows, counters, tuple(ports), lost,
                                  context.get("firewall", []), context.get("routes", {}),
-                                 context.get("offload", {})))
+                                 context.get("offload", {}),
+                                 sampled=sum(stats.get("sampled", {}).values()),
+                                 kernel_counts=stats.get("kernel_counts", [])))
     out.finish(flows, findings, stats, counters, context)
 
 
@@ -204,7 +208,7 @@ def run_explain(lines: Iterable[str], stream: TextIO, json_out: bool) -> int:
             counters = obj.get("delta", {})
             context = {key: obj.get(key, {}) for key in ("firewall", "routes", "offload")}
         elif kind == "stats":
-            stats = {"matched": obj.get("matched", {}), "lost": obj.get("lost", {})}
+            stats = {key: value for key, value in obj.items() if key != "kind"}
     if not start:
         raise PktfateError("no 'start' line found: record with 'pktfate watch --json > FILE'")
     if correlator is None:

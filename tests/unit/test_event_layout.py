@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tracer.decode import HOOKS, SNAP_LEN, STAT_LOST, STAT_SLOTS, RawEvent
+from tracer.decode import (HOOKS, SNAP_LEN, STAT_AGG_FULL, STAT_LOST, STAT_SAMPLED, STAT_SLOTS,
+                           RawAggKey, RawEvent)
 
 BPF = Path(__file__).resolve().parents[2] / "bpf"
 
 
-def _c_layout(tmp_path: Path) -> dict[str, int]:
-    fields = [name for name, _ in RawEvent._fields_]
-    lines = [f'printf("{n} %zu\\n", offsetof(struct pf_event, {n}));' for n in fields]
+def _c_layout(tmp_path: Path, struct: str, mirror) -> dict[str, int]:
+    fields = [name for name, _ in mirror._fields_]
+    lines = [f'printf("{n} %zu\\n", offsetof(struct {struct}, {n}));' for n in fields]
     program = tmp_path / "layout.c"
     program.write_text(
         "#include <stdio.h>\n#include <stddef.h>\n#include <stdint.h>\n"
@@ -23,7 +24,7 @@ def _c_layout(tmp_path: Path) -> dict[str, int]:
         " typedef uint8_t __u8;\n"
         f'#include "{BPF / "event.h"}"\n'
         "int main(void) {\n" + "\n".join(lines) +
-        '\nprintf("sizeof %zu\\n", sizeof(struct pf_event));\nreturn 0;\n}\n')
+        f'\nprintf("sizeof %zu\\n", sizeof(struct {struct}));\nreturn 0;\n}}\n')
     exe = tmp_path / "layout"
     subprocess.run(["cc", "-o", str(exe), str(program)], check=True)
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
@@ -31,11 +32,13 @@ def _c_layout(tmp_path: Path) -> dict[str, int]:
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
-def test_mirror_matches_header(tmp_path):
-    layout = _c_layout(tmp_path)
-    assert layout.pop("sizeof") == ctypes.sizeof(RawEvent)
+@pytest.mark.parametrize("struct,mirror", [("pf_event", RawEvent), ("pf_agg_key", RawAggKey)])
+def test_mirror_matches_header(tmp_path, struct, mirror):
+    layout = _c_layout(tmp_path, struct, mirror)
+    assert layout.pop("sizeof") == ctypes.sizeof(mirror)
     for name, offset in layout.items():
-        assert getattr(RawEvent, name).offset == offset, name
+        assert getattr(mirror, name).offset == offset, name
+    assert ctypes.sizeof(mirror) % 8 == 0
 
 
 def test_struct_is_8_byte_aligned_and_padded_explicitly():
@@ -58,3 +61,5 @@ def test_stat_slots_match_header():
     text = (BPF / "filter.h").read_text()
     assert f"#define PF_STAT_LOST {STAT_LOST}" in text
     assert f"#define PF_STAT_SLOTS {STAT_SLOTS}" in text
+    assert f"#define PF_STAT_SAMPLED {STAT_SAMPLED}" in text
+    assert f"#define PF_STAT_AGG_FULL {STAT_AGG_FULL}" in text
