@@ -29,7 +29,8 @@ BPF_HASH(pf_ports, __u16, __u8, 64);
 BPF_HASH(pf_hosts, struct pf_addr, __u8, 64);
 BPF_PERCPU_ARRAY(pf_scratch, struct pf_event, 1);
 BPF_PERCPU_ARRAY(pf_stats, __u64, PF_STAT_SLOTS);
-BPF_HASH(pf_agg, struct pf_agg_key, __u64, PF_AGG_ENTRIES);
+/* Per CPU: a flood's packets on two CPUs never contend for one counter. */
+BPF_PERCPU_HASH(pf_agg, struct pf_agg_key, __u64, PF_AGG_ENTRIES);
 
 /* A zeroed per-CPU event to fill: the stack is too small to hold one beside the
  * parser's locals, and reserving ring-buffer space for packets we then discard
@@ -129,7 +130,7 @@ static __always_inline void pf_count(__u32 slot)
 		(*c)++;
 }
 
-/* Count the event in its aggregation entry; returns the entry's new count. */
+/* Count the event in its aggregation entry; returns this CPU's new count there. */
 static __always_inline __u64 pf_aggregate(struct pf_event *e)
 {
 	struct pf_agg_key k = {};
@@ -154,12 +155,12 @@ static __always_inline __u64 pf_aggregate(struct pf_event *e)
 	}
 	n = pf_agg.lookup(&k);
 	if (n)
-		return __sync_fetch_and_add(n, 1) + 1;
+		return ++*n;  /* this CPU's own slot: nothing else writes it */
 	if (pf_agg.insert(&k, &one) == 0)
 		return 1;
-	n = pf_agg.lookup(&k);  /* another CPU inserted it first */
+	n = pf_agg.lookup(&k);  /* another CPU inserted the entry first */
 	if (n)
-		return __sync_fetch_and_add(n, 1) + 1;
+		return ++*n;
 	pf_count(PF_STAT_AGG_FULL);
 	return 1;
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 SNAP_LEN = 64

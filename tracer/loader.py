@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import WatchConfig, render_source
-from .decode import (HOOKS, STAT_AGG_FULL, STAT_LOST, STAT_SAMPLED, STAT_SLOTS, RawAggKey,
-                     RawEvent)
+from .decode import HOOKS, STAT_AGG_FULL, STAT_LOST, STAT_SAMPLED, STAT_SLOTS, RawAggKey, RawEvent
 from .errors import PktfateError
 from .kernel import KernelInfo
 
@@ -434,8 +433,8 @@ class Tracer:
 
     def aggregates(self) -> list[tuple[RawAggKey, int]]:
         """The kernel's exact counts, per hook, reason and flow."""
-        return [(RawAggKey.from_buffer_copy(bytes(key)), int(value.value))
-                for key, value in self._bpf["pf_agg"].items()]
+        return [(RawAggKey.from_buffer_copy(bytes(key)), int(sum(per_cpu)))
+                for key, per_cpu in self._bpf["pf_agg"].items()]
 
 
 # ---------------------------------------------------------------- cleanup

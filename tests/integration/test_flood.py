@@ -68,10 +68,12 @@ def test_flood_counts_stay_exact_and_pktfate_responsive(pairs, tmp_path):
     try:
         at_ready = _rss_kb(proc.pid)
         before = watched.udp_no_ports()
-        floods = [subprocess.Popen(watched.flood_argv(9, 0, FLOOD_SECONDS),
-                                   stdout=subprocess.PIPE, text=True),
-                  subprocess.Popen(other.flood_argv(9, 0, FLOOD_SECONDS),
-                                   stdout=subprocess.PIPE, text=True)]
+        # Two senders to the watched port (one per CPU), and a steady flood in the
+        # other namespace that the kernel must turn away before it costs anything.
+        floods = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for argv in (
+            watched.flood_argv(9, 0, FLOOD_SECONDS, flows=1000),
+            watched.flood_argv(9, 0, FLOOD_SECONDS, flows=1000),
+            other.flood_argv(9, 100_000, FLOOD_SECONDS))]
         peak = 0
         while any(f.poll() is None for f in floods):
             peak = max(peak, _rss_kb(proc.pid))

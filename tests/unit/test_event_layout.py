@@ -8,8 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tracer.decode import (HOOKS, SNAP_LEN, STAT_AGG_FULL, STAT_LOST, STAT_SAMPLED, STAT_SLOTS,
-                           RawAggKey, RawEvent)
+from tracer.decode import (
+    HOOKS,
+    SNAP_LEN,
+    STAT_AGG_FULL,
+    STAT_LOST,
+    STAT_SAMPLED,
+    STAT_SLOTS,
+    RawAggKey,
+    RawEvent,
+)
 
 BPF = Path(__file__).resolve().parents[2] / "bpf"
 
