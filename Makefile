@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SCENARIO ?= checksum
 
-.PHONY: help setup setup-dev demo test unit integration lint dump-bpf clean
+.PHONY: help setup setup-dev demo test unit integration bench lint dump-bpf clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,8 +28,11 @@ unit: ## Run the unit tests only (no root needed)
 integration: ## Run the integration tests only (root)
 	$(PY) -m pytest -v -rs tests/integration
 
+bench: setup ## Measure overhead, capacity, startup, CPU, memory; table into docs/BENCHMARKS.md (root)
+	$(PY) bench/run.py --update-docs
+
 lint: ## ruff on the package and the tests; shellcheck on the scripts
-	$(VENV)/bin/ruff check tracer tests
+	$(VENV)/bin/ruff check tracer tests bench
 	shellcheck scripts/*.sh vagrant/*.sh .ci/run
 
 dump-bpf: ## Print the final BPF C source and compile flags for a watch of :80

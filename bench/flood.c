@@ -4,7 +4,7 @@
  *
  * usage: flood SRC DST DPORT PPS SECONDS [FLOWS]
  *   PPS 0: as fast as possible; otherwise paced per batch.
- *   FLOWS: distinct source ports to cycle through (default 1).
+ *   FLOWS: distinct source ports to cycle through, from 1024 (default 1, at most 64000).
  * Prints "sent N" at the end.
  */
 #define _GNU_SOURCE
@@ -98,7 +98,7 @@ int main(int argc, char **argv)
 	pps = atol(argv[4]);
 	seconds = atof(argv[5]);
 	flows = argc > 6 ? atol(argv[6]) : 1;
-	if (flows < 1 || flows > 60000)
+	if (flows < 1 || flows > 64000)
 		flows = 1;
 	to.sin_addr = dst;
 	fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);
@@ -116,12 +116,12 @@ int main(int argc, char **argv)
 		msgs[i].msg_hdr.msg_namelen = sizeof(to);
 	}
 	for (int i = 0; i < BATCH; i++)
-		build(&pkts[i], src, dst, 20000, (uint16_t)atoi(argv[3]));
+		build(&pkts[i], src, dst, 1024, (uint16_t)atoi(argv[3]));
 	start = now();
 	end = start + seconds;
 	while (now() < end) {
 		for (int i = 0; flows > 1 && i < BATCH; i++)
-			build(&pkts[i], src, dst, (uint16_t)(20000 + (sent + i) % flows),
+			build(&pkts[i], src, dst, (uint16_t)(1024 + (sent + i) % flows),
 			      (uint16_t)atoi(argv[3]));
 		int done = sendmmsg(fd, msgs, BATCH, 0);
 

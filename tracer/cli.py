@@ -151,26 +151,14 @@ class ProbePortType(PortType):
         return super().convert(number, param, ctx), proto or None
 
 
-class MaxHopsType(click.ParamType):
-    name = "N"
-
-    def convert(self, value, param, ctx):
-        try:
-            hops = int(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number of hops", param, ctx)
-        if not 1 <= hops <= 63:
-            self.fail(f"{hops} hops: use 1 to 63", param, ctx)
-        return hops
-
-
 @cli.command(help=PROBE_HELP)
 @click.argument("host", type=HOST)
 @click.option("--port", "ports", type=ProbePortType(), multiple=True,
               help="Port to probe with TCP and UDP, or with one ('53/udp'); again for more.")
 @click.option("--proto", "protos", type=click.Choice(["tcp", "udp", "icmp", "all"]),
               multiple=True, help="Probe with these protocols (default: all three).")
-@click.option("--max-hops", type=MaxHopsType(), default=30, show_default=True)
+@click.option("--max-hops", type=click.IntRange(1, 63), default=30, show_default=True,
+              metavar="N", help="The highest TTL the TTL-limited probes use.")
 @click.option("--wait", type=DURATION, default=1.0, show_default=True,
               help="Seconds a round of probes waits for answers.")
 @json_option

@@ -14,7 +14,7 @@ from .decode import PacketEvent
 
 ARRIVAL_HOOKS = ("xdp", "tc-ingress")
 MAX_OPEN_PACKETS = 8192  # packets still waiting for a fate; the oldest give way
-MAX_FLOWS = 65536
+MAX_FLOWS = 16384  # about 4 KB each: a bounded ~64 MB, the oldest give way
 
 ECHO_REQUEST = {"icmp": 8, "icmpv6": 128}
 ECHO_REPLY = {"icmp": 0, "icmpv6": 129}

@@ -131,6 +131,7 @@ def run_watch(config, stream: TextIO) -> int:
     counters = delta(before, read_counters())
     context = {"firewall": firewall.moved_verdict_rules(rules_before, firewall.snapshot())}
     flows = correlator.finish()
+    stats["flows_evicted"] = correlator.evicted_flows
     context["routes"] = {peer: dict(loader.route_back(peer), rp_filter=rp_filter_settings())
                          for peer in _peers_to_route(flows)}
     context["offload"] = {iface: loader.tx_checksum_offload(iface)

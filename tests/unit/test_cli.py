@@ -21,6 +21,13 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     (("watch", "--host", "10.0.0.300"), "is not an IPv4 or IPv6 address"),
     (("watch", "--proto", "sctp"), "sctp"),
     (("watch", "--duration", "-1"), "must be positive"),
+    (("watch", "--sample-every", "0"), "sample-every"),
+    (("probe", "10.0.2.2", "--port", "53/sctp"), "the protocol after '/' is tcp or udp"),
+    (("probe", "10.0.2.2", "--port", "0/udp"), "0 is not a port"),
+    (("probe", "10.0.2.2"), "give the port to probe"),
+    (("probe", "10.0.2.2", "--port", "80", "--max-hops", "64"), "--max-hops"),
+    (("probe", "example.org", "--port", "80"), "is not an IPv4 or IPv6 address"),
+    (("lab", "apply", "nonsense"), "nonsense"),
 ])
 def test_bad_input_is_one_line_and_status_2(args, words):
     proc = _run(*args)
@@ -50,3 +57,14 @@ def test_lab_script_prints_the_scenario_commands():
     result = CliRunner().invoke(cli, ["lab", "script", "firewall-drop", "--host", "server"])
     assert result.exit_code == 0
     assert "iptables -I INPUT -p tcp --dport 80 -j DROP" in result.output
+
+
+def test_probe_help_has_examples():
+    result = CliRunner().invoke(cli, ["probe", "--help"])
+    assert result.exit_code == 0
+    assert "sudo pktfate probe 10.0.2.2 --port 22/tcp" in result.output
+
+
+def test_lab_script_uses_the_namespace_labs_interface_names():
+    result = CliRunner().invoke(cli, ["lab", "script", "checksum", "--host", "client"])
+    assert "ethtool -K eth0 tx on" in result.output

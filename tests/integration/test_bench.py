@@ -1,0 +1,26 @@
+"""The bench runs, with tiny sizes, and writes its table: every measure present.
+Its numbers are not checked here (timings on this machine are noisy): the bench
+is not a timed test."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "run.py"
+
+
+def test_bench_smoke_run_writes_the_table(tmp_path):
+    out = tmp_path / "bench.md"
+    proc = subprocess.run([sys.executable, str(BENCH), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert text.startswith("Machine: ")
+    rows = [line for line in text.splitlines() if line.startswith("| (")]
+    measures = {row.split(")")[0] for row in rows}
+    assert measures == {"| (a", "| (b", "| (c", "| (d", "| (e"}
+    assert "pktfate (filter matches nothing)" in text and "tcpdump -w" in text
+    assert all("not measured" not in row for row in rows if "tcpdrop" not in row)
