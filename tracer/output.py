@@ -234,9 +234,15 @@ def probe_lines(config, source: str, target_hops: int | None, reference: str,
         by = {"target": f"from {config.target}", "path": "from a device on the path",
               "unknown": ""}[r["answered_by"]] if r["answer"] != "none" else ""
         lines.append(f"{service:<10} {end} {by}".rstrip())
-        for hop in r["hops"] if not r["blocked_here"] else ():
+        hops = r["hops"] if not r["blocked_here"] else []
+        for n, hop in enumerate(hops):
             if hop["answer"] is None:
-                lines.append(f"  hop {hop['hop']:<3} *")
+                if n and hops[n - 1]["answer"] is None:
+                    continue  # one line for a run of silent hops
+                last = next((h["hop"] for h in hops[n:] if h["answer"] is not None), None)
+                end = (last - 1) if last else hops[-1]["hop"]
+                span = f"{hop['hop']}" if end == hop["hop"] else f"{hop['hop']}-{end}"
+                lines.append(f"  hop {span:<3} *  (no answer)")
                 continue
             note = "" if hop["answer"] == "time-exceeded" else f"  {ttl_story(hop['ttl'])}"
             rtt = f"{hop['rtt_ms']:.3f} ms" if hop["rtt_ms"] is not None else ""
