@@ -8,6 +8,8 @@
 #define PKTFATE_EVENT_H
 
 #define PF_SNAP_LEN 64
+#define PF_WATCHED_DPORT 1
+#define PF_WATCHED_SPORT 2
 
 /* Where an event was seen. Values are part of the Python mirror (decode.HOOKS). */
 enum pf_hook {
@@ -48,7 +50,8 @@ struct pf_event {
 	__u8 icmp_code;
 	__u8 state_old;        /* sock state change: TCP states (TCP_ESTABLISHED = 1...) */
 	__u8 state_new;
-	__u8 _pad[3];          /* explicit: keeps snap 8-byte aligned */
+	__u8 watched_port;     /* filter's note: PF_WATCHED_DPORT or PF_WATCHED_SPORT */
+	__u8 _pad[2];          /* explicit: keeps snap 8-byte aligned */
 	__u8 snap[PF_SNAP_LEN];/* first bytes of the transport header */
 };
 

@@ -48,11 +48,17 @@ static __always_inline struct pf_event *pf_new_event(__u8 hook)
 	return e;
 }
 
-static __always_inline int pf_port_ok(__u16 sport, __u16 dport)
+/* Notes which side is the watched port, for the aggregation key: the lookups
+ * are then made once per packet. */
+static __always_inline int pf_port_ok(struct pf_event *e)
 {
 	if (!PF_FILTER_PORTS)
 		return 1;
-	return pf_ports.lookup(&sport) || pf_ports.lookup(&dport);
+	if (pf_ports.lookup(&e->dport))
+		e->watched_port = PF_WATCHED_DPORT;
+	else if (pf_ports.lookup(&e->sport))
+		e->watched_port = PF_WATCHED_SPORT;
+	return e->watched_port != 0;
 }
 
 static __always_inline int pf_addr_watched(const __u8 *src, __u32 len)
@@ -97,10 +103,10 @@ static __always_inline int pf_host_ok(struct pf_event *e)
 static __always_inline int pf_proto_ports_ok(struct pf_event *e)
 {
 	if (e->proto == PF_IPPROTO_TCP) {
-		if (!PF_WANT_TCP || !pf_port_ok(e->sport, e->dport))
+		if (!PF_WANT_TCP || !pf_port_ok(e))
 			return 0;
 	} else if (e->proto == PF_IPPROTO_UDP) {
-		if (!PF_WANT_UDP || !pf_port_ok(e->sport, e->dport))
+		if (!PF_WANT_UDP || !pf_port_ok(e))
 			return 0;
 	} else if (e->proto == PF_IPPROTO_ICMP) {
 		if (!PF_WANT_ICMP)
@@ -148,9 +154,9 @@ static __always_inline __u64 pf_aggregate(struct pf_event *e)
 		k.sport = e->sport;
 		k.dport = e->dport;
 		/* Keep the watched side's port only: the peer's varies per connection. */
-		if (PF_FILTER_PORTS && pf_ports.lookup(&k.dport))
+		if (e->watched_port == PF_WATCHED_DPORT)
 			k.sport = 0;
-		else if (PF_FILTER_PORTS)
+		else if (e->watched_port == PF_WATCHED_SPORT)
 			k.dport = 0;
 	}
 	n = pf_agg.lookup(&k);
@@ -191,13 +197,13 @@ static __always_inline int pf_frame_event(struct pf_event *e, void *data, void *
 
 	if (!l4)
 		return 0;
-	if (l4 != PF_NO_L4) {
+	if (l4 != PF_NO_L4)
 		pf_peek_l4(e, data, data_end, l4);
-		if (!pf_proto_ports_ok(e))
-			return 0;
+	if (!pf_proto_ports_ok(e))
+		return 0;
+	if (l4 != PF_NO_L4)
 		pf_copy_snap(e, data, data_end, l4);
-	}
-	if (!pf_wanted(e))
+	if (!pf_host_ok(e))
 		return 0;
 	pf_submit(e);
 	return 1;

@@ -69,7 +69,8 @@ class RawEvent(ctypes.Structure):
         ("icmp_code", ctypes.c_uint8),
         ("state_old", ctypes.c_uint8),
         ("state_new", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 3),
+        ("watched_port", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 2),
         ("snap", ctypes.c_uint8 * SNAP_LEN),
     ]
 
@@ -288,7 +289,8 @@ class Decoder:
             csum_field=raw.l4_csum if raw.snap_len else None,
             skb=f"{raw.skb:#x}" if raw.skb else None,
             quoted=quoted_packet(proto, raw.icmp_type, bytes(raw.snap[: raw.snap_len]))
-            if hook != "icmp-error-sent" else None,
+            if raw.icmp_type in ICMP_ERRORS.get(proto, ()) and hook != "icmp-error-sent"
+            else None,
         )
 
     def aggregate(self, key: RawAggKey, count: int) -> dict:

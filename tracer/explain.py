@@ -87,8 +87,12 @@ class Evidence:
         # Rules reason about a peer and a service, not each connection apart.
         self.connections = self.flows
         self.flows = merge_flows(self.flows, self.ports)
+        by_pair: dict[tuple, list[dict]] = {}  # once, not a scan of every entry per flow
+        for entry in self.kernel_counts:
+            by_pair.setdefault((entry["proto"], frozenset((entry["src"], entry["dst"]))),
+                               []).append(entry)
         for flow in self.flows:
-            exact_counts(flow, self.kernel_counts)
+            exact_counts(flow, by_pair.get((flow.proto, frozenset((flow.local, flow.peer))), []))
         self.inferred: dict[tuple[int, str], str] = {}  # (flow id, reason) -> function
         for flow in self.flows:
             self._name_unnamed_drops(flow)
@@ -115,9 +119,8 @@ class Evidence:
 
 
 def _counts_for(flow: Flow, entry: dict) -> bool:
-    """Whether an entry of the kernel's counts is about this (merged) flow."""
-    if entry["proto"] != flow.proto or {entry["src"], entry["dst"]} != {flow.local, flow.peer}:
-        return False
+    """Whether an entry of the kernel's counts between the flow's two hosts is about
+    this (merged) flow."""
     if flow.proto not in ("tcp", "udp"):
         return True
     ports = {entry["sport"], entry["dport"]} - {None}
@@ -127,7 +130,8 @@ def _counts_for(flow: Flow, entry: dict) -> bool:
 
 def exact_counts(flow: Flow, kernel_counts: list[dict]) -> None:
     """Raise the flow's event-based counts to the kernel's exact ones where events
-    were sampled or lost: drops per reason, arrivals, SYNs that arrived."""
+    were sampled or lost: drops per reason, arrivals, SYNs that arrived. `kernel_counts`
+    holds the entries of the flow's protocol between its two hosts."""
     entries = [e for e in kernel_counts if _counts_for(flow, e)]
     drops: Counter = Counter()
     arrivals: Counter = Counter()
@@ -529,8 +533,13 @@ def rule_answers_from_path(ev: Evidence) -> list[Finding]:
     """RSTs and ICMP errors that a device on the path sent: told by their TTL, or by
     the address an ICMP error names."""
     findings = []
+    own_by_peer: dict[str, Counter] = {}
     for flow in ev.watched:
-        own_ttls = _own_ttls(ev, flow.peer)
+        if not flow.reset_ttls and not flow.errors_in:
+            continue
+        if flow.peer not in own_by_peer:
+            own_by_peer[flow.peer] = _own_ttls(ev, flow.peer)
+        own_ttls = own_by_peer[flow.peer]
         own = usual_hop(own_ttls)
         resets = sum(flow.reset_ttls.values())
         if resets and own and usual_hop(flow.reset_ttls) != own:

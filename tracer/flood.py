@@ -7,7 +7,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .counters import parse_snmp
 from .errors import PktfateError
+from .lab import run_command
 
 SOURCE = Path(__file__).resolve().parent.parent / "bench" / "flood.c"
 BINARY = Path("/run/pktfate/bench-flood")
@@ -84,13 +86,9 @@ class VethPair:
 
     def udp_no_ports(self) -> int:
         """The receiving namespace's UdpNoPorts counter."""
-        text = _run("ip", "netns", "exec", self.b, "cat", "/proc/net/snmp")
-        lines = [line.split() for line in text.splitlines() if line.startswith("Udp:")]
-        return int(lines[1][lines[0].index("NoPorts")])
+        return parse_snmp(_run("ip", "netns", "exec", self.b, "cat", "/proc/net/snmp"))[
+            "UdpNoPorts"]
 
 
 def _run(*argv: str, timeout: float = 30) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise PktfateError(f"'{' '.join(argv)}' failed: {proc.stderr.strip()}")
-    return proc.stdout
+    return run_command(list(argv), timeout=timeout).stdout

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PktfateError
-from .lab import Lab
+from .lab import Lab, run_command
+from .loader import tx_checksum_offload
 from .scenarios import ADDRESSES, SCENARIOS
 
 # Where each role's baseline is kept (one file per role: the tests' stand-ins share
@@ -34,16 +34,9 @@ LAB_ROUTES = {"client": ("server_net", "router_client_ip"),
 SPOOFED_ROUTE_LINK = "rpf0"  # the rp-filter scenario's extra link
 
 
-def _sh(command: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
-    if check and proc.returncode != 0:
-        raise PktfateError(f"lab: '{command}' failed: {(proc.stderr or proc.stdout).strip()}")
-    return proc
-
-
 def addresses_here() -> dict[str, str]:
     """IPv4 address -> interface, on this machine (this network namespace)."""
-    proc = _sh("ip -o -4 addr show", check=False)
+    proc = run_command(["ip", "-o", "-4", "addr", "show"], check=False)
     found = {}
     for line in proc.stdout.splitlines():
         match = re.match(r"\d+:\s+(\S+)\s+inet\s+([\d.]+)/", line)
@@ -108,15 +101,15 @@ class HostLab(Lab):
 
     def record_baseline(self, router_mode: str) -> None:
         names = [self.interfaces[k] for k in ROLE_ADDRESSES[self.role]]
-        sysctls = {key: _sh(f"sysctl -n {key}").stdout.strip() for key in
+        sysctls = {key: run_command(["sysctl", "-n", key]).stdout.strip() for key in
                    ["net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter",
                     *(f"net.ipv4.conf.{n}.rp_filter" for n in names)]}
         baseline = {
             "router_mode": router_mode,
             "sysctl": sysctls,
-            "routes": _sh("ip -4 route show").stdout.splitlines(),
+            "routes": run_command(["ip", "-4", "route", "show"]).stdout.splitlines(),
             "mtu": {n: Path(f"/sys/class/net/{n}/mtu").read_text().strip() for n in names},
-            "tx_offload": {n: _tx_offload(n) for n in names},
+            "tx_offload": {n: tx_checksum_offload(n) for n in names},
         }
         BASELINE_DIR.mkdir(parents=True, exist_ok=True)
         self.baseline_file.write_text(json.dumps(baseline, indent=1) + "\n")
@@ -157,9 +150,3 @@ class HostLab(Lab):
         scenario = SCENARIOS[name]
         self.apply(scenario, router_mode or (scenario.router if scenario.router != "kernel"
                                              else self._baseline()["router_mode"]))
-
-
-def _tx_offload(name: str) -> bool | None:
-    proc = _sh(f"ethtool -k {name}", check=False)
-    match = re.search(r"^tx-checksumming: (on|off)", proc.stdout, re.M)
-    return (match.group(1) == "on") if match else None

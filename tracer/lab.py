@@ -36,10 +36,13 @@ MACS = {  # fixed, so that the user-space forwarder knows its neighbours
 STALE_SERVER_MAC = "02:00:0a:00:02:99"  # the server's address before a NIC swap, say
 
 
-def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+def run_command(cmd: list[str], check: bool = True,
+                timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a command of the lab's (or the bench's); a failure is a one-line error."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise PktfateError(f"lab: '{' '.join(cmd)}' failed: {proc.stderr.strip()}")
+        raise PktfateError(f"lab: '{' '.join(cmd)}' failed: "
+                           f"{(proc.stderr or proc.stdout).strip()}")
     return proc
 
 
@@ -114,7 +117,7 @@ class Lab:
 
     def _build(self) -> None:
         for host in ("client", "router", "server"):
-            _run(["ip", "netns", "add", self.ns(host)])
+            run_command(["ip", "netns", "add", self.ns(host)])
             self.sh(host, "ip link set lo up")
         self._wire("client", "eth0", "router", "eth-c")
         self._wire("server", "eth0", "router", "eth-s")
@@ -132,9 +135,9 @@ class Lab:
         # Temporary root-namespace names: short (15 characters at most) and unique.
         stem = f"{self.prefix}{host_a[0]}{host_b[0]}"
         tmp_a, tmp_b = f"{stem}a", f"{stem}b"
-        _run(["ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b])
+        run_command(["ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b])
         for tmp, host, ifname in ((tmp_a, host_a, if_a), (tmp_b, host_b, if_b)):
-            _run(["ip", "link", "set", tmp, "netns", self.ns(host)])
+            run_command(["ip", "link", "set", tmp, "netns", self.ns(host)])
             self.sh(host, f"ip link set {tmp} name {ifname} && "
                           f"ip link set {ifname} address {MACS[(host, ifname)]}")
 
@@ -197,7 +200,7 @@ class Lab:
         """Stop what the lab started (by PID) and delete its namespaces."""
         self.stop_processes()
         for host in HOSTS:
-            _run(["ip", "netns", "del", self.ns(host)], check=False)
+            run_command(["ip", "netns", "del", self.ns(host)], check=False)
         self._forget()
 
     def stop_processes(self) -> None:

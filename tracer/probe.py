@@ -106,9 +106,6 @@ class Answer:
     def hop(self) -> int:
         return hop_of(self.ttl)
 
-    def text(self) -> str:
-        return answer_text(self.kind, self.icmp_type, self.icmp_code)
-
 
 def answer_text(kind: str, icmp_type: int | None, icmp_code: int | None) -> str:
     """'SYN-ACK', 'ICMP port unreachable', 'time exceeded'..."""
