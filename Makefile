@@ -1,5 +1,5 @@
 # pktfate: run `make help` for the targets. Targets that attach BPF or build
-# the lab need root: sudo make demo, sudo make test.
+# the lab need root. On a machine without make: sh scripts/setup.sh first.
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,7 +13,7 @@ help: ## List the targets
 setup: ## Install distro packages, kernel headers, tracefs and the virtualenv (root)
 	sh scripts/setup.sh
 
-setup-dev: ## The same, plus what the tests need besides (vagrant)
+setup-dev: ## The same, plus what the tests and the bench need besides (vagrant, peers)
 	sh scripts/setup.sh --dev
 
 demo: setup ## Set up, then diagnose a lab incident (SCENARIO=checksum|no-listener|...)
@@ -28,7 +28,7 @@ unit: ## Run the unit tests only (no root needed)
 integration: ## Run the integration tests only (root)
 	$(PY) -m pytest -v -rs tests/integration
 
-bench: setup ## Measure overhead, capacity, startup, CPU, memory; table into docs/BENCHMARKS.md (root)
+bench: setup-dev ## Measure overhead, capacity, startup, CPU, memory; table into docs/BENCHMARKS.md (root)
 	$(PY) bench/run.py --update-docs
 
 lint: ## ruff on the package and the tests; shellcheck on the scripts

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -141,6 +142,8 @@ class Tcpdump(Tool):
 
 def tcpdrop_available() -> str | None:
     """None when bcc's tcpdrop runs here; else why not, in one line."""
+    if shutil.which("tcpdrop-bpfcc") is None:
+        return "tcpdrop-bpfcc is not installed (Debian's bpfcc-tools: make setup-dev)"
     proc = subprocess.Popen(["tcpdrop-bpfcc"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
@@ -150,7 +153,8 @@ def tcpdrop_available() -> str | None:
         proc.communicate()
         return None  # still running: it attached
     errors = [line for line in err.splitlines() if "error" in line.lower()]
-    return (errors[0].strip() if errors else err.strip().splitlines()[-1])[:90]
+    lines = errors or err.strip().splitlines() or [f"exited with status {proc.returncode}"]
+    return lines[0].strip()[:90]
 
 
 def _status_kb(pid: int) -> dict:

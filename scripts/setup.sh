@@ -2,8 +2,9 @@
 # Set up everything pktfate needs on Debian or Ubuntu, as root: the distro's bcc,
 # kernel headers for bcc's compiler, the network tools the lab and the tests
 # drive, tracefs, and a virtualenv that sees the distro's bcc. Safe to rerun.
-# With --dev, also what the tests need besides: vagrant (to validate the lab's
-# Vagrantfile).
+# With --dev, also what the tests and the bench need besides: vagrant (to
+# validate the lab's Vagrantfile) and the tools the bench compares pktfate with
+# (bcc's tcpdrop, bpftrace, dropwatch).
 set -eu
 
 dev=0
@@ -26,14 +27,23 @@ apt_install() {
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
 }
 
-log "installing distro packages"
-apt-get update -qq
-apt_install python3-bpfcc python3-venv python3-pip iproute2 iptables nftables ethtool \
-	curl netcat-openbsd iputils-ping tcpdump hping3 traceroute make gcc libc6-dev \
-	shellcheck >/dev/null
+packages="python3-bpfcc python3-venv python3-pip iproute2 iptables nftables ethtool \
+curl netcat-openbsd iputils-ping tcpdump hping3 traceroute make gcc libc6-dev shellcheck"
 if [ "$dev" = 1 ]; then
-	log "installing vagrant and vagrant-libvirt (tests: vagrant validate)"
-	apt_install vagrant vagrant-libvirt >/dev/null
+	packages="$packages vagrant vagrant-libvirt bpfcc-tools bpftrace dropwatch"
+fi
+# Only when something is missing: a rerun needs no package index.
+missing=""
+for package in $packages; do
+	if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed'; then
+		missing="$missing $package"
+	fi
+done
+if [ -n "$missing" ]; then
+	log "installing distro packages:$missing"
+	apt-get update -qq
+	# shellcheck disable=SC2086 # one word per package
+	apt_install $missing >/dev/null
 fi
 
 # bcc compiles against a kernel header tree. Use the distro's matching headers

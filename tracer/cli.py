@@ -50,6 +50,40 @@ class DurationType(click.ParamType):
         return seconds
 
 
+class NewFileType(click.ParamType):
+    """A file pktfate will create: its directory must exist and be writable."""
+
+    name = "PATH"
+
+    def convert(self, value, param, ctx):
+        import os
+
+        path = Path(value)
+        if path.is_dir():
+            self.fail(f"{value!r} is a directory: name a file", param, ctx)
+        parent = path.parent
+        if not parent.is_dir():
+            self.fail(f"the directory of {value!r} does not exist", param, ctx)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            self.fail(f"cannot create files in {str(parent)!r}", param, ctx)
+        return path
+
+
+class PrefixType(click.ParamType):
+    """The lab's name prefix: it goes into namespace and interface names (15
+    characters at most for an interface, with 3 of the lab's own)."""
+
+    name = "PREFIX"
+
+    def convert(self, value, param, ctx):
+        import re
+
+        if not re.fullmatch(r"[a-z][a-z0-9]{0,11}", str(value)):
+            self.fail(f"{value!r}: use 1 to 12 lower-case letters and digits, starting "
+                      "with a letter", param, ctx)
+        return value
+
+
 PORT, HOST, DURATION = PortType(), HostType(), DurationType()
 
 
@@ -84,7 +118,7 @@ def cli() -> None:
 @click.option("--iface", "ifaces", multiple=True, metavar="NAME",
               help="Attach XDP and tc here (default: every interface that is up, but lo).")
 @click.option("--duration", type=DURATION, help="Stop after SECONDS (default: at Ctrl-C).")
-@click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--ready-file", type=NewFileType(),
               help="Create this file once every hook is attached.")
 @click.option("--all-netns", is_flag=True, help="Kernel events from every network namespace.")
 @click.option("--no-xdp", is_flag=True, help="Do not attach XDP programs.")
@@ -175,7 +209,7 @@ def probe(host, ports, protos, max_hops, wait, json_out) -> None:
 
 
 @cli.command()
-@click.argument("recording", type=click.File("r"))
+@click.argument("recording", type=click.File("rb"))
 @json_option
 def explain(recording, json_out) -> None:
     """Diagnose again from a recorded 'pktfate watch --json' output (no root needed).
@@ -235,7 +269,7 @@ def lab() -> None:
 
 scenario_argument = click.argument("scenario", type=click.Choice(sorted(SCENARIOS)),
                                    default="checksum")
-prefix_option = click.option("--prefix", default="pfl", show_default=True,
+prefix_option = click.option("--prefix", type=PrefixType(), default="pfl", show_default=True,
                              help="Prefix of the lab's namespace names.")
 
 
@@ -250,17 +284,6 @@ def lab_up(scenario, prefix) -> None:
     Lab(prefix).up(scenario)
     click.echo(f"lab up: {scenario}: {SCENARIOS[scenario].summary}")
     click.echo(f"namespaces {prefix}-client, {prefix}-router, {prefix}-server")
-
-
-@lab.command("scenario")
-@scenario_argument
-@prefix_option
-def lab_scenario(scenario, prefix) -> None:
-    """Rebuild the lab with SCENARIO applied (same as 'lab up --scenario')."""
-    from .lab import Lab
-
-    Lab(prefix).up(scenario)
-    click.echo(f"lab: {scenario}: {SCENARIOS[scenario].summary}")
 
 
 @lab.command("down")
@@ -356,9 +379,9 @@ def lab_script(scenario, host) -> None:
         click.echo(f"nohup {line} >/dev/null 2>&1 &")
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> None:
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args, prog_name="pktfate", standalone_mode=False)
     except PktfateError as exc:
         click.echo(f"pktfate: error: {exc}", err=True)
         sys.exit(2)

@@ -411,14 +411,16 @@ class Tracer:
         # consumed already) so that the caller gets to look at its signals.
         return -1 if self._drained >= DRAIN_BUDGET else 0
 
-    def drain(self) -> None:
+    def drain(self) -> int:
         """Deliver the events waiting in the ring buffer, DRAIN_BUDGET at most; raise
-        what the event handler raised (a closed output pipe, for instance)."""
+        what the event handler raised (a closed output pipe, for instance). Returns
+        how many were delivered."""
         self._drained = 0
         self._bpf.ring_buffer_consume()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+        return self._drained
 
     def stats(self) -> dict:
         """Per hook, summed over CPUs: events that matched the filter, events lost

@@ -3,14 +3,13 @@ output, and end with the diagnosis. Also the replay of a recorded watch."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from . import __version__, firewall
 from .correlate import Correlator
@@ -19,6 +18,7 @@ from .decode import Decoder, PacketEvent
 from .errors import PktfateError
 from .explain import Evidence, diagnose
 from .output import HumanOutput, JsonOutput
+from .recording import read_recording
 
 DRAIN_INTERVAL = 0.01  # seconds between ring-buffer drains (no wake-ups per event)
 
@@ -115,14 +115,17 @@ def run_watch(config, stream: TextIO) -> int:
         else:
             out.start(_banner(config, kernel, tracer.report, leftovers))
         if config.ready_file:
-            Path(config.ready_file).write_text(f"{os.getpid()}\n")
+            _write_ready_file(config.ready_file)
         deadline = time.monotonic() + config.duration if config.duration else None
         try:
             while stop.signal is None and (deadline is None or time.monotonic() < deadline):
                 time.sleep(DRAIN_INTERVAL)
                 tracer.drain()
-            tracer.drain()
+            # Once stopped, one bounded drain: the time to stop does not grow with
+            # the flood that may be going on.
+            stopping = tracer.drain()
             stats = tracer.stats()
+            stats["stopping_events"] = stopping
             stats["kernel_counts"] = [decoder.aggregate(key, count)
                                       for key, count in tracer.aggregates()]
         finally:
@@ -138,6 +141,13 @@ def run_watch(config, stream: TextIO) -> int:
                           for iface in _checksum_drop_ifaces(flows)}
     _finish(out, flows, counters, stats, config.ports, context)
     return 0
+
+
+def _write_ready_file(path: Path) -> None:
+    try:
+        Path(path).write_text(f"{os.getpid()}\n")
+    except OSError as exc:  # checked before attaching, but the directory may go
+        raise PktfateError(f"cannot write the ready file {path}: {exc.strerror}") from exc
 
 
 CHECKSUM_REASONS = ("TCP_CSUM", "UDP_CSUM", "IP_CSUM")
@@ -180,40 +190,19 @@ def _finish(out, flows, counters: dict, stats: dict, ports: Iterable[int],
     out.finish(flows, findings, stats, counters, context)
 
 
-def run_explain(lines: Iterable[str], stream: TextIO, json_out: bool) -> int:
+def run_explain(stream: BinaryIO, out_stream: TextIO, json_out: bool) -> int:
     """Diagnose again from a recorded `watch --json` output."""
-    start: dict = {}
-    counters: dict = {}
-    context: dict = {}
-    stats: dict = {"matched": {}, "lost": {}}
     correlator: Correlator | None = None
-    events = 0
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise PktfateError(f"line {number} is not JSON: is this a 'watch --json' "
-                               "recording?") from exc
-        kind = obj.get("kind")
-        if kind == "start":
-            start = obj
-        elif kind == "packet":
-            if correlator is None:
-                correlator = Correlator(set(start.get("local_addrs", [])),
-                                        tuple(start.get("ports", [])))
-            correlator.feed(PacketEvent.from_json(obj))
-            events += 1
-        elif kind == "counters":
-            counters = obj.get("delta", {})
-            context = {key: obj.get(key, {}) for key in ("firewall", "routes", "offload")}
-        elif kind == "stats":
-            stats = {key: value for key, value in obj.items() if key != "kind"}
-    if not start:
-        raise PktfateError("no 'start' line found: record with 'pktfate watch --json > FILE'")
+
+    def on_event(start: dict, ev: PacketEvent) -> None:
+        nonlocal correlator
+        if correlator is None:
+            correlator = Correlator(set(start["local_addrs"]), tuple(start["ports"]))
+        correlator.feed(ev)
+
+    rec = read_recording(stream, __version__, on_event)
     if correlator is None:
-        correlator = Correlator(set(start.get("local_addrs", [])), tuple(start.get("ports", [])))
-    out = _formatter(json_out, stream, False)
-    _finish(out, correlator.finish(), counters, stats, start.get("ports", []), context)
+        correlator = Correlator(set(rec.start["local_addrs"]), tuple(rec.start["ports"]))
+    out = _formatter(json_out, out_stream, False)
+    _finish(out, correlator.finish(), rec.counters, rec.stats, rec.start["ports"], rec.context)
     return 0

@@ -119,11 +119,11 @@ def test_human_report_reads_as_conclusions(path_lab):
     assert "=> TCP :80 reaches 10.0.2.2 (hop 2): open." in text
 
 
-def test_bad_input_and_no_root_fail_in_one_line(path_lab):
+def test_bad_input_and_no_root_fail_in_one_line(path_lab, as_nobody):
     for args in (["--port", "80/sctp"], ["--max-hops", "0", "--port", "80"], []):
         proc = probe(path_lab, *args, json_out=False)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, args
-    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
-            "-m", "tracer", "probe", SERVER, "--port", "80"]
-    proc = subprocess.run(path_lab.exec_argv("client", argv), capture_output=True, text=True)
+    argv = [*as_nobody, "probe", SERVER, "--port", "80"]
+    proc = subprocess.run(path_lab.exec_argv("client", argv), capture_output=True, text=True,
+                          cwd="/")
     assert proc.returncode == 2 and "needs root" in proc.stderr

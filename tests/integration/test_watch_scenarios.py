@@ -164,10 +164,9 @@ def test_reasons_come_from_the_running_kernel():
         assert listed[name] == code, name
 
 
-def test_explain_on_a_recording_matches_the_live_run(lab, watch):
+def test_explain_on_a_recording_matches_the_live_run(lab, watch, as_nobody):
     import json
     import subprocess
-    import sys
 
     lab.up("checksum")
     w = watch("--port", "80")
@@ -175,9 +174,8 @@ def test_explain_on_a_recording_matches_the_live_run(lab, watch):
     curl(lab, timeout=2)
     lines = w.stop()
     # No root needed to explain: run it as nobody, the recording on its stdin.
-    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                           sys.executable, "-m", "tracer", "explain", "--json", "-"],
-                          input=w.stdout, capture_output=True, text=True)
+    proc = subprocess.run([*as_nobody, "explain", "--json", "-"], input=w.stdout,
+                          capture_output=True, text=True, cwd="/")
     assert proc.returncode == 0, proc.stderr
     replayed = json.loads(proc.stdout.splitlines()[-1])["findings"]
     assert replayed == diagnosis(lines)

@@ -8,34 +8,44 @@ from click.testing import CliRunner
 
 from tracer.cli import cli
 
+from ..bad_values import BAD_VALUES, cli_params
+
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tracer", *args], capture_output=True,
                           text=True)
 
 
-@pytest.mark.parametrize("args, words", [
-    (("watch", "--port", "0"), "0 is not a port"),
-    (("watch", "--port", "70000"), "70000 is not a port"),
-    (("watch", "--port", "http"), "is not a port number"),
-    (("watch", "--host", "10.0.0.300"), "is not an IPv4 or IPv6 address"),
-    (("watch", "--proto", "sctp"), "sctp"),
-    (("watch", "--duration", "-1"), "must be positive"),
-    (("watch", "--sample-every", "0"), "sample-every"),
-    (("probe", "10.0.2.2", "--port", "53/sctp"), "the protocol after '/' is tcp or udp"),
-    (("probe", "10.0.2.2", "--port", "0/udp"), "0 is not a port"),
-    (("probe", "10.0.2.2"), "give the port to probe"),
-    (("probe", "10.0.2.2", "--port", "80", "--max-hops", "64"), "--max-hops"),
-    (("probe", "example.org", "--port", "80"), "is not an IPv4 or IPv6 address"),
-    (("lab", "apply", "nonsense"), "nonsense"),
-])
-def test_bad_input_is_one_line_and_status_2(args, words):
-    proc = _run(*args)
-    assert proc.returncode == 2
+def _one_line_error(proc: subprocess.CompletedProcess, words: str) -> None:
+    assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("pktfate: error:") and words in lines[0]
+    assert lines[0].startswith("pktfate: error:") and words in lines[0], lines[0]
+
+
+def test_every_option_of_every_command_has_a_bad_value():
+    tried = {(bad.command, bad.param) for bad in BAD_VALUES}
+    assert cli_params(cli) == tried
+
+
+@pytest.mark.parametrize("bad", [b for b in BAD_VALUES if not b.runtime],
+                         ids=lambda b: f"{b.command}:{b.param}")
+def test_bad_value_is_one_line_and_status_2(bad):
+    _one_line_error(_run(*bad.args), bad.words)
+
+
+@pytest.mark.parametrize("args, words", [
+    (("watch", "--port", "70000"), "70000 is not a port"),
+    (("watch", "--port", "http"), "is not a port number"),
+    (("watch", "--ready-file", "/"), "is a directory"),
+    (("probe", "10.0.2.2", "--port", "0/udp"), "0 is not a port"),
+    (("probe", "10.0.2.2"), "give the port to probe"),
+    (("probe", "10.0.2.2", "--port", "80", "--max-hops", "64"), "--max-hops"),
+    (("explain", "/"), "Is a directory"),
+])
+def test_more_bad_input_is_one_line_and_status_2(args, words):
+    _one_line_error(_run(*args), words)
 
 
 def test_watch_help_has_examples():

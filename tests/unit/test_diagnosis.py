@@ -115,7 +115,8 @@ def test_explain_replays_a_recording():
     lines += [json.dumps(ev.to_json()) for ev in rec.events]
     lines.append(json.dumps({"kind": "counters", "delta": {"TcpInCsumErrors": 6}}))
     out = io.StringIO()
-    assert run_explain(lines, out, json_out=True) == 0
+    recording = io.BytesIO("".join(line + "\n" for line in lines).encode())
+    assert run_explain(recording, out, json_out=True) == 0
     diagnosis = json.loads(out.getvalue().splitlines()[-1])
     assert diagnosis["kind"] == "diagnosis"
     live = rec.findings(counters={"TcpInCsumErrors": 6})

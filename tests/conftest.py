@@ -1,0 +1,58 @@
+"""Fixtures and reporting for every test, unit and integration."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print what tests recorded with record_property("report", ...): measurements a
+    test states without asserting them (the rate a flood reached on this machine)."""
+    reports = [(report.nodeid, value)
+               for key in ("passed", "failed")
+               for report in terminalreporter.stats.get(key, [])
+               for name, value in getattr(report, "user_properties", ())
+               if name == "report" and report.when == "call"]
+    if reports:
+        terminalreporter.section("measured, not asserted")
+        for nodeid, value in reports:
+            terminalreporter.write_line(f"{nodeid.split('::')[-1]}: {value}")
+
+
+
+@pytest.fixture(scope="session")
+def as_nobody():
+    """argv that runs pktfate as the unprivileged user nobody, whoever can or cannot
+    read the checkout: the package and its pure-Python dependencies are installed
+    into a world-readable temporary folder first (the checkout may live under
+    /root, mode 700, where nobody reaches neither it nor its virtualenv)."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to the user nobody needs root")
+    target = Path(tempfile.mkdtemp(prefix="pktfate-nobody-"))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                               "--target", str(target), str(ROOT)],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        for dependency in ("click", "pyroute2"):
+            spec = find_spec(dependency)
+            assert spec and spec.submodule_search_locations, dependency
+            shutil.copytree(list(spec.submodule_search_locations)[0], target / dependency)
+        for path in [target, *target.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        interpreter = os.path.realpath(sys.executable)  # the venv's base, world-readable
+        yield [*NOBODY, "env", f"PYTHONPATH={target}", "PYTHONDONTWRITEBYTECODE=1",
+               interpreter, "-s", "-m", "tracer"]
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
