@@ -9,7 +9,6 @@ timings. Writes a Markdown table; with --update-docs, into docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -26,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tracer.flood import VethPair  # noqa: E402
+from bench.flood import VethPair  # noqa: E402
+from pktfate.lab.runner import WatchProcess  # noqa: E402
 
 DOCS = ROOT / "docs" / "BENCHMARKS.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -90,30 +90,31 @@ class Pktfate(Tool):
     def __init__(self, port: int, *extra: str):
         self.port, self.extra = port, extra
         self.name = f"pktfate ({_filter_text(port)})"
-        self.proc: subprocess.Popen | None = None
-        self.started = 0.0
+        self.watch: WatchProcess | None = None
 
     def start(self, pair: VethPair, tmp: Path) -> None:
-        ready = tmp / f"ready-{time.monotonic_ns()}"
-        self.out = tmp / "watch.jsonl"
-        argv = [sys.executable, "-m", "tracer", "watch", "--port", str(self.port), "--json",
-                "--ready-file", str(ready), *self.extra]
-        self.started = time.monotonic()
-        with open(self.out, "w") as out:
-            self.proc = subprocess.Popen(pair.exec_argv(pair.b, argv), stdout=out,
-                                         stderr=subprocess.DEVNULL, cwd=ROOT)
-        while not ready.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError("pktfate watch ended before it was ready")
-            time.sleep(0.01)
-        self.ready_after = time.monotonic() - self.started
+        self.watch = WatchProcess(["--port", str(self.port), *self.extra],
+                                  prefix=pair.exec_argv(pair.b, []), workdir=tmp).start()
+
+    @property
+    def started(self) -> float:
+        assert self.watch is not None
+        return self.watch.started
+
+    @property
+    def ready_after(self) -> float:
+        assert self.watch is not None
+        return self.watch.ready_after
+
+    @property
+    def out(self) -> Path:
+        assert self.watch is not None
+        return self.watch.output
 
     def stop(self) -> dict:
-        assert self.proc is not None
-        rss = _status_kb(self.proc.pid)
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(timeout=120)
-        lines = [json.loads(line) for line in self.out.read_text().splitlines()]
+        assert self.watch is not None
+        rss = _status_kb(self.watch.pid)
+        lines = self.watch.stop()
         stats = next((x for x in lines if x["kind"] == "stats"), {})
         return {"stats": stats, "events": sum(1 for x in lines if x["kind"] == "packet"),
                 "flows": sum(1 for x in lines if x["kind"] == "flow"),
@@ -270,7 +271,7 @@ def memory(pair: VethPair, sizes: Sizes, tmp: Path) -> dict:
     user space keeps up with (so that every flow is seen)."""
     tool = Pktfate(WATCHED, "--sample-after", "0")
     tool.start(pair, tmp)
-    at_ready = _status_kb(tool.proc.pid)
+    at_ready = _status_kb(tool.watch.pid)
     pair.flood(WATCHED, 8_000, max(sizes.seconds, sizes.flows / 8_000), sizes.flows)
     time.sleep(0.3)
     return {"ready": at_ready, "end": tool.stop()}

@@ -53,6 +53,6 @@ def as_nobody():
             path.chmod(0o755 if path.is_dir() else 0o644)
         interpreter = os.path.realpath(sys.executable)  # the venv's base, world-readable
         yield [*NOBODY, "env", f"PYTHONPATH={target}", "PYTHONDONTWRITEBYTECODE=1",
-               interpreter, "-s", "-m", "tracer"]
+               interpreter, "-s", "-m", "pktfate"]
     finally:
         shutil.rmtree(target, ignore_errors=True)

@@ -4,14 +4,11 @@ carry it into the BPF C. This is the only place the C's settings are made."""
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .kernel import TRACEPOINTS, KernelInfo
+from .kernel.discovery import TRACEPOINTS, KernelInfo
 
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
-BPF_MAIN = BPF_DIR / "pktfate.c"
 PROTOCOLS = ("tcp", "udp", "icmp")
 
 
@@ -68,30 +65,6 @@ class WatchConfig:
         rst = kernel.tracepoints.get("tcp/tcp_send_reset", frozenset())
         defines["PF_RST_HAS_REASON"] = int("reason" in rst)
         defines.update(kernel.offsets)
-        flags = [f"-I{BPF_DIR}", "-Wno-ignored-attributes", "-Wno-unused-function"]
+        flags = ["-Wno-ignored-attributes", "-Wno-unused-function"]
         flags += [f"-D{name}={value}" for name, value in sorted(defines.items())]
         return flags
-
-
-_INCLUDE_RE = re.compile(r'^#include "([A-Za-z0-9_.]+)"\s*$', re.M)
-
-
-def render_source(main: Path = BPF_MAIN) -> str:
-    """bpf/pktfate.c with its local includes spliced in, each file once.
-
-    bcc builds tracepoint argument structs only for probes it finds in the main
-    text, so the hooks cannot stay in separately included files when compiled.
-    """
-    seen: set[str] = set()
-
-    def expand(path: Path) -> str:
-        def splice(match: re.Match) -> str:
-            name = match.group(1)
-            if name in seen:
-                return f"/* {name}: already included */"
-            seen.add(name)
-            return f"/* ---- {name} ---- */\n" + expand(path.parent / name)
-
-        return _INCLUDE_RE.sub(splice, path.read_text())
-
-    return expand(main)

@@ -4,22 +4,18 @@ pass or fail; names carry a per-run prefix."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from tracer.lab import Lab
+from pktfate.lab.namespaces import Lab
+from pktfate.lab.runner import WatchProcess, pktfate_argv
 
 pytestmark = pytest.mark.integration
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(items):
     if os.geteuid() == 0:
         return
     skip = pytest.mark.skip(reason="integration tests load BPF programs: run them as root")
@@ -39,55 +35,22 @@ def lab():
         lab.down()
 
 
-class Watch:
-    """`pktfate watch --json` in a lab namespace, started and stopped for real."""
-
-    def __init__(self, lab: Lab, host: str, args: list[str], tmp: Path):
-        self.lab, self.host, self.args = lab, host, args
-        self.ready = tmp / f"ready-{host}-{time.monotonic_ns()}"
-        self.proc: subprocess.Popen | None = None
-        self.stdout = self.stderr = ""
-
-    def start(self) -> Watch:
-        argv = [sys.executable, "-m", "tracer", "watch", "--json",
-                "--ready-file", str(self.ready), *self.args]
-        self.proc = subprocess.Popen(self.lab.exec_argv(self.host, argv), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 90
-        while not self.ready.exists():
-            if self.proc.poll() is not None:
-                out, err = self.proc.communicate()
-                raise AssertionError(f"watch ended before it was ready: {err}")
-            if time.monotonic() > deadline:
-                raise AssertionError("watch was not ready within 90 s")
-            time.sleep(0.05)
-        return self
-
-    def stop(self, sig: int = signal.SIGINT) -> list[dict]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        self.stdout, self.stderr = self.proc.communicate(timeout=120)
-        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate(timeout=30)
-
-
 @pytest.fixture
 def watch(lab, tmp_path):
-    started: list[Watch] = []
+    """Start `pktfate watch --json ARGS` on a lab host and wait until it is ready;
+    every watch a test started is killed (if still running) and cleaned up after."""
+    started: list[WatchProcess] = []
 
-    def start(*args: str, host: str = "server") -> Watch:
-        w = Watch(lab, host, list(args), tmp_path).start()
+    def start(*args: str, host: str = "server", json_out: bool = True) -> WatchProcess:
+        w = WatchProcess(list(args), prefix=lab.exec_argv(host, []), workdir=tmp_path,
+                         json_out=json_out)
         started.append(w)
-        return w
+        return w.start()
 
     yield start
     for w in started:
         w.kill()
-    subprocess.run([sys.executable, "-m", "tracer", "cleanup"], capture_output=True)
+    subprocess.run(pktfate_argv("cleanup"), capture_output=True)
 
 
 def matching(lines: list[dict], **want) -> list[dict]:

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tracer.scenarios import SCENARIOS
-from tracer.watch import run_explain
+from pktfate.lab.scenarios import SCENARIOS
+from pktfate.watch import run_explain
 
 from .conftest import diagnosis
 
@@ -30,11 +30,11 @@ def test_top_finding_names_the_scenarios_cause(lab, watch, name):
         assert causes == ["healthy"]
 
     replayed = io.StringIO()
-    run_explain(w.stdout.splitlines(), replayed, json_out=True)
+    run_explain(io.BytesIO(w.text.encode()), replayed, json_out=True)
     assert json.loads(replayed.getvalue().splitlines()[-1])["findings"] == findings
 
     human = io.StringIO()
-    run_explain(w.stdout.splitlines(), human, json_out=False)
+    run_explain(io.BytesIO(w.text.encode()), human, json_out=False)
     report = human.getvalue().splitlines()
     assert max(map(len, report)) < 100
     assert report[report.index("DIAGNOSIS") + 1].startswith(f"1. [{scenario.expect}]")

@@ -5,16 +5,14 @@ counter), says what it sampled or lost, and still gets the diagnosis right.
 Whatever rate the machine reaches is reported, not asserted: rate targets are
 the bench's, as ratios within one run (docs/BENCHMARKS.md)."""
 
-import json
 import os
-import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tracer.flood import VethPair
+from bench.flood import VethPair
+from pktfate.lab.runner import WatchProcess
 
 pytestmark = pytest.mark.integration
 FLOOD_SECONDS = 10
@@ -34,22 +32,9 @@ def pairs():
         other.down()
 
 
-def _start_watch(pair: VethPair, tmp_path, *args: str) -> subprocess.Popen:
-    """The watch writes to a file: a pipe nobody reads during the flood would hold
-    it up, which is not what is measured here."""
-    ready = tmp_path / f"ready-{time.monotonic_ns()}"
-    argv = [sys.executable, "-m", "tracer", "watch", "--port", "9", "--json",
-            "--ready-file", str(ready), *args]
-    output = open(tmp_path / "watch.jsonl", "w")  # noqa: SIM115 (the process holds it)
-    proc = subprocess.Popen(pair.exec_argv(pair.b, argv), stdout=output,
-                            stderr=subprocess.PIPE, text=True)
-    output.close()
-    deadline = time.monotonic() + 90
-    while not ready.exists():
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, "watch not ready in 90 s"
-        time.sleep(0.05)
-    return proc
+def _start_watch(pair: VethPair, tmp_path, *args: str) -> WatchProcess:
+    return WatchProcess(["--port", "9", *args], prefix=pair.exec_argv(pair.b, []),
+                        workdir=tmp_path).start()
 
 
 def _rss_kb(pid: int) -> int:
@@ -65,9 +50,9 @@ def _rss_kb(pid: int) -> int:
 
 def test_flood_counts_stay_exact_and_pktfate_responsive(pairs, tmp_path, record_property):
     watched, other = pairs
-    proc = _start_watch(watched, tmp_path)
+    watch = _start_watch(watched, tmp_path)
     try:
-        at_ready = _rss_kb(proc.pid)
+        at_ready = _rss_kb(watch.pid)
         before = watched.udp_no_ports()
         # Two senders to the watched port (one per CPU), and a steady flood in the
         # other namespace that the kernel must turn away before it costs anything.
@@ -77,21 +62,17 @@ def test_flood_counts_stay_exact_and_pktfate_responsive(pairs, tmp_path, record_
             other.flood_argv(9, 100_000, FLOOD_SECONDS))]
         peak = 0
         while any(f.poll() is None for f in floods):
-            peak = max(peak, _rss_kb(proc.pid))
+            peak = max(peak, _rss_kb(watch.pid))
             time.sleep(0.2)
         dropped = watched.udp_no_ports() - before
         record_property("report", f"flood reached {dropped / FLOOD_SECONDS:,.0f} drops/s "
                                   f"({dropped:,} in {FLOOD_SECONDS} s) on this machine")
         assert dropped > 0
         time.sleep(0.5)  # the last events drained
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        lines = watch.stop(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
-    lines = [json.loads(line) for line in (tmp_path / "watch.jsonl").read_text().splitlines()]
+        watch.kill()
+    assert watch.returncode == 0, watch.stderr
     stats = next(line for line in lines if line["kind"] == "stats")
     counted = sum(e["count"] for e in stats["kernel_counts"]
                   if e["hook"] == "drop" and e["reason"] == "NO_SOCKET" and e["proto"] == "udp"
@@ -113,24 +94,22 @@ def test_ctrl_c_under_flood_ends_after_one_bounded_drain(pairs, tmp_path):
     """Stopping costs a bounded amount of work however fast events come: after the
     signal, one drain of DRAIN_BUDGET events at most, then detach. (Counted, not
     timed: timings on these machines are noisy.)"""
-    from tracer.loader import DRAIN_BUDGET
+    from pktfate.attach.tracer import DRAIN_BUDGET
 
     watched, _ = pairs
-    proc = _start_watch(watched, tmp_path, "--sample-after", "0")  # every event: the worst
+    watch = _start_watch(watched, tmp_path, "--sample-after", "0")  # every event: the worst
     flood = subprocess.Popen(watched.flood_argv(9, 0, 30), stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(3)
         assert flood.poll() is None
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
+        lines = watch.stop(timeout=60)
         assert flood.poll() is None, "the flood ended before the watch did"
     finally:
-        for p in (proc, flood):
-            if p.poll() is None:
-                p.kill()
-            p.communicate()
-    assert proc.returncode == 0
-    lines = [json.loads(line) for line in (tmp_path / "watch.jsonl").read_text().splitlines()]
+        watch.kill()
+        if flood.poll() is None:
+            flood.kill()
+        flood.communicate()
+    assert watch.returncode == 0, watch.stderr
     stats = next(line for line in lines if line["kind"] == "stats")
     assert 0 < stats["stopping_events"] <= DRAIN_BUDGET  # the flood was still coming
     links = subprocess.run(watched.exec_argv(watched.b, ["ip", "-d", "link"]),

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from tracer.scenarios import ADDRESSES
+from pktfate.lab.scenarios import ADDRESSES
 
 from ..bad_values import BAD_VALUES
 from .conftest import matching, pktfate_attachments
 
 pytestmark = pytest.mark.integration
-PKTFATE = [sys.executable, "-m", "tracer"]
+PKTFATE = [sys.executable, "-m", "pktfate"]
 
 
 @pytest.fixture
@@ -29,12 +29,12 @@ def test_signal_detaches_everything(healthy_lab, watch, sig):
     shown = pktfate_attachments(healthy_lab)
     assert "xdp" in shown and "pktfate-" in shown  # attached while running
     lines = w.stop(sig)
-    assert w.proc.returncode == 0
+    assert w.returncode == 0
     assert lines[-1]["kind"] == "diagnosis"
     assert pktfate_attachments(healthy_lab) == ""
 
 
-def test_duration_ends_and_detaches(healthy_lab, tmp_path):
+def test_duration_ends_and_detaches(healthy_lab):
     proc = subprocess.run(healthy_lab.exec_argv("server", PKTFATE + [
         "watch", "--port", "80", "--duration", "1", "--json"]), capture_output=True, text=True,
         timeout=120)
@@ -45,8 +45,7 @@ def test_duration_ends_and_detaches(healthy_lab, tmp_path):
 
 def test_sigkill_then_cleanup(healthy_lab, watch):
     w = watch("--port", "80")
-    w.proc.kill()
-    w.proc.communicate(timeout=30)
+    w.kill()
     assert "pktfate-" in pktfate_attachments(healthy_lab)  # a killed run leaves them
     # The next run warns about the leftovers before anything is cleaned.
     warned = subprocess.run(healthy_lab.exec_argv("server", PKTFATE + [
@@ -208,7 +207,8 @@ def test_without_btf_it_goes_on_with_xdp_and_tc(healthy_lab, tmp_path):
     assert pktfate_attachments(healthy_lab) == ""
 
 
-def test_all_netns_widens_the_kernel_filter(healthy_lab, watch, noise_netns):
+@pytest.mark.usefixtures("healthy_lab")
+def test_all_netns_widens_the_kernel_filter(watch, noise_netns):
     w = watch("--port", "9", "--all-netns", "--no-xdp", "--no-tc")
     assert udp_flood(noise_netns, "127.0.0.1", 9, 50) == 50
     lines = w.stop()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tracer.scenarios import ADDRESSES
+from pktfate.lab.scenarios import ADDRESSES
 
 from .conftest import matching
 
@@ -17,7 +17,7 @@ SERVER, ROUTER = ADDRESSES["server_ip"], ADDRESSES["router_client_ip"]
 
 
 def probe(lab, *args: str, json_out: bool = True) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "tracer", "probe", SERVER, *args]
+    argv = [sys.executable, "-m", "pktfate", "probe", SERVER, *args]
     if json_out:
         argv.append("--json")
     return subprocess.run(lab.exec_argv("client", argv), capture_output=True, text=True,

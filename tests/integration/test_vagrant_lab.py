@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer.scenarios import ADDRESSES
+from pktfate.lab.scenarios import ADDRESSES
 
 from .conftest import diagnosis
 

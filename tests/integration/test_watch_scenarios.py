@@ -2,7 +2,7 @@
 
 import pytest
 
-from tracer.scenarios import ADDRESSES
+from pktfate.lab.scenarios import ADDRESSES
 
 from .conftest import diagnosis, matching
 
@@ -116,32 +116,14 @@ def test_router_sees_packets_forwarded(lab, watch):
     assert "xdp eth-c" in arrived and "xdp eth-s" in arrived
 
 
-def test_human_output_fits_100_columns(lab):
-    import subprocess
-    import sys
-
+def test_human_output_fits_100_columns(lab, watch):
     lab.up("checksum")
-    ready = f"/run/pktfate/{lab.prefix}-human.ready"
-    proc = subprocess.Popen(lab.exec_argv("server", [
-        sys.executable, "-m", "tracer", "watch", "--port", "80", "--ready-file", ready]),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        import os
-        import time
-
-        deadline = time.monotonic() + 90
-        while not os.path.exists(ready):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        ping(lab, 2)
-        curl(lab, timeout=2)
-        proc.send_signal(2)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    lines = out.splitlines()
+    w = watch("--port", "80", json_out=False)
+    ping(lab, 2)
+    curl(lab, timeout=2)
+    w.stop()
+    assert w.returncode == 0, w.stderr
+    lines = w.text.splitlines()
     assert max(len(line) for line in lines) < 100
     assert "DIAGNOSIS" in lines
     assert lines[lines.index("DIAGNOSIS") + 1].startswith("1. [tcp-bad-checksum]")
@@ -154,10 +136,12 @@ def test_reasons_come_from_the_running_kernel():
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "tracer", "reasons", "--json"],
+    proc = subprocess.run([sys.executable, "-m", "pktfate", "reasons", "--json"],
                           capture_output=True, text=True, check=True)
     listed = {r["name"]: r["code"] for r in map(json.loads, proc.stdout.splitlines())}
-    fmt = open("/sys/kernel/tracing/events/skb/kfree_skb/format").read()
+    from pathlib import Path
+
+    fmt = Path("/sys/kernel/tracing/events/skb/kfree_skb/format").read_text()
     from_tracefs = {name: int(code) for code, name in
                     re.findall(r'\{ (\d+), "([A-Z0-9_]+)" \}', fmt)}
     for name, code in from_tracefs.items():
@@ -174,7 +158,7 @@ def test_explain_on_a_recording_matches_the_live_run(lab, watch, as_nobody):
     curl(lab, timeout=2)
     lines = w.stop()
     # No root needed to explain: run it as nobody, the recording on its stdin.
-    proc = subprocess.run([*as_nobody, "explain", "--json", "-"], input=w.stdout,
+    proc = subprocess.run([*as_nobody, "explain", "--json", "-"], input=w.text,
                           capture_output=True, text=True, cwd="/")
     assert proc.returncode == 0, proc.stderr
     replayed = json.loads(proc.stdout.splitlines()[-1])["findings"]

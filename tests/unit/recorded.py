@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tracer.correlate import Correlator
-from tracer.decode import PacketEvent
-from tracer.explain import Evidence, diagnose
+from pktfate.correlate.correlator import Correlator
+from pktfate.decode.events import PacketEvent
+from pktfate.diagnosis.diagnose import diagnose
+from pktfate.diagnosis.evidence import Evidence
 
 CLIENT, SERVER = "10.0.1.2", "10.0.2.2"
 _BASE = PacketEvent(ts=1000.0, hook="xdp", iface="eth0", netns=1, family=4, proto="tcp",

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 
-from tracer.btf import BTF, BTFError
+from pktfate.kernel.btf import BTF, BTFError
 
 
 def _blob() -> bytes:

@@ -2,8 +2,8 @@
 
 import struct
 
-from tracer.decode import check_l4_checksum, ones_sum, pseudo_header_sum
-from tracer.forwarder import forward_ipv4, ip_header_checksum
+from pktfate.decode.checksum import check_l4_checksum, ones_sum, pseudo_header_sum
+from pktfate.lab.forwarder import forward_ipv4, ip_header_checksum
 
 SRC, DST = "10.0.1.2", "10.0.2.2"
 

@@ -6,13 +6,13 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from tracer.cli import cli
+from pktfate.cli import cli
 
 from ..bad_values import BAD_VALUES, cli_params
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tracer", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pktfate", *args], capture_output=True,
                           text=True)
 
 
@@ -35,7 +35,7 @@ def test_bad_value_is_one_line_and_status_2(bad):
     _one_line_error(_run(*bad.args), bad.words)
 
 
-@pytest.mark.parametrize("args, words", [
+@pytest.mark.parametrize(("args", "words"), [
     (("watch", "--port", "70000"), "70000 is not a port"),
     (("watch", "--port", "http"), "is not a port number"),
     (("watch", "--ready-file", "/"), "is a directory"),

@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from tracer.config import WatchConfig, render_source
-from tracer.kernel import BTF_FIELDS, KernelInfo
+from pktfate.attach.source import render_source
+from pktfate.config import WatchConfig
+from pktfate.kernel.discovery import BTF_FIELDS, KernelInfo
 
 
 def _kernel(**tracepoints) -> KernelInfo:

@@ -3,7 +3,7 @@
 import io
 import json
 
-from tracer.watch import run_explain
+from pktfate.watch import run_explain
 
 from .recorded import CLIENT, SERVER, Recorder
 
@@ -126,7 +126,7 @@ def test_explain_replays_a_recording():
 
 import pytest  # noqa: E402
 
-from tracer.explain import SIMPLE_CAUSES  # noqa: E402
+from pktfate.diagnosis.rules import SIMPLE_CAUSES  # noqa: E402
 
 
 @pytest.mark.parametrize("reason", sorted(SIMPLE_CAUSES))
@@ -173,7 +173,7 @@ def test_listen_drops_alone_are_not_an_overflow():
                                      rec.findings(counters={"TcpExtListenDrops": 2})]
 
 
-@pytest.mark.parametrize("func, cause", [("do_xdp_generic", "xdp-drop"),
+@pytest.mark.parametrize(("func", "cause"), [("do_xdp_generic", "xdp-drop"),
                                          ("nf_hook_slow", "firewall-drop"),
                                          ("sch_handle_ingress", "tc-drop")])
 def test_unnamed_drops_are_named_by_their_place(func, cause):
@@ -188,8 +188,9 @@ def test_unnamed_drops_are_named_by_their_place(func, cause):
 
 
 def test_healthy_on_a_router_speaks_of_forwarding():
-    from tracer.correlate import Correlator
-    from tracer.explain import Evidence, diagnose
+    from pktfate.correlate.correlator import Correlator
+    from pktfate.diagnosis.diagnose import diagnose
+    from pktfate.diagnosis.evidence import Evidence
 
     rec = Recorder()
     for i in range(2):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer.decode import (
+from pktfate.decode.raw import (
     HOOKS,
     SNAP_LEN,
     STAT_AGG_FULL,
@@ -40,7 +40,7 @@ def _c_layout(tmp_path: Path, struct: str, mirror) -> dict[str, int]:
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
-@pytest.mark.parametrize("struct,mirror", [("pf_event", RawEvent), ("pf_agg_key", RawAggKey)])
+@pytest.mark.parametrize(("struct", "mirror"), [("pf_event", RawEvent), ("pf_agg_key", RawAggKey)])
 def test_mirror_matches_header(tmp_path, struct, mirror):
     layout = _c_layout(tmp_path, struct, mirror)
     assert layout.pop("sizeof") == ctypes.sizeof(mirror)

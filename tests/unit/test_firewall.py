@@ -1,6 +1,6 @@
 """Naming the firewall rule from counters that moved."""
 
-from tracer.firewall import (
+from pktfate.host.firewall import (
     delete_command,
     moved_verdict_rules,
     parse_iptables_save,

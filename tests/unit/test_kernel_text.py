@@ -1,7 +1,7 @@
 """Parsing what the kernel says about itself: tracepoint formats, SNMP counters."""
 
-from tracer.counters import delta, parse_snmp
-from tracer.kernel import parse_format_fields, parse_print_symbolic, strip_enum_prefix
+from pktfate.host.counters import delta, parse_snmp
+from pktfate.kernel.discovery import parse_format_fields, parse_print_symbolic, strip_enum_prefix
 
 FORMAT = """name: kfree_skb
 format:

@@ -7,11 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from tracer.correlate import Correlator
-from tracer.decode import ones_sum, pseudo_header_sum, quoted_packet
-from tracer.explain import Evidence, diagnose
-from tracer.origin import answered_by, hop_of, initial_ttl, usual_hop
-from tracer.probe import (
+from pktfate.correlate.correlator import Correlator
+from pktfate.decode.checksum import ones_sum, pseudo_header_sum
+from pktfate.decode.events import quoted_packet
+from pktfate.diagnosis.diagnose import diagnose
+from pktfate.diagnosis.evidence import Evidence
+from pktfate.diagnosis.origin import answered_by, hop_of, initial_ttl, usual_hop
+from pktfate.probe.plan import (
     FULL_TTL,
     Matcher,
     Probe,
@@ -31,7 +33,7 @@ CLIENT, ROUTER, SERVER = "10.0.1.2", "10.0.1.1", "10.0.2.2"
 ECHO_ID = 4242
 
 
-@pytest.mark.parametrize("ttl,initial,hop", [(64, 64, 1), (63, 64, 2), (61, 64, 4),
+@pytest.mark.parametrize(("ttl", "initial", "hop"), [(64, 64, 1), (63, 64, 2), (61, 64, 4),
                                               (128, 128, 1), (117, 128, 12), (255, 255, 1),
                                               (250, 255, 6), (30, 32, 3), (65, 128, 64)])
 def test_initial_ttl_and_hop(ttl, initial, hop):
@@ -123,7 +125,7 @@ def test_results_trace_the_forged_rst_to_the_router():
     tracks, _ = _forged_lab()
     hops, what = target_hop(tracks, SERVER)
     assert (hops, what) == (2, "echo replies")
-    results = [result(t, SERVER, hops, what, []) for t in tracks]
+    results = [result(t, SERVER, hops, []) for t in tracks]
     conclude(results, SERVER, what)
     rst, web, dns, icmp = results
     assert rst["answer"] == "rst" and rst["answered_by"] == "path"
@@ -139,7 +141,7 @@ def test_results_trace_the_forged_rst_to_the_router():
 
 def test_without_the_targets_own_distance_the_origin_is_unknown():
     tracks, _ = _forged_lab()
-    rst = result(tracks[0], SERVER, None, "", [])
+    rst = result(tracks[0], SERVER, None, [])
     assert rst["answered_by"] == "unknown" and rst["target_hops"] is None
 
 
@@ -173,7 +175,7 @@ def test_probes_blocked_here_are_not_sent_again():
                     for ttl in (1, 2, FULL_TTL)]
     assert track.plan_round(30, set()) == []
     rule = "iptables -t filter -A OUTPUT -p udp -m udp --dport 53 -j DROP"
-    r = result(track, SERVER, 2, "echo replies", [{"rule": rule}])
+    r = result(track, SERVER, 2, [{"rule": rule}])
     conclude([r], SERVER, "echo replies")
     assert r["blocked_here"] == {"error": "Operation not permitted", "drop_reason": None,
                                  "rules": [rule]}

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tracer.recording import MAX_LINE_BYTES
+from pktfate.decode.recording import MAX_LINE_BYTES
 
 from .recorded import SERVER, Recorder
 
@@ -30,7 +30,7 @@ def _good_lines() -> list[str]:
 def _explain(data: bytes, tmp_path) -> subprocess.CompletedProcess:
     path = tmp_path / "run.jsonl"
     path.write_bytes(data)
-    return subprocess.run([sys.executable, "-m", "tracer", "explain", "--json", str(path)],
+    return subprocess.run([sys.executable, "-m", "pktfate", "explain", "--json", str(path)],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -72,12 +72,12 @@ def _huge_line(_lines) -> bytes:
 
 
 BAD_RECORDINGS = {
-    "binary": (lambda lines: bytes(range(256)) * 40, "is not text"),
+    "binary": (lambda _lines: bytes(range(256)) * 40, "is not text"),
     "utf-16": (lambda lines: "\n".join(lines).encode("utf-16"), "is not text"),
-    "empty": (lambda lines: b"", "no 'start' line"),
+    "empty": (lambda _lines: b"", "no 'start' line"),
     "truncated mid-line": (_cut_in_the_middle, "cut short"),
     "huge line": (_huge_line, "longer than"),
-    "JSON but not objects": (lambda lines: b"[1, 2]\n", "not an object"),
+    "JSON but not objects": (lambda _lines: b"[1, 2]\n", "not an object"),
     "ts is a string": (lambda lines: _text(_with(lines, 1, ts="yesterday")),
                        "ts should be"),
     "ports is not a list": (lambda lines: _text(_with(lines, 0, ports=80)),

@@ -10,18 +10,18 @@ lab starts is recorded by PID and ended by PID.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import PktfateError
+from ..errors import PktfateError
 from .scenarios import ADDRESSES, HOSTS, INTERFACES, SCENARIOS, Scenario
 
 STATE_DIR = Path("/run/pktfate")
@@ -175,7 +175,7 @@ class Lab:
             a, names = ADDRESSES, self.interfaces
             server_mac = STALE_SERVER_MAC if mode == "userspace-stale-arp" else \
                 self.neighbour_mac("server")
-            argv = [sys.executable, "-m", "tracer.forwarder",
+            argv = [sys.executable, "-m", "pktfate.lab.forwarder",
                     "--link", f"{names['router_client_if']},{a['client_net']},"
                               f"{self.neighbour_mac('client')}",
                     "--link", f"{names['router_server_if']},{a['server_net']},{server_mac}",
@@ -183,16 +183,16 @@ class Lab:
             if mode == "userspace-stale-ip":
                 argv.append("--stale-ip-checksum")
             self.spawn("router", ["env", f"PYTHONPATH={PROJECT_ROOT}", *argv])
-            _wait(lambda: ready.exists(), "the user-space forwarder to start")
+            wait_for(lambda: ready.exists(), "the user-space forwarder to start")
 
     def _wait_for_services(self, scenario: Scenario) -> None:
         for host in self.hosts:
             for condition in self.commands(scenario, "ready", host):
-                _wait(lambda c=condition, h=host: self.sh(h, c, check=False).returncode == 0,
+                wait_for(lambda c=condition, h=host: self.sh(h, c, check=False).returncode == 0,
                       f"'{condition}' on {host}", timeout=60)
         if "server" in self.hosts and scenario.commands("services", "server"):
             port = scenario.listening_port
-            _wait(lambda: f":{port} " in self.sh("server", f"ss -Hltun 'sport = :{port}'",
+            wait_for(lambda: f":{port} " in self.sh("server", f"ss -Hltun 'sport = :{port}'",
                                                  check=False).stdout + " ",
                   f"the server to listen on :{port}")
 
@@ -207,10 +207,8 @@ class Lab:
         """End every process the lab started, by PID."""
         self._load()
         for pid in self.pids:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
         for pid in self.pids:
             _reap(pid)
         self.pids = []
@@ -249,70 +247,14 @@ def _reap(pid: int, timeout: float = 3.0) -> None:
         if done:
             return
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
-def _wait(condition, what: str, timeout: float = 10.0) -> None:
+def wait_for(condition, what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.05)
     raise PktfateError(f"lab: timed out waiting for {what}")
-
-
-def watch_argv(*args: str) -> list[str]:
-    """pktfate itself, run by the interpreter running now (the virtualenv's)."""
-    return [sys.executable, "-m", "tracer", *args]
-
-
-def _demo_probe(lab: Lab, scenario: Scenario, out) -> int:
-    """The scenario's `pktfate probe` from the client, if it has one."""
-    if not scenario.probe:
-        return 0
-    args = [ADDRESSES["server_ip"], *scenario.probe_args()]
-    out.write(f"\nclient$ pktfate probe {' '.join(args)}\n")
-    out.flush()
-    return subprocess.run(lab.exec_argv("client", watch_argv("probe", *args)), stdout=out,
-                          stderr=out, timeout=120).returncode
-
-
-def run_demo(scenario: str, prefix: str = "pfl", duration: float = 8.0, keep: bool = False,
-             out=sys.stdout) -> int:
-    """Build the lab with `scenario`, watch port 80 on the server while the client
-    pings and curls it, print the diagnosis."""
-    lab = Lab(prefix).up(scenario)
-    ready = STATE_DIR / f"lab-{prefix}-watch.ready"
-    ready.unlink(missing_ok=True)
-    try:
-        intro = f"lab: scenario {scenario}: {SCENARIOS[scenario].summary}"
-        out.write(textwrap.fill(intro, 99, subsequent_indent="  ") + "\n")
-        port, host = SCENARIOS[scenario].port, SCENARIOS[scenario].watch_host
-        out.write(f"{host}$ pktfate watch --port {port} --duration {duration:g}\n")
-        out.flush()
-        watcher = subprocess.Popen(
-            lab.exec_argv(host, watch_argv("watch", "--port", port,
-                                               "--duration", str(duration),
-                                               "--ready-file", str(ready))),
-            stdout=out, stderr=out)
-        try:
-            _wait(lambda: ready.exists() or watcher.poll() is not None, "pktfate to attach", 60)
-            for command in SCENARIOS[scenario].commands("traffic", "client"):
-                proc = lab.sh("client", command, check=False)
-                result = (proc.stdout + proc.stderr).strip().splitlines()
-                out.write(f"client$ {command}\n")
-                for line in result[-3:]:
-                    out.write(f"  {line}\n")
-                out.flush()
-            code = watcher.wait(timeout=duration + 60)
-        finally:
-            if watcher.poll() is None:
-                watcher.send_signal(signal.SIGINT)
-                watcher.wait(timeout=30)
-        return code or _demo_probe(lab, SCENARIOS[scenario], out)
-    finally:
-        if not keep:
-            lab.down()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
-from .decode import PacketEvent
+from ..decode.events import PacketEvent
 
 ARRIVAL_HOOKS = ("xdp", "tc-ingress")
 MAX_OPEN_PACKETS = 8192  # packets still waiting for a fate; the oldest give way
@@ -253,7 +253,7 @@ class Correlator:
         if ev.checksum:
             flow.checksums[ev.checksum] += 1
         if rec.direction == "in":
-            self._answer(ev, flow)  # an answer to what this host sent (a client's SYN)
+            self._answer(ev)  # an answer to what this host sent (a client's SYN)
 
     def _on_tc_egress(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
         if rec.direction == "through" and any(h in ARRIVAL_HOOKS for h in rec.hooks):
@@ -264,9 +264,9 @@ class Correlator:
         if rec.direction != "out":
             return
         self._settle(rec, flow, "sent")
-        self._answer(ev, flow)
+        self._answer(ev)
 
-    def _answer(self, ev: PacketEvent, flow: Flow) -> None:
+    def _answer(self, ev: PacketEvent) -> None:
         """An outgoing packet may settle the fate of the incoming one it answers."""
         flags = ev.tcp_flags or ""
         if ev.proto == "tcp" and "S" in flags and "A" in flags:
@@ -322,11 +322,11 @@ class Correlator:
             flow.drop_ifaces[ev.iface] += 1
         self._settle(rec, flow, "dropped", reason=ev.reason, location=ev.location)
 
-    def _on_tcp_bad_csum(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
+    def _on_tcp_bad_csum(self, rec: PacketRecord, flow: Flow, _ev: PacketEvent) -> None:
         rec.bad_csum = True
         flow.bad_csum += 1
 
-    def _on_rst_sent(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
+    def _on_rst_sent(self, rec: PacketRecord, flow: Flow, _ev: PacketEvent) -> None:
         flow.kernel_resets += 1
         if rec.direction == "in":
             self._settle(rec, flow, "reset", answer="RST")

@@ -1,96 +1,16 @@
-"""Turn the kernel's raw events into readable, JSON-ready packet events.
-
-RawEvent mirrors struct pf_event in bpf/event.h field by field;
-tests/unit/test_event_layout.py compiles the header and checks both agree.
-"""
+"""Turn the kernel's raw events (decode.raw) into typed, JSON-ready packet events."""
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import struct
 from dataclasses import dataclass
 from typing import Callable
 
-SNAP_LEN = 64
-STAT_LOST = 16  # bpf/filter.h PF_STAT_LOST
-STAT_SAMPLED = 32  # bpf/filter.h PF_STAT_SAMPLED
-STAT_AGG_FULL = 48  # bpf/filter.h PF_STAT_AGG_FULL
-STAT_SLOTS = 64  # bpf/filter.h PF_STAT_SLOTS
+from .checksum import check_l4_checksum
+from .raw import HOOKS, PROTOCOLS, TCP_FLAG_LETTERS, TCP_STATES, Hook, RawAggKey, RawEvent
 
-# enum pf_hook in bpf/event.h -> the name used in output and JSON.
-HOOKS = {
-    1: "xdp",
-    2: "tc-ingress",
-    3: "tc-egress",
-    4: "drop",
-    5: "tcp-bad-csum",
-    6: "rst-sent",
-    7: "icmp-error-sent",
-    8: "tcp-state",
-}
-HOOK_IDS = {name: num for num, name in HOOKS.items()}
-
-PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
-TCP_FLAG_LETTERS = (("S", 0x02), ("F", 0x01), ("R", 0x04), ("P", 0x08), ("A", 0x10), ("U", 0x20))
-# include/net/tcp_states.h: the numbers are part of the tracepoint's ABI.
-TCP_STATES = {
-    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
-    6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
-    11: "CLOSING", 12: "NEW_SYN_RECV",
-}
-
-
-class RawEvent(ctypes.Structure):
-    _fields_ = [
-        ("ts_ns", ctypes.c_uint64),
-        ("skb", ctypes.c_uint64),
-        ("location", ctypes.c_uint64),
-        ("saddr", ctypes.c_uint32 * 4),
-        ("daddr", ctypes.c_uint32 * 4),
-        ("netns", ctypes.c_uint32),
-        ("ifindex", ctypes.c_uint32),
-        ("reason", ctypes.c_uint32),
-        ("seq", ctypes.c_uint32),
-        ("ack_seq", ctypes.c_uint32),
-        ("pkt_len", ctypes.c_uint32),
-        ("sport", ctypes.c_uint16),
-        ("dport", ctypes.c_uint16),
-        ("ip_id", ctypes.c_uint16),
-        ("l4_csum", ctypes.c_uint16),
-        ("l4_len", ctypes.c_uint16),
-        ("snap_len", ctypes.c_uint16),
-        ("hook", ctypes.c_uint8),
-        ("family", ctypes.c_uint8),
-        ("proto", ctypes.c_uint8),
-        ("tcp_flags", ctypes.c_uint8),
-        ("ttl", ctypes.c_uint8),
-        ("icmp_type", ctypes.c_uint8),
-        ("icmp_code", ctypes.c_uint8),
-        ("state_old", ctypes.c_uint8),
-        ("state_new", ctypes.c_uint8),
-        ("watched_port", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 2),
-        ("snap", ctypes.c_uint8 * SNAP_LEN),
-    ]
-
-
-class RawAggKey(ctypes.Structure):
-    """struct pf_agg_key in bpf/filter.h."""
-
-    _fields_ = [
-        ("saddr", ctypes.c_uint32 * 4),
-        ("daddr", ctypes.c_uint32 * 4),
-        ("reason", ctypes.c_uint32),
-        ("sport", ctypes.c_uint16),
-        ("dport", ctypes.c_uint16),
-        ("hook", ctypes.c_uint8),
-        ("family", ctypes.c_uint8),
-        ("proto", ctypes.c_uint8),
-        ("tcp_flags", ctypes.c_uint8),
-        ("icmp_type", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 3),
-    ]
+_ARRIVALS = frozenset({int(Hook.XDP), int(Hook.TC_INGRESS)})
 
 
 def tcp_flags_text(flags: int) -> str:
@@ -102,57 +22,6 @@ def _address(words, family: int) -> str:
     if family == 4:
         return str(ipaddress.IPv4Address(raw[:4]))
     return str(ipaddress.IPv6Address(raw))
-
-
-# ---------------------------------------------------------------- checksums
-
-
-def ones_sum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
-def pseudo_header_sum(src: str, dst: str, proto: int, l4_len: int) -> int:
-    """Folded one's-complement sum of the TCP/UDP pseudo-header. A sender that
-    leaves the checksum to its NIC puts exactly this value in the field."""
-    s, d = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
-    if len(s) == 4:
-        pseudo = s + d + struct.pack("!BBH", 0, proto, l4_len)
-    else:
-        pseudo = s + d + struct.pack("!IxxxB", l4_len, proto)
-    return ones_sum(pseudo)
-
-
-@dataclass(frozen=True)
-class ChecksumCheck:
-    """pktfate's own look at a TCP/UDP checksum as the packet arrived."""
-
-    field: int  # the value in the header
-    verdict: str  # "good", "bad", "pseudo-header-only" or "unchecked"
-
-
-def check_l4_checksum(src: str, dst: str, proto: int, l4_len: int, csum: int,
-                      segment: bytes) -> ChecksumCheck:
-    """Verify when the whole segment was captured; recognise the offload signature
-    (field == pseudo-header sum) whatever the length."""
-    pseudo = pseudo_header_sum(src, dst, proto, l4_len)
-    if proto == 17 and csum == 0:
-        return ChecksumCheck(csum, "good")  # UDP over IPv4: no checksum
-    if csum == pseudo and len(segment) < l4_len:
-        return ChecksumCheck(csum, "pseudo-header-only")
-    if len(segment) < l4_len:
-        return ChecksumCheck(csum, "unchecked")
-    total = ones_sum(segment[:l4_len])
-    total += pseudo
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    if total == 0xFFFF:
-        return ChecksumCheck(csum, "good")
-    return ChecksumCheck(csum, "pseudo-header-only" if csum == pseudo else "bad")
 
 
 # ---------------------------------------------------------------- ICMP errors
@@ -320,7 +189,7 @@ class Decoder:
     @staticmethod
     def _checksum(raw: RawEvent, proto: str, src: str, dst: str) -> str | None:
         # Only arrivals carry the checksum as it came off the wire.
-        if raw.hook not in (1, 2) or proto not in ("tcp", "udp") or not raw.snap_len:
+        if raw.hook not in _ARRIVALS or proto not in ("tcp", "udp") or not raw.snap_len:
             return None
         segment = bytes(raw.snap[: raw.snap_len])
         return check_l4_checksum(src, dst, raw.proto, raw.l4_len, raw.l4_csum, segment).verdict

@@ -1,18 +1,15 @@
-"""From correlated evidence to a diagnosis: the cause, the evidence, the fix.
-
-Each rule is a small function that looks at the flows and counters of a watch
-and returns findings. They run at the end of `pktfate watch` and again, without
-root or kernel, in `pktfate explain` on a recorded --json output.
-"""
+"""The rules: each looks at the evidence of a watch and returns findings. They run
+at the end of `pktfate watch` and again, without root or kernel, in `pktfate
+explain` on a recorded --json output."""
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from .correlate import Flow, merge_flows
-from .firewall import delete_command
+from ..correlate.correlator import Flow
+from ..host.firewall import delete_command
+from .evidence import Evidence, Finding
 from .origin import forged_sentence, hop_of, ttl_story, usual_hop
 
 # Drops the kernel reports in normal operation (a socket closing with data still
@@ -43,112 +40,6 @@ SIMPLE_CAUSES: dict[str, tuple[str, str, str]] = {
                     "-j TCPMSS --clamp-mss-to-pmtu; compare MTUs with ip link"),
 }
 
-# Where the kernel frees a packet without naming a reason (NOT_SPECIFIED), the
-# function that freed it can still tell: kernels before the reason was added, and
-# paths that never got one (generic XDP in 6.x).
-LOCATION_REASONS = {"do_xdp_generic": "XDP", "sch_handle_ingress": "TC_INGRESS",
-                    "tcf_classify": "TC_INGRESS", "sch_handle_egress": "TC_EGRESS",
-                    "nf_hook_slow": "NETFILTER_DROP"}
-
-SEVERITY = {"forged-reset": 85, "forged-icmp-error": 85, "refused-on-path": 85,
-            "tcp-bad-checksum": 90, "udp-bad-checksum": 90, "ip-bad-checksum": 90,
-            "firewall-drop": 80, "firewall-reject": 80, "rp-filter": 80, "listen-overflow": 75,
-            "no-listener": 70, "no-route": 70, "never-arrived": 60, "unknown": 10}
-DEFAULT_SEVERITY = 65  # the causes the kernel names directly: observed, so above absences
-
-
-@dataclass
-class Finding:
-    cause: str
-    summary: str
-    flows: list[dict] = field(default_factory=list)
-    evidence: list[str] = field(default_factory=list)
-    fix: list[str] = field(default_factory=list)
-    confidence: str = "high"
-    count: int = 0  # packets the finding accounts for: ranks findings of one severity
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class Evidence:
-    flows: list[Flow]
-    counters: dict[str, int] = field(default_factory=dict)  # deltas during the watch
-    ports: tuple[int, ...] = ()
-    lost: int = 0
-    firewall: list[dict] = field(default_factory=list)  # rules whose counters moved
-    routes: dict[str, dict] = field(default_factory=dict)  # peer -> route back, rp_filter
-    offload: dict[str, bool | None] = field(default_factory=dict)  # iface -> tx csum offload
-    sampled: int = 0  # events the kernel counted but did not send (sampling)
-    kernel_counts: list[dict] = field(default_factory=list)  # the kernel's exact counts
-
-    def __post_init__(self) -> None:
-        # Rules reason about a peer and a service, not each connection apart.
-        self.connections = self.flows
-        self.flows = merge_flows(self.flows, self.ports)
-        by_pair: dict[tuple, list[dict]] = {}  # once, not a scan of every entry per flow
-        for entry in self.kernel_counts:
-            by_pair.setdefault((entry["proto"], frozenset((entry["src"], entry["dst"]))),
-                               []).append(entry)
-        for flow in self.flows:
-            exact_counts(flow, by_pair.get((flow.proto, frozenset((flow.local, flow.peer))), []))
-        self.inferred: dict[tuple[int, str], str] = {}  # (flow id, reason) -> function
-        for flow in self.flows:
-            self._name_unnamed_drops(flow)
-
-    def _name_unnamed_drops(self, flow: Flow) -> None:
-        for site, count in list(flow.drop_sites.items()):
-            reason, _, func = site.partition(" ")
-            if reason == "NOT_SPECIFIED" and func in LOCATION_REASONS:
-                named = LOCATION_REASONS[func]
-                flow.drops["NOT_SPECIFIED"] -= count
-                flow.drops[named] += count
-                self.inferred[(flow.id, named)] = func
-        flow.drops = +flow.drops  # drop zero counts
-
-    @property
-    def watched(self) -> list[Flow]:
-        return [f for f in self.flows if f.proto in ("tcp", "udp")]
-
-    def icmp_with(self, peer: str) -> Flow | None:
-        for flow in self.flows:
-            if flow.proto.startswith("icmp") and flow.peer == peer:
-                return flow
-        return None
-
-
-def _counts_for(flow: Flow, entry: dict) -> bool:
-    """Whether an entry of the kernel's counts between the flow's two hosts is about
-    this (merged) flow."""
-    if flow.proto not in ("tcp", "udp"):
-        return True
-    ports = {entry["sport"], entry["dport"]} - {None}
-    wanted = {flow.local_port, flow.peer_port} - {None}
-    return not wanted or bool(ports & wanted)
-
-
-def exact_counts(flow: Flow, kernel_counts: list[dict]) -> None:
-    """Raise the flow's event-based counts to the kernel's exact ones where events
-    were sampled or lost: drops per reason, arrivals, SYNs that arrived. `kernel_counts`
-    holds the entries of the flow's protocol between its two hosts."""
-    entries = [e for e in kernel_counts if _counts_for(flow, e)]
-    drops: Counter = Counter()
-    arrivals: Counter = Counter()
-    syns: Counter = Counter()
-    for e in entries:
-        if e["hook"] == "drop":
-            drops[e["reason"] or "UNKNOWN"] += e["count"]
-        elif e["hook"] in ("xdp", "tc-ingress") and e["dst"] == flow.local:
-            arrivals[e["hook"]] += e["count"]
-            syns[e["hook"]] += e["count"] if e["tcp_flags"] == "S" else 0
-    for reason, count in drops.items():
-        flow.drops[reason] = max(flow.drops.get(reason, 0), count)
-    first = "xdp" if arrivals.get("xdp") else "tc-ingress"
-    flow.packets_in = max(flow.packets_in, arrivals.get(first, 0))
-    flow.syn_in = max(flow.syn_in, syns.get(first, 0))
-
-
 Rule = Callable[[Evidence], list[Finding]]
 RULES: list[Rule] = []
 
@@ -165,7 +56,7 @@ def _port(flow: Flow) -> str:
     return f":{flow.local_port}" if flow.local_port is not None else ""
 
 
-def _flow_ref(flow: Flow, count: int) -> dict:
+def flow_ref(flow: Flow, count: int) -> dict:
     conns = len(flow.members)
     label = flow.label + (f" ({conns} connections)" if conns > 1 else "")
     return {"flow": flow.id, "flows": flow.members, "label": label, "count": count}
@@ -178,7 +69,7 @@ def _what(flow: Flow) -> str:
     return "UDP datagrams"
 
 
-def _arrivals(flow: Flow) -> str:
+def arrivals(flow: Flow) -> str:
     seen = ", ".join(f"{n} at {where}" for where, n in flow.arrived_on.most_common(3))
     return f"{flow.packets_in} arrived ({seen})" if seen else "none seen arriving"
 
@@ -201,7 +92,7 @@ def _dropped_line(flow: Flow, dropped: int, reason: str, tail: str = "",
     func = ev.inferred.get((flow.id, reason)) if ev else None
     how = f" by {func}, without a reason (NOT_SPECIFIED): {reason} by its place" if func \
         else f"{_where(flow)} with reason {reason}"
-    return f"{_arrivals(flow)}; {dropped} dropped{how}{tail}"
+    return f"{arrivals(flow)}; {dropped} dropped{how}{tail}"
 
 
 def contrast(ev: Evidence, flow: Flow, outcome: str) -> list[str]:
@@ -234,7 +125,7 @@ def _checksum_rule(reason: str, cause: str, proto: str | None, counters: tuple[s
                 f"{_what(flow)} from {flow.peer} to {_port(flow) or flow.local} arrive but this "
                 f"kernel drops them ({dropped}/{flow.packets_in}) because their "
                 f"{flow.proto.upper() if proto else 'IP header'} checksum is wrong.",
-                flows=[_flow_ref(flow, dropped)], count=dropped)
+                flows=[flow_ref(flow, dropped)], count=dropped)
             finding.evidence.append(_dropped_line(flow, dropped, reason))
             offload = flow.checksums.get("pseudo-header-only", 0)
             if offload:
@@ -297,7 +188,7 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
                 "firewall-reject",
                 f"The firewall rejects {_what(flow)} from {flow.peer} to {_port(flow)}: netfilter "
                 f"drops them and answers in this host's name ({rejected}/{flow.packets_in}).",
-                flows=[_flow_ref(flow, dropped)], count=dropped)
+                flows=[flow_ref(flow, dropped)], count=dropped)
             answers = ", ".join(f"ICMP {c} x{n}" for c, n in flow.icmp_errors_sent.items())
             answers = answers or "a RST that TCP did not send"
             finding.evidence.append(_dropped_line(flow, dropped, "NETFILTER_DROP",
@@ -307,7 +198,7 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
                 "firewall-drop",
                 f"The firewall silently drops {_what(flow)} from {flow.peer} to {_port(flow)} "
                 f"({dropped}/{flow.packets_in}); the sender sees timeouts.",
-                flows=[_flow_ref(flow, dropped)], count=dropped)
+                flows=[flow_ref(flow, dropped)], count=dropped)
             finding.evidence.append(_dropped_line(flow, dropped, "NETFILTER_DROP",
                                                   ", nothing sent back"))
         finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
@@ -345,8 +236,8 @@ def rule_no_listener(ev: Evidence) -> list[Finding]:
             "no-listener",
             f"Nothing listens on {flow.proto.upper()} port {flow.local_port} here: the kernel "
             f"answered {answered} {_what(flow)} from {flow.peer} with {how}.",
-            flows=[_flow_ref(flow, answered)], count=answered)
-        finding.evidence.append(f"{_arrivals(flow)}; {answered} answered by the kernel with "
+            flows=[flow_ref(flow, answered)], count=answered)
+        finding.evidence.append(f"{arrivals(flow)}; {answered} answered by the kernel with "
                                 f"{how}, {no_socket} freed with reason NO_SOCKET")
         finding.evidence += counter_lines(ev, ("TcpOutRsts", "UdpNoPorts"))
         finding.evidence += contrast(ev, flow, f"refused {answered}/{flow.packets_in} ({how})")
@@ -373,7 +264,7 @@ def rule_listen_overflow(ev: Evidence) -> list[Finding]:
         "listen-overflow",
         f"The listening socket on :{port} has a full accept queue: the kernel drops new "
         "connections until the application accepts the ones waiting.",
-        flows=[_flow_ref(f, f.drops.get("TCP_LISTEN_OVERFLOW", 0)) for f in flows], count=count)
+        flows=[flow_ref(f, f.drops.get("TCP_LISTEN_OVERFLOW", 0)) for f in flows], count=count)
     for flow in flows:
         finding.evidence.append(_dropped_line(flow, flow.drops["TCP_LISTEN_OVERFLOW"],
                                               "TCP_LISTEN_OVERFLOW"))
@@ -403,8 +294,8 @@ def rule_no_route_back(ev: Evidence) -> list[Finding]:
             "no-route",
             f"SYNs from {flow.peer} to {_port(flow)} arrive, but this host has no route back "
             f"to {flow.peer}: no SYN-ACK can leave ({unanswered} unanswered).",
-            flows=[_flow_ref(flow, unanswered)], count=unanswered)
-        finding.evidence.append(f"{_arrivals(flow)}; {unanswered} SYNs neither answered nor "
+            flows=[flow_ref(flow, unanswered)], count=unanswered)
+        finding.evidence.append(f"{arrivals(flow)}; {unanswered} SYNs neither answered nor "
                                 "dropped")
         if route is not None:
             finding.evidence.append(f"ip route get {flow.peer}: no route")
@@ -437,7 +328,7 @@ def rule_rp_filter(ev: Evidence) -> list[Finding]:
                   "arrive"
         finding = Finding(
             "rp-filter", f"Reverse-path filtering drops packets from {flow.peer}: {why}.",
-            flows=[_flow_ref(flow, dropped)], count=dropped)
+            flows=[flow_ref(flow, dropped)], count=dropped)
         finding.evidence.append(_dropped_line(flow, dropped, "IP_RPFILTER"))
         settings = route.get("rp_filter", {})
         if settings:
@@ -466,7 +357,7 @@ def rule_simple_reasons(ev: Evidence) -> list[Finding]:
             finding = Finding(
                 cause, f"{_what(flow)} from {flow.peer} are dropped ({dropped}): "
                 f"{why.format(iface=iface)}.",
-                flows=[_flow_ref(flow, dropped)], count=dropped, confidence="medium")
+                flows=[flow_ref(flow, dropped)], count=dropped, confidence="medium")
             finding.evidence.append(_dropped_line(flow, dropped, reason, ev=ev))
             finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
                                                    f"({reason})")
@@ -484,7 +375,7 @@ def rule_ttl_expired(ev: Evidence) -> list[Finding]:
             findings.append(Finding(
                 "ttl-expired", f"Packets from {flow.peer} ran out of TTL here ({expired}): "
                 "a routing loop, or a sender's TTL set too low.",
-                flows=[_flow_ref(flow, expired)], count=expired, confidence="medium",
+                flows=[flow_ref(flow, expired)], count=expired, confidence="medium",
                 evidence=[f"{expired} answered with ICMP time exceeded"],
                 fix=[f"traceroute {flow.peer} from both sides, looking for a loop"]))
     return findings
@@ -556,7 +447,7 @@ def _forged_reset(flow: Flow, own: int, own_ttls: Counter, resets: int) -> Findi
         "forged-reset",
         f"The RSTs that end {what} are not sent by {flow.peer}: a device "
         f"{'before' if hop_of(ttl) < own else 'beyond'} it on the path forges them in its name.",
-        flows=[_flow_ref(flow, resets)], count=resets,
+        flows=[flow_ref(flow, resets)], count=resets,
         evidence=[forged_sentence(f"{resets} RST{'s' if resets > 1 else ''}", flow.peer, ttl,
                                   own, "other packets", count=resets) +
                   f" (TTLs of its other packets: {_ttls(own_ttls)})"],
@@ -575,7 +466,7 @@ def _error_from_path(flow: Flow, key: str, count: int, own: int | None) -> list[
         return [Finding(
             "refused-on-path",
             f"{what} is refused on the way: {sender}, a device on the path, answers with "
-            f"ICMP {name}.", flows=[_flow_ref(flow, count)], count=count,
+            f"ICMP {name}.", flows=[flow_ref(flow, count)], count=count,
             evidence=[f"{count} ICMP {code} ({name}) from {sender}, {ttl_story(ttl)}, quoting "
                       f"packets to {flow.peer}"],
             fix=[f"look at the filters and routes of {sender} for {what}"])]
@@ -583,7 +474,7 @@ def _error_from_path(flow: Flow, key: str, count: int, own: int | None) -> list[
         return [Finding(
             "forged-icmp-error",
             f"The ICMP {name} answers for {what} are not sent by {flow.peer}: a device on the "
-            "path sends them in its name.", flows=[_flow_ref(flow, count)], count=count,
+            "path sends them in its name.", flows=[flow_ref(flow, count)], count=count,
             evidence=[forged_sentence(f"{count} ICMP {name}", flow.peer, ttl, own,
                                       "other packets", count=count)],
             fix=[f"find the device at hop {hop_of(ttl)}: pktfate probe {flow.peer} --port "
@@ -599,87 +490,3 @@ def _ttls(ttls: Counter) -> str:
     return ", ".join(f"{ttl} x{n}" for ttl, n in sorted(ttls.items())) or "none"
 
 
-def _explained_reasons(findings: list[Finding]) -> set[str]:
-    causes = {f.cause for f in findings}
-    reasons = {r for r, (c, _, _) in SIMPLE_CAUSES.items() if c in causes}
-    pairs = {"tcp-bad-checksum": "TCP_CSUM", "udp-bad-checksum": "UDP_CSUM",
-             "ip-bad-checksum": "IP_CSUM", "firewall-drop": "NETFILTER_DROP",
-             "firewall-reject": "NETFILTER_DROP", "no-listener": "NO_SOCKET",
-             "listen-overflow": "TCP_LISTEN_OVERFLOW", "rp-filter": "IP_RPFILTER"}
-    reasons |= {pairs[c] for c in causes if c in pairs}
-    return reasons
-
-
-def rule_unknown(ev: Evidence, findings: list[Finding]) -> list[Finding]:
-    """Drops no other rule explains, still reported with reason, place and count."""
-    explained = _explained_reasons(findings) | BENIGN_REASONS
-    left: Counter = Counter()
-    where: dict[str, Counter] = {}
-    flows: list[dict] = []
-    for flow in ev.watched:
-        for reason, n in flow.drops.items():
-            if reason not in explained:
-                left[reason] += n
-                where.setdefault(reason, Counter()).update(flow.drop_locations)
-                flows.append(_flow_ref(flow, n))
-    if not left:
-        return []
-    reasons = ", ".join(f"{r} x{n}" for r, n in left.most_common())
-    finding = Finding("unknown", f"The kernel dropped watched packets for reasons pktfate has "
-                      f"no rule for: {reasons}.", flows=flows, count=sum(left.values()),
-                      confidence="low")
-    for reason, locs in where.items():
-        finding.evidence.append(f"{reason}: at {', '.join(f for f, _ in locs.most_common(3))}")
-    finding.fix = ["look the reason up in the kernel's include/net/dropreason-core.h"]
-    return [finding]
-
-
-def rule_healthy(ev: Evidence) -> list[Finding]:
-    flows = [f for f in ev.watched if f.packets_in or f.packets_out]
-    if not flows:
-        return []
-    syns = sum(f.syn_in for f in flows)
-    answered = sum(f.syn_fates.get("answered", 0) for f in flows)
-    established = sum(f.established for f in flows)
-    forwarded = sum(f.forwarded for f in flows)
-    packets = sum(f.packets_in + f.packets_out for f in flows)
-    parts = []
-    if forwarded:  # a router passes SYNs on rather than answering them
-        parts.append(f"{forwarded} packets forwarded")
-    elif syns:
-        parts.append(f"SYNs answered {answered}/{syns}")
-    if established:
-        parts.append(f"{established} connections established")
-    parts.append(f"{packets} packets in {len(flows)} flows, none dropped for a reason that "
-                 "matters")
-    return [Finding("healthy", "Healthy: " + "; ".join(parts) + ".",
-                    flows=[_flow_ref(f, f.packets_in + f.packets_out) for f in flows],
-                    evidence=[f"{f.label}: {_arrivals(f)}, {f.packets_out} sent"
-                              for f in flows[:5]], count=packets)]
-
-
-def _partial_events_note(ev: Evidence) -> str:
-    parts = []
-    if ev.sampled:
-        parts.append(f"{ev.sampled} events were sampled out (a flood)")
-    if ev.lost:
-        parts.append(f"{ev.lost} were lost in the ring buffer")
-    exact = "drops and arrivals counted here are the kernel's own, exact" if \
-        ev.kernel_counts else "counts may be low"
-    return "; ".join(parts) + f": {exact}"
-
-
-def diagnose(ev: Evidence) -> list[Finding]:
-    """Every finding, the most important first; 'healthy' only when nothing is wrong."""
-    findings: list[Finding] = []
-    for fn in RULES:
-        findings += fn(ev)
-    findings += rule_unknown(ev, findings)
-    if not findings:
-        findings = rule_healthy(ev)
-    findings.sort(key=lambda f: (-SEVERITY.get(f.cause, DEFAULT_SEVERITY), -f.count))
-    if ev.lost or ev.sampled:
-        note = _partial_events_note(ev)
-        for finding in findings:
-            finding.evidence.append(note)
-    return findings

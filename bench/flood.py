@@ -7,9 +7,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .counters import parse_snmp
-from .errors import PktfateError
-from .lab import run_command
+from pktfate.errors import PktfateError
+from pktfate.host.counters import parse_snmp
+from pktfate.lab.namespaces import run_command
 
 SOURCE = Path(__file__).resolve().parent.parent / "bench" / "flood.c"
 BINARY = Path("/run/pktfate/bench-flood")

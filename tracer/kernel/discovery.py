@@ -11,8 +11,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import PktfateError
 from .btf import BTF, BTFError
-from .errors import PktfateError
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 
@@ -195,3 +195,32 @@ def probe_kernel(mount_tracefs: bool = True) -> KernelInfo:
         netns=netns_inode(),
         missing=tuple(missing),
     )
+
+
+def environment() -> dict[str, str]:
+    """What this machine offers pktfate, for `pktfate --version`: the kernel, bcc
+    and BTF (with whether the kernel names its drop reasons)."""
+    import platform
+
+    found = {"kernel": platform.release()}
+    try:
+        import bcc  # noqa: F401 (only asked whether it imports)
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found["bcc"] = version("bcc")
+        except PackageNotFoundError:
+            found["bcc"] = "importable (version unknown)"
+    except ImportError:
+        found["bcc"] = "not importable: install python3-bpfcc (sh scripts/setup.sh)"
+    try:
+        btf = BTF.from_file()
+    except BTFError as exc:
+        found["BTF"] = f"none ({exc})"
+        return found
+    try:
+        reasons = len(btf.enum("skb_drop_reason"))
+        found["BTF"] = f"present; {reasons} drop reasons (enum skb_drop_reason)"
+    except BTFError:
+        found["BTF"] = "present; no drop reasons (kernel older than 5.17)"
+    return found

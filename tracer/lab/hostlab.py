@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PktfateError
-from .lab import Lab, run_command
-from .loader import tx_checksum_offload
+from ..errors import PktfateError
+from ..host.netlink import tx_checksum_offload
+from .namespaces import Lab, run_command
 from .scenarios import ADDRESSES, SCENARIOS
 
 # Where each role's baseline is kept (one file per role: the tests' stand-ins share

@@ -1,23 +1,22 @@
 """`pktfate probe`, the live part: send the probes from raw sockets, see their
 answers (and their own fate on this host) with the watch's BPF programs, and
-report. The pure logic is in tracer/probe.py."""
+report. The pure logic is in probe/plan.py."""
 
 from __future__ import annotations
 
 import errno
 import ipaddress
-import os
 import random
 import socket
 import time
 from typing import TextIO
 
-from . import firewall
-from .config import WatchConfig
-from .decode import Decoder
-from .errors import PktfateError
-from .output import write_probe_report
-from .probe import (
+from ..config import WatchConfig
+from ..errors import PktfateError
+from ..host import firewall
+from ..output.probe_report import write_probe_report
+from ..session import WatchSession, require_root
+from .plan import (
     Matcher,
     Probe,
     ProbeConfig,
@@ -31,7 +30,6 @@ from .probe import (
     tcp_syn,
     udp_datagram,
 )
-from .watch import DRAIN_INTERVAL, IfNames, Stop
 
 
 def source_address(target: str) -> str:
@@ -79,50 +77,40 @@ class Sender:
 
 
 def run_probe(config: ProbeConfig, stream: TextIO) -> int:
-    from . import loader  # only here: the rest of the package imports without bcc
-    from .kernel import probe_kernel
-    from .ksyms import KernelSymbols
+    from ..host.netlink import local_addresses
 
     if ipaddress.ip_address(config.target).version != 4:
         raise PktfateError("pktfate probe sends IPv4 probes only, for now: give an IPv4 address")
-    if os.geteuid() != 0:
-        raise PktfateError("pktfate probe needs root (raw sockets and BPF): run it with sudo")
+    require_root("probe", "raw sockets and BPF")
     source = source_address(config.target)
-    kernel = probe_kernel()
     watch = WatchConfig(ports=config.port_numbers, hosts=(config.target,),
                         protos=frozenset(config.protos) | {"icmp"}, xdp=False)
-    loader.select_interfaces(watch)
-    decoder = Decoder(kernel.drop_reason_name, KernelSymbols.load().name, IfNames(),
-                      kernel.rst_reasons, time.time() - time.clock_gettime(time.CLOCK_MONOTONIC),
-                      local_netns=kernel.netns)
     rules_before = firewall.snapshot()
     sender = Sender(config.target, source)
-    matcher = Matcher(config.target, loader.local_addresses() | {source}, sender.echo_id)
+    matcher = Matcher(config.target, local_addresses() | {source}, sender.echo_id)
     tracks = [Track(proto, port) for proto, port in config.tracks()]
     # The target's own distance comes from its echo replies: ask for some even when
     # ICMP is not among the protocols probed.
     reference = [] if "icmp" in config.protos else [Track("icmp", None, traced=True)]
     try:
-        with Stop() as stop, loader.Tracer(watch, kernel,
-                                           lambda raw: matcher.feed(decoder.decode(raw))) \
-                as tracer:
-            _rounds(config, tracks + reference, sender, matcher, tracer, stop)
+        with WatchSession(watch, matcher.feed, "probe", "raw sockets and BPF") as session:
+            _rounds(config, tracks + reference, sender, matcher, session)
     finally:
         sender.close()
     local_rules = [r for r in firewall.moved_verdict_rules(rules_before, firewall.snapshot())
                    if " OUTPUT " in r["rule"] or "chain output" in r["rule"].lower()]
     hops, what = target_hop(tracks + reference, config.target)
-    results = [result(t, config.target, hops, what, local_rules) for t in tracks]
+    results = [result(t, config.target, hops, local_rules) for t in tracks]
     conclude(results, config.target, what)
     write_probe_report(stream, config, source, hops, what, results)
     return 0
 
 
 def _rounds(config: ProbeConfig, tracks: list[Track], sender: Sender, matcher: Matcher,
-            tracer, stop) -> None:
+            session: WatchSession) -> None:
     """Send a round of probes for every track, wait for its answers, repeat until
     no track has anything left to send."""
-    while stop.signal is None:
+    while not session.stopped:
         sent: list[Probe] = []
         answered = set().union(*(t.router_hops() for t in tracks))
         for track in tracks:
@@ -133,9 +121,6 @@ def _rounds(config: ProbeConfig, tracks: list[Track], sender: Sender, matcher: M
                 sent.append(probe)
         if not sent:
             return
-        deadline = time.monotonic() + config.wait
-        while time.monotonic() < deadline and stop.signal is None:
-            time.sleep(DRAIN_INTERVAL)
-            tracer.drain()
-            if all(p.answer or p.send_error or p.local_drop for p in sent):
-                break
+        session.run(deadline=time.monotonic() + config.wait,
+                    done=lambda sent=sent: all(p.answer or p.send_error or p.local_drop
+                                               for p in sent))

@@ -14,18 +14,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from .decode import PacketEvent
-from .errors import PktfateError
+from ..errors import PktfateError
+from .events import PacketEvent
 
 # A packet line is under 1 kB, a stats line with 16,384 kernel counts a few MB.
 MAX_LINE_BYTES = 64 * 1024 * 1024
-
-
-class _Any:
-    """A spec that accepts any value (parts the replay does not read)."""
-
-
-ANY = _Any()
 
 
 @dataclass(frozen=True)
@@ -102,39 +95,44 @@ def _type_names(types: tuple) -> str:
 
 def check(value, spec, path: str = "") -> None:
     """Raise BadLine when `value` does not match `spec`."""
-    if spec is ANY:
-        return
     if isinstance(spec, tuple):
-        nested = [s for s in spec if not isinstance(s, type)]
-        plain = tuple(s for s in spec if isinstance(s, type))
-        # bool is an int to Python, never to a recording.
-        if isinstance(value, plain) and not (isinstance(value, bool) and bool not in plain):
-            return
-        for sub in nested:
-            if isinstance(value, dict):
-                check(value, sub, path)
-                return
-        raise BadLine(f"{path or 'the line'} should be {_type_names(spec)}, not "
-                      f"{_type_names((type(value),)) or type(value).__name__}")
-    if isinstance(spec, ListOf):
+        _check_alternatives(value, spec, path)
+    elif isinstance(spec, ListOf):
         if not isinstance(value, list):
             raise BadLine(f"{path} should be a list")
         for n, item in enumerate(value):
             check(item, spec.item, f"{path}[{n}]")
-        return
-    if not isinstance(value, dict):
+    elif not isinstance(value, dict):
         raise BadLine(f"{path or 'the line'} should be an object")
-    if isinstance(spec, MapOf):
+    elif isinstance(spec, MapOf):
         for key, item in value.items():
             check(item, spec.value, f"{path}.{key}" if path else key)
+    else:
+        _check_record(value, spec, path)
+
+
+def _check_alternatives(value, spec: tuple, path: str) -> None:
+    """One of several plain types, or (for an object) a nested spec."""
+    plain = tuple(s for s in spec if isinstance(s, type))
+    # bool is an int to Python, never to a recording.
+    if isinstance(value, plain) and not (isinstance(value, bool) and bool not in plain):
         return
+    nested = [s for s in spec if not isinstance(s, type)]
+    if nested and isinstance(value, dict):
+        check(value, nested[0], path)
+        return
+    wanted = _type_names(plain) + (" or an object" if nested else "")
+    raise BadLine(f"{path or 'the line'} should be {wanted}, not "
+                  f"{_type_names((type(value),)) or type(value).__name__}")
+
+
+def _check_record(value: dict, spec: Record, path: str) -> None:
     for name, sub in spec.fields.items():
         where = f"{path}.{name}" if path else name
-        if name not in value:
-            if name in spec.optional:
-                continue
+        if name in value:
+            check(value[name], sub, where)
+        elif name not in spec.optional:
             raise BadLine(f"{where} is missing")
-        check(value[name], sub, where)
 
 
 @dataclass

@@ -14,8 +14,10 @@ import struct
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .decode import PROTOCOLS, PacketEvent, ones_sum, pseudo_header_sum
-from .origin import answered_by, forged_sentence, hop_of, ttl_story
+from ..decode.checksum import ones_sum, pseudo_header_sum
+from ..decode.events import PacketEvent
+from ..decode.raw import PROTOCOLS
+from ..diagnosis.origin import answered_by, forged_sentence, hop_of, ttl_story
 
 PROBE_PROTOCOLS = ("tcp", "udp", "icmp")
 FULL_TTL = 64  # a probe sent as an ordinary packet: what answers at the end
@@ -307,7 +309,7 @@ def target_hop(tracks: list[Track], target: str) -> tuple[int | None, str]:
     return None, ""
 
 
-def result(track: Track, target: str, target_hops: int | None, reference: str,
+def result(track: Track, target: str, target_hops: int | None,
            local_rules: list[dict]) -> dict:
     """One protocol and port: the JSON contract's fields and the conclusion."""
     final = track.final()

@@ -8,13 +8,14 @@ the pseudo-header sum (the NIC was to finish it); forwarded as they are, they
 reach the next host with a wrong checksum. Nothing here is pktfate's tracer.
 
 Run inside the router's namespace:
-  python3 -m tracer.forwarder --link eth-c,10.0.1.0/24,02:00:0a:00:01:02 \\
+  python3 -m pktfate.lab.forwarder --link eth-c,10.0.1.0/24,02:00:0a:00:01:02 \\
       --link eth-s,10.0.2.0/24,02:00:0a:00:02:02 [--ready-file PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import select
 import signal
@@ -105,11 +106,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="decrement the TTL but leave the IP header checksum as it was")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         run([Link.parse(text) for text in args.link], args.ready_file,
             fix_ip_checksum=not args.stale_ip_checksum)
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -4,14 +4,13 @@ it is given."""
 
 from __future__ import annotations
 
-import json
 import textwrap
 import time
 from typing import TextIO
 
-from .correlate import Flow, PacketRecord
-from .decode import PacketEvent
-from .explain import Finding
+from ..correlate.correlator import Flow, PacketRecord
+from ..decode.events import PacketEvent
+from ..diagnosis.evidence import Finding
 
 WIDTH = 99
 MAX_LINES_PER_SECOND = 40  # live lines; beyond that they are counted, not printed
@@ -49,7 +48,7 @@ def noteworthy(ev: PacketEvent, first: bool) -> bool:
     return ev.proto != "tcp" or any(f in flags for f in "SRF")
 
 
-def event_line(ev: PacketEvent, rec: PacketRecord | None) -> str:
+def event_line(ev: PacketEvent) -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(ev.ts)) + f".{int(ev.ts * 1000) % 1000:03d}"
     where = {"xdp": "arrived", "tc-ingress": "arrived", "tc-egress": "sent"}.get(ev.hook, "")
     packet = describe(ev) if ev.hook != "tcp-state" else \
@@ -95,6 +94,22 @@ def partial_events_lines(stats: dict) -> list[str]:
     return lines
 
 
+def banner(start: dict) -> list[str]:
+    """The lines a watch starts with, from its start record."""
+    what = " ".join(f":{p}" for p in start["ports"]) or "all ports"
+    hosts = f" hosts {', '.join(start['hosts'])}" if start["hosts"] else ""
+    lines = [f"pktfate {start['version']}: watching {'/'.join(start['protos'])} {what}{hosts}"
+             f" (+ICMP), netns {'all' if start['all_netns'] else start['netns']}"]
+    xdp = ", ".join(f"{i} ({m})" for i, m in start["xdp"].items()) or "none"
+    lines.append(f"  XDP on {xdp}; tc on {', '.join(start['tc']) or 'none'}")
+    lines += [f"  missing: {item}" for item in start["missing"]]
+    lines += [f"  warning: run {pid} ended without detaching: run 'pktfate cleanup'"
+              for pid in start["leftovers"]]
+    lines.append("  Ctrl-C to stop and see the diagnosis" if not start["duration"] else
+                 f"  for {start['duration']:g}s, then the diagnosis")
+    return lines
+
+
 class HumanOutput:
     def __init__(self, stream: TextIO, show_all: bool = False):
         self.stream = stream
@@ -103,11 +118,11 @@ class HumanOutput:
         self._in_second = 0
         self.suppressed = 0
 
-    def start(self, banner: list[str]) -> None:
-        for line in banner:
+    def start(self, record: dict) -> None:
+        for line in banner(record):
             self._write(line)
 
-    def event(self, ev: PacketEvent, rec: PacketRecord | None, first: bool) -> None:
+    def event(self, ev: PacketEvent, _rec: PacketRecord | None, first: bool) -> None:
         if not self.show_all and not noteworthy(ev, first):
             return
         second = int(ev.ts)
@@ -117,10 +132,10 @@ class HumanOutput:
         if self._in_second > MAX_LINES_PER_SECOND:
             self.suppressed += 1
             return
-        self._write(event_line(ev, rec))
+        self._write(event_line(ev))
 
     def finish(self, flows: list[Flow], findings: list[Finding], stats: dict,
-               counters: dict[str, int], context: dict) -> None:
+               _counters: dict[str, int], _context: dict) -> None:
         if self.suppressed:
             self._write(f"({self.suppressed} more event lines not shown: over "
                         f"{MAX_LINES_PER_SECOND}/s)")
@@ -174,92 +189,3 @@ class HumanOutput:
     def _write(self, line: str) -> None:
         self.stream.write(line + "\n")
         self.stream.flush()
-
-
-class JsonOutput:
-    """One JSON object per line; the README documents every field."""
-
-    def __init__(self, stream: TextIO):
-        self.stream = stream
-
-    def start(self, record: dict) -> None:
-        self._emit(dict({"kind": "start"}, **record))
-
-    def event(self, ev: PacketEvent, rec: PacketRecord | None, first: bool) -> None:
-        self._emit(ev.to_json())
-
-    def finish(self, flows: list[Flow], findings: list[Finding], stats: dict,
-               counters: dict[str, int], context: dict) -> None:
-        for flow in flows:
-            self._emit(flow.to_json())
-        self._emit({"kind": "stats", **stats})
-        self._emit({"kind": "counters", "delta": counters,
-                    "firewall": context.get("firewall", []), "routes": context.get("routes", {}),
-                    "offload": context.get("offload", {})})
-        self._emit({"kind": "diagnosis", "findings": [f.to_json() for f in findings]})
-
-    def _emit(self, obj: dict) -> None:
-        self.stream.write(json.dumps(obj, sort_keys=False) + "\n")
-        self.stream.flush()
-
-
-# ---------------------------------------------------------------- pktfate probe
-
-
-def _wrap(text: str, first: str, indent: str) -> list[str]:
-    return textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=indent,
-                         break_on_hyphens=False, break_long_words=True)
-
-
-def probe_lines(config, source: str, target_hops: int | None, reference: str,
-                results: list[dict]) -> list[str]:
-    """The probe's report for a terminal: per protocol and port, the hops, then
-    what it means."""
-    from .origin import ttl_story
-    from .probe import answer_text
-
-    services = ", ".join(f"{r['proto'].upper()}" + (f" :{r['port']}" if r["port"] else "")
-                         for r in results)
-    lines = _wrap(f"pktfate probe {config.target} from {source}: {services} "
-                  f"(up to {config.max_hops} hops)", "", "  ")
-    if target_hops:
-        lines.append(f"{config.target} is hop {target_hops} (from its {reference})")
-    else:
-        lines.append(f"{config.target}'s own distance is unknown: no echo replies or SYN-ACKs")
-    for r in results:
-        lines.append("")
-        service = r["proto"].upper() + (f" :{r['port']}" if r["port"] else "")
-        end = answer_text(r["answer"], r["icmp_type"], r["icmp_code"]) \
-            if r["answer"] != "none" else "no answer"
-        by = {"target": f"from {config.target}", "path": "from a device on the path",
-              "unknown": ""}[r["answered_by"]] if r["answer"] != "none" else ""
-        lines.append(f"{service:<10} {end} {by}".rstrip())
-        hops = r["hops"] if not r["blocked_here"] else []
-        for n, hop in enumerate(hops):
-            if hop["answer"] is None:
-                if n and hops[n - 1]["answer"] is None:
-                    continue  # one line for a run of silent hops
-                last = next((h["hop"] for h in hops[n:] if h["answer"] is not None), None)
-                end = (last - 1) if last else hops[-1]["hop"]
-                span = f"{hop['hop']}" if end == hop["hop"] else f"{hop['hop']}-{end}"
-                lines.append(f"  hop {span:<3} *  (no answer)")
-                continue
-            note = "" if hop["answer"] == "time-exceeded" else f"  {ttl_story(hop['ttl'])}"
-            rtt = f"{hop['rtt_ms']:.3f} ms" if hop["rtt_ms"] is not None else ""
-            lines.append(f"  hop {hop['hop']:<3} {hop['from']:<16} "
-                         f"{answer_text(hop['answer'], None, hop['icmp_code']):<22} "
-                         f"{rtt:>9}{note}")
-        lines += _wrap(r["conclusion"] + ".", "  => ", "     ")
-    return lines
-
-
-def write_probe_report(stream: TextIO, config, source: str, target_hops: int | None,
-                       reference: str, results: list[dict]) -> None:
-    if config.json:
-        stream.write(json.dumps({"kind": "probe", "target": config.target, "source": source,
-                                 "target_hops": target_hops, "target_hops_from": reference,
-                                 "results": results}) + "\n")
-    else:
-        for line in probe_lines(config, source, target_hops, reference, results):
-            stream.write(line + "\n")
-    stream.flush()

@@ -1,0 +1,1 @@
+"""The bench: measurements of pktfate against runs without it (sudo make bench)."""

@@ -1,0 +1,1 @@
+"""The BPF C sources, installed as package data of pktfate (pktfate.bpf)."""

@@ -1,0 +1,172 @@
+"""Attach and detach XDP programs and tc filters over netlink, recording each one
+in the state file before it is made. Only pktfate's own are ever removed."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import PktfateError
+from ..host.netlink import Interface, interface_of
+
+if TYPE_CHECKING:
+    from .state import StateFile
+
+TC_INGRESS_PARENT = 0xFFFFFFF2
+TC_EGRESS_PARENT = 0xFFFFFFF3
+TC_FILTER_PREFIX = "pktfate-"
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0  # never replace another tool's program
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+
+
+@dataclass
+class AttachReport:
+    """What got attached where, and what could not be, for the start banner."""
+
+    xdp: dict[str, str] = field(default_factory=dict)  # iface -> mode
+    tc: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+# Native XDP on a veth switches the device to a NAPI receive path of its own,
+# which costs packet rate whatever the program does (measured in bench/): an
+# observer takes the generic hook there. Elsewhere, native where the driver has it.
+GENERIC_FIRST_KINDS = ("veth",)
+
+
+def _xdp_attach(ipr, iface: Interface, fd: int) -> str:
+    """Attach in native mode where the driver has it (generic first on veth), else
+    generic. Returns the mode. UPDATE_IF_NOEXIST: an interface that already runs an
+    XDP program keeps it, and pktfate does without XDP there."""
+    last_error: Exception | None = None
+    modes = [("native", XDP_FLAGS_DRV_MODE), ("generic", XDP_FLAGS_SKB_MODE)]
+    if iface.kind in GENERIC_FIRST_KINDS:
+        modes.reverse()
+    for mode, flag in modes:
+        try:
+            ipr.link(
+                "set",
+                index=iface.index,
+                xdp={"attrs": [("IFLA_XDP_FD", fd),
+                               ("IFLA_XDP_FLAGS", flag | XDP_FLAGS_UPDATE_IF_NOEXIST)]},
+            )
+            return mode
+        except Exception as exc:  # NetlinkError, but pyroute2 has several kinds
+            last_error = exc
+            if getattr(exc, "code", None) == errno.EBUSY:
+                break
+    raise PktfateError(f"XDP refused on {iface.name}: {last_error}")
+
+
+def _xdp_prog_id(ipr, index: int) -> int:
+    links = ipr.get_links(index)
+    return interface_of(links[0]).xdp_prog_id if links else 0
+
+
+def xdp_detach(ipr, index: int, mode: str) -> None:
+    flag = XDP_FLAGS_DRV_MODE if mode == "native" else XDP_FLAGS_SKB_MODE
+    ipr.link("set", index=index,
+             xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flag)]})
+
+
+@contextmanager
+def xdp_attached(ipr, iface: Interface, fd: int, state: StateFile,
+                  report: AttachReport) -> Iterator[None]:
+    if iface.xdp_prog_id:
+        report.skipped.append(f"XDP on {iface.name}: another XDP program is attached there")
+        yield
+        return
+    entry = {"index": iface.index, "name": iface.name, "mode": "pending", "prog_id": 0}
+    state.add("xdp", entry)
+    try:
+        entry_mode = _xdp_attach(ipr, iface, fd)
+    except PktfateError as exc:
+        state.drop("xdp", entry)
+        report.skipped.append(str(exc))
+        yield
+        return
+    attached = dict(entry, mode=entry_mode, prog_id=_xdp_prog_id(ipr, iface.index))
+    state.drop("xdp", entry)
+    state.add("xdp", attached)
+    report.xdp[iface.name] = entry_mode
+    try:
+        yield
+    finally:
+        if _xdp_prog_id(ipr, iface.index) == attached["prog_id"]:
+            xdp_detach(ipr, iface.index, entry_mode)
+        state.drop("xdp", attached)
+
+
+def _has_clsact(ipr, index: int) -> bool:
+    return any(q.get_attr("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=index))
+
+
+def _filter_name(direction: str) -> str:
+    return f"{TC_FILTER_PREFIX}{os.getpid()}-{direction}"
+
+
+def our_filters(ipr, index: int, parent: int, name: str | None = None) -> list:
+    found = []
+    for flt in ipr.get_filters(index=index, parent=parent):
+        opts = flt.get_attr("TCA_OPTIONS")
+        fname = opts.get_attr("TCA_BPF_NAME") if opts else None
+        if fname and fname.startswith(TC_FILTER_PREFIX) and (name is None or fname == name):
+            found.append(flt)
+    return found
+
+
+def delete_filter(ipr, index: int, parent: int, flt) -> None:
+    prio = flt["info"] >> 16
+    ipr.tc("del-filter", "bpf", index, flt["handle"], parent=parent, prio=prio)
+
+
+@contextmanager
+def tc_attached(ipr, iface: Interface, fds: dict[str, int], state: StateFile,
+                 report: AttachReport) -> Iterator[None]:
+    created = not _has_clsact(ipr, iface.index)
+    entry = {"index": iface.index, "name": iface.name, "created_clsact": created,
+             "filters": [_filter_name(d) for d in fds]}
+    state.add("tc", entry)
+    try:
+        if created:
+            ipr.tc("add", "clsact", iface.index)
+        for direction, fd in fds.items():
+            parent = TC_INGRESS_PARENT if direction == "in" else TC_EGRESS_PARENT
+            ipr.tc("add-filter", "bpf", iface.index, ":1", fd=fd, name=_filter_name(direction),
+                   parent=parent, classid=1, direct_action=True)
+    except Exception as exc:
+        tc_remove(ipr, entry)
+        state.drop("tc", entry)
+        report.skipped.append(f"tc on {iface.name}: {exc}")
+        yield
+        return
+    report.tc.append(iface.name)
+    try:
+        yield
+    finally:
+        tc_remove(ipr, entry)
+        state.drop("tc", entry)
+
+
+def tc_remove(ipr, entry: dict) -> None:
+    """Remove the named filters, and the clsact qdisc if pktfate created it and
+    nothing else uses it."""
+    index = entry["index"]
+    if not ipr.get_links(index):
+        return
+    for parent in (TC_INGRESS_PARENT, TC_EGRESS_PARENT):
+        for name in entry["filters"]:
+            for flt in our_filters(ipr, index, parent, name):
+                delete_filter(ipr, index, parent, flt)
+    if entry.get("created_clsact") and _has_clsact(ipr, index):
+        in_use = any(ipr.get_filters(index=index, parent=p)
+                     for p in (TC_INGRESS_PARENT, TC_EGRESS_PARENT))
+        if not in_use:
+            ipr.tc("del", "clsact", index)
+
+

@@ -1,0 +1,206 @@
+"""The command line: click only. Everything it does is delegated."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..config import PROTOCOLS, WatchConfig
+from ..errors import PktfateError
+from .lab import lab
+from .options import DURATION, HOST, PORT, NewFileType, ProbePortType, json_option
+
+
+class OutputClosed(Exception):
+    """The reader of pktfate's output went away."""
+
+
+def _print_version(ctx, _param, value) -> None:
+    """pktfate's version, and what this machine offers it: kernel, bcc, BTF."""
+    if not value or ctx.resilient_parsing:
+        return
+    from ..kernel.discovery import environment
+
+    click.echo(f"pktfate {__version__}")
+    for name, text in environment().items():
+        click.echo(f"  {name}: {text}")
+    ctx.exit()
+
+
+WATCH_HELP = """Show every watched packet's fate on this host, then explain.
+
+\b
+Examples:
+  sudo pktfate watch --port 80
+  sudo pktfate watch --port 53 --proto udp --duration 30
+  sudo pktfate watch --port 443 --host 10.0.1.2 --iface eth0 --json > run.jsonl
+  sudo ip netns exec web pktfate watch --port 80   (inside a network namespace)
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_print_version, help="Show the version, the kernel, bcc and BTF.")
+def cli() -> None:
+    """pktfate: follow packets to their fate in the kernel, and say why a host
+    ignores them."""
+
+
+@cli.command(help=WATCH_HELP)
+@click.option("--port", "ports", type=PORT, multiple=True, help="Watch this TCP/UDP port.")
+@click.option("--host", "hosts", type=HOST, multiple=True, help="Only packets to or from ADDR.")
+@click.option("--proto", "protos", type=click.Choice(PROTOCOLS), multiple=True,
+              help="Only this protocol (ICMP with the watched peers is always followed).")
+@click.option("--iface", "ifaces", multiple=True, metavar="NAME",
+              help="Attach XDP and tc here (default: every interface that is up, but lo).")
+@click.option("--duration", type=DURATION, help="Stop after SECONDS (default: at Ctrl-C).")
+@click.option("--ready-file", type=NewFileType(),
+              help="Create this file once every hook is attached.")
+@click.option("--all-netns", is_flag=True, help="Kernel events from every network namespace.")
+@click.option("--no-xdp", is_flag=True, help="Do not attach XDP programs.")
+@click.option("--no-tc", is_flag=True, help="Do not attach tc filters.")
+@click.option("--all-events", "show_all", is_flag=True,
+              help="Print every event, not only the noteworthy ones.")
+@click.option("--sample-after", type=click.IntRange(0), default=2000, show_default=True,
+              metavar="N", help="Past N events of one flow, hook and reason, send only 1 "
+              "packet in --sample-every (0: send every event). Counts stay exact.")
+@click.option("--sample-every", type=click.IntRange(1, 65535), default=64, show_default=True,
+              metavar="N")
+@click.option("--dump-bpf", is_flag=True, hidden=True,
+              help="Print the final BPF C source and compile flags, then exit.")
+@json_option
+def watch(ports, hosts, protos, ifaces, duration, ready_file, all_netns, no_xdp, no_tc,
+          show_all, sample_after, sample_every, dump_bpf, json_out) -> None:
+    config = WatchConfig(
+        ports=tuple(dict.fromkeys(ports)), hosts=tuple(dict.fromkeys(hosts)),
+        protos=frozenset(protos or PROTOCOLS), ifaces=tuple(dict.fromkeys(ifaces)),
+        duration=duration, json=json_out, ready_file=ready_file, all_netns=all_netns,
+        xdp=not no_xdp, tc=not no_tc, show_all=show_all, sample_after=sample_after,
+        sample_every=sample_every)
+    if dump_bpf:
+        from ..attach.source import compile_flags, render_source
+        from ..kernel.discovery import probe_kernel
+
+        flags = compile_flags(config.cflags(probe_kernel(mount_tracefs=False)))
+        click.echo(render_source())
+        click.echo("/* flags: " + " ".join(flags) + " */")
+        return
+    from ..watch import run_watch
+
+    try:
+        code = run_watch(config, sys.stdout)
+    except BrokenPipeError as exc:
+        # click would swallow an EPIPE silently; say what happened instead.
+        raise OutputClosed() from exc
+    sys.exit(code)
+
+
+PROBE_HELP = """From this host, find which device answers or blocks a port on the way to
+HOST: TTL-limited probes per protocol, answers seen with BPF, and the origin of
+each RST or ICMP error told from its TTL.
+
+\b
+Examples:
+  sudo pktfate probe 10.0.2.2 --port 22/tcp --port 80/tcp --port 53/udp
+  sudo pktfate probe 192.0.2.10 --port 53 --proto udp
+  sudo pktfate probe 10.0.2.2 --port 443 --json | tail -1
+"""
+
+
+@cli.command(help=PROBE_HELP)
+@click.argument("host", type=HOST)
+@click.option("--port", "ports", type=ProbePortType(), multiple=True,
+              help="Port to probe with TCP and UDP, or with one ('53/udp'); again for more.")
+@click.option("--proto", "protos", type=click.Choice(["tcp", "udp", "icmp", "all"]),
+              multiple=True, help="Probe with these protocols (default: all three).")
+@click.option("--max-hops", type=click.IntRange(1, 63), default=30, show_default=True,
+              metavar="N", help="The highest TTL the TTL-limited probes use.")
+@click.option("--wait", type=DURATION, default=1.0, show_default=True,
+              help="Seconds a round of probes waits for answers.")
+@json_option
+def probe(host, ports, protos, max_hops, wait, json_out) -> None:
+    from ..probe.plan import PROBE_PROTOCOLS, ProbeConfig
+
+    protos = PROBE_PROTOCOLS if not protos or "all" in protos else tuple(protos)
+    if not ports and set(protos) & {"tcp", "udp"}:
+        raise click.UsageError("give the port to probe: --port N (or --proto icmp)")
+    config = ProbeConfig(host, tuple(dict.fromkeys(ports)), protos, max_hops, wait, json_out)
+    from ..probe.run import run_probe
+
+    sys.exit(run_probe(config, sys.stdout))
+
+
+@cli.command()
+@click.argument("recording", type=click.File("rb"))
+@json_option
+def explain(recording, json_out) -> None:
+    """Diagnose again from a recorded 'pktfate watch --json' output (no root needed).
+
+    \b
+    Example:
+      sudo pktfate watch --port 80 --duration 20 --json > run.jsonl
+      pktfate explain run.jsonl
+    """
+    from ..watch import run_explain
+
+    sys.exit(run_explain(recording, sys.stdout, json_out))
+
+
+@cli.command()
+@json_option
+def reasons(json_out) -> None:
+    """List the drop reasons this kernel knows, with their numbers."""
+    import json
+
+    from ..kernel.discovery import drop_reason_table
+
+    table = drop_reason_table()
+    if not table:
+        raise PktfateError("cannot read this kernel's drop reasons: it has neither BTF nor a "
+                           "kfree_skb tracepoint with reasons (5.17 or newer)")
+    for code, name in sorted(table.items()):
+        click.echo(json.dumps({"kind": "reason", "code": code, "name": name}) if json_out
+                   else f"{code:>4}  {name}")
+
+
+@cli.command()
+def cleanup() -> None:
+    """Remove XDP programs and tc filters that a killed pktfate left attached."""
+    from ..attach.state import cleanup as do_cleanup
+
+    done = do_cleanup()
+    for line in done:
+        click.echo(line)
+    click.echo(f"cleanup: {len(done)} attachment(s) removed" if done else
+               "cleanup: nothing of pktfate's was attached")
+
+
+cli.add_command(lab)
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        cli.main(args, prog_name="pktfate", standalone_mode=False)
+    except PktfateError as exc:
+        click.echo(f"pktfate: error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except OutputClosed:
+        # The reader went away (`pktfate watch | head`): everything is detached
+        # by now; say so where it can still be read.
+        sys.stdout = None  # no flush of the dead pipe at exit
+        click.echo("pktfate: output closed; stopped and detached", err=True)
+        sys.exit(1)
+    except click.UsageError as exc:
+        # One line, as for every expected failure; --help has the long story.
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"pktfate: error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"pktfate: error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except SystemExit as exc:
+        sys.exit(exc.code)

@@ -1,0 +1,105 @@
+"""Python mirrors of the C records the BPF programs write (bpf/event.h, bpf/filter.h),
+one each. tests/unit/test_event_layout.py compiles the headers and checks sizes,
+offsets and enum values against these."""
+
+from __future__ import annotations
+
+import ctypes
+from enum import IntEnum
+
+SNAP_LEN = 64
+STAT_LOST = 16  # bpf/filter.h PF_STAT_LOST
+STAT_SAMPLED = 32  # bpf/filter.h PF_STAT_SAMPLED
+STAT_AGG_FULL = 48  # bpf/filter.h PF_STAT_AGG_FULL
+STAT_SLOTS = 64  # bpf/filter.h PF_STAT_SLOTS
+
+
+
+class Hook(IntEnum):
+    """enum pf_hook in bpf/event.h, member for member (PF_HOOK_<name>)."""
+
+    XDP = 1
+    TC_INGRESS = 2
+    TC_EGRESS = 3
+    KFREE_SKB = 4
+    TCP_BAD_CSUM = 5
+    TCP_SEND_RESET = 6
+    ICMP_SEND = 7
+    SOCK_STATE = 8
+
+
+# Each hook's name in events, output and JSON (the README's contract).
+HOOK_NAMES = {
+    Hook.XDP: "xdp",
+    Hook.TC_INGRESS: "tc-ingress",
+    Hook.TC_EGRESS: "tc-egress",
+    Hook.KFREE_SKB: "drop",
+    Hook.TCP_BAD_CSUM: "tcp-bad-csum",
+    Hook.TCP_SEND_RESET: "rst-sent",
+    Hook.ICMP_SEND: "icmp-error-sent",
+    Hook.SOCK_STATE: "tcp-state",
+}
+HOOKS = {int(hook): name for hook, name in HOOK_NAMES.items()}
+
+PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+TCP_FLAG_LETTERS = (("S", 0x02), ("F", 0x01), ("R", 0x04), ("P", 0x08), ("A", 0x10), ("U", 0x20))
+# include/net/tcp_states.h: the numbers are part of the tracepoint's ABI.
+TCP_STATES = {
+    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+    6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
+    11: "CLOSING", 12: "NEW_SYN_RECV",
+}
+
+
+class RawEvent(ctypes.Structure):
+    _fields_ = [
+        ("ts_ns", ctypes.c_uint64),
+        ("skb", ctypes.c_uint64),
+        ("location", ctypes.c_uint64),
+        ("saddr", ctypes.c_uint32 * 4),
+        ("daddr", ctypes.c_uint32 * 4),
+        ("netns", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
+        ("reason", ctypes.c_uint32),
+        ("seq", ctypes.c_uint32),
+        ("ack_seq", ctypes.c_uint32),
+        ("pkt_len", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("ip_id", ctypes.c_uint16),
+        ("l4_csum", ctypes.c_uint16),
+        ("l4_len", ctypes.c_uint16),
+        ("snap_len", ctypes.c_uint16),
+        ("hook", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+        ("proto", ctypes.c_uint8),
+        ("tcp_flags", ctypes.c_uint8),
+        ("ttl", ctypes.c_uint8),
+        ("icmp_type", ctypes.c_uint8),
+        ("icmp_code", ctypes.c_uint8),
+        ("state_old", ctypes.c_uint8),
+        ("state_new", ctypes.c_uint8),
+        ("watched_port", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 2),
+        ("snap", ctypes.c_uint8 * SNAP_LEN),
+    ]
+
+
+class RawAggKey(ctypes.Structure):
+    """struct pf_agg_key in bpf/filter.h."""
+
+    _fields_ = [
+        ("saddr", ctypes.c_uint32 * 4),
+        ("daddr", ctypes.c_uint32 * 4),
+        ("reason", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("hook", ctypes.c_uint8),
+        ("family", ctypes.c_uint8),
+        ("proto", ctypes.c_uint8),
+        ("tcp_flags", ctypes.c_uint8),
+        ("icmp_type", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 3),
+    ]
+
+

@@ -1,0 +1,113 @@
+"""Netlink look-ups of this network namespace, read only: its interfaces, its
+addresses, its route to a peer, an interface's transmit checksum offload."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from ..config import WatchConfig
+from ..errors import PktfateError
+
+_ARPHRD_ETHER = 1
+_ARPHRD_LOOPBACK = 772
+_IFF_UP = 0x1
+
+
+def pyroute2():
+    try:
+        import pyroute2
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise PktfateError("pyroute2 is not installed: run 'sudo make setup'") from exc
+    return pyroute2
+
+
+@dataclass
+class Interface:
+    index: int
+    name: str
+    up: bool
+    ethernet: bool  # has an Ethernet header the XDP and tc parsers expect
+    xdp_prog_id: int
+    kind: str = ""  # IFLA_INFO_KIND: "veth", "bridge"... ("" for a physical NIC)
+
+
+def list_interfaces() -> list[Interface]:
+    """Interfaces of the current network namespace."""
+    with pyroute2().IPRoute() as ipr:
+        return [interface_of(link) for link in ipr.get_links()]
+
+
+def interface_of(link) -> Interface:
+    xdp = link.get_attr("IFLA_XDP")
+    prog_id = (xdp.get_attr("IFLA_XDP_PROG_ID") or 0) if xdp else 0
+    info = link.get_attr("IFLA_LINKINFO")
+    return Interface(
+        index=link["index"],
+        name=link.get_attr("IFLA_IFNAME"),
+        up=bool(link["flags"] & _IFF_UP),
+        ethernet=link["ifi_type"] in (_ARPHRD_ETHER, _ARPHRD_LOOPBACK),
+        xdp_prog_id=prog_id,
+        kind=(info.get_attr("IFLA_INFO_KIND") or "") if info else "",
+    )
+
+
+def select_interfaces(config: WatchConfig) -> list[Interface]:
+    """The interfaces to attach to: those named, else every one that is up but lo."""
+    links = list_interfaces()
+    if config.ifaces:
+        by_name = {link.name: link for link in links}
+        unknown = [name for name in config.ifaces if name not in by_name]
+        if unknown:
+            raise PktfateError(
+                f"no interface named {', '.join(unknown)} in this network namespace "
+                "(see 'ip link')"
+            )
+        return [by_name[name] for name in config.ifaces]
+    return [link for link in links if link.up and link.name != "lo"]
+
+
+def resolve_ifname(index: int) -> str:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return f"if{index}"
+
+
+def local_addresses() -> set[str]:
+    """Every address configured in the current network namespace."""
+    with pyroute2().IPRoute() as ipr:
+        return {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr()
+                if a.get_attr("IFA_ADDRESS")}
+
+
+def route_back(addr: str) -> dict:
+    """How this namespace would route to `addr`: {'oif': name} ({} if no route)."""
+    with pyroute2().IPRoute() as ipr:
+        try:
+            routes = ipr.route("get", dst=addr)
+        except Exception:  # no route: pyroute2 raises NetlinkError (ENETUNREACH)
+            return {}
+    oif = routes[0].get_attr("RTA_OIF") if routes else None
+    return {"oif": resolve_ifname(oif)} if oif else {}
+
+
+TX_CHECKSUM_FEATURES = ("tx-checksum-ipv4", "tx-checksum-ip-generic", "tx-checksum-ipv6")
+
+
+def tx_checksum_offload(ifname: str) -> bool | None:
+    """Whether `ifname` leaves transmit checksums to offload (ethtool's 'tx'
+    features, over netlink); None when the features cannot be read."""
+    try:
+        from pyroute2.ethtool import Ethtool
+
+        ethtool = Ethtool()
+    except Exception:
+        return None
+    try:
+        features = ethtool.get_features(ifname).features
+        return any(features[name].enable for name in TX_CHECKSUM_FEATURES if name in features)
+    except Exception:
+        return None
+    finally:
+        ethtool.close()

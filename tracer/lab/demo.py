@@ -1,0 +1,66 @@
+"""`pktfate lab demo`: build the lab with a scenario, watch on the scenario's host
+while the client sends its traffic, and print pktfate's diagnosis."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+from .namespaces import STATE_DIR, Lab, wait_for
+from .scenarios import ADDRESSES, SCENARIOS, Scenario
+
+
+def watch_argv(*args: str) -> list[str]:
+    """pktfate itself, run by the interpreter running now (the virtualenv's)."""
+    return [sys.executable, "-m", "pktfate", *args]
+
+
+def _demo_probe(lab: Lab, scenario: Scenario, out) -> int:
+    """The scenario's `pktfate probe` from the client, if it has one."""
+    if not scenario.probe:
+        return 0
+    args = [ADDRESSES["server_ip"], *scenario.probe_args()]
+    out.write(f"\nclient$ pktfate probe {' '.join(args)}\n")
+    out.flush()
+    return subprocess.run(lab.exec_argv("client", watch_argv("probe", *args)), stdout=out,
+                          stderr=out, timeout=120).returncode
+
+
+def run_demo(scenario: str, prefix: str = "pfl", duration: float = 8.0, keep: bool = False,
+             out=sys.stdout) -> int:
+    """Build the lab with `scenario`, watch port 80 on the server while the client
+    pings and curls it, print the diagnosis."""
+    lab = Lab(prefix).up(scenario)
+    ready = STATE_DIR / f"lab-{prefix}-watch.ready"
+    ready.unlink(missing_ok=True)
+    try:
+        intro = f"lab: scenario {scenario}: {SCENARIOS[scenario].summary}"
+        out.write(textwrap.fill(intro, 99, subsequent_indent="  ") + "\n")
+        port, host = SCENARIOS[scenario].port, SCENARIOS[scenario].watch_host
+        out.write(f"{host}$ pktfate watch --port {port} --duration {duration:g}\n")
+        out.flush()
+        watcher = subprocess.Popen(
+            lab.exec_argv(host, watch_argv("watch", "--port", port,
+                                               "--duration", str(duration),
+                                               "--ready-file", str(ready))),
+            stdout=out, stderr=out)
+        try:
+            wait_for(lambda: ready.exists() or watcher.poll() is not None, "pktfate to attach", 60)
+            for command in SCENARIOS[scenario].commands("traffic", "client"):
+                proc = lab.sh("client", command, check=False)
+                result = (proc.stdout + proc.stderr).strip().splitlines()
+                out.write(f"client$ {command}\n")
+                for line in result[-3:]:
+                    out.write(f"  {line}\n")
+                out.flush()
+            code = watcher.wait(timeout=duration + 60)
+        finally:
+            if watcher.poll() is None:
+                watcher.send_signal(signal.SIGINT)
+                watcher.wait(timeout=30)
+        return code or _demo_probe(lab, SCENARIOS[scenario], out)
+    finally:
+        if not keep:
+            lab.down()

@@ -1,0 +1,67 @@
+"""`pktfate probe`'s report: for a terminal, or as one JSON line."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from typing import TextIO
+
+from ..diagnosis.origin import ttl_story
+from ..probe.plan import answer_text
+from .human import WIDTH
+
+
+def _wrap(text: str, first: str, indent: str) -> list[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=first, subsequent_indent=indent,
+                         break_on_hyphens=False, break_long_words=True)
+
+
+def probe_lines(config, source: str, target_hops: int | None, reference: str,
+                results: list[dict]) -> list[str]:
+    """The probe's report for a terminal: per protocol and port, the hops, then
+    what it means."""
+    services = ", ".join(f"{r['proto'].upper()}" + (f" :{r['port']}" if r["port"] else "")
+                         for r in results)
+    lines = _wrap(f"pktfate probe {config.target} from {source}: {services} "
+                  f"(up to {config.max_hops} hops)", "", "  ")
+    if target_hops:
+        lines.append(f"{config.target} is hop {target_hops} (from its {reference})")
+    else:
+        lines.append(f"{config.target}'s own distance is unknown: no echo replies or SYN-ACKs")
+    for r in results:
+        lines.append("")
+        service = r["proto"].upper() + (f" :{r['port']}" if r["port"] else "")
+        end = answer_text(r["answer"], r["icmp_type"], r["icmp_code"]) \
+            if r["answer"] != "none" else "no answer"
+        by = {"target": f"from {config.target}", "path": "from a device on the path",
+              "unknown": ""}[r["answered_by"]] if r["answer"] != "none" else ""
+        lines.append(f"{service:<10} {end} {by}".rstrip())
+        hops = r["hops"] if not r["blocked_here"] else []
+        for n, hop in enumerate(hops):
+            if hop["answer"] is None:
+                if n and hops[n - 1]["answer"] is None:
+                    continue  # one line for a run of silent hops
+                last = next((h["hop"] for h in hops[n:] if h["answer"] is not None), None)
+                end = (last - 1) if last else hops[-1]["hop"]
+                span = f"{hop['hop']}" if end == hop["hop"] else f"{hop['hop']}-{end}"
+                lines.append(f"  hop {span:<3} *  (no answer)")
+                continue
+            note = "" if hop["answer"] == "time-exceeded" else f"  {ttl_story(hop['ttl'])}"
+            rtt = f"{hop['rtt_ms']:.3f} ms" if hop["rtt_ms"] is not None else ""
+            lines.append(f"  hop {hop['hop']:<3} {hop['from']:<16} "
+                         f"{answer_text(hop['answer'], None, hop['icmp_code']):<22} "
+                         f"{rtt:>9}{note}")
+        lines += _wrap(r["conclusion"] + ".", "  => ", "     ")
+    return lines
+
+
+def write_probe_report(stream: TextIO, config, source: str, target_hops: int | None,
+                       reference: str, results: list[dict]) -> None:
+    if config.json:
+        stream.write(json.dumps({"kind": "probe", "target": config.target, "source": source,
+                                 "target_hops": target_hops, "target_hops_from": reference,
+                                 "results": results}) + "\n")
+    else:
+        for line in probe_lines(config, source, target_hops, reference, results):
+            stream.write(line + "\n")
+    stream.flush()

@@ -1,0 +1,129 @@
+"""One watch of the kernel, shared by `pktfate watch` and `pktfate probe`: the
+root check, what the kernel offers, the interfaces, the decoder, the signals that
+stop it, the attached tracer and its drain loop. Events reach the caller decoded."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+from .config import WatchConfig
+from .decode.events import Decoder, PacketEvent
+from .errors import PktfateError
+
+DRAIN_INTERVAL = 0.01  # seconds between ring-buffer drains (no wake-ups per event)
+
+
+class Stop:
+    """Set by SIGINT, SIGTERM or SIGHUP; the loop ends and everything detaches."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> Stop:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class IfNames:
+    def __init__(self):
+        self._cache: dict[int, str] = {}
+
+    def __call__(self, index: int) -> str:
+        if index not in self._cache:
+            try:
+                self._cache[index] = socket.if_indextoname(index)
+            except OSError:
+                self._cache[index] = f"if{index}"
+        return self._cache[index]
+
+
+def require_root(command: str, why: str) -> None:
+    if os.geteuid() != 0:
+        raise PktfateError(f"pktfate {command} needs root ({why}): run it as root or with sudo")
+
+
+class WatchSession:
+    """Use as a context: everything is attached inside it and detached on the way
+    out, however it is left."""
+
+    def __init__(self, config: WatchConfig, on_event: Callable[[PacketEvent], None],
+                 command: str = "watch", why_root: str = "BPF and netlink"):
+        self.config = config
+        self.on_event = on_event
+        self.command, self.why_root = command, why_root
+        self.stop = Stop()
+        self.tracer = None
+        self.kernel = None
+        self.leftovers: list[dict] = []
+
+    def __enter__(self) -> WatchSession:
+        # Imported here: the rest of the package imports without bcc or root.
+        from .attach.state import leftover_states
+        from .attach.tracer import Tracer
+        from .host.netlink import select_interfaces
+        from .kernel.discovery import probe_kernel
+        from .kernel.ksyms import KernelSymbols
+
+        require_root(self.command, self.why_root)
+        self.kernel = probe_kernel()
+        select_interfaces(self.config)  # unknown interfaces fail before anything loads
+        self.leftovers = leftover_states()
+        boot_offset = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
+        decoder = Decoder(self.kernel.drop_reason_name, KernelSymbols.load().name, IfNames(),
+                          self.kernel.rst_reasons, boot_offset, local_netns=self.kernel.netns)
+        decode, deliver = decoder.decode, self.on_event
+        self.decoder = decoder
+        self.stop.__enter__()
+        try:
+            self.tracer = Tracer(self.config, self.kernel, lambda raw: deliver(decode(raw)))
+            self.tracer.__enter__()
+        except BaseException:
+            self.stop.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self.tracer.__exit__(*exc_info)
+        finally:
+            self.stop.__exit__(*exc_info)
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop.signal is not None
+
+    def drain(self) -> int:
+        return self.tracer.drain()
+
+    def run(self, deadline: float | None = None,
+            done: Callable[[], bool] | None = None) -> None:
+        """Drain until a signal, the deadline (time.monotonic()) or done()."""
+        while not self.stopped and (deadline is None or time.monotonic() < deadline):
+            time.sleep(DRAIN_INTERVAL)
+            self.drain()
+            if done is not None and done():
+                return
+
+    def final_stats(self) -> dict:
+        """One last bounded drain, then the kernel's counters and exact counts."""
+        # Once stopped, one bounded drain: the time to stop does not grow with
+        # the flood that may be going on.
+        stopping = self.drain()
+        stats = self.tracer.stats()
+        stats["stopping_events"] = stopping
+        stats["kernel_counts"] = [self.decoder.aggregate(key, count)
+                                  for key, count in self.tracer.aggregates()]
+        return stats
