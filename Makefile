@@ -31,8 +31,9 @@ integration: ## Run the integration tests only (root)
 bench: setup-dev ## Measure overhead, capacity, startup, CPU, memory; table into docs/BENCHMARKS.md (root)
 	$(PY) bench/run.py --update-docs
 
-lint: ## ruff on the package and the tests; shellcheck on the scripts
+lint: ## ruff and mypy on the package, the tests and the bench; shellcheck on the scripts
 	$(VENV)/bin/ruff check tracer tests bench
+	$(VENV)/bin/mypy
 	shellcheck scripts/*.sh vagrant/*.sh .ci/run
 
 dump-bpf: ## Print the final BPF C source and compile flags for a watch of :80

@@ -115,7 +115,7 @@ class Pktfate(Tool):
         assert self.watch is not None
         rss = _status_kb(self.watch.pid)
         lines = self.watch.stop()
-        stats = next((x for x in lines if x["kind"] == "stats"), {})
+        stats: dict = next((x for x in lines if x["kind"] == "stats"), {})
         return {"stats": stats, "events": sum(1 for x in lines if x["kind"] == "packet"),
                 "flows": sum(1 for x in lines if x["kind"] == "flow"),
                 "evicted": stats.get("flows_evicted", 0), **rss}
@@ -131,6 +131,7 @@ class Tcpdump(Tool):
                 str(self.port)]
         self.proc = subprocess.Popen(pair.exec_argv(pair.b, argv), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None
         line = self.proc.stderr.readline()  # "listening on eth0, ..."
         if "listening" not in line:
             raise RuntimeError(f"tcpdump: {line.strip()}")
@@ -271,6 +272,7 @@ def memory(pair: VethPair, sizes: Sizes, tmp: Path) -> dict:
     user space keeps up with (so that every flow is seen)."""
     tool = Pktfate(WATCHED, "--sample-after", "0")
     tool.start(pair, tmp)
+    assert tool.watch is not None
     at_ready = _status_kb(tool.watch.pid)
     pair.flood(WATCHED, 8_000, max(sizes.seconds, sizes.flows / 8_000), sizes.flows)
     time.sleep(0.3)

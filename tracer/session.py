@@ -9,10 +9,15 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .config import WatchConfig
 from .decode.events import Decoder, PacketEvent
 from .errors import PktfateError
+
+if TYPE_CHECKING:
+    from .attach.tracer import Tracer
+    from .kernel.discovery import KernelInfo
 
 DRAIN_INTERVAL = 0.01  # seconds between ring-buffer drains (no wake-ups per event)
 
@@ -65,8 +70,10 @@ class WatchSession:
         self.on_event = on_event
         self.command, self.why_root = command, why_root
         self.stop = Stop()
-        self.tracer = None
-        self.kernel = None
+        # Set by __enter__: a session is used only inside its `with`.
+        self.tracer: Tracer
+        self.kernel: KernelInfo
+        self.decoder: Decoder
         self.leftovers: list[dict] = []
 
     def __enter__(self) -> WatchSession:

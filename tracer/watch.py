@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from . import __version__
 from .correlate.correlator import Correlator
@@ -61,7 +61,8 @@ def run_watch(config, stream: TextIO) -> int:
             if config.ready_file:
                 Path(config.ready_file).unlink(missing_ok=True)
     counters = delta(before, read_counters())
-    context = {"firewall": firewall.moved_verdict_rules(rules_before, firewall.snapshot())}
+    context: dict[str, Any] = {
+        "firewall": firewall.moved_verdict_rules(rules_before, firewall.snapshot())}
     flows = correlator.finish()
     stats["flows_evicted"] = correlator.evicted_flows
     context["routes"] = {peer: dict(route_back(peer), rp_filter=rp_filter_settings())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
+from typing import Any
 
 from ..config import WatchConfig
 from ..decode.raw import (
@@ -57,7 +58,7 @@ class Tracer:
         self.on_event = on_event
         self.report = AttachReport()
         self._stack = ExitStack()
-        self._bpf = None
+        self._bpf: Any = None  # bcc.BPF, once compiled
         self._error: BaseException | None = None
         self._drained = 0
 

@@ -106,7 +106,7 @@ class Flow:
     members: list[int] = field(default_factory=list)  # merged flows' ids (merge_flows)
 
     def to_json(self) -> dict:
-        out = {"kind": "flow"}
+        out: dict[str, object] = {"kind": "flow"}
         for name, value in self.__dict__.items():
             out[name] = dict(value) if isinstance(value, Counter) else value
         return out
@@ -370,6 +370,7 @@ def merge_flows(flows: list[Flow], ports: tuple[int, ...] = ()) -> list[Flow]:
     together, whatever its source port. Counts add up; members keeps the ids."""
     groups: dict[tuple, Flow] = {}
     for flow in sorted(flows, key=lambda f: f.id):
+        key: tuple[str, str, int | None, str, int | None]
         if flow.local_port in ports or not ports or flow.peer_port not in ports:
             key = (flow.proto, flow.local, flow.local_port, flow.peer, None)
         else:

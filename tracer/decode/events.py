@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from .checksum import check_l4_checksum
 from .raw import HOOKS, PROTOCOLS, TCP_FLAG_LETTERS, TCP_STATES, Hook, RawAggKey, RawEvent
@@ -99,7 +99,8 @@ class PacketEvent:
     @classmethod
     def from_json(cls, obj: dict) -> PacketEvent:
         names = cls.__dataclass_fields__
-        return cls(**{k: obj.get(k) for k in names})
+        fields: dict[str, Any] = {k: obj.get(k) for k in names}
+        return cls(**fields)
 
     @property
     def is_tcp(self) -> bool:

@@ -204,8 +204,9 @@ def environment() -> dict[str, str]:
 
     found = {"kernel": platform.release()}
     try:
-        import bcc  # noqa: F401 (only asked whether it imports)
         from importlib.metadata import PackageNotFoundError, version
+
+        import bcc  # noqa: F401 (only asked whether it imports)
 
         try:
             found["bcc"] = version("bcc")

@@ -22,7 +22,7 @@ import signal
 import socket
 import struct
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ETH_P_ALL = 0x0003
@@ -58,9 +58,9 @@ def forward_ipv4(packet: bytes, fix_ip_checksum: bool = True) -> bytes | None:
 @dataclass
 class Link:
     ifname: str
-    subnet: ipaddress.IPv4Network
+    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network
     neighbor_mac: bytes
-    sock: socket.socket | None = None
+    sock: socket.socket = field(init=False)
     mac: bytes = b""
 
     @classmethod

@@ -27,7 +27,7 @@ def describe(ev: PacketEvent) -> str:
     if ev.proto.startswith("icmp"):
         names = {0: "echo reply", 8: "echo request", 3: "unreachable", 11: "time exceeded",
                  128: "echo request", 129: "echo reply", 1: "unreachable"}
-        what = names.get(ev.icmp_type, f"type {ev.icmp_type}")
+        what = names.get(ev.icmp_type or 0, f"type {ev.icmp_type}")
         if ev.hook == "icmp-error-sent":
             what = "?"
         return f"ICMP {ev.src} > {ev.dst} {what}"

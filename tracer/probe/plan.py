@@ -13,6 +13,7 @@ import ipaddress
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..decode.checksum import ones_sum, pseudo_header_sum
 from ..decode.events import PacketEvent
@@ -154,8 +155,8 @@ def answer_key(ev: PacketEvent, target: str, echo_id: int) -> tuple[tuple[str, i
         return None
     if ev.proto == "tcp" and ev.dport is not None:
         flags = ev.tcp_flags or ""
-        kind = "rst" if "R" in flags else "syn-ack" if "S" in flags and "A" in flags else None
-        return (("tcp", ev.dport), kind) if kind else None
+        reply = "rst" if "R" in flags else "syn-ack" if "S" in flags and "A" in flags else ""
+        return (("tcp", ev.dport), reply) if reply else None
     if ev.proto == "udp" and ev.dport is not None:
         return ("udp", ev.dport), "udp-reply"
     if ev.proto == "icmp" and ev.icmp_type == 0 and ev.sport == echo_id and ev.dport is not None:
@@ -167,7 +168,8 @@ def probe_key(ev: PacketEvent, echo_id: int) -> tuple[str, int] | None:
     """The key of one of our own probes, as BPF saw it leaving or being dropped."""
     if ev.proto in ("tcp", "udp") and ev.sport is not None:
         return (ev.proto, ev.sport)
-    if ev.proto == "icmp" and ev.icmp_type == 8 and ev.sport == echo_id:
+    if ev.proto == "icmp" and ev.icmp_type == 8 and ev.sport == echo_id and \
+            ev.dport is not None:
         return ("icmp", ev.dport)
     return None
 
@@ -321,7 +323,7 @@ def result(track: Track, target: str, target_hops: int | None,
                  "rtt_ms": p.answer.rtt_ms if p.answer else None,
                  "icmp_code": p.answer.icmp_code if p.answer else None}
                 for ttl, p in sorted(track.hops().items())]
-    out = {
+    out: dict[str, Any] = {
         "proto": track.proto, "port": track.port,
         "answer": answer.kind if answer else "none",
         "answer_from": answer.src if answer else None,

@@ -9,6 +9,7 @@ import ipaddress
 import random
 import socket
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from ..config import WatchConfig
@@ -121,6 +122,9 @@ def _rounds(config: ProbeConfig, tracks: list[Track], sender: Sender, matcher: M
                 sent.append(probe)
         if not sent:
             return
-        session.run(deadline=time.monotonic() + config.wait,
-                    done=lambda sent=sent: all(p.answer or p.send_error or p.local_drop
-                                               for p in sent))
+        session.run(deadline=time.monotonic() + config.wait, done=_all_settled(sent))
+
+
+def _all_settled(sent: list[Probe]) -> Callable[[], bool]:
+    """Whether every probe of a round has its answer, or will never get one."""
+    return lambda: all(p.answer or p.send_error or p.local_drop for p in sent)
