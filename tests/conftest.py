@@ -32,7 +32,19 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture(scope="session")
-def as_nobody():
+def built_wheel(tmp_path_factory) -> Path:
+    """pktfate's wheel, built once per test session from this checkout."""
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                           "--wheel-dir", str(out), str(ROOT)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = out.glob("pktfate-*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def as_nobody(built_wheel):
     """argv that runs pktfate as the unprivileged user nobody, whoever can or cannot
     read the checkout: the package and its pure-Python dependencies are installed
     into a world-readable temporary folder first (the checkout may live under
@@ -42,7 +54,7 @@ def as_nobody():
     target = Path(tempfile.mkdtemp(prefix="pktfate-nobody-"))
     try:
         proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                               "--target", str(target), str(ROOT)],
+                               "--no-index", "--target", str(target), str(built_wheel)],
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         for dependency in ("click", "pyroute2"):

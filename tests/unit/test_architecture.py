@@ -1,0 +1,103 @@
+"""The house's rules, read from the source: which room may import which. Data
+flows one way (kernel discovery -> attach -> decode -> correlate -> diagnosis ->
+output); the lab and the bench are never imported by the product, but for the
+`lab` command, lazily."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "tracer"
+
+# What each room of the product may import of pktfate's own rooms (besides
+# errors and the package's version). Top-level modules count as rooms too.
+ALLOWED = {
+    "config": {"kernel"},
+    "kernel": set(),
+    "host": {"config"},
+    "decode": set(),
+    "correlate": {"decode"},
+    "diagnosis": {"correlate", "decode", "host"},
+    "output": {"correlate", "decode", "diagnosis", "probe"},
+    "attach": {"config", "decode", "host", "kernel"},
+    "session": {"attach", "config", "decode", "host", "kernel"},
+    "probe": {"config", "decode", "diagnosis", "host", "output", "session"},
+    "watch": {"correlate", "decode", "diagnosis", "host", "output", "session"},
+    "cli": {"attach", "config", "kernel", "probe", "watch"},
+}
+ALWAYS = {"errors", ""}  # "" is the package itself (its __version__)
+
+
+def _room(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _imports(path: Path, root: Path = PACKAGE) -> list[tuple[str, bool]]:
+    """(room imported, at module level?) for each import of pktfate's own."""
+    tree = ast.parse(path.read_text())
+    module_level = {id(node) for node in tree.body}
+    package = list(path.relative_to(root).parts[:-1])
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                target = [*base, *(node.module or "").split(".")] if node.module else base
+            elif (node.module or "").startswith(("pktfate", "tracer")):
+                target = (node.module or "").split(".")[1:]
+            else:
+                if (node.module or "").startswith("bench"):
+                    found.append(("bench", id(node) in module_level))
+                continue
+            target = [part for part in target if part]
+            if target:
+                room = target[0]
+            else:  # `from . import X`: X is a room, or a name of the package itself
+                name = node.names[0].name
+                is_room = (root / name).is_dir() or (root / f"{name}.py").is_file()
+                room = name if is_room else ""
+            found.append((room, id(node) in module_level))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith(("pktfate.", "tracer.", "bench")):
+                    parts = alias.name.split(".")
+                    found.append(("bench" if parts[0] == "bench" else parts[1],
+                                  id(node) in module_level))
+    return found
+
+
+PRODUCT = sorted(p for p in PACKAGE.rglob("*.py") if _room(p) not in ("lab", "__init__",
+                                                                         "__main__", "errors"))
+
+
+def test_every_room_of_the_product_is_known():
+    assert {_room(p) for p in PRODUCT} == set(ALLOWED)
+
+
+@pytest.mark.parametrize("path", PRODUCT, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_follow_the_rooms(path):
+    room = _room(path)
+    for target, module_level in _imports(path):
+        assert target != "bench", f"{path.name} imports the bench"
+        if target == "lab":
+            # Only the lab command, and only inside its functions.
+            assert path == PACKAGE / "cli" / "lab.py" and not module_level, \
+                f"{path.relative_to(PACKAGE)} imports the lab"
+            continue
+        assert target in ALLOWED[room] | ALWAYS | {room}, \
+            f"{path.relative_to(PACKAGE)} ({room}) imports {target}"
+
+
+def test_the_walk_sees_a_bad_import(tmp_path):
+    """The walker is not blind: a module-level import of the lab, relative or
+    absolute, is found."""
+    fake = tmp_path / "tracer" / "diagnosis" / "rules.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("from ..lab.scenarios import SCENARIOS\nimport pktfate.lab.namespaces\n"
+                    "def f():\n    from ..output.human import WIDTH\n")
+    assert _imports(fake, tmp_path / "tracer") == [("lab", True), ("lab", True),
+                                                   ("output", False)]
