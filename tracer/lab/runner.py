@@ -63,12 +63,13 @@ class WatchProcess:
         return self
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 120) -> list[dict]:
-        """Signal it, wait for it to end, return its JSON lines."""
+        """Signal it, wait for it to end, return its JSON lines (none for a watch
+        with human output: read `text`)."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         _, self.stderr = self.proc.communicate(timeout=timeout)
-        return self.lines()
+        return self.lines() if self.json_out else []
 
     def wait(self, timeout: float) -> int:
         assert self.proc is not None
