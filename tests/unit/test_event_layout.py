@@ -15,6 +15,7 @@ from pktfate.decode.raw import (
     STAT_LOST,
     STAT_SAMPLED,
     STAT_SLOTS,
+    Hook,
     RawAggKey,
     RawEvent,
 )
@@ -60,9 +61,10 @@ def _c_enum(text: str, name: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"(PF_HOOK_\w+) = (\d+)", body)}
 
 
-def test_hook_numbers_match_header():
+def test_hook_enum_matches_header_by_name_and_value():
     hooks = _c_enum((BPF / "event.h").read_text(), "pf_hook")
-    assert sorted(hooks.values()) == sorted(HOOKS)
+    assert hooks == {f"PF_HOOK_{hook.name}": hook.value for hook in Hook}
+    assert sorted(HOOKS) == sorted(hooks.values())  # every hook has its JSON name
 
 
 def test_stat_slots_match_header():

@@ -1,0 +1,60 @@
+"""Decoding from raw bytes, as the ring buffer hands them over: no root, no kernel."""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import struct
+
+from pktfate.decode.checksum import pseudo_header_sum
+from pktfate.decode.events import Decoder
+from pktfate.decode.raw import Hook, RawEvent
+
+
+def _raw(**fields) -> bytes:
+    """The bytes of one struct pf_event, as BPF writes them."""
+    ev = RawEvent()
+    for name, value in fields.items():
+        if name in ("saddr", "daddr"):
+            packed = ipaddress.ip_address(value).packed.ljust(16, b"\0")
+            value = (ctypes.c_uint32 * 4)(*struct.unpack("<4I", packed))
+        setattr(ev, name, value)
+    return bytes(ev)
+
+
+def _decoder() -> Decoder:
+    return Decoder(lambda code: {2: "NOT_SPECIFIED", 69: "TCP_CSUM"}.get(code, f"R{code}"),
+                   lambda addr: f"func+{addr:#x}", lambda index: f"eth{index}",
+                   boot_offset=1000.0, local_netns=77)
+
+
+def test_a_dropped_syn_from_raw_bytes():
+    data = _raw(ts_ns=2_500_000_000, skb=0xFFFF888001234000, location=0x4BC,
+                saddr="10.0.1.2", daddr="10.0.2.2", netns=0, ifindex=2, reason=69,
+                seq=1234, pkt_len=60, sport=45854, dport=80, ip_id=7, hook=Hook.KFREE_SKB,
+                family=4, proto=6, tcp_flags=0x02, ttl=63)
+    ev = _decoder().decode(RawEvent.from_buffer_copy(data))
+    assert (ev.hook, ev.proto, ev.src, ev.dst, ev.sport, ev.dport) == \
+        ("drop", "tcp", "10.0.1.2", "10.0.2.2", 45854, 80)
+    assert (ev.reason, ev.location, ev.tcp_flags, ev.seq) == ("TCP_CSUM", "func+0x4bc", "S", 1234)
+    assert ev.ts == 1002.5 and ev.netns == 77 and ev.iface == "eth2"
+    assert ev.skb == "0xffff888001234000" and ev.checksum is None  # not an arrival
+
+
+def test_an_arrival_with_only_the_pseudo_header_sum():
+    segment = bytearray(20)
+    segment[12] = 5 << 4  # data offset, no options
+    pseudo = pseudo_header_sum("10.0.1.2", "10.0.2.2", 6, 40)
+    snap = (ctypes.c_uint8 * 64)(*segment)
+    data = _raw(saddr="10.0.1.2", daddr="10.0.2.2", hook=Hook.XDP, family=4, proto=6,
+                l4_csum=pseudo, l4_len=40, snap_len=20, snap=snap, ifindex=3, ttl=63)
+    ev = _decoder().decode(RawEvent.from_buffer_copy(data))
+    assert (ev.hook, ev.checksum, ev.csum_field) == ("xdp", "pseudo-header-only", pseudo)
+
+
+def test_an_ipv6_echo_request():
+    data = _raw(saddr="fd00:1::2", daddr="fd00:2::2", hook=Hook.TC_INGRESS, family=6,
+                proto=58, icmp_type=128, sport=7, dport=3, ttl=63)
+    ev = _decoder().decode(RawEvent.from_buffer_copy(data))
+    assert (ev.proto, ev.src, ev.icmp_type, ev.sport, ev.dport, ev.ip_id) == \
+        ("icmpv6", "fd00:1::2", 128, 7, 3, None)
