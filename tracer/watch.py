@@ -85,8 +85,8 @@ CHECKSUM_REASONS = ("TCP_CSUM", "UDP_CSUM", "IP_CSUM")
 
 def _checksum_drop_ifaces(flows) -> set[str]:
     """Interfaces where packets arrived that the kernel then dropped for a checksum."""
-    return {where.split()[-1] for f in flows if any(f.drops.get(r) for r in CHECKSUM_REASONS)
-            for where in f.arrived_on}
+    return {where.iface for f in flows if any(f.drops.get(r) for r in CHECKSUM_REASONS)
+            for where in f.arrived_on if where.iface}
 
 
 def _peers_to_route(flows) -> set[str]:

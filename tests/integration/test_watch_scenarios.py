@@ -1,5 +1,8 @@
 """pktfate watch on the lab's server, real BPF, real traffic, one incident each."""
 
+import re
+from pathlib import Path
+
 import pytest
 
 from pktfate.lab.scenarios import ADDRESSES
@@ -112,8 +115,8 @@ def test_router_sees_packets_forwarded(lab, watch):
     flows = matching(lines, kind="flow", proto="tcp", peer=CLIENT, local=SERVER)
     assert flows, "the router sees the client's connection to the server"
     assert sum(f["fates"].get("forwarded", 0) for f in flows) >= 3  # SYN, ACK, request...
-    arrived = {k for f in flows for k in f["arrived_on"]}
-    assert "xdp eth-c" in arrived and "xdp eth-s" in arrived
+    arrived = {(a["hook"], a["iface"]) for f in flows for a in f["arrived_on"]}
+    assert {("xdp", "eth-c"), ("xdp", "eth-s")} <= arrived
 
 
 def test_human_output_fits_100_columns(lab, watch):
@@ -177,3 +180,25 @@ def test_rp_filter_says_which_route_disagrees(lab, watch):
     assert any("net.ipv4.conf.all.rp_filter=1" in line for line in top["evidence"])
     routes = matching(lines, kind="counters")[0]["routes"]
     assert routes["192.0.2.55"]["oif"] == "rpf0"
+
+
+def _documented_fields(kind: str) -> set[str]:
+    """Every `name` in the README's section on a JSON record kind."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split(f'### `"kind": "{kind}"`', 1)[1].split("\n#", 1)[0]
+    return set(re.findall(r"`([a-z_]+)`", section))
+
+
+def test_every_json_field_is_documented_in_the_readme(lab, watch):
+    lab.up("no-listener")
+    w = watch("--port", "80")
+    curl(lab)
+    ping(lab, 1)
+    lines = w.stop()
+    for kind in ("start", "packet", "flow", "stats", "counters", "diagnosis"):
+        records = matching(lines, kind=kind)
+        assert records, kind
+        fields = {key for record in records for key in record} - {"kind"}
+        assert fields <= _documented_fields(kind), (kind, fields - _documented_fields(kind))
+    finding_fields = {key for f in diagnosis(lines) for key in f}
+    assert finding_fields <= _documented_fields("diagnosis")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..decode.events import PacketEvent
 
@@ -22,6 +23,43 @@ ECHO_REPLY = {"icmp": 0, "icmpv6": 129}
 # Fates, most final first: a later, weaker sighting never overrides a stronger one.
 FATE_RANK = {"reset": 6, "icmp-error": 6, "rejected": 6, "dropped": 5, "answered": 4,
              "forwarded": 3, "delivered": 2, "sent": 1, "unanswered": 0, "not-forwarded": 0}
+
+
+class Arrival(NamedTuple):
+    """Where a packet was first seen coming in."""
+
+    hook: str
+    iface: str | None
+
+
+class DropSite(NamedTuple):
+    reason: str
+    function: str  # the kernel function that freed the packet, without offset
+
+
+class IcmpCode(NamedTuple):
+    type: int
+    code: int
+
+    def __str__(self) -> str:
+        return f"{self.type}/{self.code}"
+
+
+class ErrorIn(NamedTuple):
+    """An ICMP error received about one of the flow's packets, and who sent it."""
+
+    type: int
+    code: int
+    sender: str
+    ttl: int
+
+    @property
+    def icmp(self) -> IcmpCode:
+        return IcmpCode(self.type, self.code)
+
+
+# Counters keyed by records: in JSON, lists of the key's fields and `count`.
+RECORD_COUNTERS = ("drop_sites", "icmp_errors_sent", "arrived_on", "errors_in")
 
 
 def packet_key(ev: PacketEvent) -> tuple:
@@ -38,7 +76,6 @@ class PacketRecord:
     fate: str | None = None
     reason: str | None = None
     location: str | None = None
-    answer: str | None = None  # "SYN-ACK", "RST", "echo reply", "ICMP 3/3"
     bad_csum: bool = False
 
     def settle(self, fate: str, **detail) -> bool:
@@ -85,15 +122,15 @@ class Flow:
     fates: Counter = field(default_factory=Counter)
     drops: Counter = field(default_factory=Counter)  # reason -> count
     drop_locations: Counter = field(default_factory=Counter)  # function -> count
-    drop_sites: Counter = field(default_factory=Counter)  # "REASON function" -> count
+    drop_sites: Counter = field(default_factory=Counter)  # DropSite -> count
     drop_ifaces: Counter = field(default_factory=Counter)  # interface of dropped packets
-    icmp_errors_sent: Counter = field(default_factory=Counter)  # "type/code" -> count
-    arrived_on: Counter = field(default_factory=Counter)  # "xdp eth0" -> count
+    icmp_errors_sent: Counter = field(default_factory=Counter)  # IcmpCode -> count
+    arrived_on: Counter = field(default_factory=Counter)  # Arrival -> count
     checksums: Counter = field(default_factory=Counter)  # verdict at arrival -> count
     peer_ttls: Counter = field(default_factory=Counter)
     reset_ttls: Counter = field(default_factory=Counter)  # TTLs of the RSTs that came in
     error_ttls: Counter = field(default_factory=Counter)  # TTLs of ICMP errors that came in
-    # ICMP errors received about this flow's packets: "type/code from ADDR ttl T" -> count
+    # ICMP errors received about this flow's packets: ErrorIn -> count
     errors_in: Counter = field(default_factory=Counter)
     syn_fates: Counter = field(default_factory=Counter)
 
@@ -108,7 +145,10 @@ class Flow:
     def to_json(self) -> dict:
         out: dict[str, object] = {"kind": "flow"}
         for name, value in self.__dict__.items():
-            out[name] = dict(value) if isinstance(value, Counter) else value
+            if name in RECORD_COUNTERS:
+                out[name] = [{**key._asdict(), "count": n} for key, n in value.items()]
+            else:
+                out[name] = dict(value) if isinstance(value, Counter) else value
         return out
 
 
@@ -239,7 +279,7 @@ class Correlator:
                q.get("dport") if ported else None)
         flow = self.flows.get(key)
         if flow is not None:
-            flow.errors_in[f"{ev.icmp_type}/{ev.icmp_code} from {ev.src} ttl {ev.ttl}"] += 1
+            flow.errors_in[ErrorIn(ev.icmp_type or 0, ev.icmp_code or 0, ev.src, ev.ttl)] += 1
 
     def _on_xdp(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
         self._arrived(rec, flow, ev)
@@ -249,7 +289,7 @@ class Correlator:
             self._arrived(rec, flow, ev)
 
     def _arrived(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
-        flow.arrived_on[f"{ev.hook} {ev.iface}"] += 1
+        flow.arrived_on[Arrival(ev.hook, ev.iface)] += 1
         if ev.checksum:
             flow.checksums[ev.checksum] += 1
         if rec.direction == "in":
@@ -272,20 +312,20 @@ class Correlator:
         if ev.proto == "tcp" and "S" in flags and "A" in flags:
             want_seq = (ev.ack - 1) & 0xFFFFFFFF if ev.ack is not None else None
             self._settle_request(ev, lambda r: r.tcp_flags == "S" and r.seq == want_seq,
-                                 "answered", "SYN-ACK")
+                                 "answered")
         elif ev.proto == "tcp" and "R" in flags:
             # Going out, a RST that TCP did not send (no rst-sent event settled the
             # SYN) comes from netfilter's REJECT, which sends it before dropping the
             # SYN. Coming in, it refuses this host's own SYN.
             fate = "rejected" if ev.hook == "tc-egress" else "reset"
-            self._settle_request(ev, lambda r: r.tcp_flags == "S", fate, "RST", open_only=True)
+            self._settle_request(ev, lambda r: r.tcp_flags == "S", fate, open_only=True)
         elif ev.icmp_type == ECHO_REPLY.get(ev.proto):
             request = ECHO_REQUEST.get(ev.proto)
             self._settle_request(
                 ev, lambda r: r.icmp_type == request and (r.sport, r.dport) ==
-                (ev.sport, ev.dport), "answered", "echo reply", same_ports=False)
+                (ev.sport, ev.dport), "answered", same_ports=False)
 
-    def _settle_request(self, ev: PacketEvent, matches, fate: str, answer: str,
+    def _settle_request(self, ev: PacketEvent, matches, fate: str,
                         open_only: bool = False, same_ports: bool = True) -> None:
         """Settle the newest incoming packet, from the peer ev goes to, that ev answers."""
         for rec in reversed(self.requests.get((ev.proto, ev.dst, ev.src), ())):
@@ -296,7 +336,7 @@ class Correlator:
                 continue
             if open_only and rec.fate not in (None, "dropped", "sent"):
                 continue
-            self._settle(rec, self.flow_for(first, rec.direction), fate, answer=answer)
+            self._settle(rec, self.flow_for(first, rec.direction), fate)
             return
 
     def _move_fate(self, flow: Flow, old: str | None, new: str, rec: PacketRecord) -> None:
@@ -317,7 +357,7 @@ class Correlator:
         flow.drops[ev.reason or "UNKNOWN"] += 1
         func = (ev.location or "?").split("+")[0]
         flow.drop_locations[func] += 1
-        flow.drop_sites[f"{ev.reason or 'UNKNOWN'} {func}"] += 1
+        flow.drop_sites[DropSite(ev.reason or "UNKNOWN", func)] += 1
         if ev.iface:
             flow.drop_ifaces[ev.iface] += 1
         self._settle(rec, flow, "dropped", reason=ev.reason, location=ev.location)
@@ -329,12 +369,12 @@ class Correlator:
     def _on_rst_sent(self, rec: PacketRecord, flow: Flow, _ev: PacketEvent) -> None:
         flow.kernel_resets += 1
         if rec.direction == "in":
-            self._settle(rec, flow, "reset", answer="RST")
+            self._settle(rec, flow, "reset")
 
     def _on_icmp_error_sent(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
-        code = f"{ev.icmp_type}/{ev.icmp_code}"
+        code = IcmpCode(ev.icmp_type or 0, ev.icmp_code or 0)
         flow.icmp_errors_sent[code] += 1
-        self._settle(rec, flow, "icmp-error", answer=f"ICMP {code}")
+        self._settle(rec, flow, "icmp-error")
 
     def _on_state(self, ev: PacketEvent) -> None:
         if ev.state and ev.state.endswith(">ESTABLISHED"):

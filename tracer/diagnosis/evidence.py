@@ -56,8 +56,7 @@ class Evidence:
             self._name_unnamed_drops(flow)
 
     def _name_unnamed_drops(self, flow: Flow) -> None:
-        for site, count in list(flow.drop_sites.items()):
-            reason, _, func = site.partition(" ")
+        for (reason, func), count in list(flow.drop_sites.items()):
             if reason == "NOT_SPECIFIED" and func in LOCATION_REASONS:
                 named = LOCATION_REASONS[func]
                 flow.drops["NOT_SPECIFIED"] -= count

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable
 
-from ..correlate.correlator import Flow
+from ..correlate.correlator import ErrorIn, Flow, IcmpCode
 from ..host.firewall import delete_command
 from .evidence import Evidence, Finding
 from .origin import forged_sentence, hop_of, ttl_story, usual_hop
@@ -40,6 +40,8 @@ SIMPLE_CAUSES: dict[str, tuple[str, str, str]] = {
                     "-j TCPMSS --clamp-mss-to-pmtu; compare MTUs with ip link"),
 }
 
+PORT_UNREACHABLE, TIME_EXCEEDED = IcmpCode(3, 3), IcmpCode(11, 0)
+
 Rule = Callable[[Evidence], list[Finding]]
 RULES: list[Rule] = []
 
@@ -70,15 +72,15 @@ def _what(flow: Flow) -> str:
 
 
 def arrivals(flow: Flow) -> str:
-    seen = ", ".join(f"{n} at {where}" for where, n in flow.arrived_on.most_common(3))
+    seen = ", ".join(f"{n} at {where.hook} {where.iface}"
+                     for where, n in flow.arrived_on.most_common(3))
     return f"{flow.packets_in} arrived ({seen})" if seen else "none seen arriving"
 
 
 def _iface(flow: Flow) -> str:
     """The interface the flow's packets came in on, as far as anything saw."""
-    for where in list(flow.arrived_on) + list(flow.drop_ifaces):
-        return where.split()[-1]
-    return "<iface>"
+    ifaces = [a.iface for a in flow.arrived_on] + list(flow.drop_ifaces)
+    return next((i for i in ifaces if i), "<iface>")
 
 
 def _where(flow: Flow) -> str:
@@ -158,9 +160,8 @@ def _checksum_rule(reason: str, cause: str, proto: str | None, counters: tuple[s
 
 def _local_offload(ev: Evidence, flow: Flow, finding: Finding) -> None:
     """This host's own answers cross the same device: say if they would break too."""
-    for where in flow.arrived_on:
-        iface = where.split()[-1]
-        if ev.offload.get(iface):
+    for iface in {a.iface for a in flow.arrived_on}:
+        if iface and ev.offload.get(iface):
             finding.evidence.append(
                 f"this host's {iface} also leaves transmit checksums to offload: its answers "
                 "through the same device would arrive broken too")
@@ -228,7 +229,7 @@ def rule_no_listener(ev: Evidence) -> list[Finding]:
             answered = flow.fates.get("reset", 0)
             how = "RST"
         else:
-            answered = flow.icmp_errors_sent.get("3/3", 0)
+            answered = flow.icmp_errors_sent.get(PORT_UNREACHABLE, 0)
             how = "ICMP port unreachable"
         if not answered or not (no_socket or flow.kernel_resets):
             continue
@@ -370,7 +371,7 @@ def rule_simple_reasons(ev: Evidence) -> list[Finding]:
 def rule_ttl_expired(ev: Evidence) -> list[Finding]:
     findings = []
     for flow in ev.flows:
-        expired = flow.icmp_errors_sent.get("11/0", 0)
+        expired = flow.icmp_errors_sent.get(TIME_EXCEEDED, 0)
         if expired:
             findings.append(Finding(
                 "ttl-expired", f"Packets from {flow.peer} ran out of TTL here ({expired}): "
@@ -413,10 +414,11 @@ def _own_ttls(ev: Evidence, peer: str) -> Counter:
     return +own
 
 
-ICMP_ERROR_NAMES = {"3/3": "port unreachable", "3/1": "host unreachable",
-                    "3/0": "net unreachable", "3/13": "administratively prohibited",
-                    "3/10": "host prohibited", "3/9": "net prohibited", "11/0": "time exceeded",
-                    "3/4": "fragmentation needed"}
+ICMP_ERROR_NAMES = {IcmpCode(3, 3): "port unreachable", IcmpCode(3, 1): "host unreachable",
+                    IcmpCode(3, 0): "net unreachable",
+                    IcmpCode(3, 13): "administratively prohibited",
+                    IcmpCode(3, 10): "host prohibited", IcmpCode(3, 9): "net prohibited",
+                    IcmpCode(11, 0): "time exceeded", IcmpCode(3, 4): "fragmentation needed"}
 
 
 @rule
@@ -435,8 +437,8 @@ def rule_answers_from_path(ev: Evidence) -> list[Finding]:
         resets = sum(flow.reset_ttls.values())
         if resets and own and usual_hop(flow.reset_ttls) != own:
             findings.append(_forged_reset(flow, own, own_ttls, resets))
-        for key, count in flow.errors_in.items():
-            findings += _error_from_path(flow, key, count, own)
+        for error, count in flow.errors_in.items():
+            findings += _error_from_path(flow, error, count, own)
     return findings
 
 
@@ -456,10 +458,8 @@ def _forged_reset(flow: Flow, own: int, own_ttls: Counter, resets: int) -> Findi
              f"rejects{_peer_port(flow)} with tcp-reset. {flow.peer} is not the one refusing."])
 
 
-def _error_from_path(flow: Flow, key: str, count: int, own: int | None) -> list[Finding]:
-    code, _, rest = key.partition(" from ")
-    sender, _, ttl_text = rest.partition(" ttl ")
-    ttl = int(ttl_text or 0)
+def _error_from_path(flow: Flow, error: ErrorIn, count: int, own: int | None) -> list[Finding]:
+    code, sender, ttl = error.icmp, error.sender, error.ttl
     name = ICMP_ERROR_NAMES.get(code, f"ICMP error {code}")
     what = f"{flow.proto.upper()}{_peer_port(flow)} to {flow.peer}"
     if sender != flow.peer:

@@ -1,0 +1,102 @@
+"""The correlator on recorded events, without root: each packet's fate, the flow's
+typed counts, and their JSON form."""
+
+from __future__ import annotations
+
+import json
+
+from pktfate.correlate.correlator import (
+    Arrival,
+    Correlator,
+    DropSite,
+    ErrorIn,
+    IcmpCode,
+    merge_flows,
+)
+
+from .recorded import CLIENT, SERVER, Recorder
+
+ROUTER = "10.0.2.1"
+
+
+def _flows(rec: Recorder, ports=(80,)):
+    correlator = Correlator({SERVER}, ports)
+    for ev in rec.events:
+        correlator.feed(ev)
+    return correlator.finish()
+
+
+def _answer_syn(rec: Recorder, seq: int, sport: int = 40000) -> None:
+    rec.add(hook="tc-egress", src=SERVER, dst=CLIENT, sport=80, dport=sport, tcp_flags="SA",
+            seq=5000, ack=seq + 1, ip_id=0)
+
+
+def test_each_syn_gets_exactly_one_fate():
+    rec = Recorder()
+    rec.syn(1, sport=40001)
+    _answer_syn(rec, 1000, sport=40001)
+    rec.syn(1, sport=40002, drop={"reason": "NETFILTER_DROP", "location": "nf_hook_slow+0x9"})
+    rec.syn(1, sport=40003, rst_sent={})
+    rec.syn(1, sport=40004)  # nothing more: unanswered
+    flows = merge_flows(_flows(rec), (80,))
+    assert len(flows) == 1
+    flow = flows[0]
+    assert flow.syn_in == 4
+    assert dict(+flow.syn_fates) == {"answered": 1, "dropped": 1, "reset": 1, "unanswered": 1}
+    assert sum(flow.syn_fates.values()) == flow.syn_in
+    assert flow.members == [1, 2, 3, 4]
+
+
+def test_a_later_weaker_sighting_never_overrides_a_drop():
+    rec = Recorder()
+    rec.syn(1, drop={"reason": "TCP_CSUM", "location": "tcp_v4_rcv+0x1a"})
+    rec.add(hook="tc-ingress", ip_id=100, seq=1000)  # the same packet seen again
+    (flow,) = _flows(rec)
+    assert dict(+flow.fates) == {"dropped": 1}
+    assert flow.drops == {"TCP_CSUM": 1}
+    assert flow.drop_sites == {DropSite("TCP_CSUM", "tcp_v4_rcv"): 1}
+
+
+def test_arrivals_are_typed_and_counted_once_per_packet():
+    rec = Recorder()
+    rec.syn(3)  # each seen at xdp and then tc-ingress
+    (flow,) = merge_flows(_flows(rec), (80,))
+    assert flow.arrived_on == {Arrival("xdp", "eth0"): 3}
+    assert flow.packets_in == 3
+
+
+def test_icmp_errors_sent_and_received_are_typed():
+    rec = Recorder()
+    rec.syn(1, icmp_error_sent={"icmp_type": 3, "icmp_code": 13})
+    # An ICMP error from a router about this host's own UDP datagram to the client.
+    rec.add(hook="tc-egress", src=SERVER, dst=CLIENT, proto="udp", sport=5353, dport=53,
+            tcp_flags=None, seq=None, ack=None, ip_id=42)
+    rec.add(hook="xdp", src=ROUTER, dst=SERVER, proto="icmp", tcp_flags=None, seq=None,
+            ack=None, sport=None, dport=None, icmp_type=3, icmp_code=3, ttl=64, ip_id=43,
+            quoted={"proto": "udp", "src": SERVER, "dst": CLIENT, "sport": 5353, "dport": 53})
+    flows = {(f.proto, f.local_port): f for f in _flows(rec, ports=(80, 5353))}
+    assert flows["tcp", 80].icmp_errors_sent == {IcmpCode(3, 13): 1}
+    assert dict(+flows["tcp", 80].fates) == {"icmp-error": 1}
+    assert flows["udp", 5353].errors_in == {ErrorIn(3, 3, ROUTER, 64): 1}
+
+
+def test_flow_json_writes_typed_counts_as_records():
+    rec = Recorder()
+    rec.syn(2, drop={"reason": "TCP_CSUM", "location": "tcp_v4_rcv+0x1a"})
+    (flow,) = merge_flows(_flows(rec), (80,))
+    out = json.loads(json.dumps(flow.to_json()))
+    assert out["arrived_on"] == [{"hook": "xdp", "iface": "eth0", "count": 2}]
+    assert out["drop_sites"] == [{"reason": "TCP_CSUM", "function": "tcp_v4_rcv", "count": 2}]
+    assert out["icmp_errors_sent"] == [] and out["errors_in"] == []
+    assert out["drops"] == {"TCP_CSUM": 2}
+
+
+def test_echo_requests_are_answered_by_their_replies():
+    rec = Recorder()
+    rec.ping(3)
+    rec.add(hook="xdp", proto="icmp", tcp_flags=None, seq=None, ack=None, checksum=None,
+            sport=7, dport=9, icmp_type=8, icmp_code=0, ip_id=600)  # never answered
+    (flow,) = _flows(rec)
+    assert flow.proto == "icmp"
+    assert flow.echo_requests_in == 4 and flow.echo_replies_out == 3
+    assert dict(+flow.fates) == {"answered": 3, "unanswered": 1, "sent": 3}  # the replies

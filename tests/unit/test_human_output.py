@@ -1,0 +1,73 @@
+"""The terminal report from recorded evidence, without root: what it says, in what
+order, and that no line reaches 100 columns."""
+
+from __future__ import annotations
+
+import io
+
+from pktfate.correlate.correlator import Correlator, merge_flows
+from pktfate.diagnosis.diagnose import diagnose
+from pktfate.diagnosis.evidence import Evidence
+from pktfate.output.human import WIDTH, HumanOutput, banner, event_line
+
+from .recorded import SERVER, Recorder
+
+START = {"version": "0.1.0", "ports": [80], "hosts": [], "protos": ["tcp"], "netns": 4026531840,
+         "all_netns": False, "xdp": {"eth0": "generic"}, "tc": ["eth0"], "missing": [],
+         "leftovers": [], "duration": 0}
+
+
+def _report(rec: Recorder, show_all: bool = False) -> list[str]:
+    out = io.StringIO()
+    human = HumanOutput(out, show_all=show_all)
+    human.start(START)
+    correlator = Correlator({SERVER}, (80,))
+    for ev in rec.events:
+        record, first = correlator.feed(ev)
+        human.event(ev, record, first)
+    flows = correlator.finish()
+    evidence = Evidence(flows, {"TcpInCsumErrors": 6}, (80,))
+    human.finish(merge_flows(flows, (80,)), diagnose(evidence), {}, {}, {})
+    return out.getvalue().splitlines()
+
+
+def test_checksum_report_reads_top_down():
+    rec = Recorder()
+    rec.ping(3)
+    rec.syn(6, drop={"reason": "TCP_CSUM", "location": "tcp_v4_rcv+0x1a"})
+    lines = _report(rec)
+    assert lines[0] == "pktfate 0.1.0: watching tcp :80 (+ICMP), netns 4026531840"
+    assert "  Ctrl-C to stop and see the diagnosis" in lines
+    drops = [line for line in lines if "DROPPED TCP_CSUM at tcp_v4_rcv" in line]
+    assert len(drops) == 6
+    assert lines.index("FLOWS") < lines.index("DIAGNOSIS")
+    top = lines[lines.index("DIAGNOSIS") + 1]
+    assert top.startswith("1. [tcp-bad-checksum] TCP SYNs from 10.0.1.2 to :80 arrive")
+    assert any(line.startswith("   fix: on the sender 10.0.1.2") for line in lines)
+    assert max(map(len, lines)) <= WIDTH
+
+
+def test_long_sentences_wrap_under_100_columns():
+    rec = Recorder()
+    rec.syn(2, drop={"reason": "A_REASON_NAME_THAT_IS_" + "VERY_" * 30 + "LONG",
+                     "location": "f+0x1"})
+    lines = _report(rec)
+    assert max(map(len, lines)) <= WIDTH
+
+
+def test_event_line_names_the_place_and_reason():
+    rec = Recorder()
+    (ev,) = [e for e in rec.syn(1, drop={"reason": "NO_SOCKET", "location": "tcp_v4_rcv+0x9"})
+             if e.hook == "xdp"]
+    assert "TCP 10.0.1.2:40000 > 10.0.2.2:80 [S]" in event_line(ev)
+    assert "arrived xdp eth0 ttl 63" in event_line(ev)
+    drop = rec.events[-1]
+    assert "DROPPED NO_SOCKET at tcp_v4_rcv" in event_line(drop)
+
+
+def test_banner_says_what_is_missing_and_what_is_left_over():
+    lines = banner(dict(START, missing=["tcp:tcp_bad_csum (no such tracepoint)"],
+                        leftovers=[4242], duration=5))
+    assert "  missing: tcp:tcp_bad_csum (no such tracepoint)" in lines
+    assert "  warning: run 4242 ended without detaching: run 'pktfate cleanup'" in lines
+    assert lines[-1] == "  for 5s, then the diagnosis"
