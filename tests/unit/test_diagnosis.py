@@ -126,17 +126,20 @@ def test_explain_replays_a_recording():
 
 import pytest  # noqa: E402
 
-from pktfate.diagnosis.rules import SIMPLE_CAUSES  # noqa: E402
+from pktfate.diagnosis.tables import drop_reasons  # noqa: E402
+
+NAMED = sorted(r.name for r in drop_reasons().values() if not r.normal)
 
 
-@pytest.mark.parametrize("reason", sorted(SIMPLE_CAUSES))
-def test_reasons_that_name_their_cause(reason):
+@pytest.mark.parametrize("reason", NAMED)
+def test_every_known_reason_gives_its_tables_cause(reason):
     rec = Recorder()
     rec.syn(2, drop={"reason": reason, "location": "somewhere+0x1"})
     findings = rec.findings()
-    assert findings[0].cause == SIMPLE_CAUSES[reason][0]
+    assert findings[0].cause == drop_reasons()[reason].cause
     assert findings[0].count == 2
-    assert "<" not in findings[0].fix[0] or "iface" not in findings[0].fix[0]
+    assert "healthy" not in [f.cause for f in findings]
+    assert not any(token in " ".join(findings[0].fix) for token in ("IFACE", "PORT"))
 
 
 def test_firewall_rule_is_named_when_its_counter_moved():

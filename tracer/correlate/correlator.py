@@ -16,6 +16,7 @@ from ..decode.events import PacketEvent
 ARRIVAL_HOOKS = ("xdp", "tc-ingress")
 MAX_OPEN_PACKETS = 8192  # packets still waiting for a fate; the oldest give way
 MAX_FLOWS = 16384  # about 4 KB each: a bounded ~64 MB, the oldest give way
+RECENT_SEGMENTS = 32  # per flow and direction: enough to see a segment sent again
 
 ECHO_REQUEST = {"icmp": 8, "icmpv6": 128}
 ECHO_REPLY = {"icmp": 0, "icmpv6": 129}
@@ -124,6 +125,7 @@ class Flow:
     drop_locations: Counter = field(default_factory=Counter)  # function -> count
     drop_sites: Counter = field(default_factory=Counter)  # DropSite -> count
     drop_ifaces: Counter = field(default_factory=Counter)  # interface of dropped packets
+    syn_drops: Counter = field(default_factory=Counter)  # reason -> SYNs dropped for it
     icmp_errors_sent: Counter = field(default_factory=Counter)  # IcmpCode -> count
     arrived_on: Counter = field(default_factory=Counter)  # Arrival -> count
     checksums: Counter = field(default_factory=Counter)  # verdict at arrival -> count
@@ -133,6 +135,14 @@ class Flow:
     # ICMP errors received about this flow's packets: ErrorIn -> count
     errors_in: Counter = field(default_factory=Counter)
     syn_fates: Counter = field(default_factory=Counter)
+    # Segments seen again (same sequence number and flags): the sender retried.
+    syn_retrans_in: int = 0  # SYNs the peer sent again
+    syn_retrans_out: int = 0  # SYNs this host sent again
+    synack_retrans_out: int = 0  # SYN-ACKs this host sent again
+    retrans_out: int = 0  # other segments this host sent again
+    retrans_in: int = 0
+    retrans_out_lengths: Counter = field(default_factory=Counter)  # IP length -> count
+    acks_in: int = 0  # segments from the peer with ACK and without SYN: the handshake completed
 
     @property
     def label(self) -> str:
@@ -141,10 +151,24 @@ class Flow:
         return f"{self.proto.upper()} {self.peer}{pp} > {self.local}{lp}"
 
     members: list[int] = field(default_factory=list)  # merged flows' ids (merge_flows)
+    # The last segments each way, (direction, seq, flags): not in JSON, not merged.
+    _recent: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    def seen_again(self, direction: str, ev: PacketEvent) -> bool:
+        """Whether this TCP segment (by sequence number and flags) was seen before."""
+        key = (direction, ev.seq, ev.tcp_flags, ev.length)
+        if key in self._recent:
+            return True
+        self._recent[key] = True
+        if len(self._recent) > 2 * RECENT_SEGMENTS:
+            self._recent.popitem(last=False)
+        return False
 
     def to_json(self) -> dict:
         out: dict[str, object] = {"kind": "flow"}
         for name, value in self.__dict__.items():
+            if name.startswith("_"):
+                continue
             if name in RECORD_COUNTERS:
                 out[name] = [{**key._asdict(), "count": n} for key, n in value.items()]
             else:
@@ -240,10 +264,36 @@ class Correlator:
         flow = self.flow_for(ev, rec.direction)
         if first:
             self._count_new(flow, rec, ev)
+        self._count_retry(flow, rec, ev)
         handler = getattr(self, "_on_" + ev.hook.replace("-", "_"), None)
         if handler:
             handler(rec, flow, ev)
         return rec, first
+
+    def _count_retry(self, flow: Flow, rec: PacketRecord, ev: PacketEvent) -> None:
+        if ev.proto != "tcp" or rec.direction == "through":
+            return
+        if ev.hook != ("tc-egress" if rec.direction == "out" else rec.hooks[0]) or \
+                ev.hook not in ("xdp", "tc-ingress", "tc-egress"):
+            return  # count each sending once: where the packet was first seen
+        flags = ev.tcp_flags or ""
+        if not (ev.length > 52 or "S" in flags or "F" in flags):
+            return  # a bare ACK: the same one again is normal (duplicate ACKs)
+        if not flow.seen_again(rec.direction, ev):
+            return
+        out = rec.direction == "out"
+        if flags == "S":
+            if out:
+                flow.syn_retrans_out += 1
+            else:
+                flow.syn_retrans_in += 1
+        elif "S" in flags and out:
+            flow.synack_retrans_out += 1
+        elif out:
+            flow.retrans_out += 1
+            flow.retrans_out_lengths[ev.length] += 1
+        else:
+            flow.retrans_in += 1
 
     def _count_new(self, flow: Flow, rec: PacketRecord, ev: PacketEvent) -> None:
         flags = ev.tcp_flags or ""
@@ -260,6 +310,7 @@ class Correlator:
             flow.syn_in += flags == "S"
             flow.synack_in += "S" in flags and "A" in flags
             flow.rst_in += "R" in flags
+            flow.acks_in += "A" in flags and "S" not in flags and "R" not in flags
             flow.echo_requests_in += icmp == ECHO_REQUEST.get(ev.proto)
             flow.echo_replies_in += icmp == ECHO_REPLY.get(ev.proto)
             flow.peer_ttls[ev.ttl] += 1
@@ -360,6 +411,8 @@ class Correlator:
         flow.drop_sites[DropSite(ev.reason or "UNKNOWN", func)] += 1
         if ev.iface:
             flow.drop_ifaces[ev.iface] += 1
+        if rec.first.tcp_flags == "S" and rec.fate in (None, "sent", "dropped"):
+            flow.syn_drops[ev.reason or "UNKNOWN"] += 1
         self._settle(rec, flow, "dropped", reason=ev.reason, location=ev.location)
 
     def _on_tcp_bad_csum(self, rec: PacketRecord, flow: Flow, _ev: PacketEvent) -> None:
@@ -422,6 +475,8 @@ def merge_flows(flows: list[Flow], ports: tuple[int, ...] = ()) -> list[Flow]:
             groups[key] = group
         group.members.append(flow.id)
         for name, value in flow.__dict__.items():
+            if name.startswith("_"):
+                continue
             if isinstance(value, Counter):
                 getattr(group, name).update(value)
             elif isinstance(value, int) and name not in ("id", "local_port", "peer_port"):

@@ -5,50 +5,14 @@ explain` on a recorded --json output."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
 
 from ..correlate.correlator import ErrorIn, Flow, IcmpCode
 from ..host.firewall import delete_command
 from .evidence import Evidence, Finding
 from .origin import forged_sentence, hop_of, ttl_story, usual_hop
-
-# Drops the kernel reports in normal operation (a socket closing with data still
-# queued, for instance): never a finding by themselves.
-BENIGN_REASONS = frozenset({"QUEUE_PURGE", "TCP_CLOSE", "SOCKET_CLOSE", "TCP_OLD_DATA",
-                            "TCP_OFO_QUEUE_PRUNE", "TCP_ZEROWINDOW", "NOT_SPECIFIED"})
-
-# Reasons that name their cause directly, with what to check.
-SIMPLE_CAUSES: dict[str, tuple[str, str, str]] = {
-    "IP_INNOROUTES": ("no-route", "this host has no route for them", "ip route get {peer}"),
-    "IP_OUTNOROUTES": ("no-route", "this host has no route back", "ip route get {peer}"),
-    "SOCKET_RCVBUFF": ("socket-buffer-full", "the receiving socket's buffer is full",
-                       "ss -lunmp 'sport = :{port}' (raise SO_RCVBUF or read faster)"),
-    "TC_INGRESS": ("tc-drop", "a tc ingress filter drops them",
-                   "tc filter show dev {iface} ingress"),
-    "TC_EGRESS": ("tc-drop", "a tc egress filter drops them",
-                  "tc filter show dev {iface} egress"),
-    "XDP": ("xdp-drop", "an XDP program on {iface} drops them before the stack sees them",
-            "find it: ip -d link show {iface} (prog/xdp id N), bpftool prog show id N; then "
-            "fix its filter or detach it (ip link set {iface} xdpgeneric off)"),
-    "OTHERHOST": ("not-for-this-host", "they are addressed to another host's MAC",
-                  "ip neigh; check the sender's ARP entry for this host"),
-    "IP_INADDRERRORS": ("not-for-this-host", "their destination is not an address of this host",
-                        "ip -br addr"),
-    "PKT_TOO_BIG": ("mtu", "they are larger than the next link's MTU and may not be fragmented",
-                    "let ICMP 'fragmentation needed' (type 3 code 4) reach the sender, or clamp "
-                    "TCP's MSS: iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN "
-                    "-j TCPMSS --clamp-mss-to-pmtu; compare MTUs with ip link"),
-}
+from .registry import Cause, rule
 
 PORT_UNREACHABLE, TIME_EXCEEDED = IcmpCode(3, 3), IcmpCode(11, 0)
-
-Rule = Callable[[Evidence], list[Finding]]
-RULES: list[Rule] = []
-
-
-def rule(fn: Rule) -> Rule:
-    RULES.append(fn)
-    return fn
 
 
 # ---------------------------------------------------------------- wording helpers
@@ -170,12 +134,19 @@ def _local_offload(ev: Evidence, flow: Flow, finding: Finding) -> None:
             return
 
 
-rule(_checksum_rule("TCP_CSUM", "tcp-bad-checksum", "tcp", ("TcpInCsumErrors",)))
-rule(_checksum_rule("UDP_CSUM", "udp-bad-checksum", "udp", ("UdpInCsumErrors",)))
-rule(_checksum_rule("IP_CSUM", "ip-bad-checksum", None, ("IpInHdrErrors",)))
+rule(Cause("tcp-bad-checksum", 90, "the kernel drops TCP segments whose checksum is wrong "
+           "(offload plus a forwarding device that does not complete it)"))(
+    _checksum_rule("TCP_CSUM", "tcp-bad-checksum", "tcp", ("TcpInCsumErrors",)))
+rule(Cause("udp-bad-checksum", 90, "the kernel drops UDP datagrams whose checksum is wrong"))(
+    _checksum_rule("UDP_CSUM", "udp-bad-checksum", "udp", ("UdpInCsumErrors",)))
+rule(Cause("ip-bad-checksum", 90, "the kernel drops packets whose IPv4 header checksum is "
+           "wrong (a device rewrote the header without fixing it)"))(
+    _checksum_rule("IP_CSUM", "ip-bad-checksum", None, ("IpInHdrErrors",)))
 
 
-@rule
+@rule(Cause("firewall-drop", 80, "this host's firewall drops the packets silently"),
+      Cause("firewall-reject", 80, "this host's firewall rejects the packets (RST or ICMP in "
+            "its name)", also_explains=("NETFILTER_DROP",)))
 def rule_firewall(ev: Evidence) -> list[Finding]:
     findings = []
     for flow in ev.watched:
@@ -204,12 +175,12 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
                                                   ", nothing sent back"))
         finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
                                                "(NETFILTER_DROP)")
-        rules = [r for r in ev.firewall if r["verdict"] == ("REJECT" if rejected else "DROP")]
-        for rule in rules[:3]:
-            finding.evidence.append(f"rule that matched {rule['packets']} packets during the "
-                                    f"watch: {rule['rule']}")
-        if rules:
-            finding.fix = [f"remove or narrow that rule: {delete_command(rules[0]['rule'])}"]
+        matched = [r for r in ev.firewall if r["verdict"] == ("REJECT" if rejected else "DROP")]
+        for fw in matched[:3]:
+            finding.evidence.append(f"rule that matched {fw['packets']} packets during the "
+                                    f"watch: {fw['rule']}")
+        if matched:
+            finding.fix = [f"remove or narrow that rule: {delete_command(matched[0]['rule'])}"]
         else:
             finding.fix = [
                 f"find the rule: iptables -L -v -n --line-numbers | grep 'dpt:{port}' or "
@@ -220,7 +191,8 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
     return findings
 
 
-@rule
+@rule(Cause("no-listener", 70, "nothing listens on the port: the kernel answers RST or ICMP "
+            "port unreachable"))
 def rule_no_listener(ev: Evidence) -> list[Finding]:
     findings = []
     for flow in ev.watched:
@@ -252,7 +224,8 @@ def rule_no_listener(ev: Evidence) -> list[Finding]:
     return findings
 
 
-@rule
+@rule(Cause("listen-overflow", 75, "the listener's accept queue is full: the application does "
+            "not accept fast enough", explains_unanswered=True))
 def rule_listen_overflow(ev: Evidence) -> list[Finding]:
     flows = [f for f in ev.watched if f.drops.get("TCP_LISTEN_OVERFLOW")]
     # ListenDrops alone is not enough: it also counts SYNs with no route back.
@@ -278,7 +251,7 @@ def rule_listen_overflow(ev: Evidence) -> list[Finding]:
     return [finding]
 
 
-@rule
+@rule("no-route")
 def rule_no_route_back(ev: Evidence) -> list[Finding]:
     """SYNs accepted but never answered, and the kernel counted output packets it
     could not route: the answer has nowhere to go."""
@@ -309,7 +282,8 @@ def rule_no_route_back(ev: Evidence) -> list[Finding]:
     return findings
 
 
-@rule
+@rule(Cause("rp-filter", 80, "reverse-path filtering drops packets whose route back leaves "
+            "by another interface"))
 def rule_rp_filter(ev: Evidence) -> list[Finding]:
     findings = []
     for flow in ev.flows:
@@ -346,28 +320,8 @@ def rule_rp_filter(ev: Evidence) -> list[Finding]:
     return findings
 
 
-@rule
-def rule_simple_reasons(ev: Evidence) -> list[Finding]:
-    findings = []
-    for flow in ev.flows:
-        for reason, dropped in flow.drops.items():
-            if reason not in SIMPLE_CAUSES:
-                continue
-            cause, why, check = SIMPLE_CAUSES[reason]
-            iface = _iface(flow)
-            finding = Finding(
-                cause, f"{_what(flow)} from {flow.peer} are dropped ({dropped}): "
-                f"{why.format(iface=iface)}.",
-                flows=[flow_ref(flow, dropped)], count=dropped, confidence="medium")
-            finding.evidence.append(_dropped_line(flow, dropped, reason, ev=ev))
-            finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
-                                                   f"({reason})")
-            finding.fix = [check.format(peer=flow.peer, port=flow.local_port, iface=iface)]
-            findings.append(finding)
-    return findings
-
-
-@rule
+@rule(Cause("ttl-expired", 65, "packets run out of TTL here: a routing loop or a TTL set too "
+            "low"))
 def rule_ttl_expired(ev: Evidence) -> list[Finding]:
     findings = []
     for flow in ev.flows:
@@ -382,7 +336,8 @@ def rule_ttl_expired(ev: Evidence) -> list[Finding]:
     return findings
 
 
-@rule
+@rule(Cause("never-arrived", 60, "no watched packet reached this host: the problem is "
+            "upstream"))
 def rule_never_arrived(ev: Evidence) -> list[Finding]:
     if any(f.packets_in for f in ev.watched):
         return []
@@ -421,7 +376,10 @@ ICMP_ERROR_NAMES = {IcmpCode(3, 3): "port unreachable", IcmpCode(3, 1): "host un
                     IcmpCode(11, 0): "time exceeded", IcmpCode(3, 4): "fragmentation needed"}
 
 
-@rule
+@rule(Cause("forged-reset", 85, "RSTs in the peer's name come from a device on the path"),
+      Cause("forged-icmp-error", 85, "ICMP errors in the peer's name come from a device on the "
+            "path"),
+      Cause("refused-on-path", 85, "a device on the path answers with an ICMP error"))
 def rule_answers_from_path(ev: Evidence) -> list[Finding]:
     """RSTs and ICMP errors that a device on the path sent: told by their TTL, or by
     the address an ICMP error names."""

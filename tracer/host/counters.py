@@ -6,13 +6,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SOURCES = (Path("/proc/self/net/snmp"), Path("/proc/self/net/netstat"))
+SOURCES = (Path("/proc/self/net/snmp"), Path("/proc/self/net/netstat"),
+           Path("/proc/self/net/snmp6"))
 
 
 def parse_snmp(text: str) -> dict[str, int]:
-    """'Tcp: A B' / 'Tcp: 1 2' line pairs -> {'TcpA': 1, 'TcpB': 2}."""
+    """'Tcp: A B' / 'Tcp: 1 2' line pairs -> {'TcpA': 1, 'TcpB': 2}; snmp6's
+    'Ip6InReceives 12' lines -> {'Ip6InReceives': 12}."""
     counters: dict[str, int] = {}
     lines = text.splitlines()
+    if lines and ":" not in lines[0]:
+        for line in lines:
+            name, _, number = line.partition(" ")
+            if number.strip().isdigit():
+                counters[name] = int(number)
+        return counters
     for header, values in zip(lines[::2], lines[1::2]):
         prefix, _, names = header.partition(":")
         _, _, numbers = values.partition(":")

@@ -1,0 +1,186 @@
+"""Account for every request: drops the specific rules left unexplained (by the
+drop-reason table), reasons the table does not know, SYNs that got no answer
+and no drop, and `healthy` only when every request was answered."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..correlate.correlator import Flow
+from .evidence import Evidence, Finding
+from .registry import CAUSES, Cause, declare, explained_reasons
+from .rules import _dropped_line, _iface, _port, _what, arrivals, contrast, flow_ref
+from .tables import counter_meanings, fill, reason_info
+
+UNKNOWN = declare(Cause("unknown", 10, "the kernel dropped watched packets for a reason this "
+                        "pktfate's table does not know (a newer kernel): reason, place, counts"))
+UNANSWERED = declare(Cause("unanswered", 50, "requests that arrived and got no answer and no "
+                           "drop: what this host did, the counters that moved, what that "
+                           "points to"))
+HEALTHY = declare(Cause("healthy", 0, "every watched request was answered and every "
+                        "connection established; nothing dropped for a reason that matters"))
+
+
+def _unexplained(ev: Evidence, findings: list[Finding]) -> dict[str, list[tuple[Flow, int]]]:
+    """Known reasons, not normal, that no finding's cause accounts for."""
+    left: dict[str, list[tuple[Flow, int]]] = {}
+    for flow in ev.flows:
+        explained = explained_reasons(findings, flow.id)
+        for reason, n in flow.drops.items():
+            info = reason_info(reason)
+            if info is None or info.normal or reason in explained or n <= 0:
+                continue
+            left.setdefault(reason, []).append((flow, n))
+    return left
+
+
+def rule_reason_table(ev: Evidence, findings: list[Finding]) -> list[Finding]:
+    """Every drop with a known reason that the specific rules did not explain, in the
+    table's words: what it means, the usual cause, where to look, the fix."""
+    found = []
+    for reason, flows in _unexplained(ev, findings).items():
+        info = reason_info(reason)
+        assert info is not None
+        for flow, dropped in flows:
+            inferred = (flow.id, reason) in ev.inferred
+            iface = _iface(flow)
+            values = {"iface": iface, "port": flow.local_port, "src": flow.peer,
+                      "dst": flow.peer}
+            finding = Finding(
+                info.cause, f"{_what(flow)} from {flow.peer} to {_port(flow) or flow.local} "
+                f"are dropped ({dropped}/{flow.packets_in}): {info.meaning}.",
+                flows=[flow_ref(flow, dropped)], count=dropped,
+                confidence="medium" if inferred else "high")
+            finding.evidence.append(_dropped_line(flow, dropped, reason, ev=ev))
+            finding.evidence.append(f"{reason} usually means: {info.usual}")
+            finding.evidence += counter_evidence(ev, CAUSES[info.cause].counters)
+            finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
+                                                   f"({reason})")
+            finding.fix = [f"look: {fill(info.look, **values)}", fill(info.fix, **values)]
+            found.append(finding)
+    return found
+
+
+def counter_evidence(ev: Evidence, names: tuple[str, ...]) -> list[str]:
+    meanings = counter_meanings()
+    return [f"kernel counter {name} +{ev.counters[name]} during the watch: "
+            f"{meanings[name].meaning}" for name in names if ev.counters.get(name)]
+
+
+def rule_unknown(ev: Evidence) -> list[Finding]:
+    """Drops for reasons the table does not know, still reported with reason,
+    place and count."""
+    left: Counter = Counter()
+    where: dict[str, Counter] = {}
+    flows: list[dict] = []
+    for flow in ev.flows:
+        for reason, n in flow.drops.items():
+            if reason_info(reason) is None and n > 0:
+                left[reason] += n
+                where.setdefault(reason, Counter()).update(
+                    f for (r, f), k in flow.drop_sites.items() if r == reason for _ in range(k))
+                flows.append(flow_ref(flow, n))
+    if not left:
+        return []
+    reasons = ", ".join(f"{r} x{n}" for r, n in left.most_common())
+    finding = Finding("unknown", f"The kernel dropped watched packets for reasons this "
+                      f"pktfate does not know: {reasons}.", flows=flows,
+                      count=sum(left.values()), confidence="low")
+    for reason, places in where.items():
+        finding.evidence.append(f"{reason}: at {', '.join(f for f, _ in places.most_common(3))}")
+    finding.fix = ["look the reason up in this kernel's include/net/dropreason-core.h (or the "
+                   "subsystem's own list for SUBSYS_ names), then the function named above"]
+    return [finding]
+
+
+def _explains_unanswered(findings: list[Finding], flow: Flow) -> bool:
+    for finding in findings:
+        if CAUSES[finding.cause].explains_unanswered and \
+                (not finding.flows or any(ref["flow"] == flow.id for ref in finding.flows)):
+            return True
+    return False
+
+
+def _what_this_host_did(flow: Flow) -> str:
+    did = [f"{flow.synack_out} SYN-ACKs sent" if flow.synack_out else "no SYN-ACK sent",
+           f"{flow.synack_retrans_out} of them again" if flow.synack_retrans_out else "",
+           f"{flow.syn_retrans_in} SYNs came again (the peer retried)"
+           if flow.syn_retrans_in else "",
+           f"{flow.acks_in} ACKs back from the peer" if flow.acks_in
+           else "no ACK back from the peer"]
+    return "this host: " + ", ".join(d for d in did if d)
+
+
+def _pointers(ev: Evidence) -> list[tuple[str, str, int]]:
+    """Counters that moved and mean refusal or loss: (cause, counter, delta)."""
+    meanings = counter_meanings()
+    return [(meanings[name].cause, name, n) for name, n in ev.counters.items()
+            if name in meanings and meanings[name].cause != "normal" and n > 0]
+
+
+def rule_unanswered(ev: Evidence, findings: list[Finding]) -> list[Finding]:
+    """SYNs (and echo requests) that arrived and got neither an answer nor a drop that
+    any finding explains: never left out, never called healthy."""
+    found = []
+    pointers = _pointers(ev)
+    for flow in ev.watched:
+        silent = flow.syn_fates.get("unanswered", 0)
+        # SYNs freed for a reason that is normal elsewhere: no finding speaks for them.
+        freed = {r: n for r, n in flow.syn_drops.items()
+                 if (info := reason_info(r)) is not None and info.normal}
+        waiting = silent + sum(freed.values())
+        if flow.proto != "tcp" or not waiting or _explains_unanswered(findings, flow):
+            continue
+        finding = Finding(
+            "unanswered",
+            f"{waiting} of {flow.syn_in} {_what(flow)} from {flow.peer} to {_port(flow)} got "
+            "no answer" + (", and the kernel reported no drop for them." if not freed else
+                           f": {silent} with no drop reported, "
+                           f"{sum(freed.values())} freed without a telling reason."),
+            flows=[flow_ref(flow, waiting)], count=waiting, confidence="low")
+        finding.evidence.append(f"{arrivals(flow)}; {_what_this_host_did(flow)}")
+        finding.evidence += [f"{n} SYNs freed with reason {r} at "
+                             f"{', '.join(f for (rr, f) in flow.drop_sites if rr == r)}"
+                             for r, n in freed.items()]
+        finding.evidence += [f"kernel counter {name} +{n} during the watch: "
+                             f"{counter_meanings()[name].meaning} (points to {cause})"
+                             for cause, name, n in pointers]
+        finding.evidence += contrast(ev, flow, f"unanswered {waiting}/{flow.syn_in}")
+        if pointers:
+            finding.confidence = "medium"
+            causes = ", ".join(sorted({cause for cause, _, _ in pointers}))
+            finding.fix = [f"the counters point to: {causes}; check that first"]
+        finding.fix += [f"see the listener: ss -ltnp 'sport = :{flow.local_port}' (is it "
+                        "there, is its queue full?)",
+                        "watch the kernel's counters while it happens: nstat -az | grep -i "
+                        "-e drop -e fail -e overflow"]
+        found.append(finding)
+    return found
+
+
+def rule_healthy(ev: Evidence) -> list[Finding]:
+    """Only when every watched SYN was answered, the connections completed, and
+    nothing was dropped that matters (the caller runs it when no finding is left)."""
+    flows = [f for f in ev.watched if f.packets_in or f.packets_out]
+    if not flows:
+        return []
+    syns = sum(f.syn_in for f in flows)
+    answered = sum(f.syn_fates.get("answered", 0) for f in flows)
+    established = sum(f.established for f in flows)
+    forwarded = sum(f.forwarded for f in flows)
+    packets = sum(f.packets_in + f.packets_out for f in flows)
+    if syns and not forwarded and answered < syns - sum(f.syn_retrans_in for f in flows):
+        return []  # not every SYN answered: never healthy (the caller says what is known)
+    parts = []
+    if forwarded:  # a router passes SYNs on rather than answering them
+        parts.append(f"{forwarded} packets forwarded")
+    elif syns:
+        parts.append(f"SYNs answered {answered}/{syns}")
+    if established:
+        parts.append(f"{established} connections established")
+    parts.append(f"{packets} packets in {len(flows)} flows, none dropped for a reason that "
+                 "matters")
+    return [Finding("healthy", "Healthy: " + "; ".join(parts) + ".",
+                    flows=[flow_ref(f, f.packets_in + f.packets_out) for f in flows],
+                    evidence=[f"{f.label}: {arrivals(f)}, {f.packets_out} sent"
+                              for f in flows[:5]], count=packets)]
