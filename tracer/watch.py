@@ -18,6 +18,7 @@ from .diagnosis.diagnose import diagnose
 from .diagnosis.evidence import Evidence
 from .errors import PktfateError
 from .host import firewall
+from .host import sockets
 from .host.counters import delta, read_counters
 from .output.human import HumanOutput
 from .output.jsonl import JsonOutput
@@ -69,6 +70,8 @@ def run_watch(config, stream: TextIO) -> int:
                          for peer in _peers_to_route(flows)}
     context["offload"] = {iface: tx_checksum_offload(iface)
                           for iface in _checksum_drop_ifaces(flows)}
+    context["listeners"] = sockets.listeners(config.ports)
+    context["sysctls"] = sockets.sysctls()
     _finish(out, flows, counters, stats, config.ports, context)
     return 0
 
@@ -116,7 +119,9 @@ def _finish(out, flows, counters: dict, stats: dict, ports: Iterable[int],
                                  context.get("firewall", []), context.get("routes", {}),
                                  context.get("offload", {}),
                                  sampled=sum(stats.get("sampled", {}).values()),
-                                 kernel_counts=stats.get("kernel_counts", [])))
+                                 kernel_counts=stats.get("kernel_counts", []),
+                                 listeners=context.get("listeners", {}),
+                                 sysctls=context.get("sysctls", {})))
     out.finish(flows, findings, stats, counters, context)
 
 

@@ -143,6 +143,9 @@ class Flow:
     retrans_in: int = 0
     retrans_out_lengths: Counter = field(default_factory=Counter)  # IP length -> count
     acks_in: int = 0  # segments from the peer with ACK and without SYN: the handshake completed
+    # Connections this host accepted whose handshake completed (ESTABLISHED, or an
+    # ACK from the peer where the state tracepoint is missing): set by finish().
+    completed: int = 0
 
     @property
     def label(self) -> str:
@@ -454,6 +457,8 @@ class Correlator:
         """Settle every open packet and return the flows, busiest first."""
         while self.packets:
             self._retire(self._pop_oldest())
+        for flow in self.flows.values():  # one connection per flow (per peer port)
+            flow.completed = int(bool(flow.syn_in and (flow.established or flow.acks_in)))
         return sorted(self.flows.values(), key=lambda f: (-(f.packets_in + f.packets_out), f.id))
 
 

@@ -79,7 +79,9 @@ SPECS = {
         "routes": MapOf(Record({"oif": STR, "rp_filter": MapOf(INT)},
                                optional=frozenset({"oif", "rp_filter"}))),
         "offload": MapOf(OPT_BOOL),
-    }, optional=frozenset({"firewall", "routes", "offload"})),
+        "listeners": MapOf(MapOf(INT)),
+        "sysctls": MapOf(INT),
+    }, optional=frozenset({"firewall", "routes", "offload", "listeners", "sysctls"})),
 }
 
 
@@ -222,7 +224,7 @@ def _take(rec: Recording, number: int, text: str, our_version: str,
     elif kind == "counters":
         rec.counters = obj["delta"]
         rec.context = {key: obj.get(key, {} if key != "firewall" else [])
-                       for key in ("firewall", "routes", "offload")}
+                       for key in ("firewall", "routes", "offload", "listeners", "sysctls")}
     elif kind == "stats":
         rec.stats = {key: value for key, value in obj.items() if key != "kind"}
 

@@ -128,15 +128,20 @@ def rule_unanswered(ev: Evidence, findings: list[Finding]) -> list[Finding]:
         # SYNs freed for a reason that is normal elsewhere: no finding speaks for them.
         freed = {r: n for r, n in flow.syn_drops.items()
                  if (info := reason_info(r)) is not None and info.normal}
-        waiting = silent + sum(freed.values())
+        # Answered, yet the handshake never completed (and no rule said why).
+        stalled = max(min(flow.syn_in - flow.syn_retrans_in, flow.syn_fates.get("answered", 0))
+                      - flow.completed, 0)
+        waiting = silent + sum(freed.values()) + stalled
         if flow.proto != "tcp" or not waiting or _explains_unanswered(findings, flow):
             continue
+        parts = [f"{silent} got no answer and no drop was reported" if silent else "",
+                 f"{sum(freed.values())} were freed without a telling reason" if freed else "",
+                 f"{stalled} were answered but the handshake never completed" if stalled
+                 else ""]
         finding = Finding(
             "unanswered",
-            f"{waiting} of {flow.syn_in} {_what(flow)} from {flow.peer} to {_port(flow)} got "
-            "no answer" + (", and the kernel reported no drop for them." if not freed else
-                           f": {silent} with no drop reported, "
-                           f"{sum(freed.values())} freed without a telling reason."),
+            f"{waiting} of {flow.syn_in} {_what(flow)} from {flow.peer} to {_port(flow)} are "
+            f"not accounted for: {'; '.join(p for p in parts if p)}.",
             flows=[flow_ref(flow, waiting)], count=waiting, confidence="low")
         finding.evidence.append(f"{arrivals(flow)}; {_what_this_host_did(flow)}")
         finding.evidence += [f"{n} SYNs freed with reason {r} at "
@@ -169,8 +174,10 @@ def rule_healthy(ev: Evidence) -> list[Finding]:
     established = sum(f.established for f in flows)
     forwarded = sum(f.forwarded for f in flows)
     packets = sum(f.packets_in + f.packets_out for f in flows)
-    if syns and not forwarded and answered < syns - sum(f.syn_retrans_in for f in flows):
-        return []  # not every SYN answered: never healthy (the caller says what is known)
+    tried = sum(max(f.syn_in - f.syn_retrans_in, 0) for f in flows)
+    completed = sum(f.completed for f in flows)
+    if syns and not forwarded and (answered < tried or completed < tried):
+        return []  # not every connection answered and completed: never healthy
     parts = []
     if forwarded:  # a router passes SYNs on rather than answering them
         parts.append(f"{forwarded} packets forwarded")

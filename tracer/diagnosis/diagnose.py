@@ -4,7 +4,7 @@ left; the findings ranked by their cause's severity, then by count."""
 
 from __future__ import annotations
 
-from . import rules  # noqa: F401  (registers the rules)
+from . import handshakes, rules  # noqa: F401  (they register their rules)
 from .accounting import rule_healthy, rule_reason_table, rule_unanswered, rule_unknown
 from .evidence import Evidence, Finding
 from .registry import RULES, severity

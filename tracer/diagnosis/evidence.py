@@ -40,6 +40,8 @@ class Evidence:
     offload: dict[str, bool | None] = field(default_factory=dict)  # iface -> tx csum offload
     sampled: int = 0  # events the kernel counted but did not send (sampling)
     kernel_counts: list[dict] = field(default_factory=list)  # the kernel's exact counts
+    listeners: dict[str, dict] = field(default_factory=dict)  # port -> half_open, accept_queue
+    sysctls: dict[str, int] = field(default_factory=dict)  # the settings that decide fates
 
     def __post_init__(self) -> None:
         # Rules reason about a peer and a service, not each connection apart.

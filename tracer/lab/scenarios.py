@@ -2,11 +2,14 @@
 namespace lab (tracer/lab.py) applies them with `ip netns exec`; the Vagrant lab
 applies the same commands over ssh (`pktfate lab script NAME --host server`).
 
-Commands are shell lines with {placeholders} from ADDRESSES.
+Commands are shell lines with {placeholders} from ADDRESSES and INTERFACES, and
+{python}: the interpreter pktfate runs under (for the lab's own listeners).
 """
 
 from __future__ import annotations
 
+import shlex
+import sys
 from dataclasses import dataclass, field
 
 HOSTS = ("client", "router", "server")
@@ -103,7 +106,8 @@ class Scenario:
         with the interface names of `interfaces` (default: the namespace lab's)."""
         lines = getattr(self, section).get(host, ()) if section != "traffic" else \
             (self.traffic if host == "client" else ())
-        values = {**ADDRESSES, **INTERFACES, **(interfaces or {})}
+        values = {**ADDRESSES, **INTERFACES, "python": shlex.quote(sys.executable),
+                  **(interfaces or {})}
         return [line.format(**values) for line in lines]
 
 
@@ -271,6 +275,61 @@ SCENARIOS = {s.name: s for s in (
         service_port="{port}",
         probe=("--port", "22/tcp", "--port", "{port}/tcp", "--port", "8080/tcp", "--port",
                "{udp_port}/udp"),
+    ),
+    Scenario(
+        "syn-queue-full",
+        "A SYN flood from a spoofed address that never completes the handshake (the router "
+        "black-holes the answers) fills the SYN queue of the server's listener while "
+        "syncookies are off: the client's SYNs are discarded without a trace.",
+        expect="syn-queue-full",
+        setup={"server": ("sysctl -qw net.ipv4.tcp_syncookies=0",),
+               "router": ("ip route add blackhole {spoofed_net}",)},
+        services={"server": (HTTP_SERVICE,)},
+        traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
+                 "hping3 -S -p {port} -c 40 -i u10000 -a {spoofed_ip} {server_ip}",
+                 "curl -sS -m 3 -o /dev/null http://{server_ip}:{port}/"),
+    ),
+    Scenario(
+        "tcp-md5",
+        "The server's listener requires a TCP MD5 signature from the client (as BGP "
+        "speakers do); the client sends none, and every SYN is dropped (TCP_MD5NOTFOUND).",
+        expect="tcp-md5",
+        services={"server": ("{python} -m pktfate.lab.listeners md5 --port {port} "
+                             "--peer {client_ip}",)},
+    ),
+    Scenario(
+        "socket-filter",
+        "A filter on the listening socket refuses everything, the way systemd's "
+        "IPAddressDeny= (a cgroup BPF program) refuses its peers: SYNs are dropped at the "
+        "socket (SOCKET_FILTER).",
+        expect="socket-filter",
+        services={"server": ("{python} -m pktfate.lab.listeners filtered --port {port}",)},
+    ),
+    Scenario(
+        "answers-lost",
+        "The server's neighbour entry for its gateway is PERMANENT with a MAC address nobody "
+        "has: SYNs arrive and SYN-ACKs leave, but they never reach the client, which keeps "
+        "retrying.",
+        expect="answers-lost",
+        setup={"server": ("ip neigh replace {router_server_ip} lladdr 02:00:0a:00:02:77 "
+                          "dev {server_if} nud permanent",)},
+        services={"server": (HTTP_SERVICE,)},
+        traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
+                 "curl -sS -m 4 -o /dev/null http://{server_ip}:{port}/"),
+    ),
+    Scenario(
+        "pmtu-blackhole",
+        "The router's link to the client has an MTU of 1280 and the router's ICMP "
+        "'fragmentation needed' is filtered: connections open, small requests work, but "
+        "the server's full-size segments never arrive (a path-MTU black hole).",
+        expect="pmtu-blackhole",
+        setup={"router": ("ip link set {router_client_if} mtu 1280",
+                          "iptables -A OUTPUT -p icmp --icmp-type fragmentation-needed "
+                          "-j DROP"),
+               "server": ("head -c 300000 /dev/zero > {www}/big.bin",)},
+        services={"server": (HTTP_SERVICE,)},
+        traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
+                 "curl -sS -m 5 -o /dev/null http://{server_ip}:{port}/big.bin"),
     ),
     Scenario(
         "healthy",

@@ -29,7 +29,9 @@ class JsonOutput:
         self._emit({"kind": "stats", **stats})
         self._emit({"kind": "counters", "delta": counters,
                     "firewall": context.get("firewall", []), "routes": context.get("routes", {}),
-                    "offload": context.get("offload", {})})
+                    "offload": context.get("offload", {}),
+                    "listeners": context.get("listeners", {}),
+                    "sysctls": context.get("sysctls", {})})
         self._emit({"kind": "diagnosis", "findings": [f.to_json() for f in findings]})
 
     def _emit(self, obj: dict) -> None:
