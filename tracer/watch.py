@@ -17,8 +17,7 @@ from .decode.recording import read_recording
 from .diagnosis.diagnose import diagnose
 from .diagnosis.evidence import Evidence
 from .errors import PktfateError
-from .host import firewall
-from .host import sockets
+from .host import firewall, sockets
 from .host.counters import delta, read_counters
 from .output.human import HumanOutput
 from .output.jsonl import JsonOutput
