@@ -108,3 +108,20 @@ def test_healthy_only_when_every_handshake_completed():
     findings = rec.findings()
     assert _causes(findings) == ["healthy"]
     assert "SYNs answered 1/1" in findings[0].summary
+
+
+def test_drops_by_an_invalid_state_rule_are_conntrack_invalid_not_a_firewall_to_remove():
+    rec = Recorder()
+    for i in range(3):  # bare ACKs of a connection the server's conntrack does not know
+        rec.add(hook="xdp", tcp_flags="A", ip_id=700 + i, seq=9000 + i, ack=1)
+        rec.add(hook="drop", tcp_flags="A", ip_id=700 + i, seq=9000 + i, ack=1, skb="0x2",
+                reason="NETFILTER_DROP", location="nft_do_chain+0x3")
+    rule = "iptables -t filter -A INPUT -m conntrack --ctstate INVALID -j DROP"
+    findings = rec.findings(firewall=[{"rule": rule, "packets": 3, "verdict": "DROP"}],
+                            sysctls={"net.netfilter.nf_conntrack_tcp_loose": 0})
+    assert _causes(findings) == ["conntrack-invalid"]
+    top = findings[0]
+    assert "TCP segments" in top.summary and "INVALID" in top.summary
+    assert "3 dropped in nft_do_chain with reason NETFILTER_DROP" in top.evidence[0]
+    assert not any("-D INPUT" in fix for fix in top.fix)
+    assert any("nf_conntrack_tcp_loose=1" in fix for fix in top.fix)

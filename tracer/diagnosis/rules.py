@@ -28,10 +28,13 @@ def flow_ref(flow: Flow, count: int) -> dict:
     return {"flow": flow.id, "flows": flow.members, "label": label, "count": count}
 
 
-def _what(flow: Flow) -> str:
-    """'TCP SYNs' or 'UDP datagrams' from the peer, for summaries."""
+def _what(flow: Flow, reason: str | None = None) -> str:
+    """'TCP SYNs' or 'UDP datagrams' from the peer, for summaries; with a drop
+    reason, what was dropped for it (SYNs only if every one was a SYN)."""
     if flow.proto == "tcp":
-        return "TCP SYNs" if flow.syn_in else "TCP segments"
+        syns = flow.syn_in if reason is None else \
+            flow.syn_drops.get(reason, 0) >= flow.drops.get(reason, 0)
+        return "TCP SYNs" if syns else "TCP segments"
     return "UDP datagrams"
 
 
@@ -47,8 +50,11 @@ def _iface(flow: Flow) -> str:
     return next((i for i in ifaces if i), "<iface>")
 
 
-def _where(flow: Flow) -> str:
-    funcs = ", ".join(f for f, _ in flow.drop_locations.most_common(2))
+def _where(flow: Flow, reason: str) -> str:
+    """Where the kernel freed the flow's packets for this reason."""
+    sites = Counter({site.function: n for site, n in flow.drop_sites.items()
+                     if site.reason == reason})
+    funcs = ", ".join(f for f, _ in sites.most_common(2))
     return f" in {funcs}" if funcs else ""
 
 
@@ -57,7 +63,7 @@ def _dropped_line(flow: Flow, dropped: int, reason: str, tail: str = "",
     """'6 arrived (6 at xdp eth0); 6 dropped in tcp_v4_rcv with reason TCP_CSUM'."""
     func = ev.inferred.get((flow.id, reason)) if ev else None
     how = f" by {func}, without a reason (NOT_SPECIFIED): {reason} by its place" if func \
-        else f"{_where(flow)} with reason {reason}"
+        else f"{_where(flow, reason)} with reason {reason}"
     return f"{arrivals(flow)}; {dropped} dropped{how}{tail}"
 
 
@@ -145,6 +151,9 @@ rule(Cause("ip-bad-checksum", 90, "the kernel drops packets whose IPv4 header ch
 
 
 @rule(Cause("firewall-drop", 80, "this host's firewall drops the packets silently"),
+      Cause("conntrack-invalid", 82, "the firewall drops packets conntrack calls INVALID: "
+            "connections it has no entry for (flushed, failed over, seen one way)",
+            also_explains=("NETFILTER_DROP",)),
       Cause("firewall-reject", 80, "this host's firewall rejects the packets (RST or ICMP in "
             "its name)", also_explains=("NETFILTER_DROP",)))
 def rule_firewall(ev: Evidence) -> list[Finding]:
@@ -158,18 +167,20 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
         if rejected:
             finding = Finding(
                 "firewall-reject",
-                f"The firewall rejects {_what(flow)} from {flow.peer} to {_port(flow)}: netfilter "
+                f"The firewall rejects {_what(flow, 'NETFILTER_DROP')} from {flow.peer} to {_port(flow)}: netfilter "
                 f"drops them and answers in this host's name ({rejected}/{flow.packets_in}).",
                 flows=[flow_ref(flow, dropped)], count=dropped)
             answers = ", ".join(f"ICMP {c} x{n}" for c, n in flow.icmp_errors_sent.items())
             answers = answers or "a RST that TCP did not send"
             finding.evidence.append(_dropped_line(flow, dropped, "NETFILTER_DROP",
                                                   f", answered with {answers}"))
+        elif _invalid_rules(ev):
+            finding = _conntrack_invalid(ev, flow, dropped)
         else:
             finding = Finding(
                 "firewall-drop",
-                f"The firewall silently drops {_what(flow)} from {flow.peer} to {_port(flow)} "
-                f"({dropped}/{flow.packets_in}); the sender sees timeouts.",
+                f"The firewall silently drops {_what(flow, 'NETFILTER_DROP')} from {flow.peer} "
+                f"to {_port(flow)} ({dropped}/{flow.packets_in}); the sender sees timeouts.",
                 flows=[flow_ref(flow, dropped)], count=dropped)
             finding.evidence.append(_dropped_line(flow, dropped, "NETFILTER_DROP",
                                                   ", nothing sent back"))
@@ -179,7 +190,9 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
         for fw in matched[:3]:
             finding.evidence.append(f"rule that matched {fw['packets']} packets during the "
                                     f"watch: {fw['rule']}")
-        if matched:
+        if finding.cause == "conntrack-invalid":
+            pass  # its own fix: the rule is right, the connections are unknown to it
+        elif matched:
             finding.fix = [f"remove or narrow that rule: {delete_command(matched[0]['rule'])}"]
         else:
             finding.fix = [
@@ -189,6 +202,41 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
             ]
         findings.append(finding)
     return findings
+
+
+def _invalid_rules(ev: Evidence) -> list[dict]:
+    """DROP rules on conntrack's INVALID state whose counters moved."""
+    return [r for r in ev.firewall if r["verdict"] == "DROP" and
+            ("ctstate INVALID" in r["rule"] or "state INVALID" in r["rule"] or
+             "ct state invalid" in r["rule"])]
+
+
+def _conntrack_invalid(ev: Evidence, flow: Flow, dropped: int) -> Finding:
+    loose = ev.sysctls.get("net.netfilter.nf_conntrack_tcp_loose")
+    finding = Finding(
+        "conntrack-invalid",
+        f"The firewall drops {_what(flow, 'NETFILTER_DROP')} from {flow.peer} to {_port(flow)} "
+        f"as INVALID ({dropped}/{flow.packets_in}): connection tracking does not know the "
+        "connection they belong to.", flows=[flow_ref(flow, dropped)], count=dropped)
+    finding.evidence.append(_dropped_line(flow, dropped, "NETFILTER_DROP", ", nothing sent back"))
+    if flow.syn_drops.get("NETFILTER_DROP", 0) < dropped:
+        finding.evidence.append("the dropped packets are not SYNs: they belong to connections "
+                                "conntrack has no entry for (flushed, timed out, failed over, "
+                                "or seen only one way)")
+    if loose is not None:
+        finding.evidence.append(f"net.netfilter.nf_conntrack_tcp_loose={loose}"
+                                + (": conntrack does not pick up connections it missed"
+                                   if loose == 0 else ""))
+    finding.fix = [
+        "find why conntrack lost them: conntrack -S (the invalid counter), a conntrack -F or "
+        "a failover, a table that was full, or an asymmetric route (answers leaving by "
+        "another host)",
+        "let conntrack pick up established connections again: sysctl -w "
+        "net.netfilter.nf_conntrack_tcp_loose=1",
+        "for asymmetric paths: route both directions through this host, or exempt the flow "
+        "from tracking (iptables -t raw ... -j NOTRACK)",
+    ]
+    return finding
 
 
 @rule(Cause("no-listener", 70, "nothing listens on the port: the kernel answers RST or ICMP "

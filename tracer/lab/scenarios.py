@@ -332,6 +332,18 @@ SCENARIOS = {s.name: s for s in (
                  "curl -sS -m 5 -o /dev/null http://{server_ip}:{port}/big.bin"),
     ),
     Scenario(
+        "conntrack-invalid",
+        "The server's firewall drops what conntrack calls INVALID and does not pick up "
+        "connections it missed (nf_conntrack_tcp_loose=0): segments of connections it has "
+        "no entry for, as after a conntrack flush or a failover, are dropped.",
+        expect="conntrack-invalid",
+        setup={"server": ("sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0",
+                          "iptables -A INPUT -m conntrack --ctstate INVALID -j DROP")},
+        services={"server": (HTTP_SERVICE,)},
+        traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
+                 "hping3 -A -p {port} -c 5 -i u100000 {server_ip}"),
+    ),
+    Scenario(
         "healthy",
         "A working web server behind a kernel router: every SYN is answered.",
         expect="healthy",
