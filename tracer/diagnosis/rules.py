@@ -168,7 +168,8 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
             finding = Finding(
                 "firewall-reject",
                 f"The firewall rejects {_what(flow, 'NETFILTER_DROP')} from {flow.peer} to "
-                f"{_port(flow)}: netfilter drops them and answers in this host's name ({rejected}/{flow.packets_in}).",
+                f"{_port(flow)}: netfilter drops them and answers in this host's name "
+                f"({rejected}/{flow.packets_in}).",
                 flows=[flow_ref(flow, dropped)], count=dropped)
             answers = ", ".join(f"ICMP {c} x{n}" for c, n in flow.icmp_errors_sent.items())
             answers = answers or "a RST that TCP did not send"
