@@ -151,6 +151,9 @@ rule(Cause("ip-bad-checksum", 90, "the kernel drops packets whose IPv4 header ch
 
 
 @rule(Cause("firewall-drop", 80, "this host's firewall drops the packets silently"),
+      Cause("rp-filter", 80, "reverse-path filtering (rp_filter, or netfilter's rpfilter "
+            "match for IPv6) drops packets whose route back leaves by another interface",
+            also_explains=("NETFILTER_DROP",)),
       Cause("conntrack-invalid", 82, "the firewall drops packets conntrack calls INVALID: "
             "connections it has no entry for (flushed, failed over, seen one way)",
             also_explains=("NETFILTER_DROP",)),
@@ -177,6 +180,8 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
                                                   f", answered with {answers}"))
         elif _invalid_rules(ev):
             finding = _conntrack_invalid(ev, flow, dropped)
+        elif _rpfilter_rules(ev):
+            finding = _netfilter_rpfilter(ev, flow, dropped)
         else:
             finding = Finding(
                 "firewall-drop",
@@ -191,8 +196,8 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
         for fw in matched[:3]:
             finding.evidence.append(f"rule that matched {fw['packets']} packets during the "
                                     f"watch: {fw['rule']}")
-        if finding.cause == "conntrack-invalid":
-            pass  # its own fix: the rule is right, the connections are unknown to it
+        if finding.cause in ("conntrack-invalid", "rp-filter"):
+            pass  # its own fix: the rule does what it should; the route or state is off
         elif matched:
             finding.fix = [f"remove or narrow that rule: {delete_command(matched[0]['rule'])}"]
         else:
@@ -210,6 +215,27 @@ def _invalid_rules(ev: Evidence) -> list[dict]:
     return [r for r in ev.firewall if r["verdict"] == "DROP" and
             ("ctstate INVALID" in r["rule"] or "state INVALID" in r["rule"] or
              "ct state invalid" in r["rule"])]
+
+
+def _rpfilter_rules(ev: Evidence) -> list[dict]:
+    """DROP rules of netfilter's reverse-path match (IPv6 has no rp_filter sysctl)."""
+    return [r for r in ev.firewall if r["verdict"] == "DROP" and
+            ("-m rpfilter" in r["rule"] or "fib saddr" in r["rule"])]
+
+
+def _netfilter_rpfilter(ev: Evidence, flow: Flow, dropped: int) -> Finding:
+    iface = _iface(flow)
+    finding = Finding(
+        "rp-filter", f"Reverse-path filtering (netfilter's rpfilter match) drops packets from "
+        f"{flow.peer}: the route back to it does not leave through {iface}, where they "
+        f"arrive ({dropped}/{flow.packets_in}).", flows=[flow_ref(flow, dropped)], count=dropped)
+    finding.evidence.append(_dropped_line(flow, dropped, "NETFILTER_DROP"))
+    finding.fix = [
+        f"compare: ip route get {flow.peer} (the way back) with {iface} (the way in)",
+        f"route {flow.peer} back through {iface}, or add --loose to the rpfilter match (it "
+        "then only asks for some route back)",
+    ]
+    return finding
 
 
 def _conntrack_invalid(ev: Evidence, flow: Flow, dropped: int) -> Finding:
@@ -331,8 +357,7 @@ def rule_no_route_back(ev: Evidence) -> list[Finding]:
     return findings
 
 
-@rule(Cause("rp-filter", 80, "reverse-path filtering drops packets whose route back leaves "
-            "by another interface"))
+@rule("rp-filter")
 def rule_rp_filter(ev: Evidence) -> list[Finding]:
     findings = []
     for flow in ev.flows:

@@ -129,6 +129,13 @@ class Lab:
         self.sh("router", f"ip addr add {a['router_client_ip']}/24 dev eth-c && "
                           f"ip addr add {a['router_server_ip']}/24 dev eth-s && "
                           "ip link set eth-c up && ip link set eth-s up")
+        # IPv6 beside IPv4 (nodad: usable at once, no duplicate-address wait).
+        self.sh("client", f"ip -6 addr add {a['client_ip6']}/64 dev eth0 nodad && "
+                          f"ip -6 route add default via {a['router_client_ip6']}")
+        self.sh("server", f"ip -6 addr add {a['server_ip6']}/64 dev eth0 nodad && "
+                          f"ip -6 route add default via {a['router_server_ip6']}")
+        self.sh("router", f"ip -6 addr add {a['router_client_ip6']}/64 dev eth-c nodad && "
+                          f"ip -6 addr add {a['router_server_ip6']}/64 dev eth-s nodad")
         self._save()
 
     def _wire(self, host_a: str, if_a: str, host_b: str, if_b: str) -> None:
@@ -149,10 +156,10 @@ class Lab:
         self.scenario = scenario.name
         if "router" in self.hosts:
             self._router_mode(router_mode or scenario.router)
+        Path(ADDRESSES["www"]).mkdir(parents=True, exist_ok=True)  # setups may write there
         for host in self.hosts:
             for command in self.commands(scenario, "setup", host):
                 self.sh(host, command)
-        Path(ADDRESSES["www"]).mkdir(parents=True, exist_ok=True)
         for host in self.hosts:
             for command in self.commands(scenario, "services", host):
                 self.spawn(host, shlex.split(command))
@@ -168,7 +175,8 @@ class Lab:
         same, leaving the IP header checksum stale after the TTL decrement.
         userspace-stale-arp: the same, sending to the server's old MAC address."""
         forward = "1" if mode == "kernel" else "0"
-        self.sh("router", f"sysctl -qw net.ipv4.ip_forward={forward}")
+        self.sh("router", f"sysctl -qw net.ipv4.ip_forward={forward} "
+                          f"net.ipv6.conf.all.forwarding={forward}")
         if mode.startswith("userspace"):
             ready = STATE_DIR / f"lab-{self.prefix}-forwarder.ready"
             ready.unlink(missing_ok=True)

@@ -20,6 +20,12 @@ ADDRESSES = {
     "router_client_ip": "10.0.1.1",
     "router_server_ip": "10.0.2.1",
     "server_ip": "10.0.2.2",
+    "client_ip6": "fd00:1::2",
+    "router_client_ip6": "fd00:1::1",
+    "router_server_ip6": "fd00:2::1",
+    "server_ip6": "fd00:2::2",
+    "spoofed_ip6": "2001:db8::55",  # documentation range: only ever routed inside the lab
+    "spoofed_net6": "2001:db8::/64",
     "client_net": "10.0.1.0/24",
     "server_net": "10.0.2.0/24",
     "port": "80",
@@ -39,6 +45,8 @@ INTERFACES = {
 }
 
 HTTP_SERVICE = "python3 -m http.server --bind 0.0.0.0 {port} --directory {www}"
+# Both families: '::' with IPV6_V6ONLY off (Linux's default) takes IPv4 too.
+HTTP6_SERVICE = "python3 -m http.server --bind :: {port} --directory {www}"
 # A listener that never accepts, with a queue of one: the accept queue fills up.
 STALLED_SERVICE = ("python3 -c \"import socket, time; s = socket.socket(); "
                    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
@@ -61,6 +69,10 @@ XDP_DROP_SERVICE = (
 PING_AND_CURL = (
     "ping -c 3 -i 0.3 -W 1 {server_ip}",
     "curl -sS -m 3 -o /dev/null -w 'HTTP %{{http_code}}\\n' http://{server_ip}:{port}/",
+)
+PING6_AND_CURL6 = (
+    "ping -6 -c 3 -i 0.3 -W 1 {server_ip6}",
+    "curl -sS -m 3 -o /dev/null -w 'HTTP %{{http_code}}\\n' http://[{server_ip6}]:{port}/",
 )
 PING_AND_UDP = (
     "ping -c 3 -i 0.3 -W 1 {server_ip}",
@@ -342,6 +354,46 @@ SCENARIOS = {s.name: s for s in (
         services={"server": (HTTP_SERVICE,)},
         traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
                  "hping3 -A -p {port} -c 5 -i u100000 {server_ip}"),
+    ),
+    Scenario(
+        "firewall-drop-v6",
+        "Over IPv6: the server's ip6tables drops TCP :80 silently; the client times out "
+        "while ping -6 works.",
+        expect="firewall-drop",
+        setup={"server": ("ip6tables -I INPUT -p tcp --dport {port} -j DROP",)},
+        services={"server": (HTTP6_SERVICE,)},
+        traffic=PING6_AND_CURL6,
+    ),
+    Scenario(
+        "no-listener-v6",
+        "Over IPv6: nothing listens on :80 on the server: the kernel answers each SYN with "
+        "a RST.",
+        expect="no-listener",
+        traffic=PING6_AND_CURL6,
+    ),
+    Scenario(
+        "rp-filter-v6",
+        "Over IPv6, where reverse-path filtering is a netfilter match (ip6tables -m "
+        "rpfilter): SYNs from a source the server would route elsewhere (2001:db8::55, a "
+        "second address of the client's) are dropped.",
+        expect="rp-filter",
+        setup={"client": ("ip -6 addr add {spoofed_ip6}/128 dev {client_if} nodad",),
+               "router": ("ip -6 route add {spoofed_ip6}/128 via {client_ip6}",),
+               "server": ("ip link add rpf0 type veth peer name rpf1",
+                          "ip link set rpf0 up", "ip link set rpf1 up",
+                          "ip -6 route add {spoofed_net6} dev rpf0",
+                          "ip6tables -t raw -A PREROUTING -m rpfilter --invert -j DROP")},
+        services={"server": (HTTP6_SERVICE,)},
+        traffic=("ping -6 -c 2 -i 0.3 -W 1 {server_ip6}",
+                 "curl -sS -m 3 -o /dev/null --interface {spoofed_ip6} "
+                 "http://[{server_ip6}]:{port}/"),
+    ),
+    Scenario(
+        "healthy-v6",
+        "Over IPv6: a working web server behind a kernel router: every SYN is answered.",
+        expect="healthy",
+        services={"server": (HTTP6_SERVICE,)},
+        traffic=PING6_AND_CURL6,
     ),
     Scenario(
         "healthy",
