@@ -181,7 +181,7 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
         elif _invalid_rules(ev):
             finding = _conntrack_invalid(ev, flow, dropped)
         elif _rpfilter_rules(ev):
-            finding = _netfilter_rpfilter(ev, flow, dropped)
+            finding = _netfilter_rpfilter(flow, dropped)
         else:
             finding = Finding(
                 "firewall-drop",
@@ -223,7 +223,7 @@ def _rpfilter_rules(ev: Evidence) -> list[dict]:
             ("-m rpfilter" in r["rule"] or "fib saddr" in r["rule"])]
 
 
-def _netfilter_rpfilter(ev: Evidence, flow: Flow, dropped: int) -> Finding:
+def _netfilter_rpfilter(flow: Flow, dropped: int) -> Finding:
     iface = _iface(flow)
     finding = Finding(
         "rp-filter", f"Reverse-path filtering (netfilter's rpfilter match) drops packets from "
