@@ -47,10 +47,10 @@ class Recorder:
                 self.add(hook="tc-egress", src=SERVER, dst=CLIENT, icmp_type=0, icmp_code=0,
                          ip_id=900 + i, **common)
 
-    def findings(self, ports=(80,), counters=None, **context):
+    def findings(self, ports=(80,), counters=None, local=frozenset({SERVER}), **context):
         """Diagnose what was recorded; `context` as the watch gathers it at the end
-        (firewall, routes, offload)."""
-        correlator = Correlator({SERVER}, ports)
+        (firewall, routes, offload); `local`: this host's addresses."""
+        correlator = Correlator(set(local), ports)
         for ev in self.events:
             correlator.feed(ev)
         return diagnose(Evidence(correlator.finish(), counters or {}, ports, **context))

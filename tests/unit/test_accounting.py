@@ -125,3 +125,20 @@ def test_drops_by_an_invalid_state_rule_are_conntrack_invalid_not_a_firewall_to_
     assert "3 dropped in nft_do_chain with reason NETFILTER_DROP" in top.evidence[0]
     assert not any("-D INPUT" in fix for fix in top.fix)
     assert any("nf_conntrack_tcp_loose=1" in fix for fix in top.fix)
+
+
+def test_ipv6_reverse_path_drops_by_netfilter_are_rp_filter():
+    rec = Recorder()
+    spoofed, server6 = "2001:db8::55", "fd00:2::2"
+    for i in range(2):
+        common = {"family": 6, "src": spoofed, "dst": server6, "ip_id": None, "seq": 70 + i,
+                  "sport": 41000 + i}
+        rec.add(hook="xdp", **common)
+        rec.add(hook="drop", reason="NETFILTER_DROP", location="nft_do_chain+0x3", skb="0x3",
+                **common)
+    rule = "ip6tables -t raw -A PREROUTING -m rpfilter --invert -j DROP"
+    findings = rec.findings(firewall=[{"rule": rule, "packets": 2, "verdict": "DROP"}],
+                            local={server6})
+    assert _causes(findings) == ["rp-filter"]
+    assert "rpfilter" in findings[0].summary
+    assert not any("-D PREROUTING" in fix for fix in findings[0].fix)
