@@ -142,3 +142,16 @@ def test_ipv6_reverse_path_drops_by_netfilter_are_rp_filter():
     assert _causes(findings) == ["rp-filter"]
     assert "rpfilter" in findings[0].summary
     assert not any("-D PREROUTING" in fix for fix in findings[0].fix)
+
+
+def test_echo_requests_nobody_answered_are_unanswered_never_healthy():
+    rec = Recorder()
+    rec.ping(3, answered=False)
+    rec.syn(1)
+    rec.add(hook="tc-egress", src=SERVER, dst=CLIENT, sport=80, dport=40000, tcp_flags="SA",
+            seq=5000, ack=1001, ip_id=0)
+    rec.add(hook="xdp", ip_id=101, seq=1001, tcp_flags="A", ack=5001)
+    findings = rec.findings(sysctls={"net.ipv4.icmp_echo_ignore_all": 1})
+    assert _causes(findings) == ["unanswered"]
+    assert findings[0].summary.startswith("3 of 3 ICMP echo requests from 10.0.1.2")
+    assert findings[0].confidence == "high"

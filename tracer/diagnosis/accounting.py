@@ -160,6 +160,30 @@ def rule_unanswered(ev: Evidence, findings: list[Finding]) -> list[Finding]:
                         "watch the kernel's counters while it happens: nstat -az | grep -i "
                         "-e drop -e fail -e overflow"]
         found.append(finding)
+    return found + _unanswered_echoes(ev, findings)
+
+
+def _unanswered_echoes(ev: Evidence, findings: list[Finding]) -> list[Finding]:
+    """Echo requests that arrived and got no reply, with no drop reported."""
+    found = []
+    for flow in ev.flows:
+        waiting = flow.fates.get("unanswered", 0)
+        if not flow.proto.startswith("icmp") or not waiting or \
+                any(ref["flow"] == flow.id for f in findings for ref in f.flows):
+            continue
+        finding = Finding(
+            "unanswered", f"{waiting} of {flow.echo_requests_in} ICMP echo requests from "
+            f"{flow.peer} got no reply, and the kernel reported no drop for them.",
+            flows=[flow_ref(flow, waiting)], count=waiting, confidence="low")
+        finding.evidence.append(f"{arrivals(flow)}; {flow.echo_replies_out} echo replies sent")
+        ignore = ev.sysctls.get("net.ipv4.icmp_echo_ignore_all")
+        if ignore:
+            finding.evidence.append(f"net.ipv4.icmp_echo_ignore_all={ignore}: this host "
+                                    "ignores echo requests on purpose")
+            finding.confidence = "high"
+        finding.fix = ["check sysctl net.ipv4.icmp_echo_ignore_all and "
+                       "net.ipv4.icmp_ratelimit, and the OUTPUT rules for ICMP"]
+        found.append(finding)
     return found
 
 
