@@ -103,6 +103,7 @@ class HostLab(Lab):
         names = [self.interfaces[k] for k in ROLE_ADDRESSES[self.role]]
         sysctls = {key: run_command(["sysctl", "-n", key]).stdout.strip() for key in
                    ["net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter",
+                    "net.ipv4.tcp_syncookies",
                     *(f"net.ipv4.conf.{n}.rp_filter" for n in names)]}
         baseline = {
             "router_mode": router_mode,
@@ -131,6 +132,13 @@ class HostLab(Lab):
         self._forget()
         for chain in ("INPUT", "FORWARD", "OUTPUT"):
             self.sh(self.role, f"iptables -F {chain}", check=False)
+            self.sh(self.role, f"ip6tables -F {chain}", check=False)
+        self.sh(self.role, "ip6tables -t raw -F PREROUTING", check=False)
+        # Scenarios' own neighbour entries and routes (answers-lost, syn-queue-full).
+        for name in base["mtu"]:  # the lab's interfaces of this machine
+            self.sh(self.role, f"ip neigh flush dev {name} nud permanent", check=False)
+        self.sh(self.role, f"ip route del blackhole {ADDRESSES['spoofed_net']}", check=False)
+        self.sh(self.role, "sysctl -qw net.netfilter.nf_conntrack_tcp_loose=1", check=False)
         self.sh(self.role, f"ip link del {SPOOFED_ROUTE_LINK}", check=False)
         for name, mtu in base["mtu"].items():
             self.sh(self.role, f"ip link set {name} mtu {mtu}")
