@@ -155,3 +155,16 @@ def test_echo_requests_nobody_answered_are_unanswered_never_healthy():
     assert _causes(findings) == ["unanswered"]
     assert findings[0].summary.startswith("3 of 3 ICMP echo requests from 10.0.1.2")
     assert findings[0].confidence == "high"
+
+
+def test_netfilter_drops_with_no_rule_and_a_full_conntrack_table_are_conntrack_full():
+    # Not reproducible in a namespace here (nf_conntrack_max is the host's, global):
+    # tested on the evidence a watch records, the table's size among the settings.
+    rec = Recorder()
+    rec.syn(4, drop={"reason": "NETFILTER_DROP", "location": "nf_hook_slow+0x9"})
+    full = {"net.netfilter.nf_conntrack_count": 65536, "net.netfilter.nf_conntrack_max": 65536}
+    findings = rec.findings(sysctls=full)
+    assert _causes(findings) == ["conntrack-full"]
+    assert "65536 of 65536 entries" in findings[0].summary
+    roomy = dict(full, **{"net.netfilter.nf_conntrack_count": 12})
+    assert _causes(rec.findings(sysctls=roomy)) == ["firewall-drop"]

@@ -154,6 +154,8 @@ rule(Cause("ip-bad-checksum", 90, "the kernel drops packets whose IPv4 header ch
       Cause("rp-filter", 80, "reverse-path filtering (rp_filter, or netfilter's rpfilter "
             "match for IPv6) drops packets whose route back leaves by another interface",
             also_explains=("NETFILTER_DROP",)),
+      Cause("conntrack-full", 82, "connection tracking's table is full: netfilter drops new "
+            "connections with no rule matching them", also_explains=("NETFILTER_DROP",)),
       Cause("conntrack-invalid", 82, "the firewall drops packets conntrack calls INVALID: "
             "connections it has no entry for (flushed, failed over, seen one way)",
             also_explains=("NETFILTER_DROP",)),
@@ -182,6 +184,8 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
             finding = _conntrack_invalid(ev, flow, dropped)
         elif _rpfilter_rules(ev):
             finding = _netfilter_rpfilter(flow, dropped)
+        elif _conntrack_full(ev) and not ev.firewall:
+            finding = _conntrack_table_full(ev, flow, dropped)
         else:
             finding = Finding(
                 "firewall-drop",
@@ -196,7 +200,7 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
         for fw in matched[:3]:
             finding.evidence.append(f"rule that matched {fw['packets']} packets during the "
                                     f"watch: {fw['rule']}")
-        if finding.cause in ("conntrack-invalid", "rp-filter"):
+        if finding.cause in ("conntrack-invalid", "rp-filter", "conntrack-full"):
             pass  # its own fix: the rule does what it should; the route or state is off
         elif matched:
             finding.fix = [f"remove or narrow that rule: {delete_command(matched[0]['rule'])}"]
@@ -215,6 +219,38 @@ def _invalid_rules(ev: Evidence) -> list[dict]:
     return [r for r in ev.firewall if r["verdict"] == "DROP" and
             ("ctstate INVALID" in r["rule"] or "state INVALID" in r["rule"] or
              "ct state invalid" in r["rule"])]
+
+
+def _conntrack_full(ev: Evidence) -> bool:
+    """Whether conntrack's table was (nearly) full at the end of the watch: new
+    connections are then dropped by netfilter with no rule's counter moving."""
+    count = ev.sysctls.get("net.netfilter.nf_conntrack_count")
+    limit = ev.sysctls.get("net.netfilter.nf_conntrack_max")
+    return bool(count and limit and count >= 0.95 * limit)
+
+
+def _conntrack_table_full(ev: Evidence, flow: Flow, dropped: int) -> Finding:
+    count = ev.sysctls["net.netfilter.nf_conntrack_count"]
+    limit = ev.sysctls["net.netfilter.nf_conntrack_max"]
+    finding = Finding(
+        "conntrack-full",
+        f"Netfilter drops {_what(flow, 'NETFILTER_DROP')} from {flow.peer} to {_port(flow)} "
+        f"({dropped}/{flow.packets_in}) with no rule matching them, while connection "
+        f"tracking's table is full ({count} of {limit} entries): new connections get no "
+        "entry and are dropped.", flows=[flow_ref(flow, dropped)], count=dropped,
+        confidence="medium")
+    finding.evidence.append(_dropped_line(flow, dropped, "NETFILTER_DROP", ", nothing sent "
+                                          "back, and no DROP or REJECT rule's counter moved"))
+    finding.evidence.append(f"net.netfilter.nf_conntrack_count={count}, "
+                            f"net.netfilter.nf_conntrack_max={limit}")
+    finding.fix = [
+        "confirm: dmesg | grep 'nf_conntrack: table full'; conntrack -S (drop, early_drop)",
+        "raise the table: sysctl -w net.netfilter.nf_conntrack_max=N (and the hash size "
+        "with it), or shorten timeouts (net.netfilter.nf_conntrack_tcp_timeout_*)",
+        "find what fills it: conntrack -L | awk '{print $5}' | sort | uniq -c | sort -n",
+        "or exempt busy stateless traffic from tracking (iptables -t raw ... -j NOTRACK)",
+    ]
+    return finding
 
 
 def _rpfilter_rules(ev: Evidence) -> list[dict]:

@@ -10,7 +10,8 @@ TCP_TABLES = (Path("/proc/self/net/tcp"), Path("/proc/self/net/tcp6"))
 LISTEN, SYN_RECV = "0A", "03"  # include/net/tcp_states.h, as /proc/net/tcp shows them
 SYSCTLS = ("net/ipv4/tcp_syncookies", "net/ipv4/tcp_max_syn_backlog", "net/core/somaxconn",
            "net/ipv4/ip_forward", "net/netfilter/nf_conntrack_tcp_loose",
-           "net/ipv4/icmp_echo_ignore_all")
+           "net/ipv4/icmp_echo_ignore_all", "net/netfilter/nf_conntrack_count",
+           "net/netfilter/nf_conntrack_max")
 
 
 def parse_tcp_table(text: str, ports: Iterable[int]) -> dict[str, dict[str, int]]:
