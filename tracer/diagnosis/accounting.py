@@ -9,7 +9,16 @@ from collections import Counter
 from ..correlate.correlator import Flow
 from .evidence import Evidence, Finding
 from .registry import CAUSES, Cause, declare, explained_reasons
-from .rules import _dropped_line, _iface, _port, _what, arrivals, contrast, flow_ref
+from .rules import (
+    _dropped_line,
+    _iface,
+    _port,
+    _what,
+    arrivals,
+    contrast,
+    drop_functions,
+    flow_ref,
+)
 from .tables import counter_meanings, fill, reason_info
 
 UNKNOWN = declare(Cause("unknown", 10, "the kernel dropped watched packets for a reason this "
@@ -21,10 +30,22 @@ HEALTHY = declare(Cause("healthy", 0, "every watched request was answered and ev
                         "connection established; nothing dropped for a reason that matters"))
 
 
+def attempts(flow: Flow) -> int:
+    """Connection attempts: SYNs, not counting the peer's retries of one."""
+    return max(flow.syn_in - flow.syn_retrans_in, 0)
+
+
+def incomplete(flow: Flow) -> int:
+    """Attempts this host answered whose handshake never completed."""
+    return max(min(attempts(flow), flow.syn_fates.get("answered", 0)) - flow.completed, 0)
+
+
 def _unexplained(ev: Evidence, findings: list[Finding]) -> dict[str, list[tuple[Flow, int]]]:
     """Known reasons, not normal, that no finding's cause accounts for."""
     left: dict[str, list[tuple[Flow, int]]] = {}
     for flow in ev.flows:
+        if not flow.drops:
+            continue
         explained = explained_reasons(findings, flow.id)
         for reason, n in flow.drops.items():
             info = reason_info(reason)
@@ -77,8 +98,7 @@ def rule_unknown(ev: Evidence) -> list[Finding]:
         for reason, n in flow.drops.items():
             if reason_info(reason) is None and n > 0:
                 left[reason] += n
-                where.setdefault(reason, Counter()).update(
-                    f for (r, f), k in flow.drop_sites.items() if r == reason for _ in range(k))
+                where.setdefault(reason, Counter()).update(drop_functions(flow, reason))
                 flows.append(flow_ref(flow, n))
     if not left:
         return []
@@ -129,8 +149,7 @@ def rule_unanswered(ev: Evidence, findings: list[Finding]) -> list[Finding]:
         freed = {r: n for r, n in flow.syn_drops.items()
                  if (info := reason_info(r)) is not None and info.normal}
         # Answered, yet the handshake never completed (and no rule said why).
-        stalled = max(min(flow.syn_in - flow.syn_retrans_in, flow.syn_fates.get("answered", 0))
-                      - flow.completed, 0)
+        stalled = incomplete(flow)
         waiting = silent + sum(freed.values()) + stalled
         if flow.proto != "tcp" or not waiting or _explains_unanswered(findings, flow):
             continue
@@ -145,7 +164,7 @@ def rule_unanswered(ev: Evidence, findings: list[Finding]) -> list[Finding]:
             flows=[flow_ref(flow, waiting)], count=waiting, confidence="low")
         finding.evidence.append(f"{arrivals(flow)}; {_what_this_host_did(flow)}")
         finding.evidence += [f"{n} SYNs freed with reason {r} at "
-                             f"{', '.join(f for (rr, f) in flow.drop_sites if rr == r)}"
+                             f"{', '.join(drop_functions(flow, r))}"
                              for r, n in freed.items()]
         finding.evidence += [f"kernel counter {name} +{n} during the watch: "
                              f"{counter_meanings()[name].meaning} (points to {cause})"
@@ -198,7 +217,7 @@ def rule_healthy(ev: Evidence) -> list[Finding]:
     established = sum(f.established for f in flows)
     forwarded = sum(f.forwarded for f in flows)
     packets = sum(f.packets_in + f.packets_out for f in flows)
-    tried = sum(max(f.syn_in - f.syn_retrans_in, 0) for f in flows)
+    tried = sum(attempts(f) for f in flows)
     completed = sum(f.completed for f in flows)
     if syns and not forwarded and (answered < tried or completed < tried):
         return []  # not every connection answered and completed: never healthy

@@ -6,7 +6,7 @@ they rest on what it sent, what came back, and the kernel's counters."""
 from __future__ import annotations
 
 from ..correlate.correlator import Flow, IcmpCode
-from .accounting import counter_evidence
+from .accounting import attempts, counter_evidence, incomplete
 from .evidence import Evidence, Finding
 from .registry import CAUSES, Cause, rule
 from .rules import _port, arrivals, contrast, flow_ref
@@ -14,17 +14,6 @@ from .rules import _port, arrivals, contrast, flow_ref
 FRAG_NEEDED = IcmpCode(3, 4)
 PACKET_TOO_BIG = IcmpCode(2, 0)  # ICMPv6
 LARGE = 1200  # IP length from which a lost segment points to the path's MTU
-
-
-def attempts(flow: Flow) -> int:
-    """Connection attempts: SYNs, not counting the peer's retries of one."""
-    return max(flow.syn_in - flow.syn_retrans_in, 0)
-
-
-def incomplete(flow: Flow) -> int:
-    """Attempts this host answered whose handshake never completed."""
-    answered = flow.syn_fates.get("answered", 0)
-    return max(min(attempts(flow), answered) - flow.completed, 0)
 
 
 @rule(Cause("answers-lost", 72, "SYNs arrive and SYN-ACKs leave, but the peer keeps retrying "

@@ -6,6 +6,7 @@ expected causes are held equal to it by tests."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
 
 from .evidence import Evidence, Finding
@@ -27,12 +28,19 @@ class Cause:
     @property
     def reasons(self) -> tuple[str, ...]:
         """The kernel drop reasons this cause explains (from the table)."""
-        return tuple(r.name for r in drop_reasons().values() if r.cause == self.id) + \
-            self.also_explains
+        return _reasons_by_cause().get(self.id, ()) + self.also_explains
 
     @property
     def counters(self) -> tuple[str, ...]:
         return tuple(c.name for c in counter_meanings().values() if c.cause == self.id)
+
+
+@lru_cache(maxsize=1)
+def _reasons_by_cause() -> dict[str, tuple[str, ...]]:
+    by_cause: dict[str, tuple[str, ...]] = {}
+    for reason in drop_reasons().values():
+        by_cause[reason.cause] = by_cause.get(reason.cause, ()) + (reason.name,)
+    return by_cause
 
 
 Rule = Callable[[Evidence], list[Finding]]

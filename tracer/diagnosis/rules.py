@@ -50,11 +50,15 @@ def _iface(flow: Flow) -> str:
     return next((i for i in ifaces if i), "<iface>")
 
 
+def drop_functions(flow: Flow, reason: str) -> Counter:
+    """The kernel functions that freed the flow's packets for this reason -> count."""
+    return Counter({site.function: n for site, n in flow.drop_sites.items()
+                    if site.reason == reason})
+
+
 def _where(flow: Flow, reason: str) -> str:
     """Where the kernel freed the flow's packets for this reason."""
-    sites = Counter({site.function: n for site, n in flow.drop_sites.items()
-                     if site.reason == reason})
-    funcs = ", ".join(f for f, _ in sites.most_common(2))
+    funcs = ", ".join(f for f, _ in drop_functions(flow, reason).most_common(2))
     return f" in {funcs}" if funcs else ""
 
 
