@@ -51,7 +51,8 @@ struct pf_event {
 	__u8 state_old;        /* sock state change: TCP states (TCP_ESTABLISHED = 1...) */
 	__u8 state_new;
 	__u8 watched_port;     /* filter's note: PF_WATCHED_DPORT or PF_WATCHED_SPORT */
-	__u8 _pad[2];          /* explicit: keeps snap 8-byte aligned */
+	__u8 tracked;          /* 1: kept by its skb (track.h), its tuple no longer matching */
+	__u8 _pad[1];          /* explicit: keeps snap 8-byte aligned */
 	__u8 snap[PF_SNAP_LEN];/* first bytes of the transport header */
 };
 

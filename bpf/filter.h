@@ -9,6 +9,7 @@
 
 #include "event.h"
 #include "parse.h"
+#include "track.h"
 
 /* Counter slots in pf_stats: [hook] events that matched, [PF_STAT_LOST + hook]
  * events the ring buffer had no room for, [PF_STAT_SAMPLED + hook] events not
@@ -190,23 +191,31 @@ static __always_inline void pf_submit(struct pf_event *e)
 }
 
 /* XDP and tc: parse, filter on what is cheap to read, and only then copy the
- * snap and apply the rest of the filter. Returns 1 when the event was sent. */
+ * snap and apply the rest of the filter. A packet the filter refuses is still
+ * sent when tc finds it tracked (its tuple rewritten since it matched). Returns
+ * 1 when the event was sent because it matched the filter. */
 static __always_inline int pf_frame_event(struct pf_event *e, void *data, void *data_end)
 {
 	__u32 l4 = pf_parse_frame(data, data_end, e);
+	int ok;
 
 	if (!l4)
 		return 0;
 	if (l4 != PF_NO_L4)
 		pf_peek_l4(e, data, data_end, l4);
-	if (!pf_proto_ports_ok(e))
+	ok = pf_proto_ports_ok(e);
+	if (!ok && !pf_track_frame(e))
 		return 0;
 	if (l4 != PF_NO_L4)
 		pf_copy_snap(e, data, data_end, l4);
-	if (!pf_host_ok(e))
+	if (ok && pf_host_ok(e)) {
+		pf_submit(e);
+		return 1;
+	}
+	if (!e->tracked && !pf_track_frame(e))
 		return 0;
 	pf_submit(e);
-	return 1;
+	return 0;
 }
 
 #endif

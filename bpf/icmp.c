@@ -11,7 +11,7 @@ TRACEPOINT_PROBE(icmp, icmp_send)
 		return 0;
 	e->icmp_type = args->type;
 	e->icmp_code = args->code;
-	if (pf_wanted(e))
+	if (pf_keep(e))
 		pf_submit(e);
 	return 0;
 }

@@ -12,6 +12,7 @@ enum sk_rst_reason { PF_SK_RST_REASON_PLACEHOLDER };
 #include "parse.h"
 #include "filter.h"
 #include "skb.h"
+#include "track.h"
 
 #if PF_HOOK_XDP_ON
 #include "xdp.c"
@@ -25,3 +26,6 @@ enum sk_rst_reason { PF_SK_RST_REASON_PLACEHOLDER };
 #include "tcp.c"
 #include "icmp.c"
 #include "sock.c"
+#if PF_TRACK && PF_HAVE_CONSUME_SKB
+#include "consume_skb.c"
+#endif

@@ -11,6 +11,7 @@
 #include "event.h"
 #include "filter.h"
 #include "parse.h"
+#include "track.h"
 
 static __always_inline __u64 pf_read_ptr(__u64 base, __u32 off)
 {
@@ -125,20 +126,47 @@ static __always_inline struct pf_event *pf_event_in_netns(__u8 hook, __u32 netns
 }
 
 /* A new event for a packet a tracepoint handed over, or 0 when the skb is in
- * another namespace or holds no IP header. The namespace is tested first: on a
+ * another namespace (and not tracked) or holds no IP header. `found` and `fp`
+ * are what pf_track_find() said of the skb. The namespace is tested first: on a
  * busy host most skbs are someone else's, and they should cost no more than the
  * reads that tell so. */
-static __always_inline struct pf_event *pf_skb_event(__u8 hook, __u64 skb, __u64 sk_hint)
+static __always_inline struct pf_event *pf_skb_event_tracked(__u8 hook, __u64 skb,
+							     __u64 sk_hint, int found, __u32 fp)
 {
 	__u32 ifindex = 0;
-	struct pf_event *e = pf_event_in_netns(hook, pf_skb_netns(skb, sk_hint, &ifindex));
+	__u32 netns = pf_skb_netns(skb, sk_hint, &ifindex);
+	struct pf_event *e;
 
+	if (!found && !pf_netns_ok(netns))
+		return 0;
+	e = pf_new_event(hook);
 	if (!e)
 		return 0;
+	e->netns = netns;
 	e->ifindex = ifindex;
 	if (!pf_fill_from_skb(e, skb))
 		return 0;
+	pf_track_match(e, found, fp);  /* provisional: pf_keep() decides */
 	return e;
+}
+
+static __always_inline struct pf_event *pf_skb_event(__u8 hook, __u64 skb, __u64 sk_hint)
+{
+	int found = 0;
+	__u32 fp = pf_track_find(skb, &found);
+
+	return pf_skb_event_tracked(hook, skb, sk_hint, found, fp);
+}
+
+/* Whether a tracepoint's event goes to user space: it matches the filter in a
+ * watched namespace, or it is a tracked packet whose tuple was rewritten. */
+static __always_inline int pf_keep(struct pf_event *e)
+{
+	if (pf_netns_ok(e->netns) && pf_wanted(e)) {
+		e->tracked = 0;
+		return 1;
+	}
+	return e->tracked;
 }
 
 #endif

@@ -12,10 +12,13 @@ static __always_inline int pf_tc(struct __sk_buff *skb, __u8 hook)
 
 	/* Only the linear part is parsed: pulling the rest in would change the skb,
 	 * and an observer must not. Headers are linear in practice. */
-	if (e) {
-		e->ifindex = skb->ifindex;
-		pf_frame_event(e, data, data_end);
-	}
+	if (!e)
+		return PF_TC_ACT_UNSPEC;
+	e->ifindex = skb->ifindex;
+	e->skb = (__u64)(long)skb;  /* tc's context is the kernel's sk_buff itself */
+	/* Entering and matching: follow it by its skb from here on (track.h). */
+	if (pf_frame_event(e, data, data_end) && hook == PF_HOOK_TC_INGRESS)
+		pf_track_start(e);
 	return PF_TC_ACT_UNSPEC;
 }
 

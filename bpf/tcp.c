@@ -7,7 +7,7 @@ TRACEPOINT_PROBE(tcp, tcp_bad_csum)
 
 	if (!e)
 		return 0;
-	if (pf_wanted(e))
+	if (pf_keep(e))
 		pf_submit(e);
 	return 0;
 }
@@ -60,7 +60,7 @@ TRACEPOINT_PROBE(tcp, tcp_send_reset)
 #if PF_RST_HAS_REASON
 	e->reason = args->reason;
 #endif
-	if (pf_wanted(e))
+	if (pf_keep(e))
 		pf_submit(e);
 	return 0;
 }

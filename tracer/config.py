@@ -31,6 +31,9 @@ class WatchConfig:
     sample_after: int = 2000
     sample_every: int = 64
     agg_entries: int = 16384  # aggregation entries (hook x reason x flow)
+    # Follow a matched packet by its skb after NAT rewrites it (bpf/track.h).
+    track: bool = True
+    track_entries: int = 8192  # skbs followed at once (LRU: the oldest give way)
 
     def host_keys(self) -> list[bytes]:
         """Each host as the 16 bytes the BPF map compares: IPv4 in the first 4."""
@@ -56,6 +59,9 @@ class WatchConfig:
             "PF_AGG_ENTRIES": self.agg_entries,
             "PF_HOOK_XDP_ON": int(self.xdp),
             "PF_HOOK_TC_ON": int(self.tc),
+            # Tracking starts at tc ingress: without tc there is nothing to follow.
+            "PF_TRACK": int(self.track and self.tc),
+            "PF_TRACK_ENTRIES": self.track_entries,
         }
         for define, tracepoint in TRACEPOINTS.items():
             defines[define] = int(kernel.has(tracepoint))

@@ -90,6 +90,8 @@ class PacketEvent:
     skb: str | None
     # ICMP errors: the packet they answer, as quoted in them (see quoted_packet)
     quoted: dict | None = None
+    # Kept by its skb after a rewrite (NAT): its tuple no longer matches the filter.
+    tracked: bool = False
 
     def to_json(self) -> dict:
         # A shallow copy: asdict()'s deep copy costs more than the decoding itself,
@@ -100,6 +102,7 @@ class PacketEvent:
     def from_json(cls, obj: dict) -> PacketEvent:
         names = cls.__dataclass_fields__
         fields: dict[str, Any] = {k: obj.get(k) for k in names}
+        fields["tracked"] = bool(fields["tracked"])
         return cls(**fields)
 
     @property
@@ -161,6 +164,7 @@ class Decoder:
             quoted=quoted_packet(proto, raw.icmp_type, bytes(raw.snap[: raw.snap_len]))
             if raw.icmp_type in ICMP_ERRORS.get(proto, ()) and hook != "icmp-error-sent"
             else None,
+            tracked=bool(raw.tracked),
         )
 
     def aggregate(self, key: RawAggKey, count: int) -> dict:

@@ -80,7 +80,8 @@ class RawEvent(ctypes.Structure):
         ("state_old", ctypes.c_uint8),
         ("state_new", ctypes.c_uint8),
         ("watched_port", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 2),
+        ("tracked", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 1),
         ("snap", ctypes.c_uint8 * SNAP_LEN),
     ]
 

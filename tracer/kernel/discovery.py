@@ -23,6 +23,7 @@ TRACEPOINTS = {
     "PF_HAVE_TCP_SEND_RESET": "tcp/tcp_send_reset",
     "PF_HAVE_ICMP_SEND": "icmp/icmp_send",
     "PF_HAVE_SOCK_STATE": "sock/inet_sock_set_state",
+    "PF_HAVE_CONSUME_SKB": "skb/consume_skb",
 }
 
 # Kernel struct members the BPF programs read, as (define, struct, member path).
