@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import BinaryIO, TextIO
 
 from . import __version__
 from .correlate.correlator import Correlator
@@ -17,7 +17,8 @@ from .decode.recording import read_recording
 from .diagnosis.diagnose import diagnose
 from .diagnosis.evidence import Evidence
 from .errors import PktfateError
-from .host import firewall, sockets
+from .host import context as host_context
+from .host import firewall
 from .host.counters import delta, read_counters
 from .output.human import HumanOutput
 from .output.jsonl import JsonOutput
@@ -30,7 +31,7 @@ def _formatter(json_out: bool, stream: TextIO, show_all: bool):
 
 def run_watch(config, stream: TextIO) -> int:
     """Watch until the duration ends or a signal arrives. Returns the exit status."""
-    from .host.netlink import local_addresses, route_back, tx_checksum_offload
+    from .host.netlink import local_addresses
 
     require_root("watch", "BPF and netlink")
     local = local_addresses()
@@ -61,16 +62,11 @@ def run_watch(config, stream: TextIO) -> int:
             if config.ready_file:
                 Path(config.ready_file).unlink(missing_ok=True)
     counters = delta(before, read_counters())
-    context: dict[str, Any] = {
-        "firewall": firewall.moved_verdict_rules(rules_before, firewall.snapshot())}
+    moved = firewall.moved_verdict_rules(rules_before, firewall.snapshot())
     flows = correlator.finish()
     stats["flows_evicted"] = correlator.evicted_flows
-    context["routes"] = {peer: dict(route_back(peer), rp_filter=rp_filter_settings())
-                         for peer in _peers_to_route(flows)}
-    context["offload"] = {iface: tx_checksum_offload(iface)
-                          for iface in _checksum_drop_ifaces(flows)}
-    context["listeners"] = sockets.listeners(config.ports)
-    context["sysctls"] = sockets.sysctls()
+    context = host_context.gather(flows, config.ports, _checksum_drop_ifaces(flows))
+    context["firewall"] = moved
     _finish(out, flows, counters, stats, config.ports, context)
     return 0
 
@@ -91,26 +87,6 @@ def _checksum_drop_ifaces(flows) -> set[str]:
             for where in f.arrived_on if where.iface}
 
 
-def _peers_to_route(flows) -> set[str]:
-    """Peers whose way back matters: reverse-path drops, SYNs left unanswered."""
-    return {f.peer for f in flows
-            if f.drops.get("IP_RPFILTER") or f.syn_fates.get("unanswered")}
-
-
-def rp_filter_settings() -> dict[str, int]:
-    """net.ipv4.conf.*.rp_filter of this namespace (the kernel uses the maximum of
-    'all' and the interface's own)."""
-    found = {}
-    for path in sorted(Path("/proc/sys/net/ipv4/conf").glob("*/rp_filter")):
-        try:
-            value = int(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if value or path.parent.name == "all":
-            found[path.parent.name] = value
-    return found
-
-
 def _finish(out, flows, counters: dict, stats: dict, ports: Iterable[int],
             context: dict) -> None:
     lost = sum(stats.get("lost", {}).values())
@@ -120,7 +96,11 @@ def _finish(out, flows, counters: dict, stats: dict, ports: Iterable[int],
                                  sampled=sum(stats.get("sampled", {}).values()),
                                  kernel_counts=stats.get("kernel_counts", []),
                                  listeners=context.get("listeners", {}),
-                                 sysctls=context.get("sysctls", {})))
+                                 sysctls=context.get("sysctls", {}),
+                                 neighbours=context.get("neighbours", []),
+                                 programs=context.get("programs", {}),
+                                 nat=context.get("nat", []),
+                                 rewrite_routes=context.get("rewrite_routes", {})))
     out.finish(flows, findings, stats, counters, context)
 
 

@@ -59,8 +59,17 @@ class ErrorIn(NamedTuple):
         return IcmpCode(self.type, self.code)
 
 
+class Rewrite(NamedTuple):
+    """What NAT made of a flow's packets on this host, seen by following them by
+    their skb: "dnat" (destination now addr:port) or "snat" (source now addr:port)."""
+
+    kind: str
+    addr: str
+    port: int | None
+
+
 # Counters keyed by records: in JSON, lists of the key's fields and `count`.
-RECORD_COUNTERS = ("drop_sites", "icmp_errors_sent", "arrived_on", "errors_in")
+RECORD_COUNTERS = ("drop_sites", "icmp_errors_sent", "arrived_on", "errors_in", "rewrites")
 
 
 def packet_key(ev: PacketEvent) -> tuple:
@@ -78,6 +87,7 @@ class PacketRecord:
     reason: str | None = None
     location: str | None = None
     bad_csum: bool = False
+    rewritten: bool = False  # its rewrites are counted on its flow already
 
     def settle(self, fate: str, **detail) -> bool:
         """Set the fate unless a stronger one is already known. True if it changed."""
@@ -146,6 +156,7 @@ class Flow:
     # Connections this host accepted whose handshake completed (ESTABLISHED, or an
     # ACK from the peer where the state tracepoint is missing): set by finish().
     completed: int = 0
+    rewrites: Counter = field(default_factory=Counter)  # Rewrite -> packets
 
     @property
     def label(self) -> str:
@@ -189,6 +200,9 @@ class Correlator:
         # that an answer finds its request without scanning every open packet.
         self.requests: dict[tuple, deque[PacketRecord]] = {}
         self.flows: dict[tuple, Flow] = {}
+        # The packet each skb address last carried, for events the kernel kept by
+        # their skb after a rewrite (tracked): they belong to the original packet.
+        self.by_skb: OrderedDict[str, PacketRecord] = OrderedDict()
         self.evicted_packets = 0
         self.evicted_flows = 0
 
@@ -259,11 +273,16 @@ class Correlator:
         if ev.hook == "tcp-state":
             self._on_state(ev)
             return None, False
+        if ev.tracked and ev.skb in self.by_skb and packet_key(ev) not in self.packets:
+            self._on_tracked(self.by_skb[ev.skb], ev)
+            return self.by_skb[ev.skb], False
         direction = self._direction(ev)
         if ev.hook == "rst-sent" and ev.skb is None:
             direction = "out"  # a socket's own abort: the event is the RST itself
         rec, first = self._record(ev, direction)
         rec.hooks.append(ev.hook)
+        if ev.skb:
+            self._note_skb(ev.skb, rec)
         flow = self.flow_for(ev, rec.direction)
         if first:
             self._count_new(flow, rec, ev)
@@ -272,6 +291,32 @@ class Correlator:
         if handler:
             handler(rec, flow, ev)
         return rec, first
+
+    def _note_skb(self, skb: str, rec: PacketRecord) -> None:
+        self.by_skb[skb] = rec
+        self.by_skb.move_to_end(skb)
+        if len(self.by_skb) > MAX_OPEN_PACKETS:
+            self.by_skb.popitem(last=False)
+
+    def _on_tracked(self, rec: PacketRecord, ev: PacketEvent) -> None:
+        """A packet seen again after NAT rewrote it: its fate is the original's."""
+        rec.hooks.append(ev.hook)
+        flow = self.flow_for(rec.first, rec.direction)
+        if not rec.rewritten:
+            rec.rewritten = True
+            first = rec.first
+            if (ev.dst, ev.dport) != (first.dst, first.dport):
+                flow.rewrites[Rewrite("dnat", ev.dst, ev.dport)] += 1
+            if (ev.src, ev.sport) != (first.src, first.sport):
+                flow.rewrites[Rewrite("snat", ev.src, ev.sport)] += 1
+        if ev.hook == "tc-egress" and rec.direction == "in":
+            if rec.fate != "forwarded":  # on to where the rewrite sent it
+                flow.forwarded += 1
+                self._settle(rec, flow, "forwarded")
+            return
+        handler = getattr(self, "_on_" + ev.hook.replace("-", "_"), None)
+        if handler and ev.hook not in ARRIVAL_HOOKS:  # another namespace's arrival
+            handler(rec, flow, ev)
 
     def _count_retry(self, flow: Flow, rec: PacketRecord, ev: PacketEvent) -> None:
         if ev.proto != "tcp" or rec.direction == "through":

@@ -58,8 +58,8 @@ PACKET = Record({
     "ip_id": OPT_INT, "tcp_flags": OPT_STR, "seq": OPT_INT, "ack": OPT_INT,
     "icmp_type": OPT_INT, "icmp_code": OPT_INT, "reason": OPT_STR, "location": OPT_STR,
     "state": OPT_STR, "checksum": OPT_STR, "csum_field": OPT_INT, "skb": OPT_STR,
-    "quoted": (type(None), QUOTED),
-}, optional=frozenset({"quoted"}))
+    "quoted": (type(None), QUOTED), "tracked": (bool,),
+}, optional=frozenset({"quoted", "tracked"}))
 
 KERNEL_COUNT = Record({"hook": STR, "proto": STR, "src": STR, "dst": STR, "sport": OPT_INT,
                        "dport": OPT_INT, "tcp_flags": OPT_STR, "icmp_type": OPT_INT,
@@ -76,13 +76,33 @@ SPECS = {
     "counters": Record({
         "delta": MapOf(INT),
         "firewall": ListOf(Record({"rule": STR, "packets": INT, "verdict": STR})),
-        "routes": MapOf(Record({"oif": STR, "rp_filter": MapOf(INT)},
-                               optional=frozenset({"oif", "rp_filter"}))),
-        "offload": MapOf(OPT_BOOL),
-        "listeners": MapOf(MapOf(INT)),
-        "sysctls": MapOf(INT),
-    }, optional=frozenset({"firewall", "routes", "offload", "listeners", "sysctls"})),
+    }, optional=frozenset({"firewall"})),
 }
+
+# The host's context (host/context.py), field by field in the README.
+ROUTE = Record({"oif": OPT_STR, "gateway": OPT_STR, "src": OPT_STR, "mtu": OPT_INT,
+                "rp_filter": MapOf(INT)},
+               optional=frozenset({"oif", "gateway", "src", "mtu", "rp_filter"}))
+PROCESS = Record({"pid": INT, "comm": STR, "cgroup": OPT_STR, "unit": OPT_STR,
+                  "cgroup_programs": ListOf(Record({"attach": STR, "id": INT, "name": STR}))})
+LISTENERS = MapOf(Record({
+    "listening": INT, "accept_queue": INT, "half_open": INT,
+    "sockets": ListOf(Record({"addr": STR, "accept_queue": INT, "backlog": INT,
+                              "processes": ListOf(PROCESS)}))}, optional=frozenset({"sockets"})))
+CONTEXT_FIELDS = {
+    "routes": MapOf(ROUTE),
+    "rewrite_routes": MapOf(ROUTE),
+    "neighbours": ListOf(Record({"addr": STR, "iface": OPT_STR, "state": STR,
+                                 "lladdr": OPT_STR, "for": ListOf(STR)})),
+    "listeners": LISTENERS,
+    "sysctls": MapOf(INT),
+    "programs": MapOf(MapOf(ListOf(Record({"id": OPT_INT, "name": STR})))),
+    "nat": ListOf(Record({"rule": STR, "target": STR, "to": STR, "proto": STR,
+                          "dport": STR}, optional=frozenset({"to", "proto", "dport"}))),
+    "offload": MapOf(OPT_BOOL),
+}
+SPECS["context"] = Record(CONTEXT_FIELDS, optional=frozenset(CONTEXT_FIELDS))
+EMPTY_CONTEXT = {"neighbours": [], "nat": []}  # lists; the other fields are objects
 
 
 class BadLine(Exception):
@@ -223,8 +243,10 @@ def _take(rec: Recording, number: int, text: str, our_version: str,
         on_event(rec.start, PacketEvent.from_json(obj))
     elif kind == "counters":
         rec.counters = obj["delta"]
-        rec.context = {key: obj.get(key, {} if key != "firewall" else [])
-                       for key in ("firewall", "routes", "offload", "listeners", "sysctls")}
+        rec.context["firewall"] = obj.get("firewall", [])
+    elif kind == "context":
+        rec.context.update({key: obj.get(key, EMPTY_CONTEXT.get(key, {}))
+                            for key in CONTEXT_FIELDS})
     elif kind == "stats":
         rec.stats = {key: value for key, value in obj.items() if key != "kind"}
 

@@ -4,7 +4,7 @@ left; the findings ranked by their cause's severity, then by count."""
 
 from __future__ import annotations
 
-from . import handshakes, rules  # noqa: F401  (they register their rules)
+from . import handshakes, nat, rules  # noqa: F401  (they register their rules)
 from .accounting import rule_healthy, rule_reason_table, rule_unanswered, rule_unknown
 from .evidence import Evidence, Finding
 from .registry import RULES, severity
@@ -32,6 +32,7 @@ def diagnose(ev: Evidence) -> list[Finding]:
     if not findings:
         findings = rule_healthy(ev)
     findings.sort(key=lambda f: (-severity(f.cause), -f.count))
+    nat.annotate_rewrites(ev, findings)
     if ev.lost or ev.sampled:
         note = _partial_events_note(ev)
         for finding in findings:

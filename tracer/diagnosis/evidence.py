@@ -42,6 +42,10 @@ class Evidence:
     kernel_counts: list[dict] = field(default_factory=list)  # the kernel's exact counts
     listeners: dict[str, dict] = field(default_factory=dict)  # port -> half_open, accept_queue
     sysctls: dict[str, int] = field(default_factory=dict)  # the settings that decide fates
+    neighbours: list[dict] = field(default_factory=list)  # next hops' entries (context)
+    programs: dict[str, dict] = field(default_factory=dict)  # iface -> other tools' BPF
+    nat: list[dict] = field(default_factory=list)  # NAT rules with their match
+    rewrite_routes: dict[str, dict] = field(default_factory=dict)  # NAT target -> route
 
     def __post_init__(self) -> None:
         # Rules reason about a peer and a service, not each connection apart.

@@ -307,7 +307,10 @@ def _conntrack_invalid(ev: Evidence, flow: Flow, dropped: int) -> Finding:
 
 
 @rule(Cause("no-listener", 70, "nothing listens on the port: the kernel answers RST or ICMP "
-            "port unreachable"))
+            "port unreachable"),
+      Cause("localhost-only", 72, "the service listens only on another address (127.0.0.1, "
+            "::1 or another of this host's): connections to the address the peers use are "
+            "refused", also_explains=("NO_SOCKET",)))
 def rule_no_listener(ev: Evidence) -> list[Finding]:
     findings = []
     for flow in ev.watched:
@@ -319,6 +322,10 @@ def rule_no_listener(ev: Evidence) -> list[Finding]:
             answered = flow.icmp_errors_sent.get(PORT_UNREACHABLE, 0)
             how = "ICMP port unreachable"
         if not answered or not (no_socket or flow.kernel_resets):
+            continue
+        elsewhere = listening_elsewhere(ev, flow)
+        if elsewhere:
+            findings.append(_listens_elsewhere(ev, flow, answered, how, elsewhere))
             continue
         finding = Finding(
             "no-listener",
@@ -337,6 +344,51 @@ def rule_no_listener(ev: Evidence) -> list[Finding]:
         ]
         findings.append(finding)
     return findings
+
+
+WILDCARDS = ("0.0.0.0", "::")
+
+
+def listening_elsewhere(ev: Evidence, flow: Flow) -> list[dict]:
+    """The listening sockets on the flow's port that do not take its address (bound
+    to 127.0.0.1, ::1 or another address of this host); [] when one does, or when
+    nothing was recorded. IPv4 peers reach a '::' socket too (v4-mapped)."""
+    sockets = ev.listeners.get(str(flow.local_port), {}).get("sockets", [])
+    if flow.proto != "tcp" or not sockets:
+        return []
+    takes = {flow.local, f"::ffff:{flow.local}", *WILDCARDS}
+    if any(s["addr"] in takes for s in sockets):
+        return []
+    return sockets
+
+
+def _owners(socket: dict) -> str:
+    procs = ", ".join(f"{p['comm']} (pid {p['pid']}"
+                      + (f", unit {p['unit']}" if p.get("unit") else "") + ")"
+                      for p in socket.get("processes", []))
+    return procs or "a process pktfate could not see"
+
+
+def _listens_elsewhere(ev: Evidence, flow: Flow, answered: int, how: str,
+                       sockets: list[dict]) -> Finding:
+    where = ", ".join(s["addr"] for s in sockets)
+    finding = Finding(
+        "localhost-only",
+        f"The service on port {flow.local_port} listens on {where} only: connections to "
+        f"{flow.local} are refused ({answered} {_what(flow)} from {flow.peer} answered with "
+        f"{how}).", flows=[flow_ref(flow, answered)], count=answered)
+    finding.evidence.append(f"{arrivals(flow)}; {answered} answered by the kernel with {how}")
+    for sock in sockets:
+        finding.evidence.append(f"listening on {sock['addr']}:{flow.local_port}: "
+                                f"{_owners(sock)}")
+    finding.evidence += contrast(ev, flow, f"refused {answered}/{flow.packets_in} ({how})")
+    finding.fix = [
+        f"make the service listen on {flow.local} or on every address (0.0.0.0 or ::): its "
+        "bind or listen setting, e.g. --bind 0.0.0.0, listen 0.0.0.0:"
+        f"{flow.local_port}, or [::]:{flow.local_port}",
+        f"then verify: ss -ltnp 'sport = :{flow.local_port}' shows 0.0.0.0 or {flow.local}",
+    ]
+    return finding
 
 
 @rule(Cause("listen-overflow", 75, "the listener's accept queue is full: the application does "

@@ -111,3 +111,77 @@ def tx_checksum_offload(ifname: str) -> bool | None:
         return None
     finally:
         ethtool.close()
+
+
+NUD_STATES = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY",
+              0x10: "PROBE", 0x20: "FAILED", 0x40: "NOARP", 0x80: "PERMANENT"}
+
+
+def route_to(addr: str) -> dict:
+    """The route toward `addr`: outgoing interface, gateway (None when on-link),
+    source address and MTU (the route's own, else the interface's); {} if none."""
+    with pyroute2().IPRoute() as ipr:
+        try:
+            routes = ipr.route("get", dst=addr)
+        except Exception:  # no route: NetlinkError (ENETUNREACH)
+            return {}
+        if not routes:
+            return {}
+        route = routes[0]
+        oif = route.get_attr("RTA_OIF")
+        metrics = route.get_attr("RTA_METRICS")
+        mtu = metrics.get_attr("RTAX_MTU") if metrics else None
+        if not mtu and oif:
+            links = ipr.get_links(oif)
+            mtu = links[0].get_attr("IFLA_MTU") if links else None
+    return {"oif": resolve_ifname(oif) if oif else None, "gateway": route.get_attr("RTA_GATEWAY"),
+            "src": route.get_attr("RTA_PREFSRC"), "mtu": mtu}
+
+
+def neighbour(addr: str, ifname: str | None) -> dict | None:
+    """The neighbour entry for `addr` (on `ifname` when given): its state and
+    link-layer address, or None when there is none."""
+    with pyroute2().IPRoute() as ipr:
+        try:
+            entries = ipr.get_neighbours(dst=addr)
+        except Exception:
+            return None
+    for entry in entries:
+        iface = resolve_ifname(entry["ifindex"])
+        if ifname and iface != ifname:
+            continue
+        state = entry["state"]
+        names = [name for bit, name in NUD_STATES.items() if state & bit]
+        return {"addr": addr, "iface": iface, "state": "|".join(names) or str(state),
+                "lladdr": entry.get_attr("NDA_LLADDR")}
+    return None
+
+
+TC_PARENTS = {"tc-ingress": 0xFFFFFFF2, "tc-egress": 0xFFFFFFF3}  # clsact's two hooks
+
+
+def interface_programs(ifname: str) -> dict[str, list[dict]]:
+    """BPF programs on an interface: its XDP program ({'id', 'name'}) and its tc
+    clsact filters (by name: pyroute2 does not decode TCA_BPF_ID). Read after
+    pktfate has detached its own, so every one is another tool's."""
+    from .bpfobj import program_name
+
+    found: dict[str, list[dict]] = {}
+    with pyroute2().IPRoute() as ipr:
+        indexes = ipr.link_lookup(ifname=ifname)
+        if not indexes:
+            return found
+        xdp_id = interface_of(ipr.get_links(indexes[0])[0]).xdp_prog_id
+        if xdp_id:
+            found["xdp"] = [{"id": xdp_id, "name": program_name(xdp_id)}]
+        for hook, parent in TC_PARENTS.items():
+            try:
+                filters = ipr.get_filters(index=indexes[0], parent=parent)
+            except Exception:  # no clsact qdisc
+                continue
+            for flt in filters:
+                options = flt.get_attr("TCA_OPTIONS")
+                if flt.get_attr("TCA_KIND") == "bpf" and options:
+                    found.setdefault(hook, []).append(
+                        {"id": None, "name": options.get_attr("TCA_BPF_NAME") or ""})
+    return found

@@ -54,6 +54,11 @@ class Lab:
     hosts: tuple[str, ...] = HOSTS  # the hosts this lab drives
     interfaces: dict[str, str] = field(default_factory=lambda: dict(INTERFACES))
 
+    def __post_init__(self) -> None:
+        # Each lab's backend namespace carries its prefix, as its hosts' do.
+        if self.interfaces.get("backend_ns") in (None, INTERFACES["backend_ns"]):
+            self.interfaces["backend_ns"] = f"{self.prefix}-backend"
+
     def ns(self, host: str) -> str:
         return f"{self.prefix}-{host}"
 
@@ -159,7 +164,12 @@ class Lab:
         Path(ADDRESSES["www"]).mkdir(parents=True, exist_ok=True)  # setups may write there
         for host in self.hosts:
             for command in self.commands(scenario, "setup", host):
-                self.sh(host, command)
+                if command.startswith("ip netns add "):
+                    # A namespace made inside `ip netns exec` vanishes with it (its
+                    # mount stays in that command's private mount namespace).
+                    run_command(shlex.split(command))
+                else:
+                    self.sh(host, command)
         for host in self.hosts:
             for command in self.commands(scenario, "services", host):
                 self.spawn(host, shlex.split(command))
@@ -198,7 +208,8 @@ class Lab:
             for condition in self.commands(scenario, "ready", host):
                 wait_for(lambda c=condition, h=host: self.sh(h, c, check=False).returncode == 0,
                       f"'{condition}' on {host}", timeout=60)
-        if "server" in self.hosts and scenario.commands("services", "server"):
+        if "server" in self.hosts and scenario.commands("services", "server") and \
+                not scenario.ready.get("server"):  # its own readiness test says more
             port = scenario.listening_port
             wait_for(lambda: f":{port} " in self.sh("server", f"ss -Hltun 'sport = :{port}'",
                                                  check=False).stdout + " ",
@@ -209,6 +220,7 @@ class Lab:
         self.stop_processes()
         for host in HOSTS:
             run_command(["ip", "netns", "del", self.ns(host)], check=False)
+        run_command(["ip", "netns", "del", self.interfaces["backend_ns"]], check=False)
         self._forget()
 
     def stop_processes(self) -> None:

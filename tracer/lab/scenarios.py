@@ -33,6 +33,12 @@ ADDRESSES = {
     "spoofed_net": "192.0.2.0/24",  # documentation range: only ever routed inside the lab
     "spoofed_ip": "192.0.2.55",
     "www": "/run/pktfate/www",
+    # A container behind the server (its own namespace, reached over a veth), the
+    # target of the server's port mappings: nat_port on the server -> backend_ip:port.
+    "backend_gw": "172.30.0.1",
+    "backend_ip": "172.30.0.2",
+    "backend_absent": "172.30.0.9",  # in the backend's network, held by nobody
+    "nat_port": "8100",
 }
 
 # The lab's interfaces by role: the namespace lab's names. The Vagrant lab's VMs
@@ -42,6 +48,9 @@ INTERFACES = {
     "router_client_if": "eth-c",
     "router_server_if": "eth-s",
     "server_if": "eth0",
+    # The backend's namespace, made by the scenarios that need it; each lab names
+    # its own (the namespace lab with its prefix).
+    "backend_ns": "pktfate-backend",
 }
 
 HTTP_SERVICE = "python3 -m http.server --bind 0.0.0.0 {port} --directory {www}"
@@ -66,6 +75,24 @@ XDP_DROP_SERVICE = (
     "return XDP_DROP; return XDP_PASS; }}'); "
     "b.attach_xdp('{server_if}', b.load_func('drop_port', BPF.XDP), BPF.XDP_FLAGS_SKB_MODE); "
     "time.sleep(86400)\"")
+# The server maps its port {nat_port} to a container, as Docker's -p does: a
+# namespace behind a veth, and a DNAT rule. `ip netns add` inside the server's
+# namespace makes a namespace like any other; the veth's far end goes into it.
+BACKEND_SETUP = (
+    "ip netns add {backend_ns}",
+    "ip link add ctr0 type veth peer name eth0 netns {backend_ns}",
+    "ip addr add {backend_gw}/24 dev ctr0 && ip link set ctr0 up",
+    "ip netns exec {backend_ns} sh -c 'ip link set lo up && ip addr add {backend_ip}/24 dev "
+    "eth0 && ip link set eth0 up && ip route add default via {backend_gw}'",
+)
+BACKEND_SERVICE = ("ip netns exec {backend_ns} python3 -m http.server --bind 0.0.0.0 {port} "
+                   "--directory {www}")
+BACKEND_READY = ("ip netns exec {backend_ns} ss -Hltn 'sport = :{port}' | grep -q LISTEN",)
+CURL_NAT_PORT = (
+    "ping -c 2 -i 0.3 -W 1 {server_ip}",
+    "curl -sS -m 3 -o /dev/null -w 'HTTP %{{http_code}}\\n' http://{server_ip}:{nat_port}/",
+)
+
 PING_AND_CURL = (
     "ping -c 3 -i 0.3 -W 1 {server_ip}",
     "curl -sS -m 3 -o /dev/null -w 'HTTP %{{http_code}}\\n' http://{server_ip}:{port}/",
@@ -394,6 +421,54 @@ SCENARIOS = {s.name: s for s in (
         expect="healthy",
         services={"server": (HTTP6_SERVICE,)},
         traffic=PING6_AND_CURL6,
+    ),
+    Scenario(
+        "forwarding-off",
+        "The server maps its port 8100 to a container (DNAT to 172.30.0.2:80, as docker -p "
+        "does) but IP forwarding is off: the rewritten SYNs are dropped (IP_INADDRERRORS) "
+        "and the client times out.",
+        expect="forwarding-off",
+        setup={"server": (*BACKEND_SETUP, "sysctl -qw net.ipv4.ip_forward=0",
+                          "iptables -t nat -A PREROUTING -p tcp --dport {nat_port} -j DNAT "
+                          "--to-destination {backend_ip}:{port}")},
+        services={"server": (BACKEND_SERVICE,)},
+        ready={"server": BACKEND_READY},
+        traffic=CURL_NAT_PORT,
+        watch_port="{nat_port}",
+    ),
+    Scenario(
+        "nat-healthy",
+        "The server maps its port 8100 to a container (DNAT to 172.30.0.2:80) and forwards: "
+        "every SYN is answered by the container.",
+        expect="healthy",
+        setup={"server": (*BACKEND_SETUP, "sysctl -qw net.ipv4.ip_forward=1",
+                          "iptables -t nat -A PREROUTING -p tcp --dport {nat_port} -j DNAT "
+                          "--to-destination {backend_ip}:{port}")},
+        services={"server": (BACKEND_SERVICE,)},
+        ready={"server": BACKEND_READY},
+        traffic=CURL_NAT_PORT,
+        watch_port="{nat_port}",
+    ),
+    Scenario(
+        "nat-no-backend",
+        "The server maps its port 8100 to 172.30.0.9:80, an address nobody holds (a "
+        "container that is gone): the rewritten SYNs wait for an ARP answer that never "
+        "comes and are dropped.",
+        expect="nat-backend-unreachable",
+        setup={"server": (*BACKEND_SETUP, "sysctl -qw net.ipv4.ip_forward=1",
+                          "iptables -t nat -A PREROUTING -p tcp --dport {nat_port} -j DNAT "
+                          "--to-destination {backend_absent}:{port}")},
+        traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
+                 "curl -sS -m 5 -o /dev/null http://{server_ip}:{nat_port}/"),
+        watch_port="{nat_port}",
+    ),
+    Scenario(
+        "localhost-only",
+        "The service on :80 listens on 127.0.0.1 only: SYNs to the server's address are "
+        "answered with RSTs, while the service answers on the server itself.",
+        expect="localhost-only",
+        services={"server": ("python3 -m http.server --bind 127.0.0.1 {port} "
+                             "--directory {www}",)},
     ),
     Scenario(
         "healthy",

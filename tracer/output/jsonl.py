@@ -28,10 +28,9 @@ class JsonOutput:
             self._emit(flow.to_json())
         self._emit({"kind": "stats", **stats})
         self._emit({"kind": "counters", "delta": counters,
-                    "firewall": context.get("firewall", []), "routes": context.get("routes", {}),
-                    "offload": context.get("offload", {}),
-                    "listeners": context.get("listeners", {}),
-                    "sysctls": context.get("sysctls", {})})
+                    "firewall": context.get("firewall", [])})
+        self._emit({"kind": "context",
+                    **{key: value for key, value in context.items() if key != "firewall"}})
         self._emit({"kind": "diagnosis", "findings": [f.to_json() for f in findings]})
 
     def _emit(self, obj: dict) -> None:
