@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ..correlate.correlator import Flow
+from .context import next_hop_lines, socket_filter_lines
 from .evidence import Evidence, Finding
 from .registry import CAUSES, Cause, declare, explained_reasons
 from .rules import (
@@ -78,8 +79,19 @@ def rule_reason_table(ev: Evidence, findings: list[Finding]) -> list[Finding]:
             finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
                                                    f"({reason})")
             finding.fix = [f"look: {fill(info.look, **values)}", fill(info.fix, **values)]
+            _add_context(ev, flow, finding)
             found.append(finding)
     return found
+
+
+def _add_context(ev: Evidence, flow: Flow, finding: Finding) -> None:
+    """What the host's recorded context says about a table finding's cause."""
+    if finding.cause == "socket-filter":
+        lines, fixes = socket_filter_lines(ev, flow)
+        finding.evidence += lines
+        finding.fix = fixes + finding.fix
+    elif finding.cause in ("neighbour-failed", "not-for-this-host"):
+        finding.evidence += next_hop_lines(ev, flow.peer)
 
 
 def counter_evidence(ev: Evidence, names: tuple[str, ...]) -> list[str]:

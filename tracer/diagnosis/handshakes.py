@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..correlate.correlator import Flow, IcmpCode
 from .accounting import attempts, counter_evidence, incomplete
+from .context import next_hop_lines, queue_lines
 from .evidence import Evidence, Finding
 from .registry import CAUSES, Cause, rule
 from .rules import _port, arrivals, contrast, flow_ref
@@ -37,6 +38,7 @@ def rule_answers_lost(ev: Evidence) -> list[Finding]:
                if flow.synack_retrans_out else "")
             + f"; the peer sent its SYNs {flow.syn_retrans_in} more times and no ACK")
         finding.evidence += counter_evidence(ev, CAUSES["answers-lost"].counters)
+        finding.evidence += next_hop_lines(ev, flow.peer)
         finding.evidence += _echo_story(ev, flow)
         finding.fix = [
             f"follow the way back: ip route get {flow.peer} (next hop, interface), then "
@@ -85,7 +87,7 @@ def rule_syn_queue_full(ev: Evidence) -> list[Finding]:
         if flow.syn_fates.get("unanswered") and flow.acks_in == 0 and flow.syn_retrans_in:
             finding.evidence.append(f"{flow.peer}: {flow.syn_fates['unanswered']} SYNs "
                                     "unanswered, retried by the peer")
-    finding.evidence += _listener_lines(ev, port)
+    finding.evidence += queue_lines(ev, port)
     finding.fix = [
         "turn syncookies on: sysctl -w net.ipv4.tcp_syncookies=1 (the default, 1, uses them "
         "only when the queue is full)",
@@ -95,20 +97,6 @@ def rule_syn_queue_full(ev: Evidence) -> list[Finding]:
         f"see the half-open connections: ss -tn state syn-recv 'sport = :{port}' | wc -l",
     ]
     return [finding]
-
-
-def _listener_lines(ev: Evidence, port: object) -> list[str]:
-    lines = []
-    listener = ev.listeners.get(str(port))
-    if listener:
-        lines.append(f"at the end of the watch the listener on :{port} had "
-                     f"{listener.get('half_open', 0)} half-open connections and "
-                     f"{listener.get('accept_queue', 0)} waiting to be accepted")
-    settings = ", ".join(f"{k}={v}" for k, v in ev.sysctls.items()
-                         if k.endswith(("syncookies", "syn_backlog", "somaxconn")))
-    if settings:
-        lines.append(f"settings: {settings}")
-    return lines
 
 
 @rule(Cause("pmtu-blackhole", 74, "connections open and small exchanges work, but full-size "

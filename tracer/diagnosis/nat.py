@@ -6,6 +6,7 @@ rule that rewrote them, the forwarding settings, the neighbour entry."""
 from __future__ import annotations
 
 from ..correlate.correlator import Flow, Rewrite
+from .context import next_hop_lines
 from .evidence import Evidence, Finding
 from .registry import Cause, rule
 from .rules import _dropped_line, _port, _what, contrast, counter_lines, flow_ref
@@ -128,7 +129,8 @@ def rule_nat_backend_unreachable(ev: Evidence) -> list[Finding]:
             "its link.", flows=[flow_ref(flow, dropped)], count=dropped)
         finding.evidence += rewrite_lines(ev, flow)
         finding.evidence.append(_dropped_line(flow, dropped, reason))
-        finding.evidence += _neighbour_lines(ev, rewrite.addr)
+        finding.evidence += next_hop_lines(ev, rewrite.addr,
+                                           ev.rewrite_routes.get(rewrite.addr, {}))
         unreachable = sum(n for code, n in flow.icmp_errors_sent.items()
                           if tuple(code) == HOST_UNREACHABLE)
         if unreachable:
@@ -143,21 +145,6 @@ def rule_nat_backend_unreachable(ev: Evidence) -> list[Finding]:
         ]
         findings.append(finding)
     return findings
-
-
-def _neighbour_lines(ev: Evidence, addr: str) -> list[str]:
-    route = ev.rewrite_routes.get(addr, {})
-    hop = route.get("gateway") or addr
-    lines = []
-    if route.get("oif"):
-        lines.append(f"route to {addr}: dev {route['oif']}"
-                     + (f" via {route['gateway']}" if route.get("gateway") else " (on-link)"))
-    for entry in ev.neighbours:
-        if entry.get("addr") == hop:
-            lines.append(f"neighbour entry for {hop} on {entry.get('iface')}: "
-                         f"{entry.get('state')}"
-                         + (f" ({entry['lladdr']})" if entry.get("lladdr") else ""))
-    return lines
 
 
 def annotate_rewrites(ev: Evidence, findings: list[Finding]) -> None:

@@ -62,6 +62,15 @@ def _neighbours(routes: dict[str, dict]) -> list[dict]:
     return list(found.values())
 
 
+def _safe(read, default):
+    """One part of the context: a part that cannot be read is left empty, and the
+    watch still ends with its diagnosis."""
+    try:
+        return read()
+    except (OSError, ValueError):
+        return default
+
+
 def gather(flows, ports: Iterable[int], checksum_ifaces: Iterable[str] = ()) -> dict:
     """Everything the rules may ask about this host (see the README, `context`)."""
     flows = list(flows)
@@ -75,9 +84,9 @@ def gather(flows, ports: Iterable[int], checksum_ifaces: Iterable[str] = ()) -> 
         "routes": routes,
         "rewrite_routes": targets,
         "neighbours": _neighbours({**routes, **targets}),
-        "listeners": sockets.listening_sockets(local_ports),
+        "listeners": _safe(lambda: sockets.listening_sockets(local_ports), {}),
         "sysctls": sockets.sysctls(sockets.SYSCTLS + sockets.iface_sysctls(ifaces)),
         "programs": {i: p for i in sorted(ifaces) if (p := netlink.interface_programs(i))},
-        "nat": firewall.nat_rules(),
+        "nat": _safe(firewall.nat_rules, []),
         "offload": {i: netlink.tx_checksum_offload(i) for i in sorted(set(checksum_ifaces))},
     }

@@ -93,15 +93,41 @@ def cgroup_of(pid: int, proc: Path = Path("/proc")) -> str | None:
     return next((line[3:] for line in lines if line.startswith("0::")), None)
 
 
-def cgroup2_mount(mountinfo: Path = Path("/proc/self/mountinfo")) -> str | None:
-    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified)."""
-    try:
-        for line in mountinfo.read_text().splitlines():
+def _ancestors(proc: Path) -> list[str]:
+    """'self', then the PIDs of this process's parent, its parent... up to init."""
+    chain, pid = ["self"], "self"
+    while len(chain) < 64:
+        try:
+            status = (proc / pid / "status").read_text()
+        except OSError:
+            break
+        pid = next((line.split()[1] for line in status.splitlines()
+                    if line.startswith("PPid:")), "0")
+        if pid in ("0", "1"):
+            break
+        chain.append(pid)
+    return [*chain, "1"]
+
+
+def cgroup2_mount(proc: Path = Path("/proc")) -> str | None:
+    """Where the cgroup v2 hierarchy can be reached (/sys/fs/cgroup, or .../unified).
+    `ip netns exec` gives its command a /sys of its own without it: then through
+    the root of the nearest ancestor that sees it (/proc/PID/root/...)."""
+    for pid in _ancestors(proc):
+        try:
+            lines = (proc / pid / "mountinfo").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
             left, _, right = line.partition(" - ")
-            if right.split()[:1] == ["cgroup2"]:
-                return left.split()[4]
-    except (OSError, IndexError):
-        return None
+            fields = left.split()
+            if right.split()[:1] == ["cgroup2"] and len(fields) > 4:
+                root = "" if pid == "self" else str(proc / pid / "root")
+                try:
+                    if Path(root + fields[4]).is_dir():
+                        return root + fields[4]
+                except OSError:  # another process's root: not ours to walk
+                    continue
     return None
 
 

@@ -4,6 +4,9 @@
       a TCP listener that requires a TCP MD5 signature from PEER (BGP-style)
   python -m pktfate.lab.listeners filtered --port 80
       a TCP listener with a classic BPF socket filter that refuses everything
+  python -m pktfate.lab.listeners cgroup-filtered --port 80
+      a TCP listener in a cgroup of its own whose ingress BPF program refuses
+      everything, the way systemd's IPAddressDeny= does for a unit
 
 Both accept and close connections that do get through; they run until killed.
 """
@@ -11,9 +14,13 @@ Both accept and close connections that do get through; they run until killed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
+import os
+import signal
 import socket
 import struct
+from pathlib import Path
 
 TCP_MD5SIG = 14  # include/uapi/linux/tcp.h
 TCP_MD5SIG_MAXKEYLEN = 80
@@ -50,25 +57,61 @@ def attach_drop_all(sock: socket.socket) -> ctypes.Array:
     return program
 
 
+DENY_INGRESS = "int deny_ingress(struct __sk_buff *skb) { return 0; }"  # 0: drop
+
+
+@contextlib.contextmanager
+def cgroup_denying_ingress(name: str):
+    """Move this process into a new cgroup whose ingress program drops every
+    packet for its sockets; on the way out, back to the parent and the cgroup gone
+    (removing it detaches the program)."""
+    from bcc import BPF, BPFAttachType  # the distro's bcc, as pktfate's own
+
+    from ..host.sockets import cgroup2_mount, cgroup_of
+
+    mount = cgroup2_mount()
+    parent = cgroup_of(os.getpid())
+    if not mount or parent is None:
+        raise SystemExit("no cgroup v2 hierarchy mounted")
+    group = Path(mount + parent.rstrip("/")) / name
+    group.mkdir()
+    fd = os.open(group, os.O_RDONLY | os.O_DIRECTORY)
+    bpf = BPF(text=DENY_INGRESS)
+    try:
+        bpf.attach_func(bpf.load_func("deny_ingress", BPF.CGROUP_SKB), fd,
+                        BPFAttachType.CGROUP_INET_INGRESS)
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+        yield group
+    finally:
+        (group.parent / "cgroup.procs").write_text(str(os.getpid()))
+        os.close(fd)
+        bpf.cleanup()
+        group.rmdir()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m pktfate.lab.listeners")
-    parser.add_argument("kind", choices=("md5", "filtered"))
+    parser.add_argument("kind", choices=("md5", "filtered", "cgroup-filtered"))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--peer", default="")
     parser.add_argument("--key", default="pktfate-lab")
     parser.add_argument("--ipv6", action="store_true")
     args = parser.parse_args()
-    sock = listener(args.port, socket.AF_INET6 if args.ipv6 else socket.AF_INET)
-    keep = None
-    if args.kind == "md5":
-        sock.setsockopt(socket.IPPROTO_TCP, TCP_MD5SIG, md5sig(args.peer, args.key.encode()))
-    else:
-        keep = attach_drop_all(sock)
-    sock.listen(16)
-    while True:
-        conn, _ = sock.accept()
-        conn.close()
-    del keep
+    # SIGTERM (the lab ending) unwinds, so that a cgroup made here goes with it.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(0)))
+    with contextlib.ExitStack() as stack:
+        if args.kind == "cgroup-filtered":  # first: a socket belongs to the cgroup it was made in
+            stack.enter_context(cgroup_denying_ingress(f"pktfate-lab-{args.port}-{os.getpid()}"))
+        sock = listener(args.port, socket.AF_INET6 if args.ipv6 else socket.AF_INET)
+        if args.kind == "md5":
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_MD5SIG, md5sig(args.peer, args.key.encode()))
+        elif args.kind == "filtered":
+            program = attach_drop_all(sock)
+            stack.callback(lambda: program)  # the filter's buffer lives as long as the socket
+        sock.listen(16)
+        while True:
+            conn, _ = sock.accept()
+            conn.close()
 
 
 if __name__ == "__main__":

@@ -345,6 +345,14 @@ SCENARIOS = {s.name: s for s in (
         services={"server": ("{python} -m pktfate.lab.listeners filtered --port {port}",)},
     ),
     Scenario(
+        "cgroup-filter",
+        "The service's cgroup runs an ingress BPF program that refuses every packet, as "
+        "systemd's IPAddressDeny= does for a unit: SYNs are dropped at the socket "
+        "(SOCKET_FILTER), and the program is named by its cgroup.",
+        expect="socket-filter",
+        services={"server": ("{python} -m pktfate.lab.listeners cgroup-filtered --port {port}",)},
+    ),
+    Scenario(
         "answers-lost",
         "The server's neighbour entry for its gateway is PERMANENT with a MAC address nobody "
         "has: SYNs arrive and SYN-ACKs leave, but they never reach the client, which keeps "
