@@ -195,7 +195,7 @@ def test_every_json_field_is_documented_in_the_readme(lab, watch):
     curl(lab)
     ping(lab, 1)
     lines = w.stop()
-    for kind in ("start", "packet", "flow", "stats", "counters", "diagnosis"):
+    for kind in ("start", "packet", "flow", "stats", "counters", "context", "diagnosis"):
         records = matching(lines, kind=kind)
         assert records, kind
         fields = {key for record in records for key in record} - {"kind"}
