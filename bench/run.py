@@ -89,7 +89,7 @@ class Tool:
 class Pktfate(Tool):
     def __init__(self, port: int, *extra: str):
         self.port, self.extra = port, extra
-        self.name = f"pktfate ({_filter_text(port)})"
+        self.name = f"pktfate ({_filter_text(port)}{', ' if extra else ''}{' '.join(extra)})"
         self.watch: WatchProcess | None = None
 
     def start(self, pair: VethPair, tmp: Path) -> None:
@@ -193,6 +193,24 @@ def overhead(pair: VethPair, tool: Tool, sizes: Sizes, tmp: Path) -> list[float]
         after = rate(pair, sizes.seconds)
         ratios.append(with_tool / ((baseline + after) / 2))
         baseline = after
+    return ratios
+
+
+def versus(pair: VethPair, tool: Tool, other: Tool, sizes: Sizes, tmp: Path) -> list[float]:
+    """Rate with `tool` over the rate with `other`, alternated (B A B A ...): what
+    one setting costs against another in the same run."""
+    def with_(t: Tool) -> float:
+        t.start(pair, tmp)
+        try:
+            return rate(pair, sizes.seconds)
+        finally:
+            t.stop()
+    ratios = []
+    before = with_(other)
+    for _ in range(sizes.rounds):
+        mine, after = with_(tool), with_(other)
+        ratios.append(mine / ((before + after) / 2))
+        before = after
     return ratios
 
 
@@ -300,6 +318,10 @@ def run(sizes: Sizes) -> Results:
             ratios = overhead(pair, tool, sizes, tmp)
             results.add(f"(a) rate with {tool.name}, relative to none", ratios, "{:.2f}",
                         target, None if floor is None else statistics.median(ratios) >= floor)
+        for port in (UNWATCHED, WATCHED):  # following skbs past NAT (bpf/track.h)
+            ratios = versus(pair, Pktfate(port), Pktfate(port, "--no-track"), sizes, tmp)
+            results.add(f"(a) rate with skb tracking on over off ({_filter_text(port)})",
+                        ratios, "{:.2f}", "", None)
         why = tcpdrop_available()
         results.note("(a) rate with bcc's tcpdrop", f"not measured: {why}" if why else
                      "runs here (TCP drops only: no UDP flood to compare)")

@@ -61,6 +61,8 @@ def cli() -> None:
 @click.option("--all-netns", is_flag=True, help="Kernel events from every network namespace.")
 @click.option("--no-xdp", is_flag=True, help="Do not attach XDP programs.")
 @click.option("--no-tc", is_flag=True, help="Do not attach tc filters.")
+@click.option("--no-track", is_flag=True,
+              help="Do not follow matched packets by their skb after NAT rewrites them.")
 @click.option("--all-events", "show_all", is_flag=True,
               help="Print every event, not only the noteworthy ones.")
 @click.option("--sample-after", type=click.IntRange(0), default=2000, show_default=True,
@@ -72,12 +74,12 @@ def cli() -> None:
               help="Print the final BPF C source and compile flags, then exit.")
 @json_option
 def watch(ports, hosts, protos, ifaces, duration, ready_file, all_netns, no_xdp, no_tc,
-          show_all, sample_after, sample_every, dump_bpf, json_out) -> None:
+          no_track, show_all, sample_after, sample_every, dump_bpf, json_out) -> None:
     config = WatchConfig(
         ports=tuple(dict.fromkeys(ports)), hosts=tuple(dict.fromkeys(hosts)),
         protos=frozenset(protos or PROTOCOLS), ifaces=tuple(dict.fromkeys(ifaces)),
         duration=duration, json=json_out, ready_file=ready_file, all_netns=all_netns,
-        xdp=not no_xdp, tc=not no_tc, show_all=show_all, sample_after=sample_after,
+        xdp=not no_xdp, tc=not no_tc, track=not no_track, show_all=show_all, sample_after=sample_after,
         sample_every=sample_every)
     if dump_bpf:
         from ..attach.source import compile_flags, render_source
