@@ -79,8 +79,8 @@ def watch(ports, hosts, protos, ifaces, duration, ready_file, all_netns, no_xdp,
         ports=tuple(dict.fromkeys(ports)), hosts=tuple(dict.fromkeys(hosts)),
         protos=frozenset(protos or PROTOCOLS), ifaces=tuple(dict.fromkeys(ifaces)),
         duration=duration, json=json_out, ready_file=ready_file, all_netns=all_netns,
-        xdp=not no_xdp, tc=not no_tc, track=not no_track, show_all=show_all, sample_after=sample_after,
-        sample_every=sample_every)
+        xdp=not no_xdp, tc=not no_tc, track=not no_track, show_all=show_all,
+        sample_after=sample_after, sample_every=sample_every)
     if dump_bpf:
         from ..attach.source import compile_flags, render_source
         from ..kernel.discovery import probe_kernel

@@ -273,9 +273,10 @@ class Correlator:
         if ev.hook == "tcp-state":
             self._on_state(ev)
             return None, False
-        if ev.tracked and ev.skb in self.by_skb and packet_key(ev) not in self.packets:
-            self._on_tracked(self.by_skb[ev.skb], ev)
-            return self.by_skb[ev.skb], False
+        original = self.by_skb.get(ev.skb) if ev.tracked and ev.skb else None
+        if original is not None and packet_key(ev) not in self.packets:
+            self._on_tracked(original, ev)
+            return original, False
         direction = self._direction(ev)
         if ev.hook == "rst-sent" and ev.skb is None:
             direction = "out"  # a socket's own abort: the event is the RST itself

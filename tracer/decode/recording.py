@@ -102,7 +102,7 @@ CONTEXT_FIELDS = {
     "offload": MapOf(OPT_BOOL),
 }
 SPECS["context"] = Record(CONTEXT_FIELDS, optional=frozenset(CONTEXT_FIELDS))
-EMPTY_CONTEXT = {"neighbours": [], "nat": []}  # lists; the other fields are objects
+EMPTY_CONTEXT: dict[str, list] = {"neighbours": [], "nat": []}  # lists; the other fields are objects
 
 
 class BadLine(Exception):
