@@ -73,3 +73,47 @@ def test_a_localhost_only_listener_is_named_with_its_process(lab, watch):
     top = diagnosis(lines)[0]
     assert top["cause"] == "localhost-only"
     assert any(e.startswith("listening on 127.0.0.1:80: python3 (pid ") for e in top["evidence"])
+
+
+def test_a_packet_mapped_into_a_container_keeps_one_story_across_namespaces(lab, watch):
+    """With --all-netns: the SYN rewritten to the container's closed port is refused
+    there (RST, NO_SOCKET in the container's namespace), and that is the fate of the
+    flow to :8101 on the server, not a second, unrelated flow."""
+    lab.up("nat-healthy")
+    lab.sh("server", "iptables -t nat -I PREROUTING -p tcp --dport 8101 -j DNAT "
+                     f"--to-destination {ADDRESSES['backend_ip']}:81")
+    w = watch("--port", "8101", "--all-netns")
+    lab.sh("client", f"curl -sS -m 2 -o /dev/null http://{ADDRESSES['server_ip']}:8101/",
+           check=False)
+    lines = w.stop()
+    refused = matching(lines, kind="packet", hook="rst-sent", tracked=True)
+    assert refused and refused[0]["dst"] == ADDRESSES["backend_ip"]
+    arrival = matching(lines, kind="packet", hook="tc-ingress", dport=8101)[0]
+    assert refused[0]["netns"] != arrival["netns"]  # refused in the container's namespace
+    flows = matching(lines, kind="flow", proto="tcp", peer=ADDRESSES["client_ip"])
+    server_side = [f for f in flows if f["local_port"] == 8101]
+    assert len(server_side) == 1 and server_side[0]["syn_fates"] == {"reset": 1}
+    assert not [f for f in flows if f["local"] == ADDRESSES["backend_ip"]]
+    top = diagnosis(lines)[0]
+    assert top["cause"] == "no-listener"
+    assert top["summary"].startswith(f"Nothing listens on {ADDRESSES['backend_ip']}:81, where "
+                                     "this host's DNAT sends port 8101")
+
+
+def test_answers_lost_names_the_static_neighbour_entry_they_go_to(lab, watch):
+    lines = _run(lab, watch, "answers-lost")
+    top = diagnosis(lines)[0]
+    assert top["cause"] == "answers-lost"
+    assert f"neighbour entry for {ADDRESSES['router_server_ip']} on eth0: PERMANENT " \
+           "(02:00:0a:00:02:77): a static entry; if that address is wrong, everything sent " \
+           "through it is lost without a trace" in top["evidence"]
+
+
+def test_syn_queue_full_shows_the_listener_its_queue_and_the_settings(lab, watch):
+    lines = _run(lab, watch, "syn-queue-full")
+    top = diagnosis(lines)[0]
+    assert top["cause"] == "syn-queue-full"
+    listening = [e for e in top["evidence"] if e.startswith("listening on 0.0.0.0:80: python3")]
+    assert listening and listening[0].endswith("accept queue 0 of 5")
+    assert any(e.startswith("settings: ") and "net.ipv4.tcp_syncookies=0" in e
+               for e in top["evidence"])

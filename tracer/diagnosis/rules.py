@@ -327,16 +327,23 @@ def rule_no_listener(ev: Evidence) -> list[Finding]:
         if elsewhere:
             findings.append(_listens_elsewhere(ev, flow, answered, how, elsewhere))
             continue
+        dnat = next((r for r in flow.rewrites if r.kind == "dnat"), None)
+        where = f"on {dnat.addr}:{dnat.port}, where this host's DNAT sends port " \
+            f"{flow.local_port}" if dnat else f"on {flow.proto.upper()} port {flow.local_port} here"
         finding = Finding(
             "no-listener",
-            f"Nothing listens on {flow.proto.upper()} port {flow.local_port} here: the kernel "
-            f"answered {answered} {_what(flow)} from {flow.peer} with {how}.",
-            flows=[flow_ref(flow, answered)], count=answered)
+            f"Nothing listens {where}: the kernel answered {answered} {_what(flow)} from "
+            f"{flow.peer} with {how}.", flows=[flow_ref(flow, answered)], count=answered)
         finding.evidence.append(f"{arrivals(flow)}; {answered} answered by the kernel with "
                                 f"{how}, {no_socket} freed with reason NO_SOCKET")
         finding.evidence += counter_lines(ev, ("TcpOutRsts", "UdpNoPorts"))
         finding.evidence += contrast(ev, flow, f"refused {answered}/{flow.packets_in} ({how})")
         opt = "t" if flow.proto == "tcp" else "u"
+        if dnat:
+            finding.fix = [f"start the service on {dnat.addr} port {dnat.port} (the container or "
+                           "backend behind the mapping), or point the mapping at its port"]
+            findings.append(finding)
+            continue
         finding.fix = [
             f"start the service on port {flow.local_port}, or make it listen on {flow.local}: "
             f"check with ss -l{opt}np 'sport = :{flow.local_port}'",
