@@ -126,7 +126,7 @@ static __always_inline struct pf_event *pf_event_in_netns(__u8 hook, __u32 netns
 }
 
 /* A new event for a packet a tracepoint handed over, or 0 when the skb is in
- * another namespace (and not tracked) or holds no IP header. `found` and `fp`
+ * another namespace or holds no IP header. `found` and `fp`
  * are what pf_track_find() said of the skb. The namespace is tested first: on a
  * busy host most skbs are someone else's, and they should cost no more than the
  * reads that tell so. */
@@ -137,7 +137,9 @@ static __always_inline struct pf_event *pf_skb_event_tracked(__u8 hook, __u64 sk
 	__u32 netns = pf_skb_netns(skb, sk_hint, &ifindex);
 	struct pf_event *e;
 
-	if (!found && !pf_netns_ok(netns))
+	/* Tracked packets too: a veth hands the same skb to another namespace, and
+	 * it is followed there only when every namespace is watched (--all-netns). */
+	if (!pf_netns_ok(netns))
 		return 0;
 	e = pf_new_event(hook);
 	if (!e)

@@ -49,7 +49,7 @@ def test_checksum_incident(lab, watch):
     assert any("answered 3/3" in line for line in top["evidence"])
     assert any("TcpInCsumErrors" in line for line in top["evidence"])
     # The server's own veth offloads too (veth's default): its replies would break.
-    assert matching(lines, kind="counters")[0]["offload"] == {"eth0": True}
+    assert matching(lines, kind="context")[0]["offload"] == {"eth0": True}
     assert "here as well, until the device is fixed: ethtool -K eth0 tx off" in top["fix"]
 
 
@@ -178,7 +178,7 @@ def test_rp_filter_says_which_route_disagrees(lab, watch):
     assert top["count"] == 4
     assert "the route back to 192.0.2.55 leaves through rpf0, not eth0" in top["summary"]
     assert any("net.ipv4.conf.all.rp_filter=1" in line for line in top["evidence"])
-    routes = matching(lines, kind="counters")[0]["routes"]
+    routes = matching(lines, kind="context")[0]["routes"]
     assert routes["192.0.2.55"]["oif"] == "rpf0"
 
 
