@@ -102,7 +102,8 @@ CONTEXT_FIELDS = {
     "offload": MapOf(OPT_BOOL),
 }
 SPECS["context"] = Record(CONTEXT_FIELDS, optional=frozenset(CONTEXT_FIELDS))
-EMPTY_CONTEXT: dict[str, list] = {"neighbours": [], "nat": []}  # lists; the other fields are objects
+# The list-valued fields; the other fields are objects.
+EMPTY_CONTEXT: dict[str, list] = {"neighbours": [], "nat": []}
 
 
 class BadLine(Exception):
