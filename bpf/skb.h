@@ -126,10 +126,11 @@ static __always_inline struct pf_event *pf_event_in_netns(__u8 hook, __u32 netns
 }
 
 /* A new event for a packet a tracepoint handed over, or 0 when the skb is in
- * another namespace or holds no IP header. `found` and `fp`
- * are what pf_track_find() said of the skb. The namespace is tested first: on a
- * busy host most skbs are someone else's, and they should cost no more than the
- * reads that tell so. */
+ * another namespace or holds no IP header. `found` and `fp` are what
+ * pf_track_find() said of the skb (found -1: not asked yet, then asked only for
+ * this namespace's skbs). The namespace is tested first: on a busy host most
+ * skbs are someone else's, and they should cost no more than the reads that tell
+ * so. */
 static __always_inline struct pf_event *pf_skb_event_tracked(__u8 hook, __u64 skb,
 							     __u64 sk_hint, int found, __u32 fp)
 {
@@ -141,6 +142,8 @@ static __always_inline struct pf_event *pf_skb_event_tracked(__u8 hook, __u64 sk
 	 * it is followed there only when every namespace is watched (--all-netns). */
 	if (!pf_netns_ok(netns))
 		return 0;
+	if (found < 0)  /* not looked up yet: only this namespace's skbs pay for it */
+		fp = pf_track_find(skb, &found);
 	e = pf_new_event(hook);
 	if (!e)
 		return 0;
@@ -154,10 +157,7 @@ static __always_inline struct pf_event *pf_skb_event_tracked(__u8 hook, __u64 sk
 
 static __always_inline struct pf_event *pf_skb_event(__u8 hook, __u64 skb, __u64 sk_hint)
 {
-	int found = 0;
-	__u32 fp = pf_track_find(skb, &found);
-
-	return pf_skb_event_tracked(hook, skb, sk_hint, found, fp);
+	return pf_skb_event_tracked(hook, skb, sk_hint, -1, 0);
 }
 
 /* Whether a tracepoint's event goes to user space: it matches the filter in a

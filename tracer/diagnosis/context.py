@@ -15,6 +15,12 @@ def _process_text(proc: dict) -> str:
     return f"{proc.get('comm', '?')} (pid {proc.get('pid')}{unit})"
 
 
+def owners_text(sock: dict) -> str:
+    """'nginx (pid 42, unit nginx.service), ...': the processes holding a socket."""
+    return ", ".join(_process_text(p) for p in sock.get("processes", [])) or \
+        "a process pktfate could not see"
+
+
 def listener_sockets(ev: Evidence, port: object) -> list[dict]:
     return ev.listeners.get(str(port), {}).get("sockets", [])
 
@@ -23,9 +29,7 @@ def listener_lines(ev: Evidence, port: object) -> list[str]:
     """Who listens on the port, with each socket's accept queue and its limit."""
     lines = []
     for sock in listener_sockets(ev, port):
-        procs = ", ".join(_process_text(p) for p in sock.get("processes", [])) or \
-            "a process pktfate could not see"
-        lines.append(f"listening on {sock['addr']}:{port}: {procs}; accept queue "
+        lines.append(f"listening on {sock['addr']}:{port}: {owners_text(sock)}; accept queue "
                      f"{sock.get('accept_queue', 0)} of {sock.get('backlog', 0)}")
     return lines
 

@@ -8,6 +8,7 @@ from collections import Counter
 
 from ..correlate.correlator import ErrorIn, Flow, IcmpCode
 from ..host.firewall import delete_command
+from .context import listener_sockets, owners_text
 from .evidence import Evidence, Finding
 from .origin import forged_sentence, hop_of, ttl_story, usual_hop
 from .registry import Cause, rule
@@ -360,20 +361,13 @@ def listening_elsewhere(ev: Evidence, flow: Flow) -> list[dict]:
     """The listening sockets on the flow's port that do not take its address (bound
     to 127.0.0.1, ::1 or another address of this host); [] when one does, or when
     nothing was recorded. IPv4 peers reach a '::' socket too (v4-mapped)."""
-    sockets = ev.listeners.get(str(flow.local_port), {}).get("sockets", [])
+    sockets = listener_sockets(ev, flow.local_port)
     if flow.proto != "tcp" or not sockets:
         return []
     takes = {flow.local, f"::ffff:{flow.local}", *WILDCARDS}
     if any(s["addr"] in takes for s in sockets):
         return []
     return sockets
-
-
-def _owners(socket: dict) -> str:
-    procs = ", ".join(f"{p['comm']} (pid {p['pid']}"
-                      + (f", unit {p['unit']}" if p.get("unit") else "") + ")"
-                      for p in socket.get("processes", []))
-    return procs or "a process pktfate could not see"
 
 
 def _listens_elsewhere(ev: Evidence, flow: Flow, answered: int, how: str,
@@ -387,7 +381,7 @@ def _listens_elsewhere(ev: Evidence, flow: Flow, answered: int, how: str,
     finding.evidence.append(f"{arrivals(flow)}; {answered} answered by the kernel with {how}")
     for sock in sockets:
         finding.evidence.append(f"listening on {sock['addr']}:{flow.local_port}: "
-                                f"{_owners(sock)}")
+                                f"{owners_text(sock)}")
     finding.evidence += contrast(ev, flow, f"refused {answered}/{flow.packets_in} ({how})")
     finding.fix = [
         f"make the service listen on {flow.local} or on every address (0.0.0.0 or ::): its "

@@ -85,6 +85,16 @@ BACKEND_SETUP = (
     "ip netns exec {backend_ns} sh -c 'ip link set lo up && ip addr add {backend_ip}/24 dev "
     "eth0 && ip link set eth0 up && ip route add default via {backend_gw}'",
 )
+
+
+def port_mapping(forward: int, target: str = "{backend_ip}") -> tuple[str, ...]:
+    """The backend, the server's forwarding setting, and its DNAT rule for
+    {nat_port} to `target`:{port}."""
+    return (*BACKEND_SETUP, f"sysctl -qw net.ipv4.ip_forward={forward}",
+            "iptables -t nat -A PREROUTING -p tcp --dport {nat_port} -j DNAT "
+            f"--to-destination {target}:{{port}}")
+
+
 BACKEND_SERVICE = ("ip netns exec {backend_ns} python3 -m http.server --bind 0.0.0.0 {port} "
                    "--directory {www}")
 BACKEND_READY = ("ip netns exec {backend_ns} ss -Hltn 'sport = :{port}' | grep -q LISTEN",)
@@ -436,9 +446,7 @@ SCENARIOS = {s.name: s for s in (
         "does) but IP forwarding is off: the rewritten SYNs are dropped (IP_INADDRERRORS) "
         "and the client times out.",
         expect="forwarding-off",
-        setup={"server": (*BACKEND_SETUP, "sysctl -qw net.ipv4.ip_forward=0",
-                          "iptables -t nat -A PREROUTING -p tcp --dport {nat_port} -j DNAT "
-                          "--to-destination {backend_ip}:{port}")},
+        setup={"server": port_mapping(0)},
         services={"server": (BACKEND_SERVICE,)},
         ready={"server": BACKEND_READY},
         traffic=CURL_NAT_PORT,
@@ -449,9 +457,7 @@ SCENARIOS = {s.name: s for s in (
         "The server maps its port 8100 to a container (DNAT to 172.30.0.2:80) and forwards: "
         "every SYN is answered by the container.",
         expect="healthy",
-        setup={"server": (*BACKEND_SETUP, "sysctl -qw net.ipv4.ip_forward=1",
-                          "iptables -t nat -A PREROUTING -p tcp --dport {nat_port} -j DNAT "
-                          "--to-destination {backend_ip}:{port}")},
+        setup={"server": port_mapping(1)},
         services={"server": (BACKEND_SERVICE,)},
         ready={"server": BACKEND_READY},
         traffic=CURL_NAT_PORT,
@@ -463,9 +469,7 @@ SCENARIOS = {s.name: s for s in (
         "container that is gone): the rewritten SYNs wait for an ARP answer that never "
         "comes and are dropped.",
         expect="nat-backend-unreachable",
-        setup={"server": (*BACKEND_SETUP, "sysctl -qw net.ipv4.ip_forward=1",
-                          "iptables -t nat -A PREROUTING -p tcp --dport {nat_port} -j DNAT "
-                          "--to-destination {backend_absent}:{port}")},
+        setup={"server": port_mapping(1, "{backend_absent}")},
         traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
                  "curl -sS -m 5 -o /dev/null http://{server_ip}:{nat_port}/"),
         watch_port="{nat_port}",
