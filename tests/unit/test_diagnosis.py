@@ -151,6 +151,28 @@ def test_firewall_rule_is_named_when_its_counter_moved():
     assert findings[0].fix[0].endswith(rule.replace(" -A ", " -D "))
 
 
+def test_each_flow_names_only_the_rule_that_matches_it():
+    rec = Recorder()
+    for n, port in enumerate((8080, 8081)):
+        for i in range(3):
+            ident = {"ip_id": 100 + 10 * n + i, "seq": 1000 + 10 * n + i, "sport": 40000 + n,
+                     "dport": port}
+            rec.add(hook="xdp", **ident)
+            rec.add(hook="drop", skb="0x1", reason="NETFILTER_DROP",
+                    location="nf_hook_slow+0x44", **ident)
+    rules = {port: f"iptables -t filter -A INPUT -p tcp -m tcp --dport {port} -j DROP"
+             for port in (8080, 8081)}
+    findings = rec.findings(ports=(8080, 8081), firewall=[
+        {"rule": rule, "packets": 3, "verdict": "DROP"} for rule in rules.values()])
+    assert [f.cause for f in findings[:2]] == ["firewall-drop"] * 2
+    for finding in findings[:2]:
+        port = 8080 if ":8080" in finding.summary else 8081
+        other = rules[8081 if port == 8080 else 8080]
+        text = "\n".join(finding.evidence + finding.fix)
+        assert rules[port] in text and other not in text
+        assert finding.fix[0].endswith(rules[port].replace(" -A ", " -D "))
+
+
 def test_local_offload_adds_a_fix_for_this_host():
     rec = Recorder()
     rec.syn(2, drop={"reason": "TCP_CSUM", "location": "tcp_v4_rcv+0x1a"})

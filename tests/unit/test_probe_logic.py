@@ -19,8 +19,10 @@ from pktfate.probe.plan import (
     Probe,
     ProbeConfig,
     Track,
+    answer_text,
     conclude,
     icmp_echo,
+    ipv6_header,
     result,
     target_hop,
     tcp_syn,
@@ -178,7 +180,7 @@ def test_probes_blocked_here_are_not_sent_again():
     r = result(track, SERVER, 2, [{"rule": rule}])
     conclude([r], SERVER, "echo replies")
     assert r["blocked_here"] == {"error": "Operation not permitted", "drop_reason": None,
-                                 "rules": [rule]}
+                                 "rules": [rule], "rules_unclear": []}
     assert r["conclusion"].startswith("UDP :53 probes never leave this host")
 
 
@@ -238,3 +240,127 @@ def test_icmp_error_from_a_router_about_the_flow():
     assert top.cause == "refused-on-path"
     assert "10.0.1.1, a device on the path, answers with ICMP administratively prohibited" in \
         top.summary
+
+
+# ---------------------------------------------------------------- rules named for their match
+
+# The OUTPUT chain of the case: only TCP 443 may leave; ICMP and UDP are dropped.
+OUTPUT_443 = [f"iptables -t filter -A OUTPUT {m} -j {v}" for m, v in (
+    ("-p tcp -m tcp --dport 443", "ACCEPT"), ("-p icmp", "DROP"), ("-p udp", "DROP"))]
+
+
+def _blocked(proto: str, port) -> Track:
+    track = Track(proto, port)
+    track.probes = [Probe(proto, port, ttl, 40000 + ttl if port else ttl, 0,
+                          send_error="Operation not permitted") for ttl in (1, 2, FULL_TTL)]
+    return track
+
+
+def test_each_blocked_protocol_names_only_the_rule_that_matches_it():
+    moved = [{"rule": OUTPUT_443[1], "packets": 6}, {"rule": OUTPUT_443[2], "packets": 3}]
+    udp, icmp = (result(_blocked(p, port), SERVER, None, moved, CLIENT, "eth0")
+                 for p, port in (("udp", 443), ("icmp", None)))
+    conclude([udp, icmp], SERVER, "")
+    assert udp["blocked_here"]["rules"] == [OUTPUT_443[2]]
+    assert icmp["blocked_here"]["rules"] == [OUTPUT_443[1]]
+    assert udp["conclusion"].endswith("the rule: " + OUTPUT_443[2])
+    assert "-p icmp" not in udp["conclusion"] and "-p udp" not in icmp["conclusion"]
+
+
+def test_a_rule_whose_match_cannot_be_read_is_named_as_such():
+    unclear = "iptables -t filter -A OUTPUT -m set --match-set blocked dst -j DROP"
+    udp = result(_blocked("udp", 53), SERVER, None, [{"rule": unclear}], CLIENT, "eth0")
+    conclude([udp], SERVER, "")
+    assert udp["blocked_here"]["rules"] == [] and udp["blocked_here"]["rules_unclear"] == [unclear]
+    assert "cannot tell from its match whether it is this one: " + unclear in udp["conclusion"]
+
+
+@pytest.mark.parametrize(("rule", "packet", "expected"), [
+    # iptables words: negation, ranges, multiport, addresses, interfaces, families
+    ("iptables -t filter -A INPUT -p tcp -m tcp ! --dport 22 -j DROP", {"dport": 80}, True),
+    ("iptables -t filter -A INPUT -p tcp -m tcp ! --dport 22 -j DROP", {"dport": 22}, False),
+    ("iptables -t filter -A INPUT -p tcp -m multiport --dports 80,8000:8100 -j DROP",
+     {"dport": 8080}, True),
+    ("iptables -t filter -A INPUT -s 10.0.1.0/24 -p tcp -j DROP", {"src": "10.0.9.2"}, False),
+    ("iptables -t filter -A INPUT -i eth+ -p tcp -j DROP", {"iif": "eth0"}, True),
+    ("iptables -t filter -A INPUT -i eth1 -p tcp -j DROP", {}, None),  # interface unknown
+    ("ip6tables -t filter -A INPUT -p tcp -j DROP", {}, False),  # an IPv4 packet
+    ("iptables -t filter -A OUTPUT -p tcp -j DROP", {}, False),  # OUTPUT: not arrivals
+    ("iptables -t filter -A my-chain -p tcp -j DROP", {}, True),  # a chain of either way
+    ("iptables -t filter -A INPUT -m conntrack --ctstate INVALID -j DROP", {}, True),
+    # nft words, as `nft list ruleset` prints them
+    ("nft table inet fw chain input: tcp dport { 22, 80 } drop", {"dport": 80}, True),
+    ("nft table inet fw chain input: tcp dport != 80 drop", {"dport": 80}, False),
+    ("nft table inet fw chain input: udp dport 53 drop", {}, False),
+    ("nft table inet fw chain input: tcp dport @blocked drop", {}, None),
+    ("nft table ip fw chain input: ip saddr 10.0.1.0/24 meta l4proto tcp drop", {}, True),
+    ("nft table ip6 fw chain input: tcp dport 80 drop", {}, False),
+    ("nft table inet fw chain input: iifname \"eth0\" tcp dport 80-90 drop", {"iif": "eth0"},
+     True),
+])
+def test_whether_a_rule_covers_a_packet(rule, packet, expected):
+    from pktfate.host.firewall import covers
+
+    arriving = {"family": 4, "direction": "in", "proto": "tcp", "src": CLIENT, "dst": SERVER,
+                "sport": 40000, "dport": 80}
+    assert covers(rule, {**arriving, **packet}) is expected
+
+
+# ---------------------------------------------------------------- IPv6
+
+
+CLIENT6, ROUTER6, SERVER6 = "fd00:1::2", "fd00:1::1", "fd00:2::2"
+
+
+def _ev6(**fields):
+    return _ev(**dict({"family": 6, "src": SERVER6, "dst": CLIENT6}, **fields))
+
+
+def _time_exceeded6(inner_proto: int, sport: int, dport: int):
+    inner = ipv6_header(CLIENT6, SERVER6, inner_proto, 1, 0, 20) + \
+        struct.pack("!HHI", sport, dport, 0)
+    return _ev6(src=ROUTER6, proto="icmpv6", ttl=64, icmp_type=3, icmp_code=0, tcp_flags=None,
+                quoted=quoted_packet("icmpv6", 3, b"\x03\x00\x00\x00\x00\x00\x00\x00" + inner))
+
+
+def test_ipv6_probes_carry_valid_checksums_and_headers():
+    header = ipv6_header(CLIENT6, SERVER6, 58, 3, 0x12345, 22)
+    assert len(header) == 40 and header[0] >> 4 == 6 and header[6:8] == b"\x3a\x03"
+    echo = icmp_echo(ECHO_ID, 5, CLIENT6, SERVER6)
+    assert echo[0] == 128  # ICMPv6 echo request
+    total = ones_sum(echo) + pseudo_header_sum(CLIENT6, SERVER6, 58, len(echo))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    assert total == 0xFFFF
+
+
+def test_ipv6_answers_pair_with_their_probes_and_tell_a_forged_rst():
+    m = Matcher(SERVER6, {CLIENT6}, ECHO_ID)
+    rst = _track(m, "tcp", 22, {
+        1: lambda i: _time_exceeded6(6, i, 22),
+        FULL_TTL: lambda i: _ev6(proto="tcp", sport=22, dport=i, tcp_flags="RA", ttl=64)})
+    closed = _track(m, "udp", 9, {
+        FULL_TTL: lambda i: _ev6(proto="icmpv6", icmp_type=1, icmp_code=4, ttl=63,
+                                 tcp_flags=None, src=SERVER6,
+                                 quoted=quoted_packet("icmpv6", 1, b"\x01\x04" + b"\x00" * 6 +
+                                                      ipv6_header(CLIENT6, SERVER6, 17, 60, 0,
+                                                                  8) + struct.pack("!HHI", i, 9,
+                                                                                   0)))})
+    icmp = _track(m, "icmp", None, {
+        FULL_TTL: lambda i: _ev6(proto="icmpv6", icmp_type=129, icmp_code=0, sport=ECHO_ID,
+                                 dport=i, tcp_flags=None, ttl=63)})
+    tracks = [rst, closed, icmp]
+    hops, what = target_hop(tracks, SERVER6)
+    assert (hops, what) == (2, "echo replies")
+    results = [result(t, SERVER6, hops, []) for t in tracks]
+    conclude(results, SERVER6, what)
+    forged, port, echo = results
+    assert forged["answered_by"] == "path" and forged["origin"] == ROUTER6
+    assert "arrived with hop limit 64 (initial 64, hop 1)" in forged["conclusion"]
+    assert port["answer"] == "icmp-unreachable" and port["answered_by"] == "target"
+    assert port["icmp_type"] == 1 and port["icmp_code"] == 4
+    assert echo["answer"] == "echo-reply" and echo["answered_by"] == "target"
+    assert port["conclusion"] == ("UDP :9 reaches fd00:2::2 (hop 2): closed (the host itself "
+                                  "answers unreachable)")
+    assert answer_text("icmp-unreachable", 1, 4, v6=True) == "ICMPv6 port unreachable"
+    assert answer_text("icmp-unreachable", 1, 1, v6=True) == "ICMPv6 administratively prohibited"

@@ -25,9 +25,9 @@ def hop_of(ttl: int) -> int:
     return initial_ttl(ttl) - ttl + 1
 
 
-def ttl_story(ttl: int) -> str:
-    """'TTL 63 (initial 64, hop 2)'."""
-    return f"TTL {ttl} (initial {initial_ttl(ttl)}, hop {hop_of(ttl)})"
+def ttl_story(ttl: int, v6: bool = False) -> str:
+    """'TTL 63 (initial 64, hop 2)'; IPv6 calls the same field the hop limit."""
+    return f"{'hop limit' if v6 else 'TTL'} {ttl} (initial {initial_ttl(ttl)}, hop {hop_of(ttl)})"
 
 
 def usual_hop(ttls: Counter) -> int | None:
@@ -57,6 +57,7 @@ def forged_sentence(what: str, claimed: str, ttl: int, target_hop: int, referenc
     who = f"the device at hop {hop}" + (f" ({device})" if device else "")
     nearer = "closer than" if hop < target_hop else "farther than"
     claims, arrived = ("claim", "arrive") if count > 1 else ("claims", "arrived")
-    return (f"{what} {claims} to come from {claimed} but {arrived} with {ttl_story(ttl)}, while "
+    story = ttl_story(ttl, v6=":" in claimed)
+    return (f"{what} {claims} to come from {claimed} but {arrived} with {story}, while "
             f"{claimed}'s {reference} come from hop {target_hop}: {who}, {nearer} "
             f"{claimed}, sent it")

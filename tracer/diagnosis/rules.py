@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ..correlate.correlator import ErrorIn, Flow, IcmpCode
-from ..host.firewall import delete_command
+from ..host.firewall import attribute, delete_command
 from .context import listener_sockets, owners_text
 from .evidence import Evidence, Finding
 from .origin import forged_sentence, hop_of, ttl_story, usual_hop
@@ -174,6 +174,9 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
             continue
         rejected = flow.fates.get("rejected", 0) + sum(flow.icmp_errors_sent.values())
         port = flow.local_port
+        # The rules whose counters moved and whose own match covers this flow's
+        # packets: another flow's rule moving in the same watch is not this one's.
+        mine, unclear = flow_rules(ev.firewall, flow)
         if rejected:
             finding = Finding(
                 "firewall-reject",
@@ -185,11 +188,11 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
             answers = answers or "a RST that TCP did not send"
             finding.evidence.append(_dropped_line(flow, dropped, "NETFILTER_DROP",
                                                   f", answered with {answers}"))
-        elif _invalid_rules(ev):
+        elif _invalid_rules(mine + unclear):
             finding = _conntrack_invalid(ev, flow, dropped)
-        elif _rpfilter_rules(ev):
+        elif _rpfilter_rules(mine + unclear):
             finding = _netfilter_rpfilter(flow, dropped)
-        elif _conntrack_full(ev) and not ev.firewall:
+        elif _conntrack_full(ev) and not mine + unclear:
             finding = _conntrack_table_full(ev, flow, dropped)
         else:
             finding = Finding(
@@ -201,10 +204,17 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
                                                   ", nothing sent back"))
         finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
                                                "(NETFILTER_DROP)")
-        matched = [r for r in ev.firewall if r["verdict"] == ("REJECT" if rejected else "DROP")]
+        verdict = "REJECT" if rejected else "DROP"
+        matched = [r for r in mine if r["verdict"] == verdict]
         for fw in matched[:3]:
             finding.evidence.append(f"rule that matched {fw['packets']} packets during the "
                                     f"watch: {fw['rule']}")
+        if not matched:
+            for fw in [r for r in unclear if r["verdict"] == verdict][:3]:
+                finding.evidence.append(
+                    f"rule whose counter moved ({fw['packets']} packets) during the watch, "
+                    f"though pktfate cannot tell from its match whether it is this flow's: "
+                    f"{fw['rule']}")
         if finding.cause in ("conntrack-invalid", "rp-filter", "conntrack-full"):
             pass  # its own fix: the rule does what it should; the route or state is off
         elif matched:
@@ -219,9 +229,23 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
     return findings
 
 
-def _invalid_rules(ev: Evidence) -> list[dict]:
+def flow_rules(rules: list[dict], flow: Flow) -> tuple[list[dict], list[dict]]:
+    """Of the rules whose counters moved, those whose match covers the flow's packets
+    (either way: arriving, or its answers leaving), and those pktfate cannot tell."""
+    iface = next((a.iface for a, _ in flow.arrived_on.most_common() if a.iface), None)
+    family = 6 if ":" in flow.local else 4
+    arriving = {"family": family, "direction": "in", "proto": flow.proto, "src": flow.peer,
+                "dst": flow.local, "sport": flow.peer_port, "dport": flow.local_port,
+                "iif": iface}
+    leaving = {"family": family, "direction": "out", "proto": flow.proto, "src": flow.local,
+               "dst": flow.peer, "sport": flow.local_port, "dport": flow.peer_port,
+               "oif": iface}
+    return attribute(rules, [arriving, leaving])
+
+
+def _invalid_rules(rules: list[dict]) -> list[dict]:
     """DROP rules on conntrack's INVALID state whose counters moved."""
-    return [r for r in ev.firewall if r["verdict"] == "DROP" and
+    return [r for r in rules if r["verdict"] == "DROP" and
             ("ctstate INVALID" in r["rule"] or "state INVALID" in r["rule"] or
              "ct state invalid" in r["rule"])]
 
@@ -258,9 +282,9 @@ def _conntrack_table_full(ev: Evidence, flow: Flow, dropped: int) -> Finding:
     return finding
 
 
-def _rpfilter_rules(ev: Evidence) -> list[dict]:
+def _rpfilter_rules(rules: list[dict]) -> list[dict]:
     """DROP rules of netfilter's reverse-path match (IPv6 has no rp_filter sysctl)."""
-    return [r for r in ev.firewall if r["verdict"] == "DROP" and
+    return [r for r in rules if r["verdict"] == "DROP" and
             ("-m rpfilter" in r["rule"] or "fib saddr" in r["rule"])]
 
 

@@ -4,6 +4,7 @@ watch, read without changing the firewall (iptables-save -c, nft list ruleset)."
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import re
 import shutil
@@ -163,3 +164,161 @@ def nat_rules() -> list[dict]:
         with contextlib.suppress(ValueError):
             rules += _nft_nat(json.loads(_run(["nft", "-j", "list", "ruleset"]) or "{}"))
     return rules
+
+
+# ---------------------------------------------------------------- which packets a rule covers
+#
+# A rule's counter moving during a watch or a probe says it matched something, not
+# what: with several rules moving, each finding must name the one whose own match
+# covers its packets. Both iptables' and nft's words are read; what cannot be read
+# (named sets, a port given by name) leaves the answer open rather than guessed.
+
+_NFT_PORT_PROTOS = ("tcp", "udp", "sctp", "udplite", "dccp", "th")
+_PROTO_ALIASES = {"1": "icmp", "6": "tcp", "17": "udp", "58": "icmpv6", "ipv6-icmp": "icmpv6",
+                  "icmp6": "icmpv6", "all": "", "0": ""}
+
+
+def _nft_value(words: list[str], i: int) -> tuple[str, int]:
+    """The value at words[i] ('!=' folded in as a leading '!', a '{ a, b }' set
+    joined with commas); returns it and the index after it."""
+    negated = ""
+    if i < len(words) and words[i] in ("!=", "=="):
+        negated, i = ("!" if words[i] == "!=" else ""), i + 1
+    if i < len(words) and words[i] == "{":
+        end = words.index("}", i) if "}" in words[i:] else len(words)
+        items = [w.rstrip(",") for w in words[i + 1:end] if w.rstrip(",")]
+        return negated + ",".join(items), end + 1
+    return (negated + words[i].strip('"'), i + 1) if i < len(words) else ("", i)
+
+
+def nft_rule_match(rule: str) -> dict[str, str]:
+    """What an nft rule (as `nft list ruleset` prints it) matches: the same fields
+    as rule_match. A selector pktfate cannot read from its words is marked
+    'unreadable'."""
+    words = rule.replace("{", " { ").replace("}", " } ").split()
+    found: dict[str, str] = {}
+    i = 0
+    while i < len(words):
+        word, nxt = words[i], words[i + 1] if i + 1 < len(words) else ""
+        if word in _NFT_PORT_PROTOS and nxt in ("dport", "sport"):
+            if word != "th":
+                found.setdefault("proto", word)
+            found[nxt], i = _nft_value(words, i + 2)
+        elif word in ("ip", "ip6") and nxt in ("saddr", "daddr"):
+            found["src" if nxt == "saddr" else "dst"], i = _nft_value(words, i + 2)
+        elif (word, nxt) in (("ip", "protocol"), ("ip6", "nexthdr"), ("meta", "l4proto")):
+            found["proto"], i = _nft_value(words, i + 2)
+        elif word in ("icmp", "icmpv6") and nxt in ("type", "code"):
+            found.setdefault("proto", word)
+            i += 3
+        elif word in ("iifname", "oifname", "iif", "oif"):
+            found["iif" if word.startswith("i") else "oif"], i = _nft_value(words, i + 1)
+        else:
+            i += 1
+    if any(v.lstrip("!").startswith("@") for v in found.values()):
+        found["unreadable"] = "a named set"
+    return found
+
+
+def match_of(rule: str) -> tuple[int | None, dict[str, str]]:
+    """The IP version a rule applies to (None: both, as nft's inet tables) and its match."""
+    if rule.startswith(("iptables ", "ip6tables ")):
+        match = rule_match(rule)
+        if "--match-set" in rule:
+            match["unreadable"] = "an ipset"
+        return (4 if rule.startswith("iptables ") else 6), match
+    family = rule[len("nft table "):].split(" ", 1)[0] if rule.startswith("nft table ") else ""
+    body = rule.split(": ", 1)[1] if ": " in rule else rule
+    return {"ip": 4, "ip6": 6}.get(family), nft_rule_match(body)
+
+
+def _proto_name(name: str) -> str:
+    return _PROTO_ALIASES.get(name, name)
+
+
+def _port_in(spec: str, port: int) -> bool | None:
+    """Whether `port` is in an iptables or nft port spec: 80, 1000:2000, 1000-2000,
+    80,443. None when the spec names a service rather than a number."""
+    for part in spec.split(","):
+        low, _, high = part.replace("-", ":").partition(":")
+        if not (low.isdigit() and (not high or high.isdigit())):
+            return None
+        if int(low) <= port <= int(high or low):
+            return True
+    return False
+
+
+def _addr_in(spec: str, addr: str) -> bool | None:
+    try:
+        return any(ipaddress.ip_address(addr) in ipaddress.ip_network(part, strict=False)
+                   for part in spec.split(","))
+    except ValueError:
+        return None
+
+
+def _iface_is(spec: str, iface: str) -> bool:
+    return any(iface.startswith(part[:-1]) if part.endswith(("+", "*")) else iface == part
+               for part in spec.split(","))
+
+
+def _field_ok(name: str, spec: str, value) -> bool | None:
+    if name == "proto":
+        return not _proto_name(spec) or _proto_name(spec) == value
+    if name in ("sport", "dport"):
+        return False if value is None else _port_in(spec, int(value))
+    if name in ("src", "dst"):
+        return _addr_in(spec, value)
+    return _iface_is(spec, value)
+
+
+_CHAIN_DIRECTIONS = {"input": "in", "prerouting": "in", "output": "out", "postrouting": "out"}
+
+
+def chain_of(rule: str) -> str:
+    """The chain a rule is in ('' when unknown)."""
+    if rule.startswith("nft table "):
+        return rule.split(" chain ", 1)[1].split(":", 1)[0] if " chain " in rule else ""
+    words = rule.split()
+    return words[words.index("-A") + 1] if "-A" in words[:-1] else ""
+
+
+def covers(rule: str, packet: dict) -> bool | None:
+    """Whether a rule's own match covers a packet: {family, direction ("in" to this
+    host, "out" from it), proto, src, dst, sport, dport, iif, oif}, any of which may
+    be missing. A rule in a chain that only sees the other direction (INPUT, OUTPUT,
+    PREROUTING, POSTROUTING; nft chains named so) does not cover it. None when it
+    cannot be told: the rule matches on something the description lacks, or on a set."""
+    family, match = match_of(rule)
+    if family and packet.get("family") and family != packet["family"]:
+        return False
+    direction = _CHAIN_DIRECTIONS.get(chain_of(rule).lower())
+    if direction and packet.get("direction") and direction != packet["direction"]:
+        return False
+    unknown = "unreadable" in match
+    for name in ("proto", "sport", "dport", "src", "dst", "iif", "oif"):
+        if name not in match:
+            continue
+        spec = match[name]
+        negated, spec = spec.startswith("!"), spec.lstrip("!")
+        if name not in ("proto", "sport", "dport") and packet.get(name) is None:
+            unknown = True
+            continue
+        ok = _field_ok(name, spec, packet.get(name))
+        if ok is None:
+            unknown = True
+        elif ok == negated:
+            return False
+    return None if unknown else True
+
+
+def attribute(rules: list[dict], packets: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The rules (of those whose counters moved) that cover any of `packets`, and
+    those that might: ([certain], [cannot tell])."""
+    mine, unclear = [], []
+    for rule in rules:
+        verdicts = [covers(rule["rule"], packet) for packet in packets]
+        if True in verdicts:
+            mine.append(rule)
+        elif None in verdicts:
+            unclear.append(rule)
+    return mine, unclear

@@ -310,13 +310,14 @@ SCENARIOS = {s.name: s for s in (
         "path-filters",
         "Filters on the way, seen from the client: the router forges RSTs for TCP :22 in "
         "the server's name and drops UDP :53; the server's own firewall drops TCP :8080 "
-        "(watched on the client, and probed from it).",
+        "(watched on the client, and probed from it). The same over IPv6 (ip6tables).",
         expect="forged-reset",
-        setup={"router": ("iptables -I FORWARD -p tcp --dport 22 -j REJECT "
-                          "--reject-with tcp-reset",
-                          "iptables -I FORWARD -p udp --dport {udp_port} -j DROP"),
-               "server": ("iptables -I INPUT -p tcp --dport 8080 -j DROP",)},
-        services={"server": (HTTP_SERVICE,)},
+        setup={"router": tuple(f"{tool} -I FORWARD {rule}" for tool in ("iptables", "ip6tables")
+                               for rule in ("-p tcp --dport 22 -j REJECT --reject-with tcp-reset",
+                                            "-p udp --dport {udp_port} -j DROP")),
+               "server": ("iptables -I INPUT -p tcp --dport 8080 -j DROP",
+                          "ip6tables -I INPUT -p tcp --dport 8080 -j DROP")},
+        services={"server": (HTTP6_SERVICE,)},
         traffic=("ping -c 3 -i 0.3 -W 1 {server_ip}",
                  "curl -sS -m 3 -o /dev/null http://{server_ip}:22/"),
         watch_port="22",

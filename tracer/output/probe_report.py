@@ -7,7 +7,7 @@ import textwrap
 from typing import TextIO
 
 from ..diagnosis.origin import ttl_story
-from ..probe.plan import answer_text
+from ..probe.plan import answer_text, service_name
 from .human import WIDTH
 
 
@@ -20,8 +20,8 @@ def probe_lines(config, source: str, target_hops: int | None, reference: str,
                 results: list[dict]) -> list[str]:
     """The probe's report for a terminal: per protocol and port, the hops, then
     what it means."""
-    services = ", ".join(f"{r['proto'].upper()}" + (f" :{r['port']}" if r["port"] else "")
-                         for r in results)
+    v6 = ":" in config.target
+    services = ", ".join(service_name(r, v6) for r in results)
     lines = _wrap(f"pktfate probe {config.target} from {source}: {services} "
                   f"(up to {config.max_hops} hops)", "", "  ")
     if target_hops:
@@ -30,8 +30,8 @@ def probe_lines(config, source: str, target_hops: int | None, reference: str,
         lines.append(f"{config.target}'s own distance is unknown: no echo replies or SYN-ACKs")
     for r in results:
         lines.append("")
-        service = r["proto"].upper() + (f" :{r['port']}" if r["port"] else "")
-        end = answer_text(r["answer"], r["icmp_type"], r["icmp_code"]) \
+        service = service_name(r, v6)
+        end = answer_text(r["answer"], r["icmp_type"], r["icmp_code"], v6) \
             if r["answer"] != "none" else "no answer"
         by = {"target": f"from {config.target}", "path": "from a device on the path",
               "unknown": ""}[r["answered_by"]] if r["answer"] != "none" else ""
@@ -46,11 +46,12 @@ def probe_lines(config, source: str, target_hops: int | None, reference: str,
                 span = f"{hop['hop']}" if end == hop["hop"] else f"{hop['hop']}-{end}"
                 lines.append(f"  hop {span:<3} *  (no answer)")
                 continue
-            note = "" if hop["answer"] == "time-exceeded" else f"  {ttl_story(hop['ttl'])}"
+            note = "" if hop["answer"] == "time-exceeded" else f"  {ttl_story(hop['ttl'], v6)}"
             rtt = f"{hop['rtt_ms']:.3f} ms" if hop["rtt_ms"] is not None else ""
-            lines.append(f"  hop {hop['hop']:<3} {hop['from']:<16} "
-                         f"{answer_text(hop['answer'], None, hop['icmp_code']):<22} "
-                         f"{rtt:>9}{note}")
+            line = (f"  hop {hop['hop']:<3} {hop['from']:<16} "
+                    f"{answer_text(hop['answer'], None, hop['icmp_code'], v6):<22} {rtt:>9}")
+            # A long IPv6 address leaves no room for the note on the same line.
+            lines += [line + note] if len(line + note) <= WIDTH else [line, " " * 10 + note]
         lines += _wrap(r["conclusion"] + ".", "  => ", "     ")
     return lines
 

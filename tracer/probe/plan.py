@@ -19,6 +19,7 @@ from ..decode.checksum import ones_sum, pseudo_header_sum
 from ..decode.events import PacketEvent
 from ..decode.raw import PROTOCOLS
 from ..diagnosis.origin import answered_by, forged_sentence, hop_of, ttl_story
+from ..host.firewall import attribute
 
 PROBE_PROTOCOLS = ("tcp", "udp", "icmp")
 FULL_TTL = 64  # a probe sent as an ordinary packet: what answers at the end
@@ -30,6 +31,32 @@ TERMINAL = ("syn-ack", "rst", "icmp-unreachable", "echo-reply", "udp-reply", "ic
 UNREACHABLE_CODES = {0: "net unreachable", 1: "host unreachable", 2: "protocol unreachable",
                      3: "port unreachable", 4: "fragmentation needed", 9: "net prohibited",
                      10: "host prohibited", 13: "administratively prohibited"}
+UNREACHABLE_CODES_V6 = {0: "no route", 1: "administratively prohibited",
+                        2: "beyond the source's scope", 3: "address unreachable",
+                        4: "port unreachable", 5: "source address failed policy",
+                        6: "reject route"}
+
+
+@dataclass(frozen=True)
+class IcmpTypes:
+    """The ICMP message types a probe sends and reads, per IP version."""
+
+    proto: str  # the protocol's name in events
+    number: int  # its IP protocol number
+    echo_request: int
+    echo_reply: int
+    unreachable: int
+    time_exceeded: int
+    codes: dict[int, str]
+
+
+ICMP_TYPES = {4: IcmpTypes("icmp", 1, 8, 0, 3, 11, UNREACHABLE_CODES),
+              6: IcmpTypes("icmpv6", 58, 128, 129, 1, 3, UNREACHABLE_CODES_V6)}
+ICMP_PROTOS = frozenset(t.proto for t in ICMP_TYPES.values())
+
+
+def family_of(addr: str) -> int:
+    return ipaddress.ip_address(addr).version
 
 
 @dataclass(frozen=True)
@@ -74,6 +101,22 @@ def ipv4_header(src: str, dst: str, proto: int, ttl: int, ip_id: int, payload_le
                        ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
 
 
+def ipv6_header(src: str, dst: str, next_header: int, hop_limit: int, flow_label: int,
+                payload_len: int) -> bytes:
+    """An IPv6 header for a raw IPPROTO_RAW socket (which sends it as it is)."""
+    return struct.pack("!IHBB16s16s", (6 << 28) | (flow_label & 0xFFFFF), payload_len,
+                       next_header, hop_limit, ipaddress.IPv6Address(src).packed,
+                       ipaddress.IPv6Address(dst).packed)
+
+
+def ip_header(src: str, dst: str, proto: int, ttl: int, ident: int, payload_len: int) -> bytes:
+    """The IPv4 or IPv6 header in front of a probe; `ident` is IPv4's id or IPv6's
+    flow label."""
+    if family_of(dst) == 6:
+        return ipv6_header(src, dst, proto, ttl, ident, payload_len)
+    return ipv4_header(src, dst, proto, ttl, ident, payload_len)
+
+
 def tcp_syn(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
     # A plain SYN with an MSS option, as connect() sends it: middleboxes treat it
     # like a real connection attempt.
@@ -88,9 +131,14 @@ def udp_datagram(src: str, dst: str, sport: int, dport: int) -> bytes:
     return _with_checksum(header, 6, pseudo_header_sum(src, dst, 17, len(header)))
 
 
-def icmp_echo(ident: int, seq: int) -> bytes:
-    header = bytearray(struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"pktfate probe\n")
-    return _with_checksum(header, 2)
+def icmp_echo(ident: int, seq: int, src: str = "", dst: str = "") -> bytes:
+    """An echo request: ICMP's for an IPv4 `dst`, ICMPv6's (whose checksum covers
+    the pseudo-header) for an IPv6 one."""
+    icmp = ICMP_TYPES[family_of(dst) if dst else 4]
+    header = bytearray(struct.pack("!BBHHH", icmp.echo_request, 0, 0, ident, seq) +
+                       b"pktfate probe\n")
+    pseudo = pseudo_header_sum(src, dst, icmp.number, len(header)) if icmp.number == 58 else 0
+    return _with_checksum(header, 2, pseudo)
 
 
 # ---------------------------------------------------------------- probes and answers
@@ -110,12 +158,15 @@ class Answer:
         return hop_of(self.ttl)
 
 
-def answer_text(kind: str, icmp_type: int | None, icmp_code: int | None) -> str:
+def answer_text(kind: str, icmp_type: int | None, icmp_code: int | None,
+                v6: bool = False) -> str:
     """'SYN-ACK', 'ICMP port unreachable', 'time exceeded'..."""
+    icmp = "ICMPv6" if v6 else "ICMP"
     if kind == "icmp-unreachable":
-        return f"ICMP {UNREACHABLE_CODES.get(icmp_code or 0, f'unreachable code {icmp_code}')}"
+        codes = ICMP_TYPES[6 if v6 else 4].codes
+        return f"{icmp} {codes.get(icmp_code or 0, f'unreachable code {icmp_code}')}"
     if kind == "icmp-error":
-        return f"ICMP error {icmp_type}/{icmp_code}"
+        return f"{icmp} error {icmp_type}/{icmp_code}"
     return {"syn-ack": "SYN-ACK", "rst": "RST", "echo-reply": "echo reply",
             "udp-reply": "UDP reply", "time-exceeded": "time exceeded"}.get(kind, kind)
 
@@ -142,15 +193,18 @@ class Probe:
 
 
 def answer_key(ev: PacketEvent, target: str, echo_id: int) -> tuple[tuple[str, int], str] | None:
-    """The probe an arriving packet answers, as (key, kind), or None."""
+    """The probe an arriving packet answers, as (key, kind), or None. ICMP and
+    ICMPv6 probes are both keyed "icmp", the name `--proto` gives them."""
+    icmp = ICMP_TYPES[ev.family]
     if ev.quoted and ev.quoted["dst"] == target:
         q = ev.quoted
-        if q["proto"] == "icmp" and q["sport"] != echo_id:
+        echo = q["proto"] in ICMP_PROTOS
+        if echo and q["sport"] != echo_id:
             return None
-        kind = "time-exceeded" if ev.icmp_type == 11 else \
-            "icmp-unreachable" if ev.icmp_type == 3 else "icmp-error"
-        ident = q["dport"] if q["proto"] == "icmp" else q["sport"]
-        return ((q["proto"], ident), kind) if ident is not None else None
+        kind = "time-exceeded" if ev.icmp_type == icmp.time_exceeded else \
+            "icmp-unreachable" if ev.icmp_type == icmp.unreachable else "icmp-error"
+        ident = q["dport"] if echo else q["sport"]
+        return (("icmp" if echo else q["proto"], ident), kind) if ident is not None else None
     if ev.src != target:
         return None
     if ev.proto == "tcp" and ev.dport is not None:
@@ -159,7 +213,8 @@ def answer_key(ev: PacketEvent, target: str, echo_id: int) -> tuple[tuple[str, i
         return (("tcp", ev.dport), reply) if reply else None
     if ev.proto == "udp" and ev.dport is not None:
         return ("udp", ev.dport), "udp-reply"
-    if ev.proto == "icmp" and ev.icmp_type == 0 and ev.sport == echo_id and ev.dport is not None:
+    if ev.proto == icmp.proto and ev.icmp_type == icmp.echo_reply and ev.sport == echo_id \
+            and ev.dport is not None:
         return ("icmp", ev.dport), "echo-reply"
     return None
 
@@ -168,8 +223,9 @@ def probe_key(ev: PacketEvent, echo_id: int) -> tuple[str, int] | None:
     """The key of one of our own probes, as BPF saw it leaving or being dropped."""
     if ev.proto in ("tcp", "udp") and ev.sport is not None:
         return (ev.proto, ev.sport)
-    if ev.proto == "icmp" and ev.icmp_type == 8 and ev.sport == echo_id and \
-            ev.dport is not None:
+    icmp = ICMP_TYPES[ev.family]
+    if ev.proto == icmp.proto and ev.icmp_type == icmp.echo_request and ev.sport == echo_id \
+            and ev.dport is not None:
         return ("icmp", ev.dport)
     return None
 
@@ -205,9 +261,9 @@ class Matcher:
             return
         if probe.answer is None:  # the first answer counts (a retransmitted SYN-ACK does not)
             rtt = round((ev.ts - probe.left_ts) * 1000, 3) if probe.left_ts else None
+            icmp = ev.proto in ICMP_PROTOS
             probe.answer = Answer(found[1], ev.src, ev.ttl, rtt,
-                                  ev.icmp_type if ev.proto == "icmp" else None,
-                                  ev.icmp_code if ev.proto == "icmp" else None)
+                                  ev.icmp_type if icmp else None, ev.icmp_code if icmp else None)
 
 
 # ---------------------------------------------------------------- tracks
@@ -311,8 +367,20 @@ def target_hop(tracks: list[Track], target: str) -> tuple[int | None, str]:
     return None, ""
 
 
+def track_packets(track: Track, source: str, target: str, oif: str | None) -> list[dict]:
+    """The probes of a track as firewall.covers() reads packets."""
+    v6 = family_of(target) == 6
+    proto = ICMP_TYPES[6 if v6 else 4].proto if track.proto == "icmp" else track.proto
+    base = {"family": 6 if v6 else 4, "direction": "out", "proto": proto, "src": source,
+            "dst": target, "dport": track.port, "oif": oif}
+    if track.proto == "icmp":
+        return [base]
+    return [{**base, "sport": port} for port in sorted({p.ident for p in track.probes})] \
+        or [base]
+
+
 def result(track: Track, target: str, target_hops: int | None,
-           local_rules: list[dict]) -> dict:
+           local_rules: list[dict], source: str = "", oif: str | None = None) -> dict:
     """One protocol and port: the JSON contract's fields and the conclusion."""
     final = track.final()
     answer = final.answer if final else None
@@ -347,9 +415,13 @@ def result(track: Track, target: str, target_hops: int | None,
     if track.blocked_here:
         errors = Counter(p.send_error for p in track.probes if p.send_error)
         drops = Counter(p.local_drop for p in track.probes if p.local_drop)
+        # Only the rules whose own match covers this track's probes: another
+        # protocol's rule moving in the same run is not this one's cause.
+        mine, unclear = attribute(local_rules, track_packets(track, source, target, oif))
         out["blocked_here"] = {"error": errors.most_common(1)[0][0] if errors else None,
                                "drop_reason": drops.most_common(1)[0][0] if drops else None,
-                               "rules": [r["rule"] for r in local_rules]}
+                               "rules": [r["rule"] for r in mine],
+                               "rules_unclear": [r["rule"] for r in unclear]}
     return out
 
 
@@ -357,6 +429,7 @@ def conclude(results: list[dict], target: str, reference: str) -> None:
     """Give each result its conclusion, with what the other results add: a port that
     gets no answer while another of the same protocol reaches the target is filtered
     for that port alone."""
+    v6 = family_of(target) == 6
     for r in results:
         r["conclusion"] = conclusion(r, target, reference)
         if r["answer"] != "none" or r["blocked_here"]:
@@ -364,10 +437,10 @@ def conclude(results: list[dict], target: str, reference: str) -> None:
         through = [o for o in results if o["answered_by"] == "target"]
         same = [o for o in through if o["proto"] == r["proto"]]
         if same:
-            r["conclusion"] += (f"; {_service(same[0])} gets through to {target}, so "
-                                f"{_service(r)} alone is filtered")
+            r["conclusion"] += (f"; {service_name(same[0], v6)} gets through to {target}, so "
+                                f"{service_name(r, v6)} alone is filtered")
         elif through:
-            r["conclusion"] += "; " + ", ".join(_service(o) for o in through) + \
+            r["conclusion"] += "; " + ", ".join(service_name(o, v6) for o in through) + \
                 f" {'gets' if len(through) == 1 else 'get'} through to {target}"
 
 
@@ -382,20 +455,34 @@ def _origin_device(track: Track, answer: Answer, target: str) -> str | None:
     return None
 
 
-def _service(r: dict) -> str:
-    return f"{r['proto'].upper()} :{r['port']}" if r["port"] else r["proto"].upper()
+def rules_clause(rules: list[str], unclear: list[str]) -> str:
+    """'; the rule: ...', or what can be said when no rule's match is known to cover
+    the packets."""
+    if rules:
+        return f"; the rule{'s' if len(rules) > 1 else ''}: " + "; ".join(rules)
+    if unclear:
+        return ("; a rule whose counter moved, though pktfate cannot tell from its match "
+                "whether it is this one: " + "; ".join(unclear))
+    return ""
+
+
+def service_name(r: dict, v6: bool = False) -> str:
+    """'TCP :22', 'UDP :53', 'ICMP' (ICMPv6 for an IPv6 target)."""
+    name = "ICMPv6" if v6 and r["proto"] == "icmp" else r["proto"].upper()
+    return f"{name} :{r['port']}" if r["port"] else name
 
 
 def conclusion(r: dict, target: str, reference: str) -> str:
     """What an operator would write in the incident channel about this result."""
-    what = _service(r)
+    v6 = family_of(target) == 6
+    what = service_name(r, v6)
     if r["blocked_here"]:
         b = r["blocked_here"]
         how = " and ".join(part for part in (
             f"sending fails with '{b['error']}'" if b["error"] else "",
             f"the kernel drops them ({b['drop_reason']})" if b["drop_reason"] else "") if part)
-        rules = f"; the rule: {b['rules'][0]}" if b["rules"] else ""
-        return f"{what} probes never leave this host: {how}, a local firewall (OUTPUT){rules}"
+        return f"{what} probes never leave this host: {how}, a local firewall (OUTPUT)" + \
+            rules_clause(b["rules"], b["rules_unclear"])
     last = f"hop {r['last_hop']} ({r['last_hop_from']})" if r["last_hop"] else None
     if r["answer"] == "none":
         if not last:
@@ -405,7 +492,7 @@ def conclusion(r: dict, target: str, reference: str) -> str:
                  f"on {target} to tell)") if r["target_hops"] == r["last_hop"] + 1 else \
             f"they are dropped after {last}"
         return f"{what}: no answer; the probes get as far as {last} and no farther: {where}"
-    said = f"{_answer_text(r)} from {r['answer_from']}"
+    said = f"{_answer_text(r, v6)} from {r['answer_from']}"
     if r["answered_by"] == "target":
         state = {"syn-ack": "open", "rst": "closed (the host itself resets)",
                  "echo-reply": "reachable", "udp-reply": "open",
@@ -413,18 +500,18 @@ def conclusion(r: dict, target: str, reference: str) -> str:
         return f"{what} reaches {target} (hop {r['answer_hops']}): {state.get(r['answer'], said)}"
     if r["answered_by"] == "path" and r["answer_from"] == target:
         device = r["origin"]
-        return forged_sentence(f"The {_answer_text(r)} for {what}", target, r["answer_ttl"],
+        return forged_sentence(f"The {_answer_text(r, v6)} for {what}", target, r["answer_ttl"],
                                r["target_hops"], reference, device) + \
             f". {target} itself may never see these probes"
     if r["answered_by"] == "path":
-        return (f"{what} is refused on the way: {said} ({ttl_story(r['answer_ttl'])}), "
+        return (f"{what} is refused on the way: {said} ({ttl_story(r['answer_ttl'], v6)}), "
                 f"a device on the path, not {target}")
-    return f"{what}: {said} ({ttl_story(r['answer_ttl'])}); {target}'s own distance is unknown" \
-        " (no echo replies or SYN-ACKs), so its origin cannot be told"
+    return (f"{what}: {said} ({ttl_story(r['answer_ttl'], v6)}); {target}'s own distance is "
+            "unknown (no echo replies or SYN-ACKs), so its origin cannot be told")
 
 
-def _answer_text(r: dict) -> str:
-    return answer_text(r["answer"], r["icmp_type"], r["icmp_code"])
+def _answer_text(r: dict, v6: bool = False) -> str:
+    return answer_text(r["answer"], r["icmp_type"], r["icmp_code"], v6)
 
 
 def proto_number(name: str) -> int:

@@ -5,7 +5,6 @@ report. The pure logic is in probe/plan.py."""
 from __future__ import annotations
 
 import errno
-import ipaddress
 import random
 import socket
 import time
@@ -18,13 +17,15 @@ from ..host import firewall
 from ..output.probe_report import write_probe_report
 from ..session import WatchSession, require_root
 from .plan import (
+    ICMP_TYPES,
     Matcher,
     Probe,
     ProbeConfig,
     Track,
     conclude,
+    family_of,
     icmp_echo,
-    ipv4_header,
+    ip_header,
     proto_number,
     result,
     target_hop,
@@ -33,9 +34,13 @@ from .plan import (
 )
 
 
+def _family(target: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if family_of(target) == 6 else socket.AF_INET
+
+
 def source_address(target: str) -> str:
     """The address this host sends from towards `target` (no packet is sent)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with socket.socket(_family(target), socket.SOCK_DGRAM) as s:
         try:
             s.connect((target, 9))
         except OSError as exc:
@@ -46,14 +51,16 @@ def source_address(target: str) -> str:
 
 class Sender:
     """Builds and sends probes through one IPPROTO_RAW socket (send-only: it never
-    receives, so it does not queue copies of the answers)."""
+    receives, so it does not queue copies of the answers). For IPv6 too the socket
+    takes the whole packet, header included (Linux since 4.5): the hop limit is the
+    header's, set per probe like IPv4's TTL."""
 
     def __init__(self, target: str, source: str):
         self.target, self.source = target, source
         self.echo_id = random.randrange(1, 0xFFFF)
         self._next_port = random.randrange(33000, 60000)
         self._next_seq = 1
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.sock = socket.socket(_family(target), socket.SOCK_RAW, socket.IPPROTO_RAW)
 
     def close(self) -> None:
         self.sock.close()
@@ -61,15 +68,17 @@ class Sender:
     def send(self, proto: str, port: int | None, ttl: int) -> Probe:
         if proto == "icmp":
             ident, self._next_seq = self._next_seq, self._next_seq + 1
-            payload = icmp_echo(self.echo_id, ident)
+            payload = icmp_echo(self.echo_id, ident, self.source, self.target)
         else:
             ident, self._next_port = self._next_port, self._next_port + 1
             assert port is not None
             payload = tcp_syn(self.source, self.target, ident, port, random.getrandbits(32)) \
                 if proto == "tcp" else udp_datagram(self.source, self.target, ident, port)
         probe = Probe(proto, port, ttl, ident, random.randrange(1, 0xFFFF))
-        packet = ipv4_header(self.source, self.target, proto_number(proto), ttl, probe.ip_id,
-                             len(payload)) + payload
+        number = ICMP_TYPES[family_of(self.target)].number if proto == "icmp" else \
+            proto_number(proto)
+        packet = ip_header(self.source, self.target, number, ttl, probe.ip_id,
+                           len(payload)) + payload
         try:
             self.sock.sendto(packet, (self.target, 0))
         except OSError as exc:
@@ -78,12 +87,11 @@ class Sender:
 
 
 def run_probe(config: ProbeConfig, stream: TextIO) -> int:
-    from ..host.netlink import local_addresses
+    from ..host.netlink import local_addresses, route_back
 
-    if ipaddress.ip_address(config.target).version != 4:
-        raise PktfateError("pktfate probe sends IPv4 probes only, for now: give an IPv4 address")
     require_root("probe", "raw sockets and BPF")
     source = source_address(config.target)
+    oif = route_back(config.target).get("oif")
     watch = WatchConfig(ports=config.port_numbers, hosts=(config.target,),
                         protos=frozenset(config.protos) | {"icmp"}, xdp=False)
     rules_before = firewall.snapshot()
@@ -99,9 +107,9 @@ def run_probe(config: ProbeConfig, stream: TextIO) -> int:
     finally:
         sender.close()
     local_rules = [r for r in firewall.moved_verdict_rules(rules_before, firewall.snapshot())
-                   if " OUTPUT " in r["rule"] or "chain output" in r["rule"].lower()]
+                   if firewall.chain_of(r["rule"]).lower() == "output"]
     hops, what = target_hop(tracks + reference, config.target)
-    results = [result(t, config.target, hops, local_rules) for t in tracks]
+    results = [result(t, config.target, hops, local_rules, source, oif) for t in tracks]
     conclude(results, config.target, what)
     write_probe_report(stream, config, source, hops, what, results)
     return 0
