@@ -148,6 +148,21 @@ def test_each_protocol_blocked_here_names_only_its_own_rule(path_lab, only_443_o
     assert "-p icmp -j DROP" in icmp_part and "-p udp" not in icmp_part
 
 
+def test_native_nft_rules_are_named_by_their_own_match(path_lab):
+    table = "pfprobe"  # a table of its own, deleted whatever happens
+    path_lab.sh("client", f"nft add table inet {table} && nft add chain inet {table} output "
+                          "'{ type filter hook output priority 0; }' && "
+                          f"nft add rule inet {table} output meta l4proto udp counter drop && "
+                          f"nft add rule inet {table} output meta l4proto icmp counter drop")
+    try:
+        found = results(probe(path_lab, "--port", "443"))
+    finally:
+        path_lab.sh("client", f"nft delete table inet {table}", check=False)
+    rule = f"nft table inet {table} chain output: meta l4proto {{}} drop"
+    assert found[("udp", 443)]["blocked_here"]["rules"] == [rule.format("udp")]
+    assert found[("icmp", None)]["blocked_here"]["rules"] == [rule.format("icmp")]
+
+
 def test_watch_names_each_drop_rule_under_its_own_flow(path_lab, watch):
     # The scenario's server drops TCP :8080; a second rule drops :8081.
     path_lab.sh("server", "iptables -I INPUT -p tcp --dport 8081 -j DROP")
