@@ -78,3 +78,22 @@ def test_probe_help_has_examples():
 def test_lab_script_uses_the_namespace_labs_interface_names():
     result = CliRunner().invoke(cli, ["lab", "script", "checksum", "--host", "client"])
     assert "ethtool -K eth0 tx on" in result.output
+
+
+def test_reasons_on_a_kernel_without_them_says_so_and_what_names_drops_instead(monkeypatch):
+    # A 5.10 kernel: BTF present, no enum skb_drop_reason, no reason in the format file.
+    from pktfate.kernel import discovery
+
+    monkeypatch.setattr(discovery, "drop_reason_table", lambda: {})
+    monkeypatch.setattr(discovery, "kernel_has_btf", lambda: True)
+    result = CliRunner().invoke(cli, ["reasons"])
+    assert result.exit_code == 0, result.output
+    assert "has no drop reasons: skb:kfree_skb carries none before Linux 5.17" in result.output
+    assert "tcp_v4_rcv" in result.output and "TCP_CSUM or NO_SOCKET" in result.output
+    as_json = CliRunner().invoke(cli, ["reasons", "--json"])
+    assert '"kind": "no-reasons"' in as_json.output and '"nf_hook_slow": ["NETFILTER_DROP"]' \
+        in as_json.output
+
+    monkeypatch.setattr(discovery, "kernel_has_btf", lambda: False)
+    result = CliRunner().invoke(cli, ["reasons"])  # main() turns it into one line, status 2
+    assert "has no BTF" in str(result.exception)

@@ -207,9 +207,57 @@ def test_unnamed_drops_are_named_by_their_place(func, cause):
     top = rec.findings()[0]
     assert top.cause == cause
     assert top.count == 3
+    assert top.confidence == "medium"
+    assert f"the kernel gave no reason (NOT_SPECIFIED); freed in {func}" in \
+        "\n".join(top.evidence)
     if cause == "xdp-drop":
-        assert f"dropped by {func}, without a reason (NOT_SPECIFIED)" in top.evidence[0]
+        assert f"dropped in {func} (XDP, inferred below)" in top.evidence[0]
         assert "ip -d link show eth0" in top.fix[0]
+
+
+# A kernel before 5.17 names no drop reason: the event's reason is null and the
+# function that freed the packet, the counters and pktfate's own checks tell it.
+OLD_KERNEL_DROPS = [
+    # (location, counters, checksum at arrival, RSTs sent back, expected top cause)
+    ("tcp_v4_rcv+0x9f0", {"TcpInCsumErrors": 3}, "pseudo-header-only", False,
+     "tcp-bad-checksum"),
+    ("tcp_v4_rcv+0x9f0", {}, "pseudo-header-only", False, "tcp-bad-checksum"),
+    ("tcp_v4_rcv+0x9f0", {"TcpOutRsts": 3}, "good", True, "no-listener"),
+    ("nf_hook_slow+0x90", {}, "good", False, "firewall-drop"),
+]
+
+
+@pytest.mark.parametrize(("location", "counters", "checksum", "reset", "cause"),
+                         OLD_KERNEL_DROPS)
+def test_drops_without_reasons_are_named_by_place_and_counters(location, counters, checksum,
+                                                                reset, cause):
+    rec = Recorder()
+    for i in range(3):
+        ident = {"ip_id": 100 + i, "seq": 1000 + i * 7, "sport": 40000}
+        rec.add(hook="xdp", checksum=checksum, **ident)
+        rec.add(hook="drop", skb="0x1", reason=None, location=location, **ident)
+        if reset:
+            rec.add(hook="tc-egress", src=SERVER, dst=CLIENT, sport=80, dport=40000,
+                    tcp_flags="RA", ip_id=0, seq=0, ack=1001 + i * 7)
+    findings = rec.findings(counters=counters)
+    top = findings[0]
+    assert top.cause == cause, [(f.cause, f.summary) for f in findings]
+    assert top.confidence == "medium" and top.count == 3
+    said = "\n".join(top.evidence)
+    assert "this kernel names no drop reasons (before 5.17); freed in " + \
+        location.split("+")[0] in said
+    assert "healthy" not in [f.cause for f in findings]
+    assert not any("dropreason" in line for f in findings for line in f.evidence + f.fix)
+
+
+def test_a_drop_without_reason_or_known_place_stays_unknown_and_says_where():
+    rec = Recorder()
+    rec.syn(2, drop={"reason": None, "location": "some_new_function+0x10"})
+    findings = rec.findings()
+    assert findings[0].cause == "unknown-drop" or findings[0].cause.startswith("unknown")
+    said = "\n".join(findings[0].evidence + findings[0].fix + [findings[0].summary])
+    assert "some_new_function" in said
+    assert "dropreason" not in said  # no advice pointing at a file this kernel lacks
 
 
 def test_healthy_on_a_router_speaks_of_forwarding():

@@ -156,15 +156,40 @@ def reasons(json_out) -> None:
     """List the drop reasons this kernel knows, with their numbers."""
     import json
 
-    from ..kernel.discovery import drop_reason_table
+    from ..kernel.discovery import drop_reason_table, kernel_has_btf
 
     table = drop_reason_table()
+    if not table and kernel_has_btf():
+        _no_reasons(json_out)
+        return
     if not table:
-        raise PktfateError("cannot read this kernel's drop reasons: it has neither BTF nor a "
-                           "kfree_skb tracepoint with reasons (5.17 or newer)")
+        raise PktfateError("cannot read this kernel's drop reasons: it has no BTF "
+                           "(/sys/kernel/btf/vmlinux) and no tracefs with skb:kfree_skb's "
+                           "format; mount tracefs: mount -t tracefs tracefs /sys/kernel/tracing")
     for code, name in sorted(table.items()):
         click.echo(json.dumps({"kind": "reason", "code": code, "name": name}) if json_out
                    else f"{code:>4}  {name}")
+
+
+def _no_reasons(json_out: bool) -> None:
+    """A kernel before 5.17: it has no drop reasons, which is a fact, not an error.
+    Say so, and what pktfate names drops by instead."""
+    import json
+    import platform
+
+    from ..diagnosis.tables import drop_locations
+
+    release = platform.release()
+    places = {func: [c.reason for c in candidates]
+              for func, candidates in sorted(drop_locations().items())}
+    if json_out:
+        click.echo(json.dumps({"kind": "no-reasons", "kernel": release, "locations": places}))
+        return
+    click.echo(f"This kernel ({release}) has no drop reasons: skb:kfree_skb carries none "
+               "before Linux 5.17.\npktfate names its drops by the function that freed them, "
+               "with the counters and its own\nchecks (each finding says it was inferred):")
+    for func, reasons in places.items():
+        click.echo(f"  {func:<22} {' or '.join(dict.fromkeys(reasons))}")
 
 
 @cli.command()

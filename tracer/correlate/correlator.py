@@ -167,6 +167,9 @@ class Flow:
     members: list[int] = field(default_factory=list)  # merged flows' ids (merge_flows)
     # The last segments each way, (direction, seq, flags): not in JSON, not merged.
     _recent: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    # Reasons the diagnosis told from where the drops were freed (the kernel named
+    # none): reason -> what that rests on. Set on merged flows only; not in JSON.
+    _inferred: dict = field(default_factory=dict, repr=False)
 
     def seen_again(self, direction: str, ev: PacketEvent) -> bool:
         """Whether this TCP segment (by sequence number and flags) was seen before."""

@@ -118,7 +118,7 @@ class Decoder:
     """RawEvent -> PacketEvent, with the kernel's names for reasons, code
     addresses and interfaces supplied by the caller."""
 
-    def __init__(self, drop_reason: Callable[[int], str], symbol: Callable[[int], str],
+    def __init__(self, drop_reason: Callable[[int], str | None], symbol: Callable[[int], str],
                  ifname: Callable[[int], str], rst_reasons: dict[int, str] | None = None,
                  boot_offset: float = 0.0, local_netns: int = 0):
         self.drop_reason = drop_reason

@@ -64,7 +64,7 @@ def rule_reason_table(ev: Evidence, findings: list[Finding]) -> list[Finding]:
         info = reason_info(reason)
         assert info is not None
         for flow, dropped in flows:
-            inferred = (flow.id, reason) in ev.inferred
+            inferred = reason in flow._inferred
             iface = _iface(flow)
             values = {"iface": iface, "port": flow.local_port, "src": flow.peer,
                       "dst": flow.peer}
@@ -73,7 +73,7 @@ def rule_reason_table(ev: Evidence, findings: list[Finding]) -> list[Finding]:
                 f"are dropped ({dropped}/{flow.packets_in}): {info.meaning}.",
                 flows=[flow_ref(flow, dropped)], count=dropped,
                 confidence="medium" if inferred else "high")
-            finding.evidence.append(_dropped_line(flow, dropped, reason, ev=ev))
+            finding.evidence.append(_dropped_line(flow, dropped, reason))
             finding.evidence.append(f"{reason} usually means: {info.usual}")
             finding.evidence += counter_evidence(ev, CAUSES[info.cause].counters)
             finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
@@ -114,6 +114,19 @@ def rule_unknown(ev: Evidence) -> list[Finding]:
                 flows.append(flow_ref(flow, n))
     if not left:
         return []
+    if set(left) == {"UNKNOWN"}:  # a kernel before 5.17: it names no reason at all
+        places = where["UNKNOWN"]
+        at = ", ".join(f"{f} x{n}" for f, n in places.most_common(3))
+        finding = Finding(
+            "unknown", f"The kernel dropped {left['UNKNOWN']} watched packets in {at}; it names "
+            "no drop reasons (before 5.17), and neither that place nor the counters tell "
+            "pktfate why.", flows=flows, count=left["UNKNOWN"], confidence="low")
+        finding.evidence += ["kernel counters that moved: " + ", ".join(
+            f"{k} +{v}" for k, v in sorted(ev.counters.items())[:8])] if ev.counters else []
+        finding.fix = [f"read the kernel source of {places.most_common(1)[0][0]} for this "
+                       "kernel's version: the paths that free the packet (kfree_skb) say why",
+                       "compare nstat -az before and after sending one packet"]
+        return [finding]
     reasons = ", ".join(f"{r} x{n}" for r, n in left.most_common())
     finding = Finding("unknown", f"The kernel dropped watched packets for reasons this "
                       f"pktfate does not know: {reasons}.", flows=flows,

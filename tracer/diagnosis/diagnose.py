@@ -7,6 +7,7 @@ from __future__ import annotations
 from . import handshakes, nat, rules  # noqa: F401  (they register their rules)
 from .accounting import rule_healthy, rule_reason_table, rule_unanswered, rule_unknown
 from .evidence import Evidence, Finding
+from .locations import inferred_lines
 from .registry import RULES, severity
 
 
@@ -21,6 +22,19 @@ def _partial_events_note(ev: Evidence) -> str:
     return "; ".join(parts) + f": {exact}"
 
 
+def _annotate_inferred(ev: Evidence, findings: list[Finding]) -> None:
+    """A finding resting on a drop reason the kernel did not give says so, and what
+    the reason was told from; its confidence is then medium at most."""
+    by_id = {flow.id: flow for flow in ev.flows}
+    for finding in findings:
+        flows = [by_id[ref["flow"]] for ref in finding.flows if ref.get("flow") in by_id]
+        lines = [line for flow in flows for line in inferred_lines(flow)]
+        if lines:
+            finding.evidence += lines
+            if finding.confidence == "high":
+                finding.confidence = "medium"
+
+
 def diagnose(ev: Evidence) -> list[Finding]:
     """Every finding, the most important first; 'healthy' only when nothing is wrong."""
     findings: list[Finding] = []
@@ -33,6 +47,7 @@ def diagnose(ev: Evidence) -> list[Finding]:
         findings = rule_healthy(ev)
     findings.sort(key=lambda f: (-severity(f.cause), -f.count))
     nat.annotate_rewrites(ev, findings)
+    _annotate_inferred(ev, findings)
     if ev.lost or ev.sampled:
         note = _partial_events_note(ev)
         for finding in findings:

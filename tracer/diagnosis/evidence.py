@@ -7,13 +7,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from ..correlate.correlator import Flow, merge_flows
+from .locations import name_unnamed_drops
 
-# Where the kernel frees a packet without naming a reason (NOT_SPECIFIED), the
-# function that freed it can still tell: kernels before the reason was added, and
-# paths that never got one (generic XDP in 6.x).
-LOCATION_REASONS = {"do_xdp_generic": "XDP", "sch_handle_ingress": "TC_INGRESS",
-                    "tcf_classify": "TC_INGRESS", "sch_handle_egress": "TC_EGRESS",
-                    "nf_hook_slow": "NETFILTER_DROP"}
 
 @dataclass
 class Finding:
@@ -57,18 +52,8 @@ class Evidence:
                                []).append(entry)
         for flow in self.flows:
             exact_counts(flow, by_pair.get((flow.proto, frozenset((flow.local, flow.peer))), []))
-        self.inferred: dict[tuple[int, str], str] = {}  # (flow id, reason) -> function
         for flow in self.flows:
-            self._name_unnamed_drops(flow)
-
-    def _name_unnamed_drops(self, flow: Flow) -> None:
-        for (reason, func), count in list(flow.drop_sites.items()):
-            if reason == "NOT_SPECIFIED" and func in LOCATION_REASONS:
-                named = LOCATION_REASONS[func]
-                flow.drops["NOT_SPECIFIED"] -= count
-                flow.drops[named] += count
-                self.inferred[(flow.id, named)] = func
-        flow.drops = +flow.drops  # drop zero counts
+            name_unnamed_drops(flow, self.counters)
 
     @property
     def watched(self) -> list[Flow]:

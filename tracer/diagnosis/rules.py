@@ -63,13 +63,11 @@ def _where(flow: Flow, reason: str) -> str:
     return f" in {funcs}" if funcs else ""
 
 
-def _dropped_line(flow: Flow, dropped: int, reason: str, tail: str = "",
-                  ev: Evidence | None = None) -> str:
+def _dropped_line(flow: Flow, dropped: int, reason: str, tail: str = "") -> str:
     """'6 arrived (6 at xdp eth0); 6 dropped in tcp_v4_rcv with reason TCP_CSUM'."""
-    func = ev.inferred.get((flow.id, reason)) if ev else None
-    how = f" by {func}, without a reason (NOT_SPECIFIED): {reason} by its place" if func \
-        else f"{_where(flow, reason)} with reason {reason}"
-    return f"{arrivals(flow)}; {dropped} dropped{how}{tail}"
+    inferred = reason in flow._inferred
+    how = f" ({reason}, inferred below)" if inferred else f" with reason {reason}"
+    return f"{arrivals(flow)}; {dropped} dropped{_where(flow, reason)}{how}{tail}"
 
 
 def contrast(ev: Evidence, flow: Flow, outcome: str) -> list[str]:

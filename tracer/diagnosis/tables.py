@@ -44,6 +44,17 @@ class CounterMeaning:
     meaning: str
 
 
+@dataclass(frozen=True)
+class LocationReason:
+    """One candidate reason for drops freed at a function, with what must hold."""
+
+    reason: str
+    always: bool = False
+    counters: tuple[str, ...] = ()
+    checksums: tuple[str, ...] = ()
+    answers: tuple[str, ...] = ()
+
+
 def _load(name: str) -> dict:
     text = resources.files(__package__).joinpath("tables", name).read_text()
     return json.loads(text)
@@ -65,6 +76,18 @@ def table_causes() -> tuple[TableCause, ...]:
 def counter_meanings() -> dict[str, CounterMeaning]:
     return {name: CounterMeaning(name, **entry)
             for name, entry in _load("counters.json")["counters"].items()}
+
+
+@lru_cache(maxsize=1)
+def drop_locations() -> dict[str, tuple[LocationReason, ...]]:
+    """function -> its candidate reasons, in order (tables/drop_locations.json)."""
+    def candidate(entry: dict) -> LocationReason:
+        return LocationReason(entry["reason"], entry.get("always", False),
+                              *(tuple(entry.get(k, ())) for k in ("counters", "checksums",
+                                                                  "answers")))
+
+    return {func: tuple(map(candidate, entries))
+            for func, entries in _load("drop_locations.json")["locations"].items()}
 
 
 def reason_info(name: str) -> DropReason | None:

@@ -103,9 +103,13 @@ class KernelInfo:
     def has(self, tracepoint: str) -> bool:
         return tracepoint in self.tracepoints
 
-    def drop_reason_name(self, code: int) -> str:
+    def drop_reason_name(self, code: int) -> str | None:
         """The kernel's name for a drop reason. Reasons of subsystems (the high
-        16 bits) are named by subsystem and code, as the kernel lists them."""
+        16 bits) are named by subsystem and code, as the kernel lists them. None
+        on a kernel without drop reasons (before 5.17): the diagnosis then names
+        drops by the function that freed them (diagnosis/locations.py)."""
+        if not self.drop_reasons:
+            return None
         if code in self.drop_reasons:
             return self.drop_reasons[code]
         if code >> 16:
@@ -135,6 +139,14 @@ def _drop_reasons(btf: BTF | None, tracefs: Path) -> dict[int, str]:
     except OSError:
         return {}
     return parse_print_symbolic(text)
+
+
+def kernel_has_btf() -> bool:
+    try:
+        BTF.from_file()
+    except BTFError:
+        return False
+    return True
 
 
 def drop_reason_table() -> dict[int, str]:

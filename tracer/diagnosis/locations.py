@@ -1,0 +1,67 @@
+"""Drops the kernel did not name: the reason told by where they were freed.
+
+Kernels before 5.17 give skb:kfree_skb no reason at all (the event's reason is
+null and the flow counts them as UNKNOWN); newer ones leave some paths
+NOT_SPECIFIED. The function that freed the packet, the counters that moved and
+what pktfate saw of the packets (its own checksum check, what was sent back) still
+tell the reason, by the table in tables/drop_locations.json. What is inferred says
+so, with what it rests on."""
+
+from __future__ import annotations
+
+from ..correlate.correlator import DropSite, Flow
+from .tables import LocationReason, drop_locations
+
+UNNAMED = ("UNKNOWN", "NOT_SPECIFIED")
+
+
+def _grounds(candidate: LocationReason, flow: Flow, counters: dict[str, int]) -> list[str]:
+    """What supports `candidate` for this flow ([] when nothing does)."""
+    if candidate.always:
+        return ["the function alone says it"]
+    grounds = [f"{name} +{counters[name]}" for name in candidate.counters if counters.get(name)]
+    checked = [f"{flow.checksums[v]} with a {v} checksum by pktfate's own check"
+               for v in candidate.checksums if flow.checksums.get(v)]
+    sent = {"rst_out": (flow.rst_out, "RSTs sent back"),
+            "icmp_errors": (sum(flow.icmp_errors_sent.values()), "ICMP errors sent back")}
+    answered = [f"{sent[a][0]} {sent[a][1]}" for a in candidate.answers if sent[a][0]]
+    return grounds + checked + answered
+
+
+def infer(function: str, flow: Flow, counters: dict[str, int]) -> tuple[str, str] | None:
+    """(reason, what it rests on) for drops freed in `function`, or None."""
+    for candidate in drop_locations().get(function, ()):
+        grounds = _grounds(candidate, flow, counters)
+        if grounds:
+            return candidate.reason, f"freed in {function}; " + ", ".join(grounds)
+    return None
+
+
+def name_unnamed_drops(flow: Flow, counters: dict[str, int]) -> None:
+    """Move a flow's unnamed drops to the reason their place tells, and note on
+    the flow what each rests on."""
+    for site, count in list(flow.drop_sites.items()):
+        if site.reason not in UNNAMED:
+            continue
+        found = infer(site.function, flow, counters)
+        if found is None:
+            continue
+        reason, how = found
+        flow.drops[site.reason] -= count
+        flow.drops[reason] += count
+        flow.drop_sites[site] -= count
+        flow.drop_sites[DropSite(reason, site.function)] += count
+        syns = min(count, flow.syn_drops.get(site.reason, 0))
+        flow.syn_drops[site.reason] -= syns
+        flow.syn_drops[reason] += syns
+        kernel = "this kernel names no drop reasons (before 5.17)" if site.reason == "UNKNOWN" \
+            else "the kernel gave no reason (NOT_SPECIFIED)"
+        flow._inferred[reason] = f"{reason} inferred: {kernel}; {how}"
+    for counter in (flow.drops, flow.drop_sites, flow.syn_drops):
+        for key in [k for k, v in counter.items() if v <= 0]:
+            del counter[key]
+
+
+def inferred_lines(flow: Flow) -> list[str]:
+    """What the reasons pktfate gave this flow's drops rest on, a line each."""
+    return list(flow._inferred.values())
