@@ -120,3 +120,12 @@ def run_explain(stream: BinaryIO, out_stream: TextIO, json_out: bool) -> int:
     out = _formatter(json_out, out_stream, False)
     _finish(out, correlator.finish(), rec.counters, rec.stats, rec.start["ports"], rec.context)
     return 0
+
+
+def reasons_by_place() -> dict[str, list[str]]:
+    """The kernel functions whose drops pktfate names without the kernel's reason,
+    each with the reasons it can tell there (for `pktfate reasons`)."""
+    from .diagnosis.tables import drop_locations
+
+    return {func: [c.reason for c in candidates]
+            for func, candidates in sorted(drop_locations().items())}

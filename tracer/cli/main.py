@@ -177,11 +177,10 @@ def _no_reasons(json_out: bool) -> None:
     import json
     import platform
 
-    from ..diagnosis.tables import drop_locations
+    from ..watch import reasons_by_place
 
     release = platform.release()
-    places = {func: [c.reason for c in candidates]
-              for func, candidates in sorted(drop_locations().items())}
+    places = reasons_by_place()
     if json_out:
         click.echo(json.dumps({"kind": "no-reasons", "kernel": release, "locations": places}))
         return
