@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SCENARIO ?= checksum
 
-.PHONY: help setup setup-dev demo test unit integration bench lint dump-bpf clean
+.PHONY: help setup setup-dev demo test unit integration vm-test bench lint dump-bpf clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,13 +28,16 @@ unit: ## Run the unit tests only (no root needed)
 integration: ## Run the integration tests only (root)
 	$(PY) -m pytest -v -rs tests/integration
 
+vm-test: setup-dev ## Every lab scenario under Debian's 5.10, 6.1, 6.12 kernels (qemu); docs/KERNELS.md (root)
+	$(PY) tests/vm/matrix.py --update-docs
+
 bench: setup-dev ## Measure overhead, capacity, startup, CPU, memory; table into docs/BENCHMARKS.md (root)
 	$(PY) bench/run.py --update-docs
 
 lint: ## ruff and mypy on the package, the tests and the bench; shellcheck on the scripts
 	$(VENV)/bin/ruff check tracer tests bench
 	$(VENV)/bin/mypy
-	shellcheck scripts/*.sh vagrant/*.sh .ci/run
+	shellcheck scripts/*.sh vagrant/*.sh tests/vm/*.sh .ci/run
 
 dump-bpf: ## Print the final BPF C source and compile flags for a watch of :80
 	$(VENV)/bin/pktfate watch --port 80 --dump-bpf

@@ -3,8 +3,9 @@
 # kernel headers for bcc's compiler, the network tools the lab and the tests
 # drive, tracefs, and a virtualenv that sees the distro's bcc. Safe to rerun.
 # With --dev, also what the tests and the bench need besides: vagrant (to
-# validate the lab's Vagrantfile) and the tools the bench compares pktfate with
-# (bcc's tcpdrop, bpftrace, dropwatch).
+# validate the lab's Vagrantfile), qemu and debootstrap (the kernel matrix,
+# tests/vm/) and the tools the bench compares pktfate with (bcc's tcpdrop,
+# bpftrace, dropwatch).
 set -eu
 
 dev=0
@@ -30,7 +31,8 @@ apt_install() {
 packages="python3-bpfcc python3-venv python3-pip iproute2 iptables nftables ethtool \
 curl netcat-openbsd iputils-ping tcpdump hping3 traceroute make gcc libc6-dev shellcheck"
 if [ "$dev" = 1 ]; then
-	packages="$packages vagrant vagrant-libvirt bpfcc-tools bpftrace dropwatch"
+	packages="$packages vagrant vagrant-libvirt bpfcc-tools bpftrace dropwatch \
+qemu-system-x86 qemu-utils debootstrap"
 fi
 # Only when something is missing: a rerun needs no package index.
 missing=""

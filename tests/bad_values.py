@@ -58,6 +58,7 @@ BAD_VALUES = (
     Bad("lab demo", "--prefix", ("lab", "demo", "--prefix", "9lives"), "lower-case"),
     Bad("lab demo", "--duration", ("lab", "demo", "--duration", "0"), "must be positive"),
     Bad("lab demo", "--keep", ("lab", "demo", "--keep=1"), "does not take a value"),
+    Bad("lab demo", "--json", ("lab", "demo", "--json=yes"), "does not take a value"),
     Bad("lab list", "(arguments)", ("lab", "list", "all"), "unexpected extra argument"),
     Bad("lab provision", "--router-mode", ("lab", "provision", "--router-mode", "fast"),
         "fast"),

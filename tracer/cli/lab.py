@@ -9,7 +9,7 @@ import sys
 import click
 
 from ..errors import PktfateError
-from .options import DURATION, PrefixType
+from .options import DURATION, PrefixType, json_option
 
 
 class ScenarioType(click.ParamType):
@@ -80,12 +80,14 @@ def lab_down(prefix) -> None:
 @prefix_option
 @click.option("--duration", type=DURATION, default=8.0, show_default=True)
 @click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
-def lab_demo(scenario, prefix, duration, keep) -> None:
+@json_option
+def lab_demo(scenario, prefix, duration, keep, json_out) -> None:
     """Build the lab with SCENARIO, watch :80 on the server while the client
-    pings and curls it, and print pktfate's diagnosis."""
+    pings and curls it, and print pktfate's diagnosis (--json: the watch's JSON
+    lines on stdout, the demo's commentary on stderr)."""
     from ..lab.demo import run_demo
 
-    sys.exit(run_demo(scenario, prefix, duration, keep))
+    sys.exit(run_demo(scenario, prefix, duration, keep, json_out=json_out))
 
 
 ROUTER_MODES = click.Choice(["kernel", "userspace"])

@@ -29,9 +29,18 @@ def _demo_probe(lab: Lab, scenario: Scenario, out) -> int:
 
 
 def run_demo(scenario: str, prefix: str = "pfl", duration: float = 8.0, keep: bool = False,
-             out=sys.stdout) -> int:
+             out=sys.stdout, json_out: bool = False) -> int:
     """Build the lab with `scenario`, watch port 80 on the server while the client
-    pings and curls it, print the diagnosis."""
+    pings and curls it, print the diagnosis. With `json_out` the watch's JSON lines
+    go to `out` and the demo's own commentary to stderr (the kernel matrix reads
+    the lines)."""
+    if json_out:
+        return _run_demo(scenario, prefix, duration, keep, sys.stderr, out)
+    return _run_demo(scenario, prefix, duration, keep, out, out)
+
+
+def _run_demo(scenario: str, prefix: str, duration: float, keep: bool, out, watch_out) -> int:
+    json_args = ["--json"] if watch_out is not out else []
     lab = Lab(prefix).up(scenario)
     ready = STATE_DIR / f"lab-{prefix}-watch.ready"
     ready.unlink(missing_ok=True)
@@ -44,8 +53,8 @@ def run_demo(scenario: str, prefix: str = "pfl", duration: float = 8.0, keep: bo
         watcher = subprocess.Popen(
             lab.exec_argv(host, watch_argv("watch", "--port", port,
                                                "--duration", str(duration),
-                                               "--ready-file", str(ready))),
-            stdout=out, stderr=out)
+                                               "--ready-file", str(ready), *json_args)),
+            stdout=watch_out, stderr=out)
         try:
             wait_for(lambda: ready.exists() or watcher.poll() is not None, "pktfate to attach", 60)
             for command in SCENARIOS[scenario].commands("traffic", "client"):
@@ -60,7 +69,7 @@ def run_demo(scenario: str, prefix: str = "pfl", duration: float = 8.0, keep: bo
             if watcher.poll() is None:
                 watcher.send_signal(signal.SIGINT)
                 watcher.wait(timeout=30)
-        return code or _demo_probe(lab, SCENARIOS[scenario], out)
+        return code or (0 if json_args else _demo_probe(lab, SCENARIOS[scenario], out))
     finally:
         if not keep:
             lab.down()

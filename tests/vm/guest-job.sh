@@ -1,0 +1,28 @@
+#!/bin/sh
+# Runs inside a kernel-matrix VM (vmjob.service, as root, no network): install
+# pktfate from the shared checkout into the image's baked virtualenv, then run each
+# lab scenario of $SCENARIOS (from /mnt/job/env) with `pktfate lab demo --json`.
+# Results go to the job folder, one NAME.jsonl (the watch's lines) and NAME.log
+# (the demo's commentary) per scenario; `done` marks the end.
+job=/mnt/job
+# shellcheck source=/dev/null
+. "$job/env"
+exec >"$job/guest.log" 2>&1
+set -x
+uname -r >"$job/kernel"
+ip link set lo up
+mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
+# A copy without the host's virtualenv and git objects; then pktfate alone (its
+# dependencies are in the image).
+mkdir -p /root/pktfate
+tar -C /mnt/src --exclude=./.venv --exclude=./.git -cf - . | tar -C /root/pktfate -xf -
+/opt/pktfate/bin/pip install -q --no-deps --no-build-isolation --no-index /root/pktfate
+ln -sfn /opt/pktfate/bin/pktfate /usr/local/bin/pktfate
+pktfate reasons >"$job/reasons.txt" 2>&1
+pktfate reasons --json >"$job/reasons.json" 2>&1
+for name in $SCENARIOS; do
+	timeout 300 pktfate lab demo "$name" --prefix vm --json --duration "${DURATION:-10}" \
+		>"$job/$name.jsonl" 2>"$job/$name.log"
+	echo "$name exit $?" >>"$job/exits"
+done
+touch "$job/done"
