@@ -31,6 +31,14 @@ mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2
 security=$(echo "$mirror" | sed 's#/debian/*$#/debian-security#')
 
 root=$out/rootfs
+# A build killed half-way may have left the host's /proc, /sys or /dev bound into
+# the rootfs: removing it then would remove theirs. Unbind first, and refuse if
+# anything is still mounted there.
+for d in dev sys proc; do umount "$root/$d" 2>/dev/null || true; done
+if grep -q " $out/" /proc/mounts; then
+	echo "vm image: something is still mounted under $out: unmount it first" >&2
+	exit 2
+fi
 rm -rf "$out"
 mkdir -p "$out"
 unmount() { for d in dev sys proc; do umount "$root/$d" 2>/dev/null || true; done; }
@@ -88,14 +96,18 @@ for dir in "$root"/usr/lib/modules/*; do
 done
 
 # pktfate's Python dependencies, in a virtualenv that sees the distro's bcc. The
-# chroot has the host's network (PyPI); the guest has none, so each boot installs
+# wheels are fetched by the host's pip (its certificates and settings), installed
+# in the chroot from them alone; the guest has no network, so each boot installs
 # only pktfate itself from the shared source (--no-deps, no build isolation).
 log "baking the virtualenv"
-mkdir -p "$root/tmp/src"
+mkdir -p "$root/tmp/src" "$root/tmp/wheels"
 cp -a "$project/pyproject.toml" "$project/README.md" "$project/tracer" "$project/bpf" "$root/tmp/src/"
-chroot "$root" sh -c 'python3 -m venv --system-site-packages /opt/pktfate &&
+python3 -m pip download -q -d "$root/tmp/wheels" pip "setuptools>=77" "click>=8.0" "pyroute2>=0.7" \
+	>"$out/pip.log" 2>&1
+chroot "$root" env -u PIP_FIND_LINKS PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels sh -c '
+	python3 -m venv --system-site-packages /opt/pktfate &&
 	/opt/pktfate/bin/pip install -q --upgrade pip setuptools &&
-	/opt/pktfate/bin/pip install -q /tmp/src && rm -rf /tmp/src' >"$out/pip.log" 2>&1
+	/opt/pktfate/bin/pip install -q /tmp/src && rm -rf /tmp/src /tmp/wheels' >>"$out/pip.log" 2>&1
 chroot "$root" apt-get clean
 
 # Unattended: the guest mounts the shares, runs the job, powers off.
