@@ -25,12 +25,21 @@ def _grounds(candidate: LocationReason, flow: Flow, counters: dict[str, int]) ->
     sent = {"rst_out": (flow.rst_out, "RSTs sent back"),
             "icmp_errors": (sum(flow.icmp_errors_sent.values()), "ICMP errors sent back")}
     answered = [f"{sent[a][0]} {sent[a][1]}" for a in candidate.answers if sent[a][0]]
-    return grounds + checked + answered
+    found = grounds + checked + answered
+    if found:
+        found += [f"{flow.checksums[v]} with a {v} checksum at arrival"
+                  for v in candidate.supporting if flow.checksums.get(v)]
+    return found
 
 
-def infer(function: str, flow: Flow, counters: dict[str, int]) -> tuple[str, str] | None:
-    """(reason, what it rests on) for drops freed in `function`, or None."""
+def infer(function: str, flow: Flow, counters: dict[str, int],
+          unnamed: str = "UNKNOWN") -> tuple[str, str] | None:
+    """(reason, what it rests on) for drops freed in `function`, or None. Drops a
+    kernel with reasons left NOT_SPECIFIED are named only by places that say it
+    alone: that kernel would have named the others."""
     for candidate in drop_locations().get(function, ()):
+        if unnamed != "UNKNOWN" and not candidate.always:
+            continue
         grounds = _grounds(candidate, flow, counters)
         if grounds:
             return candidate.reason, f"freed in {function}; " + ", ".join(grounds)
@@ -43,7 +52,7 @@ def name_unnamed_drops(flow: Flow, counters: dict[str, int]) -> None:
     for site, count in list(flow.drop_sites.items()):
         if site.reason not in UNNAMED:
             continue
-        found = infer(site.function, flow, counters)
+        found = infer(site.function, flow, counters, site.reason)
         if found is None:
             continue
         reason, how = found

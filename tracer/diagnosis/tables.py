@@ -53,6 +53,7 @@ class LocationReason:
     counters: tuple[str, ...] = ()
     checksums: tuple[str, ...] = ()
     answers: tuple[str, ...] = ()
+    supporting: tuple[str, ...] = ()  # checksum verdicts that add to other grounds only
 
 
 def _load(name: str) -> dict:
@@ -84,7 +85,7 @@ def drop_locations() -> dict[str, tuple[LocationReason, ...]]:
     def candidate(entry: dict) -> LocationReason:
         return LocationReason(entry["reason"], entry.get("always", False),
                               *(tuple(entry.get(k, ())) for k in ("counters", "checksums",
-                                                                  "answers")))
+                                                                  "answers", "supporting")))
 
     return {func: tuple(map(candidate, entries))
             for func, entries in _load("drop_locations.json")["locations"].items()}
