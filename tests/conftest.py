@@ -16,6 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
 
 
+def pytest_configure(config):
+    # Registered here, not in pyproject.toml: that file keys the kernel matrix's image.
+    config.addinivalue_line("markers", "vm: boots Debian kernels under qemu (the kernel "
+                            "matrix, make vm-test); left out of make test for now")
+
+
 def pytest_terminal_summary(terminalreporter):
     """Print what tests recorded with record_property("report", ...): measurements a
     test states without asserting them (the rate a flood reached on this machine)."""

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# Three kernels booted under software emulation take about 20 minutes here: more
+# than CI's budget beside the rest of the suite, so `make test` leaves this out
+# (-m "not vm") and `make vm-test` runs the matrix.
+pytestmark = [pytest.mark.integration, pytest.mark.vm]
 MATRIX = Path(__file__).resolve().parents[1] / "vm" / "matrix.py"
 
 
