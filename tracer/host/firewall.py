@@ -288,10 +288,19 @@ def covers(rule: str, packet: dict) -> bool | None:
     be missing. A rule in a chain that only sees the other direction (INPUT, OUTPUT,
     PREROUTING, POSTROUTING; nft chains named so) does not cover it. None when it
     cannot be told: the rule matches on something the description lacks, or on a set."""
+    return _covers(_parsed(rule), packet)
+
+
+def _parsed(rule: str) -> tuple[int | None, str | None, dict[str, str]]:
+    """(IP version, direction of its chain, match): a rule read once for many packets."""
     family, match = match_of(rule)
+    return family, _CHAIN_DIRECTIONS.get(chain_of(rule).lower()), match
+
+
+def _covers(parsed: tuple[int | None, str | None, dict[str, str]], packet: dict) -> bool | None:
+    family, direction, match = parsed
     if family and packet.get("family") and family != packet["family"]:
         return False
-    direction = _CHAIN_DIRECTIONS.get(chain_of(rule).lower())
     if direction and packet.get("direction") and direction != packet["direction"]:
         return False
     unknown = "unreadable" in match
@@ -316,7 +325,8 @@ def attribute(rules: list[dict], packets: list[dict]) -> tuple[list[dict], list[
     those that might: ([certain], [cannot tell])."""
     mine, unclear = [], []
     for rule in rules:
-        verdicts = [covers(rule["rule"], packet) for packet in packets]
+        parsed = _parsed(rule["rule"])
+        verdicts = [_covers(parsed, packet) for packet in packets]
         if True in verdicts:
             mine.append(rule)
         elif None in verdicts:

@@ -35,12 +35,13 @@ def run_demo(scenario: str, prefix: str = "pfl", duration: float = 8.0, keep: bo
     go to `out` and the demo's own commentary to stderr (the kernel matrix reads
     the lines)."""
     if json_out:
-        return _run_demo(scenario, prefix, duration, keep, sys.stderr, out)
-    return _run_demo(scenario, prefix, duration, keep, out, out)
+        return _run_demo(scenario, prefix, duration, keep, sys.stderr, out, json_out)
+    return _run_demo(scenario, prefix, duration, keep, out, out, json_out)
 
 
-def _run_demo(scenario: str, prefix: str, duration: float, keep: bool, out, watch_out) -> int:
-    json_args = ["--json"] if watch_out is not out else []
+def _run_demo(scenario: str, prefix: str, duration: float, keep: bool, out, watch_out,
+              json_out: bool) -> int:
+    json_args = ["--json"] if json_out else []
     lab = Lab(prefix).up(scenario)
     ready = STATE_DIR / f"lab-{prefix}-watch.ready"
     ready.unlink(missing_ok=True)
