@@ -1,8 +1,10 @@
 /* Maps, in-kernel filtering and event submission, shared by every hook.
  *
- * Settings arrive as -D defines from tracer/config.py (PF_NETNS, PF_WANT_*,
- * PF_FILTER_*); the port and address sets, whose size varies, arrive in maps
- * that the loader fills before attaching anything.
+ * Settings arrive as -D defines from tracer/config.py (PF_WANT_*, PF_FILTER_*);
+ * the port and address sets, whose size varies, and the watched namespace, which
+ * changes from one run to the next, arrive in maps that the loader fills before
+ * attaching anything (a compiled object then serves every namespace: see
+ * tracer/attach/objcache.py).
  */
 #ifndef PKTFATE_FILTER_H
 #define PKTFATE_FILTER_H
@@ -29,6 +31,11 @@ BPF_RINGBUF_OUTPUT(pf_events, PF_RINGBUF_PAGES);
 BPF_HASH(pf_ports, __u16, __u8, 64);
 BPF_HASH(pf_hosts, struct pf_addr, __u8, 64);
 BPF_PERCPU_ARRAY(pf_scratch, struct pf_event, 1);
+/* [PF_SETTING_NETNS]: the watched namespace's inode number, 0 for every one. An
+ * array lookup with a constant key: the verifier inlines it into a load. */
+#define PF_SETTING_NETNS 0
+#define PF_SETTINGS 4
+BPF_ARRAY(pf_settings, __u32, PF_SETTINGS);
 BPF_PERCPU_ARRAY(pf_stats, __u64, PF_STAT_SLOTS);
 /* Per CPU: a flood's packets on two CPUs never contend for one counter. */
 BPF_PERCPU_HASH(pf_agg, struct pf_agg_key, __u64, PF_AGG_ENTRIES);
@@ -49,17 +56,10 @@ static __always_inline struct pf_event *pf_new_event(__u8 hook)
 	return e;
 }
 
-/* Notes which side is the watched port, for the aggregation key: the lookups
- * are then made once per packet. */
-static __always_inline int pf_port_ok(struct pf_event *e)
+/* Whether a port is watched: a hash lookup only when ports are filtered. */
+static __always_inline int pf_port_watched(__u16 port)
 {
-	if (!PF_FILTER_PORTS)
-		return 1;
-	if (pf_ports.lookup(&e->dport))
-		e->watched_port = PF_WATCHED_DPORT;
-	else if (pf_ports.lookup(&e->sport))
-		e->watched_port = PF_WATCHED_SPORT;
-	return e->watched_port != 0;
+	return pf_ports.lookup(&port) != 0;
 }
 
 static __always_inline int pf_addr_watched(const __u8 *src, __u32 len)
@@ -98,29 +98,44 @@ static __always_inline int pf_host_ok(struct pf_event *e)
 	return pf_quoted_host_ok(e);
 }
 
-/* The first part of the filter: protocol and ports (TCP and UDP), from what
- * pf_peek_l4() read. ICMP is not port-filtered: it is the contrast a diagnosis
- * needs ("ping works"). */
+/* The first part of the filter: protocol and ports (TCP and UDP). ICMP is not
+ * port-filtered: it is the contrast a diagnosis needs ("ping works"). Returns 0
+ * when refused; else 1, with *watched saying which side holds the watched port
+ * (PF_WATCHED_DPORT or PF_WATCHED_SPORT; 0 when ports are not filtered), for the
+ * aggregation key. Reads only its arguments: every hook asks it before it
+ * touches event memory. */
+static __always_inline int pf_l4_ok(__u8 proto, __u16 sport, __u16 dport, __u8 icmp_type,
+				    __u8 *watched)
+{
+	*watched = 0;
+	if (proto == PF_IPPROTO_TCP || proto == PF_IPPROTO_UDP) {
+		if (proto == PF_IPPROTO_TCP ? !PF_WANT_TCP : !PF_WANT_UDP)
+			return 0;
+		if (!PF_FILTER_PORTS)
+			return 1;
+		if (pf_port_watched(dport))
+			*watched = PF_WATCHED_DPORT;
+		else if (pf_port_watched(sport))
+			*watched = PF_WATCHED_SPORT;
+		return *watched != 0;
+	}
+	if (proto == PF_IPPROTO_ICMP)
+		return PF_WANT_ICMP;
+	/* Neighbour discovery and multicast listener chatter (types 130-143) is the
+	 * link's housekeeping, not traffic anyone asked about. */
+	if (proto == PF_IPPROTO_ICMPV6)
+		return PF_WANT_ICMP && (icmp_type < 130 || icmp_type > 143);
+	return 0;
+}
+
+static __always_inline int pf_peek_ok(const struct pf_peek *p, __u8 *watched)
+{
+	return pf_l4_ok(p->proto, p->sport, p->dport, p->icmp_type, watched);
+}
+
 static __always_inline int pf_proto_ports_ok(struct pf_event *e)
 {
-	if (e->proto == PF_IPPROTO_TCP) {
-		if (!PF_WANT_TCP || !pf_port_ok(e))
-			return 0;
-	} else if (e->proto == PF_IPPROTO_UDP) {
-		if (!PF_WANT_UDP || !pf_port_ok(e))
-			return 0;
-	} else if (e->proto == PF_IPPROTO_ICMP) {
-		if (!PF_WANT_ICMP)
-			return 0;
-	} else if (e->proto == PF_IPPROTO_ICMPV6) {
-		/* Neighbour discovery and multicast listener chatter (types 130-143)
-		 * is the link's housekeeping, not traffic anyone asked about. */
-		if (!PF_WANT_ICMP || (e->icmp_type >= 130 && e->icmp_type <= 143))
-			return 0;
-	} else {
-		return 0;
-	}
-	return 1;
+	return pf_l4_ok(e->proto, e->sport, e->dport, e->icmp_type, &e->watched_port);
 }
 
 /* The whole in-kernel filter: protocol, ports, addresses. */
@@ -190,29 +205,52 @@ static __always_inline void pf_submit(struct pf_event *e)
 		pf_count(PF_STAT_LOST + e->hook);
 }
 
-/* XDP and tc: parse, filter on what is cheap to read, and only then copy the
- * snap and apply the rest of the filter. A packet the filter refuses is still
- * sent when tc finds it tracked (its tuple rewritten since it matched). Returns
- * 1 when the event was sent because it matched the filter. */
-static __always_inline int pf_frame_event(struct pf_event *e, void *data, void *data_end)
+/* XDP and tc: the filter's cheap part first, on what pf_peek_frame() read into
+ * the stack; a refused packet costs the parse and nothing else, unless tc knows
+ * its skb as tracked (its tuple rewritten since it matched: one hash lookup, and
+ * only while something is tracked). Then the event: network fields, the snap,
+ * the rest of the filter. `skb` is tc's sk_buff address, 0 at XDP. Returns 1
+ * when the event was sent because it matched the filter. */
+static __always_inline int pf_frame(__u8 hook, __u32 ifindex, __u64 skb, void *data,
+				    void *data_end)
 {
-	__u32 l4 = pf_parse_frame(data, data_end, e);
-	int ok;
+	struct pf_peek p = {};
+	struct pf_event *e;
+	__u32 l4 = pf_peek_frame(data, data_end, &p), fp = 0;
+	__u8 watched = 0;
+	int ok, found = -1;
 
 	if (!l4)
 		return 0;
-	if (l4 != PF_NO_L4)
-		pf_peek_l4(e, data, data_end, l4);
-	ok = pf_proto_ports_ok(e);
-	if (!ok && !pf_track_frame(e))
+	ok = pf_peek_ok(&p, &watched);
+	if (!ok) {
+		fp = pf_track_find_frame(skb, &found);
+		if (!found)
+			return 0;
+	}
+	e = pf_new_event(hook);
+	if (!e)
 		return 0;
+	e->ifindex = ifindex;
+	e->skb = skb;
+	pf_fill_frame(e, data, data_end);
+	e->sport = p.sport;
+	e->dport = p.dport;
+	e->icmp_type = p.icmp_type;
+	e->icmp_code = p.icmp_code;
+	e->watched_port = watched;
 	if (l4 != PF_NO_L4)
 		pf_copy_snap(e, data, data_end, l4);
 	if (ok && pf_host_ok(e)) {
+		/* Entering and matching: followed by its skb from here on (track.h). */
+		if (hook == PF_HOOK_TC_INGRESS)
+			pf_track_start(e);
 		pf_submit(e);
 		return 1;
 	}
-	if (!e->tracked && !pf_track_frame(e))
+	if (found < 0)
+		fp = pf_track_find_frame(skb, &found);
+	if (!pf_track_match(e, found, fp))
 		return 0;
 	pf_submit(e);
 	return 0;

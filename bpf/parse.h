@@ -132,40 +132,37 @@ static __always_inline void pf_copy_snap(struct pf_event *e, void *data, void *d
 	pf_parse_l4(e);
 }
 
-/* The ports (TCP, UDP) or type and code (ICMP) alone, from the first 4 bytes of
- * the transport header: enough for the filter to turn most packets away before
- * the snap is copied. */
-static __always_inline void pf_peek_l4(struct pf_event *e, void *data, void *data_end,
-				       __u32 l4_off)
-{
-	__u8 *p;
+/* What the cheap part of the filter looks at: protocol and ports (TCP, UDP) or
+ * type (ICMP), read into the program's stack so that a packet the filter turns
+ * away never touches event memory, maps or the ring buffer. */
+struct pf_peek {
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 _pad;
+};
 
-	if (l4_off > 18 + 60)  /* at most a VLAN tag and a 60-byte IPv4 header */
-		return;
-	p = data + l4_off;
-	/* The 4 bytes must be inside the frame. */
-	if ((void *)(p + 4) > data_end)
-		return;
-	if (e->proto == PF_IPPROTO_TCP || e->proto == PF_IPPROTO_UDP) {
-		e->sport = (p[0] << 8) | p[1];
-		e->dport = (p[2] << 8) | p[3];
+/* Ports or ICMP type and code from the first 4 bytes of a transport header. */
+static __always_inline void pf_peek_ports(struct pf_peek *p, const __u8 *l4)
+{
+	if (p->proto == PF_IPPROTO_TCP || p->proto == PF_IPPROTO_UDP) {
+		p->sport = (l4[0] << 8) | l4[1];
+		p->dport = (l4[2] << 8) | l4[3];
 	} else {
-		e->icmp_type = p[0];
-		e->icmp_code = p[1];
+		p->icmp_type = l4[0];
+		p->icmp_code = l4[1];
 	}
 }
 
-/* Parse an Ethernet frame's headers by direct packet access (XDP and tc).
- * Returns the offset of the transport header, PF_NO_L4 when the packet has
- * addresses but no transport header to read (a later fragment), or 0 when the
- * frame carries no IP packet. The caller copies the snap once the packet has
- * passed the cheap part of the filter. */
-#define PF_NO_L4 1
-static __always_inline __u32 pf_parse_frame(void *data, void *data_end, struct pf_event *e)
+/* The offset of an Ethernet frame's IP header and its EtherType (direct packet
+ * access), or 0 when the frame carries no IP packet. */
+static __always_inline __u32 pf_frame_l3(void *data, void *data_end, __u16 *ethertype)
 {
+	__u8 *eth = data;
 	__u32 off = 14;
 	__u16 proto;
-	__u8 *eth = data;
 
 	/* Ethernet header: 6 + 6 bytes of MAC addresses, then the EtherType. */
 	if (data + 14 > data_end)
@@ -178,25 +175,74 @@ static __always_inline __u32 pf_parse_frame(void *data, void *data_end, struct p
 		proto = (eth[16] << 8) | eth[17];
 		off = 18;
 	}
-	if (proto == PF_ETH_P_IP) {
+	if (proto != PF_ETH_P_IP && proto != PF_ETH_P_IPV6)
+		return 0;
+	*ethertype = proto;
+	return off;
+}
+
+/* The filter's view of a frame, before anything else is done with it. Returns
+ * the transport header's offset, PF_NO_L4 when there is none to read (a later
+ * fragment: no ports), or 0 when the frame carries no IP packet. */
+#define PF_NO_L4 1
+static __always_inline __u32 pf_peek_frame(void *data, void *data_end, struct pf_peek *p)
+{
+	__u16 type = 0;
+	__u32 off = pf_frame_l3(data, data_end, &type), l4;
+	__u8 *t;
+
+	if (!off)
+		return 0;
+	if (type == PF_ETH_P_IP) {
 		struct pf_ipv4 *ip = data + off;
 		__u32 ihl;
 
 		/* The fixed 20-byte IPv4 header must be inside the frame. */
 		if ((void *)(ip + 1) > data_end)
 			return 0;
-		ihl = pf_fill_ipv4(e, ip);
-		return ihl ? off + ihl : PF_NO_L4;
-	}
-	if (proto == PF_ETH_P_IPV6) {
+		ihl = (ip->ver_ihl & 0x0F) * 4;
+		p->proto = ip->protocol;
+		if (ihl < 20 || (bpf_ntohs(ip->frag_off) & 0x1FFF))
+			return PF_NO_L4;
+		l4 = off + ihl;
+	} else {
 		struct pf_ipv6 *ip6 = data + off;
 
 		/* The fixed 40-byte IPv6 header must be inside the frame. */
 		if ((void *)(ip6 + 1) > data_end)
 			return 0;
-		return off + pf_fill_ipv6(e, ip6);
+		p->proto = ip6->nexthdr;
+		l4 = off + 40;
 	}
-	return 0;
+	if (l4 > 18 + 60)  /* at most a VLAN tag and a 60-byte IPv4 header */
+		return PF_NO_L4;
+	t = data + l4;
+	/* The 4 bytes read must be inside the frame. */
+	if ((void *)(t + 4) > data_end)
+		return PF_NO_L4;
+	pf_peek_ports(p, t);
+	return l4;
+}
+
+/* Fill e's network-layer fields from a frame that pf_peek_frame() accepted. */
+static __always_inline void pf_fill_frame(struct pf_event *e, void *data, void *data_end)
+{
+	__u16 type = 0;
+	__u32 off = pf_frame_l3(data, data_end, &type);
+
+	if (!off)
+		return;
+	if (type == PF_ETH_P_IP) {
+		struct pf_ipv4 *ip = data + off;
+
+		if ((void *)(ip + 1) <= data_end)
+			pf_fill_ipv4(e, ip);
+	} else {
+		struct pf_ipv6 *ip6 = data + off;
+
+		if ((void *)(ip6 + 1) <= data_end)
+			pf_fill_ipv6(e, ip6);
+	}
 }
 
 #endif

@@ -62,10 +62,53 @@ static __always_inline __u32 pf_skb_netns(__u64 skb, __u64 sk_hint, __u32 *ifind
 	return inum;
 }
 
-/* True when the namespace passes the filter (PF_NETNS 0 means every namespace). */
+/* True when the namespace passes the filter (a watched namespace of 0 means
+ * every namespace). */
 static __always_inline int pf_netns_ok(__u32 inum)
 {
-	return PF_NETNS == 0 || inum == PF_NETNS;
+	int key = PF_SETTING_NETNS;
+	__u32 *watched = pf_settings.lookup(&key);
+
+	return watched && (*watched == 0 || inum == *watched);
+}
+
+/* The filter's view of the IP packet in a kernel skb (pf_peek_frame's twin for
+ * tracepoints): protocol and ports, read into the stack. Returns 0 when the skb
+ * holds no readable IP header. */
+static __always_inline int pf_skb_peek(__u64 skb, struct pf_peek *p)
+{
+	__u64 head = pf_read_ptr(skb, PF_OFF_SKB_HEAD);
+	__u16 nh = 0;
+	__u8 ip[8] = {}, l4[4];
+	__u32 l3_len;
+
+	bpf_probe_read_kernel(&nh, sizeof(nh), (void *)(skb + PF_OFF_SKB_NETWORK_HEADER));
+	if (!head || nh == 0xFFFF)  /* network header never set */
+		return 0;
+	head += nh;
+	/* The first 8 bytes hold what is needed of either header: the IPv4
+	 * fragment offset (6-7) and the IPv6 next header (6). */
+	if (bpf_probe_read_kernel(ip, sizeof(ip), (void *)head))
+		return 0;
+	if ((ip[0] >> 4) == 4) {
+		__u8 proto = 0;
+
+		if (((ip[6] << 8) | ip[7]) & 0x1FFF)
+			return 1;  /* a later fragment: no ports */
+		bpf_probe_read_kernel(&proto, 1, (void *)(head + 9));
+		p->proto = proto;
+		l3_len = (ip[0] & 0x0F) * 4;
+		if (l3_len < 20)
+			return 1;
+	} else if ((ip[0] >> 4) == 6) {
+		p->proto = ip[6];
+		l3_len = 40;
+	} else {
+		return 0;
+	}
+	if (bpf_probe_read_kernel(l4, sizeof(l4), (void *)(head + l3_len)) == 0)
+		pf_peek_ports(p, l4);
+	return 1;
 }
 
 /* Fill e from the IP packet inside a kernel skb. Returns 0 when the skb holds
@@ -137,6 +180,8 @@ static __always_inline struct pf_event *pf_skb_event_tracked(__u8 hook, __u64 sk
 	__u32 ifindex = 0;
 	__u32 netns = pf_skb_netns(skb, sk_hint, &ifindex);
 	struct pf_event *e;
+	struct pf_peek p = {};
+	__u8 watched;
 
 	/* Tracked packets too: a veth hands the same skb to another namespace, and
 	 * it is followed there only when every namespace is watched (--all-netns). */
@@ -144,6 +189,10 @@ static __always_inline struct pf_event *pf_skb_event_tracked(__u8 hook, __u64 sk
 		return 0;
 	if (found < 0)  /* not looked up yet: only this namespace's skbs pay for it */
 		fp = pf_track_find(skb, &found);
+	/* Refused by the filter's cheap part and not tracked: done, before any
+	 * event memory is touched. */
+	if (!found && (!pf_skb_peek(skb, &p) || !pf_peek_ok(&p, &watched)))
+		return 0;
 	e = pf_new_event(hook);
 	if (!e)
 		return 0;

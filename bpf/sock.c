@@ -5,8 +5,10 @@
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
 	struct pf_event *e;
+	__u8 watched;
 
-	if (args->protocol != PF_IPPROTO_TCP)
+	if (args->protocol != PF_IPPROTO_TCP ||
+	    !pf_l4_ok(PF_IPPROTO_TCP, args->sport, args->dport, 0, &watched))
 		return 0;
 	e = pf_event_in_netns(PF_HOOK_SOCK_STATE, pf_sock_netns((__u64)args->skaddr));
 	if (!e)

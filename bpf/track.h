@@ -20,6 +20,29 @@
 
 #if PF_TRACK
 BPF_TABLE("lru_hash", __u64, __u32, pf_track, PF_TRACK_ENTRIES);
+/* How many skbs were noted and not yet forgotten: while it is 0, which is most
+ * of the time on a host whose traffic the filter refuses, the hooks that every
+ * packet of the host passes skip the hash lookup. It can only count too many
+ * (the LRU drops entries without telling), never too few: an entry is forgotten
+ * only when a lookup found it. */
+BPF_ARRAY(pf_track_live, __u64, 1);
+
+static __always_inline int pf_track_idle(void)
+{
+	int zero = 0;
+	__u64 *live = pf_track_live.lookup(&zero);
+
+	return !live || *live == 0;
+}
+
+static __always_inline void pf_track_live_add(__s64 delta)
+{
+	int zero = 0;
+	__u64 *live = pf_track_live.lookup(&zero);
+
+	if (live)
+		__sync_fetch_and_add(live, delta);
+}
 #endif
 
 static __always_inline __u32 pf_fingerprint(const struct pf_event *e)
@@ -34,8 +57,13 @@ static __always_inline __u32 pf_fingerprint(const struct pf_event *e)
 static __always_inline __u32 pf_track_find(__u64 skb, int *found)
 {
 #if PF_TRACK
-	__u32 *fp = pf_track.lookup(&skb);
+	__u32 *fp;
 
+	if (pf_track_idle()) {
+		*found = 0;
+		return 0;
+	}
+	fp = pf_track.lookup(&skb);
 	if (fp) {
 		*found = 1;
 		return *fp;
@@ -52,8 +80,8 @@ static __always_inline void pf_track_start(const struct pf_event *e)
 	__u64 skb = e->skb;
 	__u32 fp = pf_fingerprint(e);
 
-	if (skb)
-		pf_track.update(&skb, &fp);
+	if (skb && pf_track.update(&skb, &fp) == 0)
+		pf_track_live_add(1);
 #endif
 }
 
@@ -61,7 +89,8 @@ static __always_inline void pf_track_start(const struct pf_event *e)
 static __always_inline void pf_track_forget(__u64 skb)
 {
 #if PF_TRACK
-	pf_track.delete(&skb);
+	if (pf_track.delete(&skb) == 0)
+		pf_track_live_add(-1);
 #endif
 }
 
@@ -73,16 +102,14 @@ static __always_inline int pf_track_match(struct pf_event *e, int found, __u32 f
 	return e->tracked;
 }
 
-/* tc: whether a frame the filter refused is a tracked skb (XDP has none yet). */
-static __always_inline int pf_track_frame(struct pf_event *e)
+/* tc: the fingerprint of a frame's skb if it is tracked (XDP, skb 0, has none). */
+static __always_inline __u32 pf_track_find_frame(__u64 skb, int *found)
 {
-	int found = 0;
-	__u32 fp;
-
-	if (!e->skb)
+	if (!skb) {
+		*found = 0;
 		return 0;
-	fp = pf_track_find(e->skb, &found);
-	return pf_track_match(e, found, fp);
+	}
+	return pf_track_find(skb, found);
 }
 
 #endif

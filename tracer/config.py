@@ -35,6 +35,11 @@ class WatchConfig:
     track: bool = True
     track_entries: int = 8192  # skbs followed at once (LRU: the oldest give way)
 
+    def watched_netns(self, kernel: KernelInfo) -> int:
+        """The namespace the tracepoints keep (0: every one). A map value, not a
+        define: one compiled object then serves every namespace."""
+        return 0 if self.all_netns else kernel.netns
+
     def host_keys(self) -> list[bytes]:
         """Each host as the 16 bytes the BPF map compares: IPv4 in the first 4."""
         keys = []
@@ -46,7 +51,6 @@ class WatchConfig:
     def cflags(self, kernel: KernelInfo) -> list[str]:
         """The -D defines that configure bpf/pktfate.c for this watch and kernel."""
         defines: dict[str, int] = {
-            "PF_NETNS": 0 if self.all_netns else kernel.netns,
             "PF_WANT_TCP": int("tcp" in self.protos),
             "PF_WANT_UDP": int("udp" in self.protos),
             # ICMP is always followed: "ping works" is half of most diagnoses.

@@ -11,6 +11,7 @@ import pytest
 from pktfate.decode.raw import (
     HOOKS,
     SNAP_LEN,
+    SETTING_NETNS,
     STAT_AGG_FULL,
     STAT_LOST,
     STAT_SAMPLED,
@@ -73,3 +74,4 @@ def test_stat_slots_match_header():
     assert f"#define PF_STAT_SLOTS {STAT_SLOTS}" in text
     assert f"#define PF_STAT_SAMPLED {STAT_SAMPLED}" in text
     assert f"#define PF_STAT_AGG_FULL {STAT_AGG_FULL}" in text
+    assert f"#define PF_SETTING_NETNS {SETTING_NETNS}" in text

@@ -12,6 +12,7 @@ from typing import Any
 from ..config import WatchConfig
 from ..decode.raw import (
     HOOKS,
+    SETTING_NETNS,
     STAT_AGG_FULL,
     STAT_LOST,
     STAT_SAMPLED,
@@ -91,6 +92,9 @@ class Tracer:
             self._attach_interfaces(bcc, bpf, interfaces)
 
     def _fill_filter_maps(self, bpf) -> None:
+        settings = bpf["pf_settings"]
+        settings[ctypes.c_int(SETTING_NETNS)] = ctypes.c_uint32(
+            self.config.watched_netns(self.kernel))
         ports = bpf["pf_ports"]
         for port in self.config.ports:
             ports[ports.Key(port)] = ports.Leaf(1)

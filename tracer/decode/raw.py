@@ -12,6 +12,7 @@ STAT_LOST = 16  # bpf/filter.h PF_STAT_LOST
 STAT_SAMPLED = 32  # bpf/filter.h PF_STAT_SAMPLED
 STAT_AGG_FULL = 48  # bpf/filter.h PF_STAT_AGG_FULL
 STAT_SLOTS = 64  # bpf/filter.h PF_STAT_SLOTS
+SETTING_NETNS = 0  # bpf/filter.h PF_SETTING_NETNS: index in pf_settings
 
 
 
