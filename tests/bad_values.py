@@ -32,6 +32,7 @@ BAD_VALUES = (
     Bad("watch", "--all-netns", ("watch", "--all-netns=yes"), "does not take a value"),
     Bad("watch", "--no-xdp", ("watch", "--no-xdp=1"), "does not take a value"),
     Bad("watch", "--no-tc", ("watch", "--no-tc=1"), "does not take a value"),
+    Bad("watch", "--no-links", ("watch", "--no-links=1"), "does not take a value"),
     Bad("watch", "--no-track", ("watch", "--no-track=1"), "does not take a value"),
     Bad("watch", "--all-events", ("watch", "--all-events=1"), "does not take a value"),
     Bad("watch", "--sample-after", ("watch", "--sample-after", "-1"), "--sample-after"),

@@ -24,6 +24,9 @@ class WatchConfig:
     all_netns: bool = False
     xdp: bool = True
     tc: bool = True
+    # XDP and tc as BPF links where the kernel has them (they end with the
+    # process); False: netlink and clsact, as on kernels without them.
+    links: bool = True
     ringbuf_pages: int = 512  # 2 MiB: ~12,000 events of slack between drains
     show_all: bool = False  # print every event, not only the noteworthy ones
     # Past this many events of one hook, reason and flow, send 1 packet in

@@ -50,7 +50,8 @@ def run_watch(config, stream: TextIO) -> int:
                    "local_addrs": sorted(local), "ports": list(config.ports),
                    "hosts": list(config.hosts), "protos": sorted(config.protos),
                    "duration": config.duration, "xdp": report.xdp, "tc": report.tc,
-                   "missing": list(kernel.missing) + report.skipped,
+                   "missing": list(kernel.missing) + report.skipped + report.held_by_process(),
+                   "attach": {**report.attach, "bpf_object": report.bpf_object},
                    "leftovers": [r.get("pid") for r in session.leftovers]})
         if config.ready_file:
             _write_ready_file(config.ready_file)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from pktfate.kernel import bpfsys
 from pktfate.lab.namespaces import Lab
 from pktfate.lab.runner import WatchProcess, pktfate_argv
 
@@ -76,3 +78,26 @@ def pktfate_attachments(lab: Lab, host: str = "server") -> str:
         proc = lab.sh(host, f"tc qdisc show dev {ifname}", check=False)
         found += [line for line in proc.stdout.splitlines() if "clsact" in line]
     return "\n".join(found)
+
+
+def held_bpf(pid: int) -> dict[str, set[int]]:
+    """The BPF programs and links a process holds, by id, from its fds' fdinfo."""
+    held: dict[str, set[int]] = {"programs": set(), "links": set()}
+    fdinfo = Path(f"/proc/{pid}/fdinfo")
+    for entry in fdinfo.iterdir():
+        try:
+            text = entry.read_text()
+        except OSError:
+            continue  # closed meanwhile
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if "link_id" in fields:
+            held["links"].add(int(fields["link_id"]))
+        elif "prog_id" in fields:
+            held["programs"].add(int(fields["prog_id"]))
+    return held
+
+
+def still_loaded(prog_ids: set[int]) -> set[int]:
+    """Which of these programs the kernel still has (an attached program is held by
+    its attachment, so none left means nothing left attached anywhere)."""
+    return prog_ids & set(bpfsys.prog_ids())

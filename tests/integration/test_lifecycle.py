@@ -1,17 +1,20 @@
 """Nothing of pktfate's stays attached, however a watch ends; bad input and
 missing privileges or kernel features end early, in one line, with status 2."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from pktfate.attach.state import STATE_DIR
 from pktfate.lab.scenarios import ADDRESSES
 
 from ..bad_values import BAD_VALUES
-from .conftest import matching, pktfate_attachments
+from .conftest import held_bpf, matching, pktfate_attachments, still_loaded
 
 pytestmark = pytest.mark.integration
 PKTFATE = [sys.executable, "-m", "pktfate"]
@@ -26,12 +29,32 @@ def healthy_lab(lab):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_detaches_everything(healthy_lab, watch, sig):
     w = watch("--port", "80")
-    shown = pktfate_attachments(healthy_lab)
-    assert "xdp" in shown and "pktfate-" in shown  # attached while running
+    assert "xdp" in pktfate_attachments(healthy_lab)  # attached while running
+    programs = held_bpf(w.pid)["programs"]
     lines = w.stop(sig)
     assert w.returncode == 0
     assert lines[-1]["kind"] == "diagnosis"
     assert pktfate_attachments(healthy_lab) == ""
+    assert still_loaded(programs) == set()
+
+
+def test_sigkill_leaves_nothing_where_the_kernel_has_links(healthy_lab, watch):
+    """XDP, tcx and perf links end with the process: no cleanup after a kill -9."""
+    w = watch("--port", "80")
+    start = w.lines()[0]
+    assert start["attach"] == {"xdp": "link", "tc": "tcx link", "tracepoints": "perf link",
+                               "bpf_object": start["attach"]["bpf_object"]}
+    assert not [m for m in start["missing"] if "kill -9" in m]
+    held = held_bpf(w.pid)
+    # XDP, tc ingress and egress on eth0, and every tracepoint program.
+    assert len(held["links"]) >= 3 + 4 and len(held["programs"]) >= 3 + 4
+    assert still_loaded(held["programs"]) == held["programs"]
+    w.kill()
+    time.sleep(1)
+    assert still_loaded(held["programs"]) == set()
+    assert pktfate_attachments(healthy_lab) == ""
+    # Nothing for `pktfate cleanup` to do: links need no state file.
+    assert not (STATE_DIR / f"watch-{w.pid}.json").exists()
 
 
 def test_duration_ends_and_detaches(healthy_lab):
@@ -44,7 +67,9 @@ def test_duration_ends_and_detaches(healthy_lab):
 
 
 def test_sigkill_then_cleanup(healthy_lab, watch):
-    w = watch("--port", "80")
+    """The fallback (netlink XDP, clsact tc: kernels without links) leaves them."""
+    w = watch("--port", "80", "--no-links")
+    assert "kill -9" in " ".join(w.lines()[0]["missing"])
     w.kill()
     assert "pktfate-" in pktfate_attachments(healthy_lab)  # a killed run leaves them
     # The next run warns about the leftovers before anything is cleaned.
@@ -216,3 +241,26 @@ def test_all_netns_widens_the_kernel_filter(watch, noise_netns):
     drops = matching(lines, kind="packet", hook="drop", proto="udp", src="127.0.0.1",
                      netns=noise)
     assert len(drops) == 50
+
+
+def test_the_compiled_object_is_cached_and_a_refused_one_compiled_again(
+        healthy_lab, watch, tmp_path, monkeypatch):
+    """The second start loads what the first compiled; an entry the kernel refuses
+    (its instructions cut short here) is dropped and compiled again."""
+    cache = tmp_path / "bpf-cache"
+    monkeypatch.setenv("PKTFATE_BPF_CACHE", str(cache))
+    sources = []
+    for _ in range(2):
+        w = watch("--port", "80")
+        sources.append(w.lines()[0]["attach"]["bpf_object"])
+        w.stop()
+    assert sources == ["compiled", "cached"]
+    [entry] = cache.glob("*.json")
+    data = json.loads(entry.read_text())
+    data["programs"][0]["insns"] = data["programs"][0]["insns"][:16]  # 12 bytes of code
+    entry.write_text(json.dumps(data))
+    w = watch("--port", "80")
+    assert w.lines()[0]["attach"]["bpf_object"] == "compiled"
+    lines = w.stop()
+    assert lines[-1]["kind"] == "diagnosis"
+    assert json.loads(entry.read_text())["programs"][0]["insns"] != data["programs"][0]["insns"]

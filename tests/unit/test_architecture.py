@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "tracer"
 ALLOWED = {
     "config": {"kernel"},
     "kernel": set(),
-    "host": {"config"},
+    "host": {"config", "kernel"},
     "decode": set(),
     "correlate": {"decode"},
     "diagnosis": {"correlate", "decode", "host"},

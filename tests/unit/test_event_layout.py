@@ -10,8 +10,8 @@ import pytest
 
 from pktfate.decode.raw import (
     HOOKS,
-    SNAP_LEN,
     SETTING_NETNS,
+    SNAP_LEN,
     STAT_AGG_FULL,
     STAT_LOST,
     STAT_SAMPLED,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import PktfateError
 from ..host.netlink import Interface, interface_of
+from ..kernel import bpfsys
 
 if TYPE_CHECKING:
     from .state import StateFile
@@ -31,6 +32,21 @@ class AttachReport:
     xdp: dict[str, str] = field(default_factory=dict)  # iface -> mode
     tc: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    # How each kind of hook is held: "link" (ends with the process) or the
+    # fallback ("netlink" for XDP, "clsact" for tc, "perf event" for tracepoints).
+    attach: dict[str, str] = field(default_factory=dict)
+    bpf_object: str = ""  # "compiled" or "cached"
+
+    def held_by_process(self) -> list[str]:
+        """One sentence per kind of hook that outlives a killed process."""
+        notes = []
+        if self.attach.get("xdp") == "netlink":
+            notes.append("XDP attached through netlink, not a link (kernel before 5.9): "
+                         "after a kill -9, run pktfate cleanup")
+        if self.attach.get("tc") == "clsact":
+            notes.append("tc attached as clsact filters, not tcx links (kernel before 6.6): "
+                         "after a kill -9, run pktfate cleanup")
+        return notes
 
 
 # Native XDP on a veth switches the device to a NAPI receive path of its own,
@@ -74,6 +90,30 @@ def xdp_detach(ipr, index: int, mode: str) -> None:
              xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", flag)]})
 
 
+# Errors that say the kernel has no such link (an attach type it does not know),
+# as opposed to this interface refusing the program.
+_NO_LINK_ERRNOS = (errno.EINVAL, errno.ENOTSUPP if hasattr(errno, "ENOTSUPP") else 524)
+
+
+def _xdp_link(iface: Interface, fd: int) -> tuple[int, str] | None:
+    """An XDP link in native mode where the driver has it (generic first on veth),
+    else generic: (link fd, mode); None when the kernel has no XDP links."""
+    modes = [("native", XDP_FLAGS_DRV_MODE), ("generic", XDP_FLAGS_SKB_MODE)]
+    if iface.kind in GENERIC_FIRST_KINDS:
+        modes.reverse()
+    last: bpfsys.BpfError | None = None
+    for mode, flag in modes:
+        try:
+            return bpfsys.link_create(fd, iface.index, bpfsys.ATTACH_XDP, flag), mode
+        except bpfsys.BpfError as exc:
+            last = exc
+            if exc.errno == errno.EBUSY:  # another program holds the hook
+                raise PktfateError(f"XDP refused on {iface.name}: {exc}") from exc
+    if last is not None and last.errno in _NO_LINK_ERRNOS:
+        return None
+    raise PktfateError(f"XDP refused on {iface.name}: {last}")
+
+
 @contextmanager
 def xdp_attached(ipr, iface: Interface, fd: int, state: StateFile,
                   report: AttachReport) -> Iterator[None]:
@@ -81,6 +121,23 @@ def xdp_attached(ipr, iface: Interface, fd: int, state: StateFile,
         report.skipped.append(f"XDP on {iface.name}: another XDP program is attached there")
         yield
         return
+    if report.attach.get("xdp") != "netlink":
+        try:
+            link = _xdp_link(iface, fd)
+        except PktfateError as exc:
+            report.skipped.append(str(exc))
+            yield
+            return
+        if link is not None:
+            link_fd, mode = link
+            report.attach["xdp"] = "link"
+            report.xdp[iface.name] = mode
+            try:
+                yield
+            finally:
+                os.close(link_fd)  # detaches: the link was the only holder
+            return
+        report.attach["xdp"] = "netlink"
     entry = {"index": iface.index, "name": iface.name, "mode": "pending", "prog_id": 0}
     state.add("xdp", entry)
     try:
@@ -125,9 +182,43 @@ def delete_filter(ipr, index: int, parent: int, flt) -> None:
     ipr.tc("del-filter", "bpf", index, flt["handle"], parent=parent, prio=prio)
 
 
+def _tcx_links(iface: Interface, fds: dict[str, int]) -> list[int] | None:
+    """tcx links for both directions, appended after the programs already there;
+    None when the kernel has no tcx (before 6.6)."""
+    links: list[int] = []
+    try:
+        for direction, fd in fds.items():
+            kind = bpfsys.ATTACH_TCX_INGRESS if direction == "in" else bpfsys.ATTACH_TCX_EGRESS
+            links.append(bpfsys.link_create(fd, iface.index, kind))
+    except bpfsys.BpfError as exc:
+        for link in links:
+            os.close(link)
+        if exc.errno in _NO_LINK_ERRNOS:
+            return None
+        raise PktfateError(f"tc on {iface.name}: {exc}") from exc
+    return links
+
+
 @contextmanager
 def tc_attached(ipr, iface: Interface, fds: dict[str, int], state: StateFile,
                  report: AttachReport) -> Iterator[None]:
+    if report.attach.get("tc") != "clsact":
+        try:
+            links = _tcx_links(iface, fds)
+        except PktfateError as exc:
+            report.skipped.append(str(exc))
+            yield
+            return
+        if links is not None:
+            report.attach["tc"] = "tcx link"
+            report.tc.append(iface.name)
+            try:
+                yield
+            finally:
+                for link in links:
+                    os.close(link)
+            return
+        report.attach["tc"] = "clsact"
     created = not _has_clsact(ipr, iface.index)
     entry = {"index": iface.index, "name": iface.name, "created_clsact": created,
              "filters": [_filter_name(d) for d in fds]}

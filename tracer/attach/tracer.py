@@ -1,10 +1,12 @@
-"""The only module that talks to bcc: compile the BPF programs, attach them (XDP
-and tc through attach.hooks, tracepoints through bcc), stream their events from
-the ring buffer, and remove exactly what was attached."""
+"""Compile the BPF programs (bcc, or the cache of what it compiled before), load
+them ourselves (attach/loader.py), attach them (XDP and tc through attach.hooks,
+tracepoints through perf links), stream their events from the ring buffer, and
+remove exactly what was attached."""
 
 from __future__ import annotations
 
 import ctypes
+import struct
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from typing import Any
@@ -22,8 +24,19 @@ from ..decode.raw import (
 )
 from ..errors import PktfateError
 from ..host.netlink import Interface, pyroute2, select_interfaces
+from ..kernel.bpfsys import BpfError
 from ..kernel.discovery import KernelInfo
 from .hooks import AttachReport, tc_attached, xdp_attached
+from .loader import LoadedObject
+from .objects import (
+    CompiledObject,
+    cache_dir,
+    cache_key,
+    compile_object,
+    forget_cached,
+    read_cached,
+    write_cached,
+)
 from .source import compile_flags, render_source
 from .state import StateFile
 
@@ -58,8 +71,12 @@ class Tracer:
         self.kernel = kernel
         self.on_event = on_event
         self.report = AttachReport()
+        if not config.links:
+            self.report.attach.update(xdp="netlink", tc="clsact")
         self._stack = ExitStack()
-        self._bpf: Any = None  # bcc.BPF, once compiled
+        self._loaded: Any = None  # LoadedObject
+        self._ring: Any = None  # the ring buffer's reader
+        self._ring_callback: Any = None
         self._error: BaseException | None = None
         self._drained = 0
 
@@ -76,51 +93,93 @@ class Tracer:
         self._stack.__exit__(*exc_info)
 
     def _start(self) -> None:
-        bcc = _bcc()
         interfaces = select_interfaces(self.config)
+        obj, loaded = self._load()
+        self._loaded = loaded
+        self._stack.callback(loaded.close)  # the maps and programs, and what uses them
+        self._fill_filter_maps(loaded)
+        self._ring = self._open_ring(loaded)
         try:
-            bpf = bcc.BPF(text=render_source(),
-                          cflags=compile_flags(self.config.cflags(self.kernel)))
-        except Exception as exc:
-            raise PktfateError(f"the BPF programs did not compile or load: {exc}") from exc
-        self._bpf = bpf
-        _release_compiler_memory()
-        self._stack.callback(bpf.cleanup)  # detaches the tracepoints bcc attached
-        self._fill_filter_maps(bpf)
-        bpf["pf_events"].open_ring_buffer(self._on_ring)
+            loaded.attach_tracepoints(obj, self.kernel.tracefs)
+        except (OSError, ValueError) as exc:
+            raise PktfateError(f"a tracepoint could not be attached: {exc}") from exc
+        if loaded.tracepoints:
+            self.report.attach["tracepoints"] = sorted(set(loaded.tracepoints.values()))[0]
         if interfaces:
-            self._attach_interfaces(bcc, bpf, interfaces)
+            self._attach_interfaces(loaded, interfaces)
 
-    def _fill_filter_maps(self, bpf) -> None:
-        settings = bpf["pf_settings"]
-        settings[ctypes.c_int(SETTING_NETNS)] = ctypes.c_uint32(
-            self.config.watched_netns(self.kernel))
-        ports = bpf["pf_ports"]
+    def _load(self) -> tuple[CompiledObject, LoadedObject]:
+        """The compiled object, from the cache when this exact build was compiled
+        before, loaded. A cached object the kernel refuses is compiled again."""
+        text = render_source()
+        cflags = compile_flags(self.config.cflags(self.kernel))
+        folder = cache_dir()
+        try:
+            import bcc as bcc_module  # noqa: F401 - only its version, for the key
+            version = getattr(bcc_module, "__version__", "?")
+        except ImportError:
+            version = "?"
+        key = cache_key(text, cflags, version)
+        obj = read_cached(folder, key)
+        if obj is not None:
+            try:
+                self.report.bpf_object = "cached"
+                return obj, LoadedObject.load(obj)
+            except Exception:  # whatever is wrong with it, the compiler's copy will do
+                forget_cached(folder, key)
+        bcc = _bcc()
+        try:
+            obj = compile_object(bcc, text, cflags)
+        except Exception as exc:
+            raise PktfateError(f"the BPF programs did not compile: {exc}") from exc
+        finally:
+            _release_compiler_memory()
+        try:
+            loaded = LoadedObject.load(obj)
+        except BpfError as exc:
+            last = exc.log.strip().splitlines()[-1:] if exc.log else []
+            raise PktfateError(f"the BPF programs did not load: {exc}"
+                               f"{': ' + last[0] if last else ''}") from exc
+        write_cached(folder, key, obj)
+        self.report.bpf_object = "compiled"
+        return obj, loaded
+
+    def _open_ring(self, loaded: LoadedObject):
+        from bcc.libbcc import _RINGBUF_CB_TYPE, lib
+
+        callback = _RINGBUF_CB_TYPE(self._on_ring)
+        manager = lib.bpf_new_ringbuf(loaded.maps["pf_events"].fd, callback, None)
+        if not manager:
+            raise PktfateError("the ring buffer could not be opened")
+        self._ring_callback = callback  # ctypes must keep it alive
+        self._stack.callback(lib.bpf_free_ringbuf, manager)
+        return manager
+
+    def _fill_filter_maps(self, loaded: LoadedObject) -> None:
+        maps = loaded.maps
+        maps["pf_settings"].update(struct.pack("=i", SETTING_NETNS),
+                                   struct.pack("=I", self.config.watched_netns(self.kernel)))
         for port in self.config.ports:
-            ports[ports.Key(port)] = ports.Leaf(1)
-        hosts = bpf["pf_hosts"]
+            maps["pf_ports"].update(struct.pack("=H", port), b"\x01")
         for key in self.config.host_keys():
-            hk = hosts.Key()
-            for i in range(4):
-                hk.a[i] = int.from_bytes(key[4 * i:4 * i + 4], "little")
-            hosts[hk] = hosts.Leaf(1)
+            maps["pf_hosts"].update(key, b"\x01")
 
-    def _attach_interfaces(self, bcc, bpf, interfaces: list[Interface]) -> None:
+    def _attach_interfaces(self, loaded: LoadedObject, interfaces: list[Interface]) -> None:
         ipr = self._stack.enter_context(pyroute2().IPRoute())
         state = StateFile(self.kernel.netns)
         self._stack.callback(state.remove)
-        xdp_fn = bpf.load_func("pf_xdp", bcc.BPF.XDP) if self.config.xdp else None
+        progs = loaded.programs
+        xdp_fd = progs.get("pf_xdp") if self.config.xdp else None
         tc_fds = {}
         if self.config.tc:
-            tc_fds = {"in": bpf.load_func("pf_tc_ingress", bcc.BPF.SCHED_CLS).fd,
-                      "out": bpf.load_func("pf_tc_egress", bcc.BPF.SCHED_CLS).fd}
+            tc_fds = {"in": progs["pf_tc_ingress"], "out": progs["pf_tc_egress"]}
         for iface in interfaces:
             if not iface.ethernet:
                 self.report.skipped.append(f"{iface.name}: not an Ethernet device")
                 continue
-            if xdp_fn is not None:
+            if xdp_fd is not None:
                 self._stack.enter_context(
-                    xdp_attached(ipr, iface, xdp_fn.fd, state, self.report))
+                    xdp_attached(ipr, iface, xdp_fd, state, self.report))
             if tc_fds:
                 self._stack.enter_context(tc_attached(ipr, iface, tc_fds, state, self.report))
 
@@ -145,8 +204,10 @@ class Tracer:
         """Deliver the events waiting in the ring buffer, DRAIN_BUDGET at most; raise
         what the event handler raised (a closed output pipe, for instance). Returns
         how many were delivered."""
+        from bcc.libbcc import lib
+
         self._drained = 0
-        self._bpf.ring_buffer_consume()
+        lib.bpf_consume_ringbuf(self._ring)
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -156,8 +217,11 @@ class Tracer:
         """Per hook, summed over CPUs: events that matched the filter, events lost
         (no room in the ring buffer), events sampled out; and the events the
         aggregation table had no room for."""
-        table = self._bpf["pf_stats"]
-        totals = [sum(table[ctypes.c_int(slot)]) for slot in range(STAT_SLOTS)]
+        table = self._loaded.maps["pf_stats"]
+        totals = []
+        for slot in range(STAT_SLOTS):
+            value = table.lookup(struct.pack("=i", slot)) or b""
+            totals.append(sum(struct.unpack("=Q", v)[0] for v in table.per_cpu(value)))
         return {"matched": {name: totals[num] for num, name in HOOKS.items()},
                 "lost": {name: totals[STAT_LOST + num] for num, name in HOOKS.items()},
                 "sampled": {name: totals[STAT_SAMPLED + num] for num, name in HOOKS.items()},
@@ -165,7 +229,7 @@ class Tracer:
 
     def aggregates(self) -> list[tuple[RawAggKey, int]]:
         """The kernel's exact counts, per hook, reason and flow."""
-        return [(RawAggKey.from_buffer_copy(bytes(key)), int(sum(per_cpu)))
-                for key, per_cpu in self._bpf["pf_agg"].items()]
-
-
+        table = self._loaded.maps["pf_agg"]
+        return [(RawAggKey.from_buffer_copy(key),
+                 sum(struct.unpack("=Q", v)[0] for v in table.per_cpu(value)))
+                for key, value in table.items()]

@@ -61,6 +61,9 @@ def cli() -> None:
 @click.option("--all-netns", is_flag=True, help="Kernel events from every network namespace.")
 @click.option("--no-xdp", is_flag=True, help="Do not attach XDP programs.")
 @click.option("--no-tc", is_flag=True, help="Do not attach tc filters.")
+@click.option("--no-links", is_flag=True,
+              help="Attach XDP and tc through netlink (clsact) even where the kernel has BPF "
+              "links; they then outlive a killed pktfate until 'pktfate cleanup'.")
 @click.option("--no-track", is_flag=True,
               help="Do not follow matched packets by their skb after NAT rewrites them.")
 @click.option("--all-events", "show_all", is_flag=True,
@@ -74,12 +77,12 @@ def cli() -> None:
               help="Print the final BPF C source and compile flags, then exit.")
 @json_option
 def watch(ports, hosts, protos, ifaces, duration, ready_file, all_netns, no_xdp, no_tc,
-          no_track, show_all, sample_after, sample_every, dump_bpf, json_out) -> None:
+          no_links, no_track, show_all, sample_after, sample_every, dump_bpf, json_out) -> None:
     config = WatchConfig(
         ports=tuple(dict.fromkeys(ports)), hosts=tuple(dict.fromkeys(hosts)),
         protos=frozenset(protos or PROTOCOLS), ifaces=tuple(dict.fromkeys(ifaces)),
         duration=duration, json=json_out, ready_file=ready_file, all_netns=all_netns,
-        xdp=not no_xdp, tc=not no_tc, track=not no_track, show_all=show_all,
+        xdp=not no_xdp, tc=not no_tc, links=not no_links, track=not no_track, show_all=show_all,
         sample_after=sample_after, sample_every=sample_every)
     if dump_bpf:
         from ..attach.source import compile_flags, render_source

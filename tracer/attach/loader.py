@@ -1,0 +1,108 @@
+"""Load a compiled object (attach/objects.py) into the kernel: create its maps,
+load its programs with the maps' fds written in, attach its tracepoint programs.
+Every fd is this process's: when it ends, for any reason, the kernel frees the
+maps and programs and removes the tracepoint attachments with them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..kernel import bpfsys
+from .objects import CompiledObject, MapSpec, with_map_fds
+
+_PERCPU_TYPES = {5, 6, 10}  # BPF_MAP_TYPE_PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
+
+
+class BpfMap:
+    """One map, by raw bytes: the decode layer gives keys and values their shape."""
+
+    def __init__(self, spec: MapSpec, fd: int):
+        self.spec, self.fd = spec, fd
+        self.percpu = spec.type in _PERCPU_TYPES
+        # A per-CPU value comes as one 8-byte-aligned slot per possible CPU.
+        self.slot = (spec.value_size + 7) // 8 * 8
+        self.value_len = self.slot * bpfsys.possible_cpus() if self.percpu else spec.value_size
+
+    def lookup(self, key: bytes) -> bytes | None:
+        return bpfsys.map_lookup(self.fd, key, self.value_len)
+
+    def update(self, key: bytes, value: bytes) -> None:
+        if self.percpu:
+            value = value.ljust(self.slot, b"\0") * bpfsys.possible_cpus()
+        bpfsys.map_update(self.fd, key, value)
+
+    def keys(self) -> Iterator[bytes]:
+        key = bpfsys.map_next_key(self.fd, None, self.spec.key_size)
+        while key is not None:
+            yield key
+            key = bpfsys.map_next_key(self.fd, key, self.spec.key_size)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        for key in self.keys():
+            value = self.lookup(key)
+            if value is not None:  # deleted meanwhile
+                yield key, value
+
+    def per_cpu(self, value: bytes) -> list[bytes]:
+        return [value[i:i + self.spec.value_size] for i in range(0, len(value), self.slot)]
+
+
+@dataclass
+class LoadedObject:
+    maps: dict[str, BpfMap] = field(default_factory=dict)
+    programs: dict[str, int] = field(default_factory=dict)  # name -> fd
+    tracepoints: dict[str, str] = field(default_factory=dict)  # 'skb/kfree_skb' -> how
+    _fds: list[int] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, obj: CompiledObject) -> LoadedObject:
+        loaded = cls()
+        try:
+            for spec in obj.maps:
+                fd = bpfsys.map_create(spec.type, spec.name, spec.key_size, spec.value_size,
+                                       spec.max_entries, spec.flags)
+                loaded._fds.append(fd)
+                loaded.maps[spec.name] = BpfMap(spec, fd)
+            fds = {name: m.fd for name, m in loaded.maps.items()}
+            for prog in obj.programs:
+                fd = bpfsys.prog_load(prog.type, prog.name, with_map_fds(prog, fds),
+                                      obj.license, obj.kern_version)
+                loaded._fds.append(fd)
+                loaded.programs[prog.name] = fd
+        except BaseException:
+            loaded.close()
+            raise
+        return loaded
+
+    def attach_tracepoints(self, obj: CompiledObject, tracefs: Path) -> None:
+        """Each tracepoint program on its tracepoint, through a perf link where the
+        kernel has them (5.15), else the perf event's ioctl; both end with the fd."""
+        for prog in obj.programs:
+            name = prog.tracepoint
+            if name is None:
+                continue
+            tp_id = int((tracefs / "events" / name / "id").read_text())
+            perf_fd = bpfsys.perf_tracepoint(tp_id)
+            self._fds.append(perf_fd)
+            try:
+                self._fds.append(bpfsys.link_create(self.programs[prog.name], perf_fd,
+                                                    bpfsys.ATTACH_PERF_EVENT))
+                self.tracepoints[name] = "perf link"
+            except bpfsys.BpfError:
+                bpfsys.perf_set_bpf(perf_fd, self.programs[prog.name])
+                self.tracepoints[name] = "perf event"
+
+    def keep(self, fd: int) -> None:
+        """An fd to close with the object (a link, for instance)."""
+        self._fds.append(fd)
+
+    def close(self) -> None:
+        """Links and perf events first (detaching), then programs, then maps."""
+        while self._fds:
+            fd = self._fds.pop()
+            with suppress(OSError):
+                os.close(fd)
