@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -81,20 +80,8 @@ def pktfate_attachments(lab: Lab, host: str = "server") -> str:
 
 
 def held_bpf(pid: int) -> dict[str, set[int]]:
-    """The BPF programs and links a process holds, by id, from its fds' fdinfo."""
-    held: dict[str, set[int]] = {"programs": set(), "links": set()}
-    fdinfo = Path(f"/proc/{pid}/fdinfo")
-    for entry in fdinfo.iterdir():
-        try:
-            text = entry.read_text()
-        except OSError:
-            continue  # closed meanwhile
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        if "link_id" in fields:
-            held["links"].add(int(fields["link_id"]))
-        elif "prog_id" in fields:
-            held["programs"].add(int(fields["prog_id"]))
-    return held
+    """The BPF programs and links a process holds, by id."""
+    return bpfsys.held_by(pid)
 
 
 def still_loaded(prog_ids: set[int]) -> set[int]:

@@ -243,8 +243,9 @@ def test_all_netns_widens_the_kernel_filter(watch, noise_netns):
     assert len(drops) == 50
 
 
+@pytest.mark.usefixtures("healthy_lab")
 def test_the_compiled_object_is_cached_and_a_refused_one_compiled_again(
-        healthy_lab, watch, tmp_path, monkeypatch):
+        watch, tmp_path, monkeypatch):
     """The second start loads what the first compiled; an entry the kernel refuses
     (its instructions cut short here) is dropped and compiled again."""
     cache = tmp_path / "bpf-cache"

@@ -443,12 +443,13 @@ class Correlator:
             return
 
     def _move_fate(self, flow: Flow, old: str | None, new: str, rec: PacketRecord) -> None:
+        syn = rec.first.tcp_flags == "S"
         if old:
-            flow.fates[old] -= 1
-            if rec.first.tcp_flags == "S":
-                flow.syn_fates[old] -= 1
+            _decrement(flow.fates, old)
+            if syn:
+                _decrement(flow.syn_fates, old)
         flow.fates[new] += 1
-        if rec.first.tcp_flags == "S":
+        if syn:
             flow.syn_fates[new] += 1
 
     def _settle(self, rec: PacketRecord, flow: Flow, fate: str, **detail) -> None:
@@ -538,3 +539,11 @@ def merge_flows(flows: list[Flow], ports: tuple[int, ...] = ()) -> list[Flow]:
         group.first_ts = min(group.first_ts, flow.first_ts)
         group.last_ts = max(group.last_ts, flow.last_ts)
     return list(groups.values())
+
+
+def _decrement(counter: Counter, key: str) -> None:
+    """One fewer; a fate no packet has any more is not listed (a SYN forwarded to a
+    container and reset there was reset, not also 'forwarded: 0')."""
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]

@@ -224,17 +224,39 @@ def prog_info(fd: int) -> dict:
 
 def programs() -> list[dict]:
     """Every loaded program's info (those that can be opened)."""
-    found = []
-    for prog_id in prog_ids():
+    return [info for info in map(info_by_id, prog_ids()) if info is not None]
+
+
+def held_by(pid: int) -> dict[str, set[int]]:
+    """The BPF programs and links a process holds open, by id (from its fds'
+    fdinfo): what it has loaded and attached."""
+    held: dict[str, set[int]] = {"programs": set(), "links": set()}
+    try:
+        entries = list(Path(f"/proc/{pid}/fdinfo").iterdir())
+    except OSError:
+        return held
+    for entry in entries:
         try:
-            fd = prog_fd_by_id(prog_id)
-        except BpfError:
-            continue
-        try:
-            found.append(prog_info(fd))
-        finally:
-            os.close(fd)
-    return found
+            text = entry.read_text()
+        except OSError:
+            continue  # closed meanwhile
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if "link_id" in fields:
+            held["links"].add(int(fields["link_id"]))
+        elif "prog_id" in fields:
+            held["programs"].add(int(fields["prog_id"]))
+    return held
+
+
+def info_by_id(prog_id: int) -> dict | None:
+    try:
+        fd = prog_fd_by_id(prog_id)
+    except BpfError:
+        return None
+    try:
+        return prog_info(fd)
+    finally:
+        os.close(fd)
 
 
 @cache
