@@ -116,11 +116,15 @@ class WatchSession:
         return self.tracer.drain()
 
     def run(self, deadline: float | None = None,
-            done: Callable[[], bool] | None = None) -> None:
-        """Drain until a signal, the deadline (time.monotonic()) or done()."""
+            done: Callable[[], bool] | None = None,
+            after_drain: Callable[[], None] | None = None) -> None:
+        """Drain until a signal, the deadline (time.monotonic()) or done();
+        after_drain() after each drain (the output's flush)."""
         while not self.stopped and (deadline is None or time.monotonic() < deadline):
             time.sleep(DRAIN_INTERVAL)
             self.drain()
+            if after_drain is not None:
+                after_drain()
             if done is not None and done():
                 return
 

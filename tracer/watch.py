@@ -57,7 +57,7 @@ def run_watch(config, stream: TextIO) -> int:
             _write_ready_file(config.ready_file)
         try:
             session.run(deadline=time.monotonic() + config.duration if config.duration
-                        else None)
+                        else None, after_drain=out.flush)
             stats = session.final_stats()
         finally:
             if config.ready_file:

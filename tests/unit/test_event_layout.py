@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pktfate.decode.raw import (
+    EVENT_STRUCT,
     HOOKS,
     SETTING_NETNS,
     SNAP_LEN,
@@ -19,6 +20,7 @@ from pktfate.decode.raw import (
     Hook,
     RawAggKey,
     RawEvent,
+    event_record,
 )
 
 BPF = Path(__file__).resolve().parents[2] / "bpf"
@@ -49,6 +51,26 @@ def test_mirror_matches_header(tmp_path, struct, mirror):
     for name, offset in layout.items():
         assert getattr(mirror, name).offset == offset, name
     assert ctypes.sizeof(mirror) % 8 == 0
+
+
+def test_the_unpacked_record_reads_what_the_mirror_reads():
+    """EVENT_STRUCT (one unpack per event from the ring) and the ctypes mirror agree
+    on every field, arrays as their bytes."""
+    raw = RawEvent()
+    for number, (name, ctype) in enumerate(RawEvent._fields_, start=1):
+        if hasattr(ctype, "_length_"):
+            for i in range(ctype._length_):
+                getattr(raw, name)[i] = (number * 7 + i) & 0xFF
+        else:
+            setattr(raw, name, number * 1001)
+    assert EVENT_STRUCT.size == ctypes.sizeof(RawEvent)
+    record = event_record(b"\xff" * 8 + bytes(raw), 8)
+    for name, ctype in RawEvent._fields_:
+        if name.startswith("_"):
+            continue
+        want = getattr(raw, name)
+        got = getattr(record, name)
+        assert got == (bytes(want) if hasattr(ctype, "_length_") else want), name
 
 
 def test_struct_is_8_byte_aligned_and_padded_explicitly():

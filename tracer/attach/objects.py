@@ -15,9 +15,11 @@ from __future__ import annotations
 import base64
 import ctypes
 import hashlib
+import importlib.util
 import json
 import os
 import platform
+import re
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -141,6 +143,22 @@ def compile_object(bcc, text: str, cflags: list[str]) -> CompiledObject:
                               tuple(maps), tuple(programs))
     finally:
         bpf.cleanup()
+
+
+def bcc_version() -> str:
+    """bcc's version, read without importing bcc (which loads its compiler)."""
+    spec = importlib.util.find_spec("bcc")
+    if spec is None or not spec.submodule_search_locations:
+        return "?"
+    for folder in spec.submodule_search_locations:
+        try:
+            text = (Path(folder) / "version.py").read_text()
+        except OSError:
+            continue
+        found = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", text)
+        if found:
+            return found.group(1)
+    return "?"
 
 
 def cache_key(text: str, cflags: list[str], bcc_version: str) -> str:

@@ -13,14 +13,16 @@ from typing import Any
 
 from ..config import WatchConfig
 from ..decode.raw import (
+    EVENT_STRUCT,
     HOOKS,
     SETTING_NETNS,
     STAT_AGG_FULL,
     STAT_LOST,
     STAT_SAMPLED,
     STAT_SLOTS,
+    EventRecord,
     RawAggKey,
-    RawEvent,
+    event_record,
 )
 from ..errors import PktfateError
 from ..host.netlink import Interface, pyroute2, select_interfaces
@@ -30,6 +32,7 @@ from .hooks import AttachReport, tc_attached, xdp_attached
 from .loader import LoadedObject
 from .objects import (
     CompiledObject,
+    bcc_version,
     cache_dir,
     cache_key,
     compile_object,
@@ -37,6 +40,7 @@ from .objects import (
     read_cached,
     write_cached,
 )
+from .ring import RingReader
 from .source import compile_flags, render_source
 from .state import StateFile
 
@@ -63,10 +67,10 @@ def _release_compiler_memory() -> None:
 
 
 class Tracer:
-    """Compiled programs, attached; events flow to `on_event` as RawEvents."""
+    """Compiled programs, attached; events flow to `on_event` as EventRecords."""
 
     def __init__(self, config: WatchConfig, kernel: KernelInfo,
-                 on_event: Callable[[RawEvent], None]):
+                 on_event: Callable[[EventRecord], None]):
         self.config = config
         self.kernel = kernel
         self.on_event = on_event
@@ -75,10 +79,7 @@ class Tracer:
             self.report.attach.update(xdp="netlink", tc="clsact")
         self._stack = ExitStack()
         self._loaded: Any = None  # LoadedObject
-        self._ring: Any = None  # the ring buffer's reader
-        self._ring_callback: Any = None
-        self._error: BaseException | None = None
-        self._drained = 0
+        self._ring: Any = None  # RingReader
 
     def __enter__(self) -> Tracer:
         try:
@@ -114,12 +115,7 @@ class Tracer:
         text = render_source()
         cflags = compile_flags(self.config.cflags(self.kernel))
         folder = cache_dir()
-        try:
-            import bcc as bcc_module  # noqa: F401 - only its version, for the key
-            version = getattr(bcc_module, "__version__", "?")
-        except ImportError:
-            version = "?"
-        key = cache_key(text, cflags, version)
+        key = cache_key(text, cflags, bcc_version())
         obj = read_cached(folder, key)
         if obj is not None:
             try:
@@ -144,16 +140,14 @@ class Tracer:
         self.report.bpf_object = "compiled"
         return obj, loaded
 
-    def _open_ring(self, loaded: LoadedObject):
-        from bcc.libbcc import _RINGBUF_CB_TYPE, lib
-
-        callback = _RINGBUF_CB_TYPE(self._on_ring)
-        manager = lib.bpf_new_ringbuf(loaded.maps["pf_events"].fd, callback, None)
-        if not manager:
-            raise PktfateError("the ring buffer could not be opened")
-        self._ring_callback = callback  # ctypes must keep it alive
-        self._stack.callback(lib.bpf_free_ringbuf, manager)
-        return manager
+    def _open_ring(self, loaded: LoadedObject) -> RingReader:
+        events = loaded.maps["pf_events"]
+        try:
+            ring = RingReader(events.fd, events.spec.max_entries)
+        except (OSError, ValueError) as exc:
+            raise PktfateError(f"the ring buffer could not be mapped: {exc}") from exc
+        self._stack.callback(ring.close)
+        return ring
 
     def _fill_filter_maps(self, loaded: LoadedObject) -> None:
         maps = loaded.maps
@@ -183,35 +177,16 @@ class Tracer:
             if tc_fds:
                 self._stack.enter_context(tc_attached(ipr, iface, tc_fds, state, self.report))
 
-    def _on_ring(self, _ctx, data, size) -> int:
-        # ctypes would print and swallow an exception raised here: keep it, and
-        # stop consuming (a negative return), so that drain() raises it.
-        if self._error is not None:
-            return -1
-        try:
-            if size >= ctypes.sizeof(RawEvent):
-                # Decoded before this returns: the ring's memory is read in place.
-                self.on_event(ctypes.cast(data, ctypes.POINTER(RawEvent)).contents)
-        except BaseException as exc:
-            self._error = exc
-            return -1
-        self._drained += 1
-        # Under a flood the ring never empties: stop after a budget (this event is
-        # consumed already) so that the caller gets to look at its signals.
-        return -1 if self._drained >= DRAIN_BUDGET else 0
+    def _on_record(self, view: memoryview, offset: int, length: int) -> None:
+        if length >= EVENT_STRUCT.size:
+            self.on_event(event_record(view, offset))
 
     def drain(self) -> int:
-        """Deliver the events waiting in the ring buffer, DRAIN_BUDGET at most; raise
-        what the event handler raised (a closed output pipe, for instance). Returns
-        how many were delivered."""
-        from bcc.libbcc import lib
-
-        self._drained = 0
-        lib.bpf_consume_ringbuf(self._ring)
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        return self._drained
+        """Deliver the events waiting in the ring buffer, DRAIN_BUDGET at most (under
+        a flood the ring never empties: the caller gets to look at its signals in
+        between); what the event handler raises (a closed output pipe, for
+        instance) goes up. Returns how many were delivered."""
+        return self._ring.read(self._on_record, DRAIN_BUDGET)
 
     def stats(self) -> dict:
         """Per hook, summed over CPUs: events that matched the filter, events lost

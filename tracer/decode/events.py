@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .checksum import check_l4_checksum
-from .raw import HOOKS, PROTOCOLS, TCP_FLAG_LETTERS, TCP_STATES, Hook, RawAggKey, RawEvent
+from .raw import (
+    HOOKS,
+    PROTOCOLS,
+    TCP_FLAG_LETTERS,
+    TCP_STATES,
+    Hook,
+    RawAggKey,
+)
 
 _ARRIVALS = frozenset({int(Hook.XDP), int(Hook.TC_INGRESS)})
 
@@ -17,8 +24,8 @@ def tcp_flags_text(flags: int) -> str:
     return "".join(letter for letter, bit in TCP_FLAG_LETTERS if flags & bit) or "."
 
 
-def _address(words, family: int) -> str:
-    raw = struct.pack("<4I", *words)
+def _address(raw: bytes, family: int) -> str:
+    """16 bytes as the C struct holds them (IPv4 in the first 4), as text."""
     if family == 4:
         return str(ipaddress.IPv4Address(raw[:4]))
     return str(ipaddress.IPv6Address(raw))
@@ -58,6 +65,10 @@ def quoted_packet(proto: str, icmp_type: int, snap: bytes) -> dict | None:
 
 
 # ---------------------------------------------------------------- packet events
+
+# A RawEvent (the ctypes mirror) or an EventRecord (one unpack from the ring):
+# the same field names, which is all the decoder reads.
+AnyRecord = Any
 
 
 @dataclass(frozen=True)
@@ -127,11 +138,26 @@ class Decoder:
         self.rst_reasons = rst_reasons or {}
         self.boot_offset = boot_offset
         self.local_netns = local_netns  # interface hooks see only this namespace
+        self._addresses: dict[tuple[bytes, int], str] = {}
 
-    def decode(self, raw: RawEvent) -> PacketEvent:
+    def _text(self, raw: bytes, family: int) -> str:
+        """An address as text, remembered: a flow's packets repeat their two."""
+        key = (raw, family)
+        text = self._addresses.get(key)
+        if text is None:
+            if len(self._addresses) >= 65536:  # a scan of many hosts: start again
+                self._addresses.clear()
+            text = self._addresses[key] = _address(raw, family)
+        return text
+
+    def decode(self, raw: AnyRecord) -> PacketEvent:
+        """From the ring buffer's record (EventRecord) or the ctypes mirror."""
         hook = HOOKS.get(raw.hook, f"hook{raw.hook}")
         proto = PROTOCOLS.get(raw.proto, str(raw.proto))
-        src, dst = _address(raw.saddr, raw.family), _address(raw.daddr, raw.family)
+        saddr, daddr = raw.saddr, raw.daddr
+        if not isinstance(saddr, bytes):
+            saddr, daddr = bytes(saddr), bytes(daddr)
+        src, dst = self._text(saddr, raw.family), self._text(daddr, raw.family)
         ports = proto in ("tcp", "udp") or (proto.startswith("icmp") and raw.icmp_type in
                                             (0, 8, 128, 129))
         return PacketEvent(
@@ -171,14 +197,14 @@ class Decoder:
         """One entry of the kernel's exact counts, named as events are."""
         hook = HOOKS.get(key.hook, f"hook{key.hook}")
         proto = PROTOCOLS.get(key.proto, str(key.proto))
-        return {"hook": hook, "proto": proto, "src": _address(key.saddr, key.family),
-                "dst": _address(key.daddr, key.family),
+        return {"hook": hook, "proto": proto, "src": _address(bytes(key.saddr), key.family),
+                "dst": _address(bytes(key.daddr), key.family),
                 "sport": key.sport or None, "dport": key.dport or None,
                 "tcp_flags": tcp_flags_text(key.tcp_flags) if proto == "tcp" else None,
                 "icmp_type": key.icmp_type if proto.startswith("icmp") else None,
                 "reason": self._reason(key, hook), "count": count}
 
-    def _reason(self, raw: RawEvent | RawAggKey, hook: str) -> str | None:
+    def _reason(self, raw: AnyRecord | RawAggKey, hook: str) -> str | None:
         if hook == "drop":
             return self.drop_reason(raw.reason)
         if hook == "rst-sent" and self.rst_reasons:
@@ -186,13 +212,13 @@ class Decoder:
         return None
 
     @staticmethod
-    def _state(raw: RawEvent) -> str:
+    def _state(raw: AnyRecord) -> str:
         old = TCP_STATES.get(raw.state_old, str(raw.state_old))
         new = TCP_STATES.get(raw.state_new, str(raw.state_new))
         return f"{old}>{new}"
 
     @staticmethod
-    def _checksum(raw: RawEvent, proto: str, src: str, dst: str) -> str | None:
+    def _checksum(raw: AnyRecord, proto: str, src: str, dst: str) -> str | None:
         # Only arrivals carry the checksum as it came off the wire.
         if raw.hook not in _ARRIVALS or proto not in ("tcp", "udp") or not raw.snap_len:
             return None

@@ -5,6 +5,8 @@ offsets and enum values against these."""
 from __future__ import annotations
 
 import ctypes
+import struct
+from collections import namedtuple
 from enum import IntEnum
 
 SNAP_LEN = 64
@@ -85,6 +87,31 @@ class RawEvent(ctypes.Structure):
         ("_pad", ctypes.c_uint8 * 1),
         ("snap", ctypes.c_uint8 * SNAP_LEN),
     ]
+
+
+def _struct_of(fields: list) -> struct.Struct:
+    """A struct.Struct with the ctypes mirror's layout (little-endian, no padding:
+    the C struct spells its padding out). Arrays read as bytes."""
+    codes = {ctypes.c_uint64: "Q", ctypes.c_uint32: "I", ctypes.c_uint16: "H",
+             ctypes.c_uint8: "B"}
+    fmt = "<"
+    for _name, ctype in fields:
+        if hasattr(ctype, "_length_"):
+            fmt += f"{ctypes.sizeof(ctype)}s"
+        else:
+            fmt += codes[ctype]
+    return struct.Struct(fmt)
+
+
+# The same record decoded in one call from the ring buffer's memory: a tuple with
+# RawEvent's field names (addresses and snap as bytes), for the decoder.
+EVENT_STRUCT = _struct_of(RawEvent._fields_)
+EventRecord = namedtuple("EventRecord", [name for name, _ in RawEvent._fields_],  # type: ignore[misc]
+                         rename=True)  # _pad becomes a positional name: nobody reads it
+
+
+def event_record(buffer, offset: int = 0) -> EventRecord:
+    return EventRecord._make(EVENT_STRUCT.unpack_from(buffer, offset))
 
 
 class RawAggKey(ctypes.Structure):

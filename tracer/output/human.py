@@ -189,3 +189,6 @@ class HumanOutput:
     def _write(self, line: str) -> None:
         self.stream.write(line + "\n")
         self.stream.flush()
+
+    def flush(self) -> None:
+        self.stream.flush()

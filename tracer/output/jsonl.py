@@ -15,12 +15,20 @@ class JsonOutput:
 
     def __init__(self, stream: TextIO):
         self.stream = stream
+        # One encoder for every line: json.dumps() builds a new one per call
+        # when given any argument.
+        self._encode = json.JSONEncoder(separators=(", ", ": ")).encode
 
     def start(self, record: dict) -> None:
         self._emit(dict({"kind": "start"}, **record))
 
     def event(self, ev: PacketEvent, _rec: PacketRecord | None, _first: bool) -> None:
-        self._emit(ev.to_json())
+        # Not flushed one by one: flush() after each drain of the ring buffer
+        # writes a batch in one call (a few milliseconds apart).
+        self.stream.write(self._encode(ev.to_json()) + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
     def finish(self, flows: list[Flow], findings: list[Finding], stats: dict,
                counters: dict[str, int], context: dict) -> None:
@@ -34,5 +42,5 @@ class JsonOutput:
         self._emit({"kind": "diagnosis", "findings": [f.to_json() for f in findings]})
 
     def _emit(self, obj: dict) -> None:
-        self.stream.write(json.dumps(obj, sort_keys=False) + "\n")
+        self.stream.write(self._encode(obj) + "\n")
         self.stream.flush()
