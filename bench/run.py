@@ -143,8 +143,7 @@ class Tcpdump(Tool):
 
 
 class Peer(Tool):
-    """Another drop tracer, started in the receiving namespace; ready when it says
-    so on stdout or stderr."""
+    """Another drop tracer, host-wide; ready when it says so on stdout or stderr."""
 
     def __init__(self, name: str, argv: list[str], ready_words: str, stdin: str = ""):
         self.name, self.argv, self.ready_words, self.stdin = name, argv, ready_words, stdin
@@ -176,7 +175,9 @@ class Peer(Tool):
         raise RuntimeError(next((x for x in seen if x), f"exited {self.proc.returncode}"))
 
     def start(self, pair: VethPair, tmp: Path) -> None:  # noqa: ARG002 - Tool's signature
-        self.start_argv(pair.exec_argv(pair.b, self.argv))
+        # Host-wide tools (a tracepoint, the drop monitor): started where they
+        # see the host's tracefs, as an operator would run them.
+        self.start_argv(self.argv)
 
     def stop(self) -> dict:
         self.proc.send_signal(signal.SIGINT)

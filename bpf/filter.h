@@ -28,7 +28,11 @@ struct pf_addr {
 };
 
 BPF_RINGBUF_OUTPUT(pf_events, PF_RINGBUF_PAGES);
-BPF_HASH(pf_ports, __u16, __u8, 64);
+/* The watched ports as a bitmap, 64 ports per word: an array lookup with the
+ * port's word as key, which the verifier inlines into a load (a hash lookup per
+ * port, twice per packet, was most of a refused packet's cost). */
+#define PF_PORT_WORDS 1024
+BPF_ARRAY(pf_ports, __u64, PF_PORT_WORDS);
 BPF_HASH(pf_hosts, struct pf_addr, __u8, 64);
 BPF_PERCPU_ARRAY(pf_scratch, struct pf_event, 1);
 /* [PF_SETTING_NETNS]: the watched namespace's inode number, 0 for every one. An
@@ -56,10 +60,13 @@ static __always_inline struct pf_event *pf_new_event(__u8 hook)
 	return e;
 }
 
-/* Whether a port is watched: a hash lookup only when ports are filtered. */
+/* Whether a port is watched: its bit in the bitmap. */
 static __always_inline int pf_port_watched(__u16 port)
 {
-	return pf_ports.lookup(&port) != 0;
+	int word = port >> 6;
+	__u64 *bits = pf_ports.lookup(&word);
+
+	return bits && ((*bits >> (port & 63)) & 1);
 }
 
 static __always_inline int pf_addr_watched(const __u8 *src, __u32 len)

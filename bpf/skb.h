@@ -79,24 +79,21 @@ static __always_inline int pf_skb_peek(__u64 skb, struct pf_peek *p)
 {
 	__u64 head = pf_read_ptr(skb, PF_OFF_SKB_HEAD);
 	__u16 nh = 0;
-	__u8 ip[8] = {}, l4[4];
+	__u8 ip[12] = {}, l4[4];
 	__u32 l3_len;
 
 	bpf_probe_read_kernel(&nh, sizeof(nh), (void *)(skb + PF_OFF_SKB_NETWORK_HEADER));
 	if (!head || nh == 0xFFFF)  /* network header never set */
 		return 0;
 	head += nh;
-	/* The first 8 bytes hold what is needed of either header: the IPv4
-	 * fragment offset (6-7) and the IPv6 next header (6). */
+	/* The first 12 bytes hold what is needed of either header, in one read:
+	 * the IPv4 fragment offset (6-7) and protocol (9), the IPv6 next header (6). */
 	if (bpf_probe_read_kernel(ip, sizeof(ip), (void *)head))
 		return 0;
 	if ((ip[0] >> 4) == 4) {
-		__u8 proto = 0;
-
+		p->proto = ip[9];
 		if (((ip[6] << 8) | ip[7]) & 0x1FFF)
 			return 1;  /* a later fragment: no ports */
-		bpf_probe_read_kernel(&proto, 1, (void *)(head + 9));
-		p->proto = proto;
 		l3_len = (ip[0] & 0x0F) * 4;
 		if (l3_len < 20)
 			return 1;

@@ -23,9 +23,15 @@ def test_bench_smoke_run_writes_the_table(tmp_path):
     measures = {row.split(")")[0] for row in rows}
     assert measures == {"| (a", "| (b", "| (c", "| (d", "| (e"}
     assert "pktfate (filter matches nothing)" in text and "tcpdump -w" in text
-    assert "rate with bpftrace" in text and "rate with dropwatch" in text  # the peers ran
+    assert "rate with bpftrace" in text and "rate with dropwatch" in text  # the peers
     # each hook's own cost, from the kernel's BPF statistics, both ways
     for hook in ("pf_xdp", "pf_tc_ingress", "tracepoint__skb"):
         assert f"cost of {hook} per run, filter matches nothing" in text
         assert f"cost of {hook} per run, filter matches every packet" in text
-    assert all("not measured" not in row for row in rows if "tcpdrop" not in row)
+    # tcpdrop does not compile against these headers, and dropwatch needs the
+    # kernel's drop monitor (NET_DM), which this machine's kernel is built without:
+    # their rows say so; everything else is measured.
+    dropwatch = next(row for row in rows if "dropwatch" in row)
+    assert "not measured" not in dropwatch or "NET_DM" in dropwatch
+    assert all("not measured" not in row for row in rows
+               if "tcpdrop" not in row and "dropwatch" not in row)

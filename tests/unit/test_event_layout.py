@@ -11,6 +11,7 @@ import pytest
 from pktfate.decode.raw import (
     EVENT_STRUCT,
     HOOKS,
+    PORT_WORDS,
     SETTING_NETNS,
     SNAP_LEN,
     STAT_AGG_FULL,
@@ -21,6 +22,7 @@ from pktfate.decode.raw import (
     RawAggKey,
     RawEvent,
     event_record,
+    port_bitmap,
 )
 
 BPF = Path(__file__).resolve().parents[2] / "bpf"
@@ -97,3 +99,10 @@ def test_stat_slots_match_header():
     assert f"#define PF_STAT_SAMPLED {STAT_SAMPLED}" in text
     assert f"#define PF_STAT_AGG_FULL {STAT_AGG_FULL}" in text
     assert f"#define PF_SETTING_NETNS {SETTING_NETNS}" in text
+    assert f"#define PF_PORT_WORDS {PORT_WORDS}" in text
+    assert PORT_WORDS * 64 == 65536
+
+
+def test_port_bitmap_sets_one_bit_per_port():
+    assert port_bitmap([80, 81, 8080, 0, 65535]) == {
+        1: (1 << 16) | (1 << 17), 126: 1 << 16, 0: 1, 1023: 1 << 63}

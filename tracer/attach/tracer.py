@@ -23,6 +23,7 @@ from ..decode.raw import (
     EventRecord,
     RawAggKey,
     event_record,
+    port_bitmap,
 )
 from ..errors import PktfateError
 from ..host.netlink import Interface, pyroute2, select_interfaces
@@ -153,8 +154,8 @@ class Tracer:
         maps = loaded.maps
         maps["pf_settings"].update(struct.pack("=i", SETTING_NETNS),
                                    struct.pack("=I", self.config.watched_netns(self.kernel)))
-        for port in self.config.ports:
-            maps["pf_ports"].update(struct.pack("=H", port), b"\x01")
+        for word, bits in port_bitmap(self.config.ports).items():
+            maps["pf_ports"].update(struct.pack("=i", word), struct.pack("=Q", bits))
         for key in self.config.host_keys():
             maps["pf_hosts"].update(key, b"\x01")
 

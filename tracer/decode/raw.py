@@ -15,6 +15,15 @@ STAT_SAMPLED = 32  # bpf/filter.h PF_STAT_SAMPLED
 STAT_AGG_FULL = 48  # bpf/filter.h PF_STAT_AGG_FULL
 STAT_SLOTS = 64  # bpf/filter.h PF_STAT_SLOTS
 SETTING_NETNS = 0  # bpf/filter.h PF_SETTING_NETNS: index in pf_settings
+PORT_WORDS = 1024  # bpf/filter.h PF_PORT_WORDS: the watched ports' bitmap, 64 per word
+
+
+def port_bitmap(ports) -> dict[int, int]:
+    """pf_ports's words that have a bit set: word (port // 64) -> bits."""
+    words: dict[int, int] = {}
+    for port in ports:
+        words[port >> 6] = words.get(port >> 6, 0) | 1 << (port & 63)
+    return words
 
 
 
