@@ -79,11 +79,6 @@ def pktfate_attachments(lab: Lab, host: str = "server") -> str:
     return "\n".join(found)
 
 
-def held_bpf(pid: int) -> dict[str, set[int]]:
-    """The BPF programs and links a process holds, by id."""
-    return bpfsys.held_by(pid)
-
-
 def still_loaded(prog_ids: set[int]) -> set[int]:
     """Which of these programs the kernel still has (an attached program is held by
     its attachment, so none left means nothing left attached anywhere)."""

@@ -11,10 +11,11 @@ import time
 import pytest
 
 from pktfate.attach.state import STATE_DIR
+from pktfate.kernel import bpfsys
 from pktfate.lab.scenarios import ADDRESSES
 
 from ..bad_values import BAD_VALUES
-from .conftest import held_bpf, matching, pktfate_attachments, still_loaded
+from .conftest import matching, pktfate_attachments, still_loaded
 
 pytestmark = pytest.mark.integration
 PKTFATE = [sys.executable, "-m", "pktfate"]
@@ -30,7 +31,7 @@ def healthy_lab(lab):
 def test_signal_detaches_everything(healthy_lab, watch, sig):
     w = watch("--port", "80")
     assert "xdp" in pktfate_attachments(healthy_lab)  # attached while running
-    programs = held_bpf(w.pid)["programs"]
+    programs = bpfsys.held_by(w.pid)["programs"]
     lines = w.stop(sig)
     assert w.returncode == 0
     assert lines[-1]["kind"] == "diagnosis"
@@ -45,7 +46,7 @@ def test_sigkill_leaves_nothing_where_the_kernel_has_links(healthy_lab, watch):
     assert start["attach"] == {"xdp": "link", "tc": "tcx link", "tracepoints": "perf link",
                                "bpf_object": start["attach"]["bpf_object"]}
     assert not [m for m in start["missing"] if "kill -9" in m]
-    held = held_bpf(w.pid)
+    held = bpfsys.held_by(w.pid)
     # XDP, tc ingress and egress on eth0, and every tracepoint program.
     assert len(held["links"]) >= 3 + 4 and len(held["programs"]) >= 3 + 4
     assert still_loaded(held["programs"]) == held["programs"]

@@ -8,7 +8,7 @@ import struct
 
 from pktfate.decode.checksum import pseudo_header_sum
 from pktfate.decode.events import Decoder
-from pktfate.decode.raw import Hook, RawEvent
+from pktfate.decode.raw import Hook, RawEvent, event_record
 
 
 def _raw(**fields) -> bytes:
@@ -33,7 +33,7 @@ def test_a_dropped_syn_from_raw_bytes():
                 saddr="10.0.1.2", daddr="10.0.2.2", netns=0, ifindex=2, reason=69,
                 seq=1234, pkt_len=60, sport=45854, dport=80, ip_id=7, hook=Hook.KFREE_SKB,
                 family=4, proto=6, tcp_flags=0x02, ttl=63)
-    ev = _decoder().decode(RawEvent.from_buffer_copy(data))
+    ev = _decoder().decode(event_record(data))
     assert (ev.hook, ev.proto, ev.src, ev.dst, ev.sport, ev.dport) == \
         ("drop", "tcp", "10.0.1.2", "10.0.2.2", 45854, 80)
     assert (ev.reason, ev.location, ev.tcp_flags, ev.seq) == ("TCP_CSUM", "func+0x4bc", "S", 1234)
@@ -48,13 +48,13 @@ def test_an_arrival_with_only_the_pseudo_header_sum():
     snap = (ctypes.c_uint8 * 64)(*segment)
     data = _raw(saddr="10.0.1.2", daddr="10.0.2.2", hook=Hook.XDP, family=4, proto=6,
                 l4_csum=pseudo, l4_len=40, snap_len=20, snap=snap, ifindex=3, ttl=63)
-    ev = _decoder().decode(RawEvent.from_buffer_copy(data))
+    ev = _decoder().decode(event_record(data))
     assert (ev.hook, ev.checksum, ev.csum_field) == ("xdp", "pseudo-header-only", pseudo)
 
 
 def test_an_ipv6_echo_request():
     data = _raw(saddr="fd00:1::2", daddr="fd00:2::2", hook=Hook.TC_INGRESS, family=6,
                 proto=58, icmp_type=128, sport=7, dport=3, ttl=63)
-    ev = _decoder().decode(RawEvent.from_buffer_copy(data))
+    ev = _decoder().decode(event_record(data))
     assert (ev.proto, ev.src, ev.icmp_type, ev.sport, ev.dport, ev.ip_id) == \
         ("icmpv6", "fd00:1::2", 128, 7, 3, None)

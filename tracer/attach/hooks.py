@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -115,29 +115,51 @@ def _xdp_link(iface: Interface, fd: int) -> tuple[int, str] | None:
 
 
 @contextmanager
+def _by_link(report: AttachReport, kind: str, linked: str, fallback: str,
+             make: Callable[[], list[int] | None]) -> Iterator[bool]:
+    """Hold a hook through the links make() creates, closed (so detached) on the way
+    out. Yields True when the hook is dealt with: linked, or refused (said in
+    report.skipped); False when the caller attaches the old way, because the kernel
+    has no such link (then every later interface goes that way too)."""
+    if report.attach.get(kind) == fallback:
+        yield False
+        return
+    try:
+        fds = make()
+    except PktfateError as exc:
+        report.skipped.append(str(exc))
+        yield True
+        return
+    if fds is None:
+        report.attach[kind] = fallback
+        yield False
+        return
+    report.attach[kind] = linked
+    try:
+        yield True
+    finally:
+        for link_fd in fds:
+            os.close(link_fd)  # the link was the hook's only holder
+
+
+@contextmanager
 def xdp_attached(ipr, iface: Interface, fd: int, state: StateFile,
                   report: AttachReport) -> Iterator[None]:
     if iface.xdp_prog_id:
         report.skipped.append(f"XDP on {iface.name}: another XDP program is attached there")
         yield
         return
-    if report.attach.get("xdp") != "netlink":
-        try:
-            link = _xdp_link(iface, fd)
-        except PktfateError as exc:
-            report.skipped.append(str(exc))
+    def link() -> list[int] | None:
+        made = _xdp_link(iface, fd)
+        if made is None:
+            return None
+        report.xdp[iface.name] = made[1]
+        return [made[0]]
+
+    with _by_link(report, "xdp", "link", "netlink", link) as held:
+        if held:
             yield
             return
-        if link is not None:
-            link_fd, mode = link
-            report.attach["xdp"] = "link"
-            report.xdp[iface.name] = mode
-            try:
-                yield
-            finally:
-                os.close(link_fd)  # detaches: the link was the only holder
-            return
-        report.attach["xdp"] = "netlink"
     entry = {"index": iface.index, "name": iface.name, "mode": "pending", "prog_id": 0}
     state.add("xdp", entry)
     try:
@@ -202,23 +224,16 @@ def _tcx_links(iface: Interface, fds: dict[str, int]) -> list[int] | None:
 @contextmanager
 def tc_attached(ipr, iface: Interface, fds: dict[str, int], state: StateFile,
                  report: AttachReport) -> Iterator[None]:
-    if report.attach.get("tc") != "clsact":
-        try:
-            links = _tcx_links(iface, fds)
-        except PktfateError as exc:
-            report.skipped.append(str(exc))
+    def links() -> list[int] | None:
+        made = _tcx_links(iface, fds)
+        if made is not None:
+            report.tc.append(iface.name)
+        return made
+
+    with _by_link(report, "tc", "tcx link", "clsact", links) as held:
+        if held:
             yield
             return
-        if links is not None:
-            report.attach["tc"] = "tcx link"
-            report.tc.append(iface.name)
-            try:
-                yield
-            finally:
-                for link in links:
-                    os.close(link)
-            return
-        report.attach["tc"] = "clsact"
     created = not _has_clsact(ipr, iface.index)
     entry = {"index": iface.index, "name": iface.name, "created_clsact": created,
              "filters": [_filter_name(d) for d in fds]}

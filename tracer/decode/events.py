@@ -66,8 +66,8 @@ def quoted_packet(proto: str, icmp_type: int, snap: bytes) -> dict | None:
 
 # ---------------------------------------------------------------- packet events
 
-# A RawEvent (the ctypes mirror) or an EventRecord (one unpack from the ring):
-# the same field names, which is all the decoder reads.
+# An EventRecord (decode/raw.py: one unpack from the ring), a namedtuple whose
+# fields the type checker cannot see.
 AnyRecord = Any
 
 
@@ -151,13 +151,10 @@ class Decoder:
         return text
 
     def decode(self, raw: AnyRecord) -> PacketEvent:
-        """From the ring buffer's record (EventRecord) or the ctypes mirror."""
+        """From the ring buffer's record (decode/raw.py event_record)."""
         hook = HOOKS.get(raw.hook, f"hook{raw.hook}")
         proto = PROTOCOLS.get(raw.proto, str(raw.proto))
-        saddr, daddr = raw.saddr, raw.daddr
-        if not isinstance(saddr, bytes):
-            saddr, daddr = bytes(saddr), bytes(daddr)
-        src, dst = self._text(saddr, raw.family), self._text(daddr, raw.family)
+        src, dst = self._text(raw.saddr, raw.family), self._text(raw.daddr, raw.family)
         ports = proto in ("tcp", "udp") or (proto.startswith("icmp") and raw.icmp_type in
                                             (0, 8, 128, 129))
         return PacketEvent(

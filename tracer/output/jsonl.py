@@ -15,9 +15,6 @@ class JsonOutput:
 
     def __init__(self, stream: TextIO):
         self.stream = stream
-        # One encoder for every line: json.dumps() builds a new one per call
-        # when given any argument.
-        self._encode = json.JSONEncoder(separators=(", ", ": ")).encode
 
     def start(self, record: dict) -> None:
         self._emit(dict({"kind": "start"}, **record))
@@ -25,7 +22,7 @@ class JsonOutput:
     def event(self, ev: PacketEvent, _rec: PacketRecord | None, _first: bool) -> None:
         # Not flushed one by one: flush() after each drain of the ring buffer
         # writes a batch in one call (a few milliseconds apart).
-        self.stream.write(self._encode(ev.to_json()) + "\n")
+        self.stream.write(json.dumps(ev.to_json()) + "\n")
 
     def flush(self) -> None:
         self.stream.flush()
@@ -42,5 +39,5 @@ class JsonOutput:
         self._emit({"kind": "diagnosis", "findings": [f.to_json() for f in findings]})
 
     def _emit(self, obj: dict) -> None:
-        self.stream.write(self._encode(obj) + "\n")
+        self.stream.write(json.dumps(obj) + "\n")
         self.stream.flush()
