@@ -10,6 +10,9 @@
 #   PKTFATE_STANDIN=PREFIX  run in the namespaces PREFIX-router, PREFIX-server and
 #                           PREFIX-client of this machine instead of the VMs (the
 #                           tests' stand-ins)
+#   PKTFATE_ON=COMMAND      run each machine's part as `COMMAND HOST ARGV...` instead
+#                           of `vagrant ssh` (tests/vm/lab.py: the lab booted in
+#                           qemu VMs)
 set -eu
 
 name=${1:-}
@@ -25,6 +28,9 @@ on() {
 	shift
 	if [ -n "${PKTFATE_STANDIN:-}" ]; then
 		ip netns exec "$PKTFATE_STANDIN-$host" "$@"
+	elif [ -n "${PKTFATE_ON:-}" ]; then
+		# shellcheck disable=SC2086 # a command line, split into its words
+		$PKTFATE_ON "$host" "$@"
 	else
 		vagrant ssh "$host" -c "sudo $*"
 	fi

@@ -1,0 +1,44 @@
+#!/bin/sh
+# Runs inside each VM of the booted lab (tests/vm/lab.py; vmjob.service runs it as
+# root from the 9p share). Does what `vagrant up` does for a machine of the lab:
+# gives the lab NICs their private_network addresses, installs pktfate from the
+# shared source, runs vagrant/provision.sh ROLE. Then it stands in for `vagrant
+# ssh`: the host drops shell commands into $job/cmd as N.sh; each is run (in the
+# background, so that a watch and traffic overlap) with its output in N.out and
+# its exit status in N.rc. The file $job/halt ends the loop, and the VM.
+job=/mnt/job
+# shellcheck source=/dev/null
+. "$job/env" # ROLE, NICS ("eth0=10.0.1.2/24 ...")
+exec >"$job/agent.log" 2>&1
+set -x
+hostname "pktfate-$ROLE"
+ip link set lo up
+mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
+for nic in $NICS; do
+	ip address add "${nic#*=}" dev "${nic%%=*}"
+	ip link set "${nic%%=*}" up
+done
+# pktfate from the shared source, its dependencies from the image (no network).
+mkdir -p /root/pktfate
+tar -C /mnt/src --exclude=./.venv --exclude=./.git -cf - . | tar -C /root/pktfate -xf -
+/opt/pktfate/bin/pip install -q --no-deps --no-build-isolation --no-index /root/pktfate
+ln -sfn /opt/pktfate/bin/pktfate /usr/local/bin/pktfate
+PKTFATE_SKIP_SETUP=1 PKTFATE_SOURCE=/root/pktfate sh /root/pktfate/vagrant/provision.sh "$ROLE" \
+	>"$job/provision.log" 2>&1
+echo $? >"$job/provisioned.tmp" && mv "$job/provisioned.tmp" "$job/provisioned"
+set +x
+mkdir -p "$job/cmd"
+while [ ! -e "$job/halt" ]; do
+	for cmd in "$job"/cmd/*.sh; do
+		[ -e "$cmd" ] || continue
+		n=${cmd%.sh}
+		mv "$cmd" "$n.run" || continue
+		(
+			sh "$n.run" >"$n.out" 2>&1
+			echo $? >"$n.rc.tmp"
+			mv "$n.rc.tmp" "$n.rc"
+		) &
+	done
+	sleep 0.3
+done
+wait
