@@ -1,5 +1,6 @@
 """pktfate's own checksum verdicts, and the lab forwarder's header handling."""
 
+import random
 import struct
 
 from pktfate.decode.checksum import check_l4_checksum, ones_sum, pseudo_header_sum
@@ -38,6 +39,31 @@ def test_plain_bad_checksum():
 
 def test_partial_capture_is_not_judged():
     assert _verdict(_syn(0x1234), length=1400) == "unchecked"
+
+
+def _word_by_word(data: bytes) -> int:
+    """RFC 1071's loop, the reference ones_sum must agree with."""
+    data += b"\0" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def test_ones_sum_agrees_with_the_word_by_word_sum():
+    rng = random.Random(7)
+    cases = [b"", b"\0", b"\0\0\0\0", b"\xff\xff", b"\xff\xff\xff\xff", b"\x01",
+             b"\xff\xfe\x00\x01", bytes(range(256))]
+    cases += [rng.randbytes(rng.randrange(1, 90)) for _ in range(2000)]
+    for data in cases:
+        assert ones_sum(data) == _word_by_word(data), data.hex()
+
+
+def test_udp_without_a_checksum_is_good_over_ipv4_only():
+    segment = struct.pack("!HHHH", 5353, 53, 8, 0)
+    assert check_l4_checksum(SRC, DST, 17, 8, 0, segment).verdict == "good"
+    # RFC 8200: IPv6 has no "no checksum" for UDP; the kernel drops a zero one.
+    assert check_l4_checksum("fd00:1::2", "fd00:2::2", 17, 8, 0, segment).verdict == "bad"
 
 
 def _ipv4(ttl: int) -> bytes:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import ipaddress
+import json
 import struct
 
+import pytest
+
 from pktfate.decode.checksum import pseudo_header_sum
-from pktfate.decode.events import Decoder
+from pktfate.decode.events import Decoder, PacketEvent
 from pktfate.decode.raw import Hook, RawEvent, event_record
+from pktfate.output.jsonl import packet_line
 
 
 def _raw(**fields) -> bytes:
@@ -58,3 +63,35 @@ def test_an_ipv6_echo_request():
     ev = _decoder().decode(event_record(data))
     assert (ev.proto, ev.src, ev.icmp_type, ev.sport, ev.dport, ev.ip_id) == \
         ("icmpv6", "fd00:1::2", 128, 7, 3, None)
+
+
+def test_a_decoded_event_is_the_dataclass_it_claims_to_be():
+    # The decoder fills the frozen dataclass's __dict__ directly: every field, in
+    # declaration order (the JSON lines' order), equal to one built by __init__.
+    data = _raw(saddr="10.0.1.2", daddr="10.0.2.2", hook=Hook.TC_INGRESS, family=4, proto=17,
+                sport=5353, dport=53, ip_id=9, ttl=63, pkt_len=40, ifindex=2)
+    ev = _decoder().decode(event_record(data))
+    assert list(ev.__dict__) == list(PacketEvent.__dataclass_fields__)
+    assert ev == PacketEvent(**ev.__dict__)
+    assert list(ev.to_json())[1:] == list(PacketEvent.__dataclass_fields__)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.hook = "xdp"  # type: ignore[misc]
+
+
+def test_the_packet_line_is_what_json_dumps_writes():
+    decoder = _decoder()
+    quoted = bytes([0x45, 0, 0, 40, 0, 1, 0, 0, 1, 6, 0, 0, 10, 0, 1, 2, 10, 0, 2, 2])
+    snap = (ctypes.c_uint8 * 64)(*(bytes(8) + quoted + struct.pack("!HHI", 4000, 80, 7)))
+    records = [
+        _raw(saddr="10.0.1.2", daddr="10.0.2.2", hook=Hook.KFREE_SKB, family=4, proto=6,
+             reason=69, location=0x10, skb=0xFFFF888000001000, tcp_flags=0x12, ts_ns=123456789),
+        _raw(saddr="fd00:1::2", daddr="fd00:2::2", hook=Hook.XDP, family=6, proto=17,
+             ifindex=4, sport=5, dport=53, snap_len=8, l4_len=8),
+        _raw(saddr="10.0.1.1", daddr="10.0.1.2", hook=Hook.TC_INGRESS, family=4, proto=1,
+             icmp_type=11, snap_len=36, snap=snap, tracked=1),
+    ]
+    for data in records:
+        ev = decoder.decode(event_record(data))
+        assert packet_line(ev) == json.dumps(ev.to_json()) + "\n"
+    odd = dataclasses.replace(ev, iface='we"ird\\é', state="SYN_SENT>ESTABLISHED")
+    assert packet_line(odd) == json.dumps(odd.to_json()) + "\n"

@@ -208,6 +208,10 @@ class Correlator:
         self.by_skb: OrderedDict[str, PacketRecord] = OrderedDict()
         self.evicted_packets = 0
         self.evicted_flows = 0
+        # Each hook's handler (_on_<hook>), found once rather than per event.
+        self._handlers = {name[4:].replace("_", "-"): getattr(self, name)
+                          for name in dir(self) if name.startswith("_on_")
+                          and name not in ("_on_tracked", "_on_state")}
 
     # -------------------------------------------------------------- orientation
 
@@ -291,7 +295,7 @@ class Correlator:
         if first:
             self._count_new(flow, rec, ev)
         self._count_retry(flow, rec, ev)
-        handler = getattr(self, "_on_" + ev.hook.replace("-", "_"), None)
+        handler = self._handlers.get(ev.hook)
         if handler:
             handler(rec, flow, ev)
         return rec, first
@@ -318,7 +322,7 @@ class Correlator:
                 flow.forwarded += 1
                 self._settle(rec, flow, "forwarded")
             return
-        handler = getattr(self, "_on_" + ev.hook.replace("-", "_"), None)
+        handler = self._handlers.get(ev.hook)
         if handler and ev.hook not in ARRIVAL_HOOKS:  # another namespace's arrival
             handler(rec, flow, ev)
 
