@@ -19,18 +19,18 @@ setup-dev: ## The same, plus what the tests and the bench need besides (vagrant,
 demo: setup ## Set up, then diagnose a lab incident (SCENARIO=checksum|no-listener|...)
 	$(VENV)/bin/pktfate lab demo $(SCENARIO)
 
-test: setup-dev ## Set up, then run every test: unit and integration (root); the kernel matrix is make vm-test
+test: setup-dev ## Set up, then run the tests: unit, integration, the kernel matrix's smoke subset (root)
 	$(PY) -m pytest -v -rs -m "not vm" tests
 
 unit: ## Run the unit tests only (no root needed)
 	$(PY) -m pytest -q tests/unit
 
-integration: ## Run the integration tests only (root), without the kernel matrix
+integration: ## Run the integration tests only (root), the kernel matrix smoke included
 	$(PY) -m pytest -v -rs -m "not vm" tests/integration
 
-vm-test: setup-dev ## The kernel matrix: lab scenarios under Debian's 5.10, 6.1, 6.12 (qemu); docs/KERNELS.md (root)
-	$(PY) -m pytest -v -rs -m vm tests/integration
+vm-test: setup-dev ## Every lab scenario under Debian's 5.10, 6.1, 6.12 (docs/KERNELS.md); the three-VM lab (root)
 	$(PY) tests/vm/matrix.py --update-docs
+	$(PY) -m pytest -v -rs -m vm tests/integration
 
 bench: setup-dev ## Measure overhead, capacity, startup, CPU, memory; table into docs/BENCHMARKS.md (root)
 	$(PY) bench/run.py --update-docs

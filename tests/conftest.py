@@ -18,8 +18,8 @@ NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
 
 def pytest_configure(config):
     # Registered here, not in pyproject.toml: that file keys the kernel matrix's image.
-    config.addinivalue_line("markers", "vm: boots Debian kernels under qemu (the kernel "
-                            "matrix, make vm-test); left out of make test for now")
+    config.addinivalue_line("markers", "vm: the three-VM lab under qemu (make vm-test); "
+                            "the kernel matrix's smoke subset runs in make test")
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -1,7 +1,9 @@
 """The kernel matrix's smoke subset: Debian's own 5.10, 6.1 and 6.12 kernels booted
 in turn under qemu (software emulation), each running the checksum incident and
 three other lab scenarios with pktfate inside; every cell's top cause must be the
-scenario's own. The full matrix: `make vm-test`."""
+scenario's own. Part of `make test` (about 11 minutes here: one compile per boot,
+the compiled object cached for the other scenarios); the full matrix and the
+three-VM lab: `make vm-test`."""
 
 import shutil
 import subprocess
@@ -10,10 +12,7 @@ from pathlib import Path
 
 import pytest
 
-# Three kernels booted under software emulation take about 20 minutes here: more
-# than CI's budget beside the rest of the suite, so `make test` leaves this out
-# (-m "not vm") and `make vm-test` runs the matrix.
-pytestmark = [pytest.mark.integration, pytest.mark.vm]
+pytestmark = pytest.mark.integration
 MATRIX = Path(__file__).resolve().parents[1] / "vm" / "matrix.py"
 
 
