@@ -189,3 +189,17 @@ def test_explain_on_another_host_gives_the_recorded_findings(recording, cause):
     run_explain(io.BytesIO(text.encode()), out, json_out=True)
     assert json.loads(out.getvalue().splitlines()[-1])["findings"] == recorded
     assert recorded[0]["cause"] == cause
+
+
+def test_a_socket_closing_with_queued_data_is_not_a_drop_on_a_kernel_without_reasons():
+    """Recorded by the kernel matrix in Debian 11's 5.10 (the healthy scenario): the
+    server's socket closed with one segment still queued, freed in
+    sk_stream_kill_queues with no reason (newer kernels say QUEUE_PURGE). That is
+    a connection's normal end, not a cause: the verdict stays healthy."""
+    text = (DATA / "watch-5.10-healthy-queue-purge.jsonl").read_text()
+    out = io.StringIO()
+    run_explain(io.BytesIO(text.encode()), out, json_out=True)
+    findings = json.loads(out.getvalue().splitlines()[-1])["findings"]
+    assert [f["cause"] for f in findings] == ["healthy"]
+    assert any("QUEUE_PURGE inferred" in line and "sk_stream_kill_queues" in line
+               for line in findings[0]["evidence"])
