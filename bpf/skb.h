@@ -42,25 +42,57 @@ static __always_inline __u32 pf_sock_netns(__u64 sk)
 	return pf_net_inum(pf_read_ptr(sk, PF_OFF_SK_NET));
 }
 
-/* The namespace an skb belongs to: its device's, else its socket's. skb->dev
+/* The namespace an skb belongs to: its device's, else its socket's; *dev is
+ * set to the device when the namespace came from it (0 otherwise). skb->dev
  * shares a union with dev_scratch once UDP has queued the skb, so a device
  * pointer that cannot be read falls through to the socket. */
-static __always_inline __u32 pf_skb_netns(__u64 skb, __u64 sk_hint, __u32 *ifindex)
+static __always_inline __u32 pf_skb_netns(__u64 skb, __u64 sk_hint, __u64 *dev)
 {
-	__u64 dev = pf_read_ptr(skb, PF_OFF_SKB_DEV);
 	__u32 inum = 0;
 
-	if (dev) {
-		inum = pf_net_inum(pf_read_ptr(dev, PF_OFF_DEV_NET));
-		if (inum)
-			*ifindex = pf_read_u32(dev, PF_OFF_DEV_IFINDEX);
+	*dev = pf_read_ptr(skb, PF_OFF_SKB_DEV);
+	if (*dev)
+		inum = pf_net_inum(pf_read_ptr(*dev, PF_OFF_DEV_NET));
+	if (!inum) {
+		*dev = 0;
+		if (sk_hint)
+			inum = pf_sock_netns(sk_hint);
 	}
-	if (!inum && sk_hint)
-		inum = pf_sock_netns(sk_hint);
 	if (!inum)
 		inum = pf_sock_netns(pf_read_ptr(skb, PF_OFF_SKB_SK));
 	return inum;
 }
+
+/* skb->head and skb->network_header. Where they lie within 32 bytes of each
+ * other (12 bytes apart on 6.x kernels, the same cache line on every kernel
+ * since 3.x), one aligned read fetches both; else two. */
+#define PF_SKB_NH_BASE (PF_OFF_SKB_NETWORK_HEADER & ~7)
+#if PF_OFF_SKB_HEAD > PF_OFF_SKB_NETWORK_HEADER && (PF_OFF_SKB_HEAD % 8) == 0 && \
+	PF_OFF_SKB_HEAD + 8 - PF_SKB_NH_BASE <= 32
+static __always_inline __u64 pf_skb_network(__u64 skb)
+{
+	__u64 w[(PF_OFF_SKB_HEAD + 8 - PF_SKB_NH_BASE) / 8] = {};
+	__u16 nh;
+
+	if (bpf_probe_read_kernel(w, sizeof(w), (void *)(skb + PF_SKB_NH_BASE)))
+		return 0;
+	nh = *(__u16 *)((__u8 *)w + (PF_OFF_SKB_NETWORK_HEADER - PF_SKB_NH_BASE));
+	if (!w[(PF_OFF_SKB_HEAD - PF_SKB_NH_BASE) / 8] || nh == 0xFFFF)
+		return 0;  /* no buffer, or the network header never set */
+	return w[(PF_OFF_SKB_HEAD - PF_SKB_NH_BASE) / 8] + nh;
+}
+#else
+static __always_inline __u64 pf_skb_network(__u64 skb)
+{
+	__u64 head = pf_read_ptr(skb, PF_OFF_SKB_HEAD);
+	__u16 nh = 0;
+
+	bpf_probe_read_kernel(&nh, sizeof(nh), (void *)(skb + PF_OFF_SKB_NETWORK_HEADER));
+	if (!head || nh == 0xFFFF)  /* network header never set */
+		return 0;
+	return head + nh;
+}
+#endif
 
 /* True when the namespace passes the filter (a watched namespace of 0 means
  * every namespace). */
@@ -77,24 +109,24 @@ static __always_inline int pf_netns_ok(__u32 inum)
  * holds no readable IP header. */
 static __always_inline int pf_skb_peek(__u64 skb, struct pf_peek *p)
 {
-	__u64 head = pf_read_ptr(skb, PF_OFF_SKB_HEAD);
-	__u16 nh = 0;
-	__u8 ip[12] = {}, l4[4];
+	__u64 head = pf_skb_network(skb);
+	/* An IPv4 header without options and the ports after it, in one read; the
+	 * bytes past a short packet are the buffer's own tail room, never read
+	 * as the packet's (the protocol says what follows). */
+	__u8 ip[24] = {}, l4[4];
 	__u32 l3_len;
 
-	bpf_probe_read_kernel(&nh, sizeof(nh), (void *)(skb + PF_OFF_SKB_NETWORK_HEADER));
-	if (!head || nh == 0xFFFF)  /* network header never set */
-		return 0;
-	head += nh;
-	/* The first 12 bytes hold what is needed of either header, in one read:
-	 * the IPv4 fragment offset (6-7) and protocol (9), the IPv6 next header (6). */
-	if (bpf_probe_read_kernel(ip, sizeof(ip), (void *)head))
+	if (!head || bpf_probe_read_kernel(ip, sizeof(ip), (void *)head))
 		return 0;
 	if ((ip[0] >> 4) == 4) {
 		p->proto = ip[9];
 		if (((ip[6] << 8) | ip[7]) & 0x1FFF)
 			return 1;  /* a later fragment: no ports */
 		l3_len = (ip[0] & 0x0F) * 4;
+		if (l3_len == 20) {
+			pf_peek_ports(p, ip + 20);
+			return 1;
+		}
 		if (l3_len < 20)
 			return 1;
 	} else if ((ip[0] >> 4) == 6) {
@@ -113,16 +145,13 @@ static __always_inline int pf_skb_peek(__u64 skb, struct pf_peek *p)
 static __always_inline int pf_fill_from_skb(struct pf_event *e, __u64 skb)
 {
 	__u64 head;
-	__u16 nh = 0;
 	__u8 first = 0;
 	__u32 l3_len = 0, l4_avail;
 
 	e->skb = skb;
-	head = pf_read_ptr(skb, PF_OFF_SKB_HEAD);
-	bpf_probe_read_kernel(&nh, sizeof(nh), (void *)(skb + PF_OFF_SKB_NETWORK_HEADER));
-	if (!head || nh == 0xFFFF)  /* network header never set */
+	head = pf_skb_network(skb);
+	if (!head)
 		return 0;
-	head += nh;
 	if (bpf_probe_read_kernel(&first, 1, (void *)head))
 		return 0;
 	if ((first >> 4) == 4) {
@@ -165,36 +194,39 @@ static __always_inline struct pf_event *pf_event_in_netns(__u8 hook, __u32 netns
 	return e;
 }
 
-/* A new event for a packet a tracepoint handed over, or 0 when the skb is in
- * another namespace or holds no IP header. `found` and `fp` are what
- * pf_track_find() said of the skb (found -1: not asked yet, then asked only for
- * this namespace's skbs). The namespace is tested first: on a busy host most
- * skbs are someone else's, and they should cost no more than the reads that tell
- * so. */
+/* A new event for a packet a tracepoint handed over, or 0 when the filter
+ * refuses it. `found` and `fp` are what pf_track_find() said of the skb (found
+ * -1: not asked yet). The filter's cheap part comes first: on a busy host most
+ * skbs are for other ports, and two reads of the skb tell so; the namespace
+ * (three or four dependent reads) only for the packets that pass, and for the
+ * tracked ones, whose rewritten tuple no longer passes. */
 static __always_inline struct pf_event *pf_skb_event_tracked(__u8 hook, __u64 skb,
 							     __u64 sk_hint, int found, __u32 fp)
 {
-	__u32 ifindex = 0;
-	__u32 netns = pf_skb_netns(skb, sk_hint, &ifindex);
-	struct pf_event *e;
 	struct pf_peek p = {};
+	struct pf_event *e;
+	__u64 dev;
+	__u32 netns;
 	__u8 watched;
 
+	if (!pf_skb_peek(skb, &p) || !pf_peek_ok(&p, &watched)) {
+		if (found < 0)
+			fp = pf_track_find(skb, &found);
+		if (!found)
+			return 0;
+	}
 	/* Tracked packets too: a veth hands the same skb to another namespace, and
 	 * it is followed there only when every namespace is watched (--all-netns). */
+	netns = pf_skb_netns(skb, sk_hint, &dev);
 	if (!pf_netns_ok(netns))
 		return 0;
-	if (found < 0)  /* not looked up yet: only this namespace's skbs pay for it */
+	if (found < 0)
 		fp = pf_track_find(skb, &found);
-	/* Refused by the filter's cheap part and not tracked: done, before any
-	 * event memory is touched. */
-	if (!found && (!pf_skb_peek(skb, &p) || !pf_peek_ok(&p, &watched)))
-		return 0;
 	e = pf_new_event(hook);
 	if (!e)
 		return 0;
 	e->netns = netns;
-	e->ifindex = ifindex;
+	e->ifindex = dev ? pf_read_u32(dev, PF_OFF_DEV_IFINDEX) : 0;
 	if (!pf_fill_from_skb(e, skb))
 		return 0;
 	pf_track_match(e, found, fp);  /* provisional: pf_keep() decides */
