@@ -178,14 +178,14 @@ def run_scenario(lab: Lab, name: str, say) -> tuple[str, bool]:
     if proc.returncode != 0:
         return f"scenario.sh failed ({proc.returncode})", False
     server_job = lab.job("server")
-    for stale in (f"{name}.ready", f"{name}.jsonl"):
+    for stale in ("ready", f"{name}.jsonl"):
         (server_job / stale).unlink(missing_ok=True)
     watch = (f"pktfate watch --port {scenario.port} --duration {WATCH_SECONDS} --json "
-             f"--ready-file /mnt/job/{name}.ready > /mnt/job/{name}.jsonl")
+             f"--ready-file /mnt/job/ready > /mnt/job/{name}.jsonl")
     say(f"server$ {watch}")
     watching = lab.start("server", watch)
     deadline = time.monotonic() + 300
-    while not (server_job / f"{name}.ready").exists():
+    while not (server_job / "ready").exists():
         if time.monotonic() > deadline or watching.with_name(watching.name + ".rc").exists():
             rc, out = wait(watching, 1)
             return f"the watch did not start ({rc}): {out.strip()[:200]}", False
@@ -268,8 +268,8 @@ def run(args: argparse.Namespace) -> int:
         lab.down()
         shutil.rmtree(root, ignore_errors=True)
     minutes = (time.monotonic() - started) / 60
-    summary = [f"Run {time.strftime('%Y-%m-%d')} by `sudo .venv/bin/python tests/vm/lab.py run "
-               f"--record` ({minutes:.0f} minutes): Debian 12's {version} in all three VMs."]
+    summary = [f"Run {time.strftime('%Y-%m-%d')}, {minutes:.0f} minutes, Debian 12's {version} in "
+               "all three VMs,", "by `sudo .venv/bin/python tests/vm/lab.py run --record`:"]
     summary += [f"- {name}: top cause `{got}` {'(expected)' if ok else '(WRONG)'}"
                 for name, (got, ok) in results.items()]
     print("\n".join(summary))

@@ -5,6 +5,7 @@ nowhere else in the product."""
 from __future__ import annotations
 
 import sys
+import textwrap
 
 import click
 
@@ -24,6 +25,12 @@ class ScenarioType(click.ParamType):
             self.fail(f"{value!r} is not a scenario: one of {', '.join(sorted(SCENARIOS))}",
                       param, ctx)
         return value
+
+
+def _say(text: str, indent: str = "") -> None:
+    """A line of the lab's own output, wrapped under 100 columns."""
+    click.echo(textwrap.fill(text, 99, initial_indent=indent,
+                             subsequent_indent=indent or "    "))
 
 
 def _summary(scenario: str) -> str:
@@ -96,14 +103,11 @@ ROUTER_MODES = click.Choice(["kernel", "userspace"])
 @lab.command("list")
 def lab_list() -> None:
     """The scenarios, with where pktfate watches and what it should find."""
-    import textwrap
-
     from ..lab.scenarios import SCENARIOS
 
     for name, sc in SCENARIOS.items():
         click.echo(f"{name}  (watch on the {sc.watch_host}: {sc.expect})")
-        click.echo(textwrap.fill(sc.summary, 99, initial_indent="    ",
-                                 subsequent_indent="    "))
+        _say(sc.summary, indent="    ")
 
 
 @lab.command("provision")
@@ -121,8 +125,9 @@ def lab_provision(router_mode, expect_role) -> None:
         raise PktfateError(f"this machine holds the {host.role}'s addresses, not the "
                            f"{expect_role}'s: check the Vagrantfile's networks")
     host.provision(router_mode)
-    click.echo(f"lab: provisioned as the {host.role} "
-               f"({', '.join(f'{k}={v}' for k, v in host.interfaces.items() if v)})")
+    own = [f"{name}={iface}" for name, iface in host.interfaces.items()
+           if iface and name.startswith(f"{host.role}_")]
+    _say(f"lab: provisioned as the {host.role} ({', '.join(own)})")
 
 
 @lab.command("apply")
@@ -136,7 +141,7 @@ def lab_apply(scenario, router_mode) -> None:
 
     host = HostLab.here()
     host.apply_scenario(scenario, router_mode)
-    click.echo(f"lab: {scenario} applied on the {host.role}: {_summary(scenario)}")
+    _say(f"lab: {scenario} applied on the {host.role}: {_summary(scenario)}")
 
 
 @lab.command("reset")
