@@ -25,9 +25,12 @@ def test_bench_smoke_run_writes_the_table(tmp_path):
     assert "pktfate (filter matches nothing)" in text and "tcpdump -w" in text
     assert "rate with bpftrace" in text and "rate with dropwatch" in text  # the peers
     # each hook's own cost, from the kernel's BPF statistics, both ways
-    for hook in ("pf_xdp", "pf_tc_ingress", "tracepoint__skb"):
+    for hook in ("pf_xdp", "pf_tc_ingress", "pf_kfree_skb"):
         assert f"cost of {hook} per run, filter matches nothing" in text
         assert f"cost of {hook} per run, filter matches every packet" in text
+        assert f"cost of {hook} per refused packet, bpf_stats' floor taken off" in text
+    assert "bpf_stats' own cost per run: an empty program on kfree_skb" in text
+
     # tcpdrop does not compile against these headers, and dropwatch needs the
     # kernel's drop monitor (NET_DM), which this machine's kernel is built without:
     # their rows say so; everything else is measured.

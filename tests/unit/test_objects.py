@@ -51,6 +51,10 @@ def test_round_trip_and_tracepoint_names():
     assert again == obj
     assert [p.tracepoint for p in again.programs] == ["skb/kfree_skb", None]
     assert objects.program_type("tracepoint__tcp__tcp_bad_csum") == 5
+    names = {ProgramSpec(f"tracepoint__{tp}", 5, b"", ()).kernel_name
+             for tp in ("skb__kfree_skb", "skb__consume_skb", "tcp__tcp_send_reset")}
+    assert names == {"pf_kfree_skb", "pf_consume_skb", "pf_tcp_send_res"}  # distinct, <= 15
+    assert ProgramSpec("pf_tc_ingress", 3, b"", ()).kernel_name == "pf_tc_ingress"
     assert objects.program_type("pf_tc_egress") == 3
 
 

@@ -69,7 +69,7 @@ class LoadedObject:
                 loaded.maps[spec.name] = BpfMap(spec, fd)
             fds = {name: m.fd for name, m in loaded.maps.items()}
             for prog in obj.programs:
-                fd = bpfsys.prog_load(prog.type, prog.name, with_map_fds(prog, fds),
+                fd = bpfsys.prog_load(prog.type, prog.kernel_name, with_map_fds(prog, fds),
                                       obj.license, obj.kern_version)
                 loaded._fds.append(fd)
                 loaded.programs[prog.name] = fd

@@ -29,6 +29,7 @@ from ..kernel import bpfsys
 OBJECT_FORMAT = 1
 DEFAULT_CACHE = Path("/var/cache/pktfate/bpf")
 TRACEPOINT_PREFIX = "tracepoint__"
+OBJ_NAME_LEN = bpfsys.OBJ_NAME_LEN  # with its NUL
 # The programs the attach layer loads by name, and their types.
 FRAME_PROGRAMS = {"pf_xdp": bpfsys.PROG_XDP, "pf_tc_ingress": bpfsys.PROG_SCHED_CLS,
                   "pf_tc_egress": bpfsys.PROG_SCHED_CLS}
@@ -57,6 +58,14 @@ class ProgramSpec:
         if not self.name.startswith(TRACEPOINT_PREFIX):
             return None
         return self.name[len(TRACEPOINT_PREFIX):].replace("__", "/", 1)
+
+    @property
+    def kernel_name(self) -> str:
+        """The name the kernel shows (bpftool, the bench), 15 characters at most:
+        bcc's tracepoint names would all cut to 'tracepoint__skb' and the like."""
+        tracepoint = self.tracepoint
+        name = f"pf_{tracepoint.split('/', 1)[1]}" if tracepoint else self.name
+        return name[:OBJ_NAME_LEN - 1]
 
 
 @dataclass(frozen=True)
