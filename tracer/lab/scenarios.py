@@ -395,8 +395,10 @@ SCENARIOS = {s.name: s for s in (
         "connections it missed (nf_conntrack_tcp_loose=0): segments of connections it has "
         "no entry for, as after a conntrack flush or a failover, are dropped.",
         expect="conntrack-invalid",
-        setup={"server": ("sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0",
-                          "iptables -A INPUT -m conntrack --ctstate INVALID -j DROP")},
+        # The rule first: it loads nf_conntrack where nothing has yet (a fresh
+        # boot), and with it the namespace's net.netfilter sysctls.
+        setup={"server": ("iptables -A INPUT -m conntrack --ctstate INVALID -j DROP",
+                          "sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0")},
         services={"server": (HTTP_SERVICE,)},
         traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
                  "hping3 -A -p {port} -c 5 -i u100000 {server_ip}"),
