@@ -203,3 +203,31 @@ def test_a_socket_closing_with_queued_data_is_not_a_drop_on_a_kernel_without_rea
     assert [f["cause"] for f in findings] == ["healthy"]
     assert any("QUEUE_PURGE inferred" in line and "sk_stream_kill_queues" in line
                for line in findings[0]["evidence"])
+
+
+def _explained(text: str) -> list[dict]:
+    out = io.StringIO()
+    run_explain(io.BytesIO(text.encode()), out, json_out=True)
+    return json.loads(out.getvalue().splitlines()[-1])["findings"]
+
+
+def test_a_cgroup_filter_is_named_on_a_kernel_without_reasons_by_the_listeners_program():
+    """Recorded by the kernel matrix in Debian 11's 5.10: the listener's cgroup runs
+    an ingress program refusing every packet; the kernel frees the SYNs inside
+    tcp_v4_rcv (tcp_filter()) with no reason. The program the context recorded is
+    what names them; without it the drops stay unexplained."""
+    text = (DATA / "watch-5.10-cgroup-filter.jsonl").read_text()
+    findings = _explained(text)
+    assert findings[0]["cause"] == "socket-filter"
+    assert any("SOCKET_FILTER inferred" in line and "cgroup BPF program" in line
+               for line in findings[0]["evidence"])
+    assert any("deny_ingress" in line for line in findings[0]["evidence"])
+    # The same watch on a host whose listener has no such program: not named.
+    lines = [json.loads(line) for line in text.splitlines()]
+    for line in lines:
+        for sock in line.get("listeners", {}).get("80", {}).get("sockets", []):
+            for proc in sock["processes"]:
+                proc["cgroup_programs"] = []
+    findings = _explained("\n".join(json.dumps(line) for line in lines) + "\n")
+    assert "socket-filter" not in [f["cause"] for f in findings]
+    assert findings[0]["cause"].startswith("unknown")

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from ..correlate.correlator import Flow, merge_flows
-from .locations import name_unnamed_drops
+from .locations import host_facts, name_unnamed_drops
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Evidence:
         for flow in self.flows:
             exact_counts(flow, by_pair.get((flow.proto, frozenset((flow.local, flow.peer))), []))
         for flow in self.flows:
-            name_unnamed_drops(flow, self.counters)
+            name_unnamed_drops(flow, self.counters, host_facts(self.listeners, flow.local_port))
 
     @property
     def watched(self) -> list[Flow]:

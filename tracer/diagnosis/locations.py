@@ -13,9 +13,24 @@ from ..correlate.correlator import DropSite, Flow
 from .tables import LocationReason, drop_locations
 
 UNNAMED = ("UNKNOWN", "NOT_SPECIFIED")
+# The table's 'host' grounds: facts of the watch's recorded context about the
+# flow's port, and how a finding words them.
+HOST_FACTS = {
+    "listener_ingress_programs": "cgroup BPF program(s) filtering the listener's incoming "
+                                 "packets",
+}
 
 
-def _grounds(candidate: LocationReason, flow: Flow, counters: dict[str, int]) -> list[str]:
+def host_facts(listeners: dict, port: object) -> dict[str, int]:
+    """The HOST_FACTS that hold for a port, from the context's listeners."""
+    programs = [prog for sock in listeners.get(str(port), {}).get("sockets", [])
+                for proc in sock.get("processes", [])
+                for prog in proc.get("cgroup_programs", []) if prog.get("attach") == "ingress"]
+    return {"listener_ingress_programs": len(programs)}
+
+
+def _grounds(candidate: LocationReason, flow: Flow, counters: dict[str, int],
+             facts: dict[str, int]) -> list[str]:
     """What supports `candidate` for this flow ([] when nothing does)."""
     if candidate.always:
         return ["the function alone says it"]
@@ -25,34 +40,36 @@ def _grounds(candidate: LocationReason, flow: Flow, counters: dict[str, int]) ->
     sent = {"rst_out": (flow.rst_out, "RSTs sent back"),
             "icmp_errors": (sum(flow.icmp_errors_sent.values()), "ICMP errors sent back")}
     answered = [f"{sent[a][0]} {sent[a][1]}" for a in candidate.answers if sent[a][0]]
-    found = grounds + checked + answered
+    hosted = [f"{facts[h]} {HOST_FACTS[h]}" for h in candidate.host if facts.get(h)]
+    found = grounds + checked + answered + hosted
     if found:
         found += [f"{flow.checksums[v]} with a {v} checksum at arrival"
                   for v in candidate.supporting if flow.checksums.get(v)]
     return found
 
 
-def infer(function: str, flow: Flow, counters: dict[str, int],
-          unnamed: str = "UNKNOWN") -> tuple[str, str] | None:
+def infer(function: str, flow: Flow, counters: dict[str, int], unnamed: str = "UNKNOWN",
+          facts: dict[str, int] | None = None) -> tuple[str, str] | None:
     """(reason, what it rests on) for drops freed in `function`, or None. Drops a
     kernel with reasons left NOT_SPECIFIED are named only by places that say it
     alone: that kernel would have named the others."""
     for candidate in drop_locations().get(function, ()):
         if unnamed != "UNKNOWN" and not candidate.always:
             continue
-        grounds = _grounds(candidate, flow, counters)
+        grounds = _grounds(candidate, flow, counters, facts or {})
         if grounds:
             return candidate.reason, f"freed in {function}; " + ", ".join(grounds)
     return None
 
 
-def name_unnamed_drops(flow: Flow, counters: dict[str, int]) -> None:
+def name_unnamed_drops(flow: Flow, counters: dict[str, int],
+                       facts: dict[str, int] | None = None) -> None:
     """Move a flow's unnamed drops to the reason their place tells, and note on
     the flow what each rests on."""
     for site, count in list(flow.drop_sites.items()):
         if site.reason not in UNNAMED:
             continue
-        found = infer(site.function, flow, counters, site.reason)
+        found = infer(site.function, flow, counters, site.reason, facts)
         if found is None:
             continue
         reason, how = found

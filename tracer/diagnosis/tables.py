@@ -54,6 +54,7 @@ class LocationReason:
     checksums: tuple[str, ...] = ()
     answers: tuple[str, ...] = ()
     supporting: tuple[str, ...] = ()  # checksum verdicts that add to other grounds only
+    host: tuple[str, ...] = ()  # facts of the host's recorded context (locations.HOST_FACTS)
 
 
 def _load(name: str) -> dict:
@@ -85,7 +86,8 @@ def drop_locations() -> dict[str, tuple[LocationReason, ...]]:
     def candidate(entry: dict) -> LocationReason:
         return LocationReason(entry["reason"], entry.get("always", False),
                               *(tuple(entry.get(k, ())) for k in ("counters", "checksums",
-                                                                  "answers", "supporting")))
+                                                                  "answers", "supporting",
+                                                                  "host")))
 
     return {func: tuple(map(candidate, entries))
             for func, entries in _load("drop_locations.json")["locations"].items()}
