@@ -14,10 +14,15 @@ LAB = Path(__file__).resolve().parents[1] / "vm" / "lab.py"
 
 
 def test_the_checksum_incident_crosses_three_vms(tmp_path):
-    proc = subprocess.run([sys.executable, str(LAB), "run", "--scenario", "checksum",
-                           "--keep", str(tmp_path)], capture_output=True, text=True,
-                          timeout=3000)
-    out = proc.stdout + proc.stderr
+    proc = subprocess.Popen([sys.executable, str(LAB), "run", "--scenario", "checksum",
+                             "--keep", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=3000)
+    finally:
+        if proc.poll() is None:  # SIGTERM: lab.py halts its VMs, deletes its namespace
+            proc.terminate()
+            proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     for role in ("router", "server", "client"):
         assert f"{role}: provision.sh {role} -> lab: provisioned as the {role}" in out, out

@@ -5,10 +5,11 @@
 # shared source, runs vagrant/provision.sh ROLE. Then it stands in for `vagrant
 # ssh`: the host drops shell commands into $job/cmd as N.sh; each is run (in the
 # background, so that a watch and traffic overlap) with its output in N.out and
-# its exit status in N.rc. The file $job/halt ends the loop, and the VM.
+# its exit status in N.rc. The file $job/halt ends the loop, and the VM; so does
+# $LIFETIME seconds after boot, should the host's runner have died without a word.
 job=/mnt/job
 # shellcheck source=/dev/null
-. "$job/env" # ROLE, NICS ("eth0=10.0.1.2/24 ...")
+. "$job/env" # ROLE, NICS ("eth0=10.0.1.2/24 ..."), LIFETIME
 exec >"$job/agent.log" 2>&1
 set -x
 hostname "pktfate-$ROLE"
@@ -28,7 +29,8 @@ PKTFATE_SKIP_SETUP=1 PKTFATE_SOURCE=/root/pktfate sh /root/pktfate/vagrant/provi
 echo $? >"$job/provisioned.tmp" && mv "$job/provisioned.tmp" "$job/provisioned"
 set +x
 mkdir -p "$job/cmd"
-while [ ! -e "$job/halt" ]; do
+end=$(($(cut -d. -f1 /proc/uptime) + ${LIFETIME:-3600}))
+while [ ! -e "$job/halt" ] && [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do
 	for cmd in "$job"/cmd/*.sh; do
 		[ -e "$cmd" ] || continue
 		n=${cmd%.sh}

@@ -21,6 +21,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,7 @@ MACHINES = {
     "client": (("client-net", "10.0.1.2/24"),),
 }
 WATCH_SECONDS = 25
+LIFETIME = 3600  # seconds: a VM whose runner died powers itself off after this
 
 
 class Lab:
@@ -66,7 +68,7 @@ class Lab:
             job = self.job(role)
             job.mkdir(parents=True)
             guest_nics = " ".join(f"eth{i}={addr}" for i, (_, addr) in enumerate(nics))
-            (job / "env").write_text(f"ROLE={role}\nNICS='{guest_nics}'\n")
+            (job / "env").write_text(f"ROLE={role}\nNICS='{guest_nics}'\nLIFETIME={LIFETIME}\n")
             shutil.copy(HERE / "lab-agent.sh", job / "job.sh")
             netdevs = []
             for i, (bridge, _) in enumerate(nics):
@@ -244,6 +246,9 @@ def run(args: argparse.Namespace) -> int:
             print(line, flush=True)
             transcript.append(line)
 
+    # SIGTERM (a test's timeout, an operator) ends the run through `finally`: the VMs
+    # halted, the namespace deleted.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     root = Path(tempfile.mkdtemp(prefix="pktfate-vmlab-"))
     lab = Lab(image, version, root)
     started, results = time.monotonic(), {}
