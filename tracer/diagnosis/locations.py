@@ -38,7 +38,8 @@ def _grounds(candidate: LocationReason, flow: Flow, counters: dict[str, int],
     checked = [f"{flow.checksums[v]} with a {v} checksum by pktfate's own check"
                for v in candidate.checksums if flow.checksums.get(v)]
     sent = {"rst_out": (flow.rst_out, "RSTs sent back"),
-            "icmp_errors": (sum(flow.icmp_errors_sent.values()), "ICMP errors sent back")}
+            "icmp_errors": (sum(flow.icmp_errors_sent.values()), "ICMP errors sent back"),
+            "echo_replies": (flow.echo_replies_out, "echo replies sent back")}
     answered = [f"{sent[a][0]} {sent[a][1]}" for a in candidate.answers if sent[a][0]]
     hosted = [f"{facts[h]} {HOST_FACTS[h]}" for h in candidate.host if facts.get(h)]
     found = grounds + checked + answered + hosted
