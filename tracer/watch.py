@@ -24,6 +24,8 @@ from .output.human import HumanOutput
 from .output.jsonl import JsonOutput
 from .session import WatchSession, require_root
 
+ICMP_SEND = "icmp/icmp_send"  # the tracepoint of the ICMP errors this host sends
+
 
 def _formatter(json_out: bool, stream: TextIO, show_all: bool):
     return JsonOutput(stream) if json_out else HumanOutput(stream, show_all)
@@ -46,6 +48,7 @@ def run_watch(config, stream: TextIO) -> int:
 
     with WatchSession(config, on_event) as session:
         kernel, report = session.kernel, session.tracer.report
+        correlator.errors_from_egress = not kernel.has(ICMP_SEND)
         out.start({"version": __version__, "netns": kernel.netns, "all_netns": config.all_netns,
                    "local_addrs": sorted(local), "ports": list(config.ports),
                    "hosts": list(config.hosts), "protos": sorted(config.protos),
@@ -113,6 +116,7 @@ def run_explain(stream: BinaryIO, out_stream: TextIO, json_out: bool) -> int:
         nonlocal correlator
         if correlator is None:
             correlator = Correlator(set(start["local_addrs"]), tuple(start["ports"]))
+            correlator.errors_from_egress = f"tracepoint {ICMP_SEND}" in start.get("missing", [])
         correlator.feed(ev)
 
     rec = read_recording(stream, __version__, on_event)

@@ -235,3 +235,31 @@ def test_a_cgroup_filter_is_named_on_a_kernel_without_reasons_by_the_listeners_p
     findings = _explained("\n".join(json.dumps(line) for line in lines) + "\n")
     assert "socket-filter" not in [f["cause"] for f in findings]
     assert findings[0]["cause"].startswith("unknown")
+
+
+def _flows(text: str) -> list[dict]:
+    out = io.StringIO()
+    run_explain(io.BytesIO(text.encode()), out, json_out=True)
+    return [json.loads(line) for line in out.getvalue().splitlines()
+            if json.loads(line)["kind"] == "flow"]
+
+
+def test_a_router_without_drop_reasons_or_icmp_send_still_names_an_mtu_drop():
+    """Recorded by the kernel matrix on the router, in Debian 11's 5.10: data segments
+    too big for the 1280-byte link, DF set, freed in ip_forward with no reason while
+    IpFragFails grew; 5.10 has no icmp:icmp_send, so the 'fragmentation needed'
+    errors the router sent back are counted as tc egress saw them leave."""
+    text = (DATA / "watch-5.10-mtu.jsonl").read_text()
+    findings = _explained(text)
+    assert findings[0]["cause"] == "mtu"
+    assert any("PKT_TOO_BIG inferred" in line and "IpFragFails +3" in line
+               for line in findings[0]["evidence"])
+    tcp = next(f for f in _flows(text) if f["proto"] == "tcp")
+    assert tcp["icmp_errors_sent"] == [{"type": 3, "code": 4, "count": 3}]
+    # A kernel with the tracepoint counts them from it: the errors seen leaving are
+    # then not counted a second time.
+    start = json.loads(text.splitlines()[0])
+    start["missing"].remove("tracepoint icmp/icmp_send")
+    again = "\n".join([json.dumps(start)] + text.splitlines()[1:]) + "\n"
+    tcp = next(f for f in _flows(again) if f["proto"] == "tcp")
+    assert tcp["icmp_errors_sent"] == []

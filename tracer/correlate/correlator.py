@@ -208,6 +208,11 @@ class Correlator:
         self.by_skb: OrderedDict[str, PacketRecord] = OrderedDict()
         self.evicted_packets = 0
         self.evicted_flows = 0
+        # Where the kernel has no icmp:icmp_send tracepoint (before 5.14ish; 5.10),
+        # the ICMP errors this host sends are counted as they leave, at tc egress,
+        # on the flow of the packet they quote. Set by the caller, who knows the
+        # kernel (the watch) or its recorded start line (explain).
+        self.errors_from_egress = False
         # Each hook's handler (_on_<hook>), found once rather than per event.
         self._handlers = {name[4:].replace("_", "-"): getattr(self, name)
                           for name in dir(self) if name.startswith("_on_")
@@ -298,6 +303,9 @@ class Correlator:
         handler = self._handlers.get(ev.hook)
         if handler:
             handler(rec, flow, ev)
+        if first and ev.quoted and self.errors_from_egress and ev.hook == "tc-egress" and \
+                rec.direction == "out":
+            self._error_sent(ev)
         return rec, first
 
     def _note_skb(self, skb: str, rec: PacketRecord) -> None:
@@ -387,6 +395,17 @@ class Correlator:
         flow = self.flows.get(key)
         if flow is not None:
             flow.errors_in[ErrorIn(ev.icmp_type or 0, ev.icmp_code or 0, ev.src, ev.ttl)] += 1
+
+    def _error_sent(self, ev: PacketEvent) -> None:
+        """An ICMP error this host sends, seen leaving: counted on the flow of the
+        packet it quotes, which came in (its destination is this flow's local end)."""
+        q = ev.quoted or {}
+        ported = q.get("proto") in ("tcp", "udp")
+        key = (q.get("proto"), q.get("dst"), q.get("dport") if ported else None, q.get("src"),
+               q.get("sport") if ported else None)
+        flow = self.flows.get(key)
+        if flow is not None:
+            flow.icmp_errors_sent[IcmpCode(ev.icmp_type or 0, ev.icmp_code or 0)] += 1
 
     def _on_xdp(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
         self._arrived(rec, flow, ev)
