@@ -263,3 +263,22 @@ def test_a_router_without_drop_reasons_or_icmp_send_still_names_an_mtu_drop():
     again = "\n".join([json.dumps(start)] + text.splitlines()[1:]) + "\n"
     tcp = next(f for f in _flows(again) if f["proto"] == "tcp")
     assert tcp["icmp_errors_sent"] == []
+
+
+def test_frames_for_another_hosts_mac_are_named_by_the_counters_that_did_not_move():
+    """Recorded by the kernel matrix in Debian 11's 5.10: the forwarder sends to the
+    server's old MAC address; 5.10's ip_rcv_core frees such frames before counting
+    anything, while each of its other drops moves a counter. None moved: OTHERHOST.
+    Where one did, it is not named so."""
+    text = (DATA / "watch-5.10-not-for-this-host.jsonl").read_text()
+    findings = _explained(text)
+    assert {f["cause"] for f in findings} == {"not-for-this-host"}
+    assert findings[0]["summary"].startswith("ICMP packets from 10.0.1.2")
+    assert any("OTHERHOST inferred" in line and "none of IpInHdrErrors" in line
+               for line in findings[0]["evidence"])
+    lines = [json.loads(line) for line in text.splitlines()]
+    for line in lines:
+        if line["kind"] == "counters":
+            line["delta"]["IpExtInTruncatedPkts"] = 5
+    causes = [f["cause"] for f in _explained("\n".join(map(json.dumps, lines)) + "\n")]
+    assert "not-for-this-host" not in causes

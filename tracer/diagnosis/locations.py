@@ -42,6 +42,9 @@ def _grounds(candidate: LocationReason, flow: Flow, counters: dict[str, int],
             "echo_replies": (flow.echo_replies_out, "echo replies sent back")}
     answered = [f"{sent[a][0]} {sent[a][1]}" for a in candidate.answers if sent[a][0]]
     hosted = [f"{facts[h]} {HOST_FACTS[h]}" for h in candidate.host if facts.get(h)]
+    if candidate.silent and not any(counters.get(name) for name in candidate.silent):
+        hosted.append(f"none of {', '.join(candidate.silent)} moved, which count the "
+                      f"place's other drops")
     found = grounds + checked + answered + hosted
     if found:
         found += [f"{flow.checksums[v]} with a {v} checksum at arrival"

@@ -36,6 +36,8 @@ def _what(flow: Flow, reason: str | None = None) -> str:
         syns = flow.syn_in if reason is None else \
             flow.syn_drops.get(reason, 0) >= flow.drops.get(reason, 0)
         return "TCP SYNs" if syns else "TCP segments"
+    if flow.proto.startswith("icmp"):
+        return f"{flow.proto.upper()} packets"
     return "UDP datagrams"
 
 
@@ -73,8 +75,8 @@ def _dropped_line(flow: Flow, dropped: int, reason: str, tail: str = "") -> str:
 def contrast(ev: Evidence, flow: Flow, outcome: str) -> list[str]:
     """'ICMP echo from X answered 5/5; TCP SYN to :80 from X dropped 6/6 (TCP_CSUM)'."""
     icmp = ev.icmp_with(flow.peer)
-    if icmp is None or not icmp.echo_requests_in:
-        return []
+    if icmp is None or icmp is flow or not icmp.echo_requests_in:
+        return []  # no ping to contrast with, or the flow is the ping
     answered = icmp.fates.get("answered", 0)
     return [f"ICMP echo from {flow.peer} answered {answered}/{icmp.echo_requests_in}; "
             f"{flow.proto.upper()} to {_port(flow)} from {flow.peer} {outcome}"]

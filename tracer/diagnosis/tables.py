@@ -55,6 +55,7 @@ class LocationReason:
     answers: tuple[str, ...] = ()
     supporting: tuple[str, ...] = ()  # checksum verdicts that add to other grounds only
     host: tuple[str, ...] = ()  # facts of the host's recorded context (locations.HOST_FACTS)
+    silent: tuple[str, ...] = ()  # counters of the place's other drop paths: none moved
 
 
 def _load(name: str) -> dict:
@@ -87,7 +88,7 @@ def drop_locations() -> dict[str, tuple[LocationReason, ...]]:
         return LocationReason(entry["reason"], entry.get("always", False),
                               *(tuple(entry.get(k, ())) for k in ("counters", "checksums",
                                                                   "answers", "supporting",
-                                                                  "host")))
+                                                                  "host", "silent")))
 
     return {func: tuple(map(candidate, entries))
             for func, entries in _load("drop_locations.json")["locations"].items()}
