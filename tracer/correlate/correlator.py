@@ -22,6 +22,7 @@ ECHO_REQUEST = {"icmp": 8, "icmpv6": 128}
 ECHO_REPLY = {"icmp": 0, "icmpv6": 129}
 
 # Fates, most final first: a later, weaker sighting never overrides a stronger one.
+TCP_RECEIVE = frozenset({"tcp_v4_rcv", "tcp_v6_rcv"})  # where TCP frees what no socket wants
 FATE_RANK = {"reset": 6, "icmp-error": 6, "rejected": 6, "dropped": 5, "answered": 4,
              "forwarded": 3, "delivered": 2, "sent": 1, "unanswered": 0, "not-forwarded": 0}
 
@@ -489,6 +490,12 @@ class Correlator:
             flow.drop_ifaces[ev.iface] += 1
         if rec.first.tcp_flags == "S" and rec.fate in (None, "sent", "dropped"):
             flow.syn_drops[ev.reason or "UNKNOWN"] += 1
+        if rec.fate == "rejected" and func in TCP_RECEIVE and ev.reason in (None, "NO_SOCKET"):
+            # The RST that left before this drop was TCP's own answer to a segment for
+            # no socket, not a firewall's REJECT (which frees it in nf_hook_slow):
+            # kernels whose tcp_send_reset tracepoint stays silent then (5.10) get here.
+            flow.kernel_resets += 1
+            self._settle(rec, flow, "reset")
         self._settle(rec, flow, "dropped", reason=ev.reason, location=ev.location)
 
     def _on_tcp_bad_csum(self, rec: PacketRecord, flow: Flow, _ev: PacketEvent) -> None:

@@ -18,38 +18,49 @@ UNNAMED = ("UNKNOWN", "NOT_SPECIFIED")
 HOST_FACTS = {
     "listener_ingress_programs": "cgroup BPF program(s) filtering the listener's incoming "
                                  "packets",
+    "listeners": "socket(s) listening on the port",
 }
 
 
 def host_facts(listeners: dict, port: object) -> dict[str, int]:
     """The HOST_FACTS that hold for a port, from the context's listeners."""
-    programs = [prog for sock in listeners.get(str(port), {}).get("sockets", [])
-                for proc in sock.get("processes", [])
+    sockets = listeners.get(str(port), {}).get("sockets", [])
+    programs = [prog for sock in sockets for proc in sock.get("processes", [])
                 for prog in proc.get("cgroup_programs", []) if prog.get("attach") == "ingress"]
-    return {"listener_ingress_programs": len(programs)}
+    return {"listener_ingress_programs": len(programs), "listeners": len(sockets)}
 
 
 def _grounds(candidate: LocationReason, flow: Flow, counters: dict[str, int],
              facts: dict[str, int]) -> list[str]:
-    """What supports `candidate` for this flow ([] when nothing does)."""
+    """What supports `candidate` for this flow ([] when it does not hold). 'host'
+    facts and 'silent' counters are conditions, every one required; counters,
+    checksums and answers are alternatives, one at least when any is listed."""
     if candidate.always:
         return ["the function alone says it"]
+    answers = flow.synack_out + flow.rst_out + sum(flow.icmp_errors_sent.values())
+    if any(not facts.get(h) for h in candidate.host) or \
+            any(counters.get(name) for name in candidate.silent) or \
+            (candidate.unanswered and answers):
+        return []
     grounds = [f"{name} +{counters[name]}" for name in candidate.counters if counters.get(name)]
-    checked = [f"{flow.checksums[v]} with a {v} checksum by pktfate's own check"
-               for v in candidate.checksums if flow.checksums.get(v)]
+    grounds += [f"{flow.checksums[v]} with a {v} checksum by pktfate's own check"
+                for v in candidate.checksums if flow.checksums.get(v)]
     sent = {"rst_out": (flow.rst_out, "RSTs sent back"),
             "icmp_errors": (sum(flow.icmp_errors_sent.values()), "ICMP errors sent back"),
             "echo_replies": (flow.echo_replies_out, "echo replies sent back")}
-    answered = [f"{sent[a][0]} {sent[a][1]}" for a in candidate.answers if sent[a][0]]
-    hosted = [f"{facts[h]} {HOST_FACTS[h]}" for h in candidate.host if facts.get(h)]
-    if candidate.silent and not any(counters.get(name) for name in candidate.silent):
-        hosted.append(f"none of {', '.join(candidate.silent)} moved, which count the "
-                      f"place's other drops")
-    found = grounds + checked + answered + hosted
-    if found:
-        found += [f"{flow.checksums[v]} with a {v} checksum at arrival"
-                  for v in candidate.supporting if flow.checksums.get(v)]
-    return found
+    grounds += [f"{sent[a][0]} {sent[a][1]}" for a in candidate.answers if sent[a][0]]
+    if not grounds and (candidate.counters or candidate.checksums or candidate.answers):
+        return []
+    grounds += [f"{facts[h]} {HOST_FACTS[h]}" for h in candidate.host]
+    if candidate.silent:
+        grounds.append(f"none of {', '.join(candidate.silent)} moved, which count the "
+                       "place's other drops")
+    if candidate.unanswered:
+        grounds.append("nothing was sent back")
+    if grounds:
+        grounds += [f"{flow.checksums[v]} with a {v} checksum at arrival"
+                    for v in candidate.supporting if flow.checksums.get(v)]
+    return grounds
 
 
 def infer(function: str, flow: Flow, counters: dict[str, int], unnamed: str = "UNKNOWN",
@@ -57,7 +68,9 @@ def infer(function: str, flow: Flow, counters: dict[str, int], unnamed: str = "U
     """(reason, what it rests on) for drops freed in `function`, or None. Drops a
     kernel with reasons left NOT_SPECIFIED are named only by places that say it
     alone: that kernel would have named the others."""
-    for candidate in drop_locations().get(function, ()):
+    # A compiler's copy of a function keeps its name with a suffix
+    # (ip_rcv_finish_core.constprop.0): the table names the function.
+    for candidate in drop_locations().get(function.split(".", 1)[0], ()):
         if unnamed != "UNKNOWN" and not candidate.always:
             continue
         grounds = _grounds(candidate, flow, counters, facts or {})

@@ -56,6 +56,7 @@ class LocationReason:
     supporting: tuple[str, ...] = ()  # checksum verdicts that add to other grounds only
     host: tuple[str, ...] = ()  # facts of the host's recorded context (locations.HOST_FACTS)
     silent: tuple[str, ...] = ()  # counters of the place's other drop paths: none moved
+    unanswered: bool = False  # the flow sent nothing back (no SYN-ACK, RST or ICMP error)
 
 
 def _load(name: str) -> dict:
@@ -84,11 +85,12 @@ def counter_meanings() -> dict[str, CounterMeaning]:
 @lru_cache(maxsize=1)
 def drop_locations() -> dict[str, tuple[LocationReason, ...]]:
     """function -> its candidate reasons, in order (tables/drop_locations.json)."""
+    lists = ("counters", "checksums", "answers", "supporting", "host", "silent")
+
     def candidate(entry: dict) -> LocationReason:
-        return LocationReason(entry["reason"], entry.get("always", False),
-                              *(tuple(entry.get(k, ())) for k in ("counters", "checksums",
-                                                                  "answers", "supporting",
-                                                                  "host", "silent")))
+        return LocationReason(reason=entry["reason"], always=entry.get("always", False),
+                              unanswered=entry.get("unanswered", False),
+                              **{key: tuple(entry.get(key, ())) for key in lists})
 
     return {func: tuple(map(candidate, entries))
             for func, entries in _load("drop_locations.json")["locations"].items()}
