@@ -82,26 +82,45 @@ def top_finding(lines_path: Path) -> tuple[str, bool]:
 
 def run_kernel(image: Path, version: str, scenarios: list[str], duration: float,
                keep: Path | None) -> tuple[dict[str, Cell], dict]:
-    from pktfate.lab.scenarios import SCENARIOS
 
     job = Path(tempfile.mkdtemp(prefix=f"pktfate-vm-{version}-"))
+    (job / "commit").write_text(_commit() + "\n")
     (job / "env").write_text(f"SCENARIOS='{' '.join(scenarios)}'\nDURATION={duration:g}\n")
     start = time.monotonic()
     proc = subprocess.run(["sh", str(HERE / "run-vm.sh"), str(image), version, str(job)],
                           capture_output=True, text=True)
-    facts = {"seconds": round(time.monotonic() - start), "qemu_exit": proc.returncode,
-             "kernel": _read(job / "kernel") or version,
-             "reasons": (_read(job / "reasons.txt") or "").splitlines()[:1]}
+    cells, facts = read_job(job, version, scenarios)
+    facts.update(seconds=round(time.monotonic() - start), qemu_exit=proc.returncode)
+    if keep:
+        shutil.rmtree(keep / version, ignore_errors=True)
+        shutil.copytree(job, keep / version)
+    shutil.rmtree(job, ignore_errors=True)
+    return cells, facts
+
+
+def read_job(job: Path, version: str, scenarios: list[str]) -> tuple[dict[str, Cell], dict]:
+    """The cells and facts a VM's job folder holds (a run's, or one kept by --keep)."""
+    from pktfate.lab.scenarios import SCENARIOS
+
+    facts = {"seconds": "?", "kernel": _read(job / "kernel") or version,
+             "reasons": (_read(job / "reasons.txt") or "").splitlines()[:1],
+             "commit": _read(job / "commit") or "?"}
     cells = {}
     for name in scenarios:
         got, inferred = top_finding(job / f"{name}.jsonl")
         if not (job / "done").exists() and got.startswith("no result"):
             got = "VM did not finish"
         cells[name] = Cell(SCENARIOS[name].expect, got, inferred)
-    if keep:
-        shutil.copytree(job, keep / version, dirs_exist_ok=True)
-    shutil.rmtree(job, ignore_errors=True)
     return cells, facts
+
+
+def _commit() -> str:
+    """The checkout's commit, with '+' when it has changes not committed."""
+    head = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip() or "?"
+    dirty = subprocess.run(["git", "-C", str(PROJECT), "status", "--porcelain", "--",
+                            "tracer", "bpf", "tests/vm"], capture_output=True, text=True).stdout
+    return head + ("+" if dirty.strip() else "")
 
 
 def _read(path: Path) -> str | None:
@@ -127,8 +146,9 @@ def update_docs(lines: list[str], facts: dict[str, dict]) -> None:
     today = datetime.date.today().isoformat()
     notes = [f"Run {today} on {platform.machine()}, host kernel {platform.release()}; "
              "each kernel booted under qemu TCG from tests/vm/image.sh's image."]
-    notes += [f"- {series}: `{f['kernel']}`, {f['seconds']} s; `pktfate reasons`: "
-              f"{(f['reasons'] or ['?'])[0][:80]}" for series, f in facts.items()]
+    notes += [f"- {series}: `{f['kernel']}`, commit {f.get('commit', '?')}, {f['seconds']} s; "
+              f"`pktfate reasons`: {(f['reasons'] or ['?'])[0][:80]}"
+              for series, f in facts.items()]
     block = "\n".join(notes + [""] + lines)
     text = re.sub(r"(<!-- matrix:begin -->\n).*?(\n<!-- matrix:end -->)",
                   lambda m: m.group(1) + block + m.group(2), text, flags=re.S)
@@ -146,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="each watch's seconds")
     parser.add_argument("--keep", type=Path, help="copy each VM's job folder here")
     parser.add_argument("--update-docs", action="store_true", help="write docs/KERNELS.md")
+    parser.add_argument("--from-kept", type=Path, help="read the kernels whose job folder a "
+                        "--keep left here instead of booting them")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("matrix: run as root (it builds an image and boots VMs)", file=sys.stderr)
@@ -162,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         if series not in versions:
             print(f"matrix: the image has no {series} kernel", file=sys.stderr)
             return 2
+        kept = args.from_kept / versions[series] if args.from_kept else None
+        if kept and kept.is_dir():
+            print(f"matrix: {versions[series]} from {kept}", file=sys.stderr, flush=True)
+            results[series], facts[series] = read_job(kept, versions[series], scenarios)
+            continue
         print(f"matrix: booting {versions[series]} for {len(scenarios)} scenarios",
               file=sys.stderr, flush=True)
         results[series], facts[series] = run_kernel(image, versions[series], scenarios,
