@@ -116,7 +116,11 @@ def run_explain(stream: BinaryIO, out_stream: TextIO, json_out: bool) -> int:
         nonlocal correlator
         if correlator is None:
             correlator = Correlator(set(start["local_addrs"]), tuple(start["ports"]))
-            correlator.errors_from_egress = f"tracepoint {ICMP_SEND}" in start.get("missing", [])
+            # As the watch decided: no icmp_send events without the tracepoint, nor
+            # without BTF (then no tracepoint is attached at all).
+            correlator.errors_from_egress = any(
+                m == f"tracepoint {ICMP_SEND}" or m.startswith("kernel BTF")
+                for m in start.get("missing", []))
         correlator.feed(ev)
 
     rec = read_recording(stream, __version__, on_event)
