@@ -211,9 +211,11 @@ class Lab:
         if "server" in self.hosts and scenario.commands("services", "server") and \
                 not scenario.ready.get("server"):  # its own readiness test says more
             port = scenario.listening_port
+            # As long as a ready condition: a listener that loads a BPF program
+            # (cgroup-filter) compiles it first, half a minute under emulation.
             wait_for(lambda: f":{port} " in self.sh("server", f"ss -Hltun 'sport = :{port}'",
                                                  check=False).stdout + " ",
-                  f"the server to listen on :{port}")
+                  f"the server to listen on :{port}", timeout=60)
 
     def down(self) -> None:
         """Stop what the lab started (by PID) and delete its namespaces."""
