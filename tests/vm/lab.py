@@ -228,11 +228,7 @@ def record(transcript: list[str], summary: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if os.geteuid() != 0:
-        print("lab: run as root (it boots VMs and makes a network namespace)", file=sys.stderr)
-        return 2
-    if not shutil.which("qemu-system-x86_64"):
-        print("lab: qemu is missing: run make setup-dev", file=sys.stderr)
+    if not matrix.can_boot("lab", "it boots VMs and makes a network namespace"):
         return 2
     image = matrix.build_image()
     version = matrix.kernels(image).get(KERNEL_SERIES)

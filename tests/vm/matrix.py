@@ -48,6 +48,17 @@ class Cell:
         return f"{self.got}{' (inferred)' if self.inferred else ''} {mark}"
 
 
+def can_boot(who: str, why: str) -> bool:
+    """Root and qemu, or a line on standard error saying which is missing."""
+    if os.geteuid() != 0:
+        print(f"{who}: run as root ({why})", file=sys.stderr)
+        return False
+    if not shutil.which("qemu-system-x86_64"):
+        print(f"{who}: qemu is missing: run make setup-dev", file=sys.stderr)
+        return False
+    return True
+
+
 def build_image() -> Path:
     proc = subprocess.run(["sh", str(HERE / "image.sh")], stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
@@ -169,11 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-kept", type=Path, help="read the kernels whose job folder a "
                         "--keep left here instead of booting them")
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print("matrix: run as root (it builds an image and boots VMs)", file=sys.stderr)
-        return 2
-    if not shutil.which("qemu-system-x86_64"):
-        print("matrix: qemu is missing: run make setup-dev", file=sys.stderr)
+    if not can_boot("matrix", "it builds an image and boots VMs"):
         return 2
     scenarios = args.scenario or (list(SMOKE) if args.smoke else sorted(SCENARIOS))
     image = build_image()

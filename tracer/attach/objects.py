@@ -29,7 +29,6 @@ from ..kernel import bpfsys
 OBJECT_FORMAT = 1
 DEFAULT_CACHE = Path("/var/cache/pktfate/bpf")
 TRACEPOINT_PREFIX = "tracepoint__"
-OBJ_NAME_LEN = bpfsys.OBJ_NAME_LEN  # with its NUL
 # The programs the attach layer loads by name, and their types.
 FRAME_PROGRAMS = {"pf_xdp": bpfsys.PROG_XDP, "pf_tc_ingress": bpfsys.PROG_SCHED_CLS,
                   "pf_tc_egress": bpfsys.PROG_SCHED_CLS}
@@ -65,7 +64,7 @@ class ProgramSpec:
         bcc's tracepoint names would all cut to 'tracepoint__skb' and the like."""
         tracepoint = self.tracepoint
         name = f"pf_{tracepoint.split('/', 1)[1]}" if tracepoint else self.name
-        return name[:OBJ_NAME_LEN - 1]
+        return name[:bpfsys.OBJ_NAME_LEN - 1]  # the length counts the NUL
 
 
 @dataclass(frozen=True)

@@ -389,22 +389,24 @@ class Correlator:
         """Count an ICMP error on the flow of the packet it quotes, when that flow
         is known: a router's 'unreachable' about our SYNs to 10.0.2.2 belongs to
         the flow to 10.0.2.2, not to the router."""
-        q = ev.quoted or {}
-        ported = q.get("proto") in ("tcp", "udp")
-        key = (q.get("proto"), q.get("src"), q.get("sport") if ported else None, q.get("dst"),
-               q.get("dport") if ported else None)
-        flow = self.flows.get(key)
+        flow = self._quoted_flow(ev, sent_by_us=True)
         if flow is not None:
             flow.errors_in[ErrorIn(ev.icmp_type or 0, ev.icmp_code or 0, ev.src, ev.ttl)] += 1
+
+    def _quoted_flow(self, ev: PacketEvent, sent_by_us: bool) -> Flow | None:
+        """The known flow of the packet an ICMP error quotes: one this host sent (its
+        source is the flow's local end) or one it received (its destination is)."""
+        q = ev.quoted or {}
+        ported = q.get("proto") in ("tcp", "udp")
+        ends = [(q.get("src"), q.get("sport") if ported else None),
+                (q.get("dst"), q.get("dport") if ported else None)]
+        (local, lport), (peer, pport) = ends if sent_by_us else ends[::-1]
+        return self.flows.get((q.get("proto"), local, lport, peer, pport))
 
     def _error_sent(self, ev: PacketEvent) -> None:
         """An ICMP error this host sends, seen leaving: counted on the flow of the
         packet it quotes, which came in (its destination is this flow's local end)."""
-        q = ev.quoted or {}
-        ported = q.get("proto") in ("tcp", "udp")
-        key = (q.get("proto"), q.get("dst"), q.get("dport") if ported else None, q.get("src"),
-               q.get("sport") if ported else None)
-        flow = self.flows.get(key)
+        flow = self._quoted_flow(ev, sent_by_us=False)
         if flow is not None:
             flow.icmp_errors_sent[IcmpCode(ev.icmp_type or 0, ev.icmp_code or 0)] += 1
 
