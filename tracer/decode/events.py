@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Callable
 
 from .checksum import l4_checksum_verdict
 from .raw import (
+    EVENT_FIELDS,
     HOOKS,
     PROTOCOLS,
     TCP_FLAG_LETTERS,
@@ -22,6 +24,17 @@ _ICMP = frozenset({"icmp", "icmpv6"})
 _ECHO_TYPES = frozenset({0, 8, 128, 129})  # echo request and reply, v4 and v6
 _REASON_HOOKS = frozenset({"drop", "rst-sent"})
 _new_event = object.__new__
+_set_fields = object.__setattr__  # a frozen dataclass's own __setattr__ refuses
+
+# A record's shape: every raw field that the decoded event's fields other than
+# ts, length, ttl, ip_id, seq, ack, checksum, csum_field and skb follow from (the
+# names, the flow, the hook, the reason). A flood repeats a handful of shapes, so
+# the names, addresses and symbol of each are worked out once (Decoder.decode).
+_SHAPE_FIELDS = ("hook", "family", "proto", "saddr", "daddr", "ifindex", "netns", "reason",
+                 "location", "sport", "dport", "tcp_flags", "icmp_type", "icmp_code",
+                 "state_old", "state_new", "tracked", "snap_len")
+_shape_of = itemgetter(*(EVENT_FIELDS.index(name) for name in _SHAPE_FIELDS))
+MAX_SHAPES = 4096  # a scan of many ports or hosts: start again when full
 
 
 def tcp_flags_text(flags: int) -> str:
@@ -143,6 +156,10 @@ class Decoder:
         self.boot_offset = boot_offset
         self.local_netns = local_netns  # interface hooks see only this namespace
         self._addresses: dict[tuple[bytes, int], str] = {}
+        # shape -> (the fields every event of that shape shares, in declaration
+        # order; is IPv4; is TCP; its arrivals are checked; it carries a snap)
+        self._shapes: dict[tuple, tuple[dict, bool, bool, bool, bool]] = {}
+        self._skbs: dict[int, str] = {}
 
     def _text(self, raw: bytes, family: int) -> str:
         """An address as text, remembered: a flow's packets repeat their two."""
@@ -155,7 +172,57 @@ class Decoder:
         return text
 
     def decode(self, raw: AnyRecord) -> PacketEvent:
-        """From the ring buffer's record (decode/raw.py event_record)."""
+        """From the ring buffer's record (decode/raw.py event_record). A record of
+        a shape seen before takes the shared fields from the first one and works
+        out only what changes from packet to packet."""
+        shape = _shape_of(raw)
+        known = self._shapes.get(shape)
+        if known is None:
+            return self._decode_shape(raw, shape)
+        shared, v4, tcp, checked, snapped = known
+        fields = shared.copy()  # declaration order kept: values replaced, none added
+        fields["ts"] = round(raw.ts_ns / 1e9 + self.boot_offset, 6)
+        fields["length"] = raw.pkt_len
+        fields["ttl"] = raw.ttl
+        if v4:
+            fields["ip_id"] = raw.ip_id
+        if tcp:
+            fields["seq"] = raw.seq
+            fields["ack"] = raw.ack_seq
+        if checked:
+            fields["checksum"] = self._checksum(raw, fields["proto"])
+        if snapped:
+            fields["csum_field"] = raw.l4_csum
+        if raw.skb:
+            fields["skb"] = self._skb_text(raw.skb)
+        ev = _new_event(PacketEvent)
+        _set_fields(ev, "__dict__", fields)
+        return ev
+
+    def _skb_text(self, skb: int) -> str:
+        """An skb address as text, remembered: the kernel reuses a few thousand."""
+        text = self._skbs.get(skb)
+        if text is None:
+            if len(self._skbs) >= 65536:
+                self._skbs.clear()
+            text = self._skbs[skb] = f"{skb:#x}"
+        return text
+
+    def _decode_shape(self, raw: AnyRecord, shape: tuple) -> PacketEvent:
+        """The first record of its shape, decoded in full; the shape is remembered
+        unless it is an ICMP error (what it quotes differs from packet to packet)."""
+        ev = self._decode_all(raw)
+        if ev.icmp_type not in ICMP_ERRORS.get(ev.proto, ()):
+            if len(self._shapes) >= MAX_SHAPES:
+                self._shapes.clear()
+            shared = dict(ev.__dict__)
+            shared["skb"] = None  # set per record, where it has one
+            self._shapes[shape] = (shared, raw.family == 4, ev.proto == "tcp",
+                                   ev.checksum is not None, bool(raw.snap_len))
+        return ev
+
+    def _decode_all(self, raw: AnyRecord) -> PacketEvent:
+        """Every field from the record."""
         hook = HOOKS.get(raw.hook) or f"hook{raw.hook}"
         proto = PROTOCOLS.get(raw.proto) or str(raw.proto)
         family = raw.family

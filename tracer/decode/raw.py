@@ -115,7 +115,8 @@ def _struct_of(fields: list) -> struct.Struct:
 # The same record decoded in one call from the ring buffer's memory: a tuple with
 # RawEvent's field names (addresses and snap as bytes), for the decoder.
 EVENT_STRUCT = _struct_of(RawEvent._fields_)
-EventRecord = namedtuple("EventRecord", [name for name, _ in RawEvent._fields_],  # type: ignore[misc]
+EVENT_FIELDS = tuple(field[0] for field in RawEvent._fields_)
+EventRecord = namedtuple("EventRecord", EVENT_FIELDS,  # type: ignore[misc]
                          rename=True)  # _pad becomes a positional name: nobody reads it
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from json.encoder import encode_basestring_ascii
+from operator import itemgetter
 from typing import TextIO
 
 from ..correlate.correlator import Flow, PacketRecord
@@ -12,7 +13,7 @@ from ..diagnosis.evidence import Finding
 
 # A packet line is the busiest thing pktfate writes: one per event. Its keys are
 # fixed, so the line is a template with the values filled in, each encoded as
-# json.dumps would (test_jsonl checks the two agree); strings repeat (hooks,
+# json.dumps would (test_decode checks the two agree); strings repeat (hooks,
 # addresses, interfaces), so their encodings are remembered.
 _PACKET_LINE = ('{"kind": "packet", '
                 + ", ".join(f'"{name}": %s' for name in PacketEvent.__dataclass_fields__)
@@ -38,9 +39,51 @@ def _json_value(value, _str=str, _int=int, _float=float) -> str:
     return json.dumps(value)
 
 
+# What changes from one packet of a flow to the next; the other fields (quoted
+# aside: ICMP errors take the full line) make a line shape, encoded once into a
+# template that names the per-packet fields (%(ts)r), filled from the event's own
+# dict. Which per-packet fields are null is part of the shape. Their values are
+# numbers, or strings pktfate makes that never need escaping (the checksum verdict,
+# the skb address in hex).
+_PER_PACKET = ("ts", "length", "ttl", "ip_id", "seq", "ack", "checksum", "csum_field", "skb")
+_SHAPE_FIELDS = tuple(name for name in PacketEvent.__dataclass_fields__
+                      if name not in _PER_PACKET and name != "quoted")
+_shape_of = itemgetter(*_SHAPE_FIELDS)
+_per_packet_of = itemgetter(*_PER_PACKET)
+_LINES: dict[tuple, str] = {}
+MAX_LINE_SHAPES = 4096
+_PLACEHOLDER = {float: "%({})r", int: "%({})d", str: '"%({})s"'}
+
+
+def _line_template(fields: dict) -> str:
+    """The shape's template; "" where a per-packet value is of a type the
+    placeholders do not encode as json.dumps would (then the line is made whole)."""
+    parts = []
+    for name, value in fields.items():
+        if name in _PER_PACKET and value is not None:
+            placeholder = _PLACEHOLDER.get(type(value))
+            if placeholder is None:
+                return ""
+            text = placeholder.format(name)
+        else:
+            text = _json_value(value).replace("%", "%%")
+        parts.append(f'"{name}": {text}')
+    return '{"kind": "packet", ' + ", ".join(parts) + "}\n"
+
+
 def packet_line(ev: PacketEvent) -> str:
     """The JSON line of one packet event, newline included."""
-    return _PACKET_LINE % tuple(map(_json_value, ev.__dict__.values()))
+    fields = ev.__dict__
+    if fields["quoted"] is None:
+        shape = (_shape_of(fields), tuple(map(type, _per_packet_of(fields))))
+        template = _LINES.get(shape)
+        if template is None:
+            if len(_LINES) >= MAX_LINE_SHAPES:
+                _LINES.clear()
+            template = _LINES[shape] = _line_template(fields)
+        if template:
+            return template % fields
+    return _PACKET_LINE % tuple(map(_json_value, fields.values()))
 
 
 class JsonOutput:
