@@ -214,6 +214,9 @@ class Correlator:
         # on the flow of the packet they quote. Set by the caller, who knows the
         # kernel (the watch) or its recorded start line (explain).
         self.errors_from_egress = False
+        # Named tuples made once each: a flood repeats a few.
+        self._arrivals: dict[tuple, Arrival] = {}
+        self._sites: dict[tuple, DropSite] = {}
         # Each hook's handler (_on_<hook>), found once rather than per event.
         self._handlers = {name[4:].replace("_", "-"): getattr(self, name)
                           for name in dir(self) if name.startswith("_on_")
@@ -418,10 +421,13 @@ class Correlator:
             self._arrived(rec, flow, ev)
 
     def _arrived(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
-        flow.arrived_on[Arrival(ev.hook, ev.iface)] += 1
+        where = self._arrivals.get((ev.hook, ev.iface))
+        if where is None:
+            where = self._arrivals[(ev.hook, ev.iface)] = Arrival(ev.hook, ev.iface)
+        flow.arrived_on[where] += 1
         if ev.checksum:
             flow.checksums[ev.checksum] += 1
-        if rec.direction == "in":
+        if rec.direction == "in" and (ev.tcp_flags or ev.is_icmp):
             self._answer(ev)  # an answer to what this host sent (a client's SYN)
 
     def _on_tc_egress(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
@@ -483,11 +489,23 @@ class Correlator:
         if rec.settle(fate, **detail):
             self._move_fate(flow, old, fate, rec)
 
+    def _drop_site(self, ev: PacketEvent) -> DropSite:
+        """The reason and the function, without offset, that freed it: remembered,
+        as a flood repeats a few."""
+        site = self._sites.get((ev.reason, ev.location))
+        if site is None:
+            if len(self._sites) >= MAX_OPEN_PACKETS:
+                self._sites.clear()
+            site = DropSite(ev.reason or "UNKNOWN", (ev.location or "?").split("+")[0])
+            self._sites[(ev.reason, ev.location)] = site
+        return site
+
     def _on_drop(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
-        flow.drops[ev.reason or "UNKNOWN"] += 1
-        func = (ev.location or "?").split("+")[0]
+        site = self._drop_site(ev)
+        func = site.function
+        flow.drops[site.reason] += 1
         flow.drop_locations[func] += 1
-        flow.drop_sites[DropSite(ev.reason or "UNKNOWN", func)] += 1
+        flow.drop_sites[site] += 1
         if ev.iface:
             flow.drop_ifaces[ev.iface] += 1
         if rec.first.tcp_flags == "S" and rec.fate in (None, "sent", "dropped"):
