@@ -120,8 +120,12 @@ EventRecord = namedtuple("EventRecord", EVENT_FIELDS,  # type: ignore[misc]
                          rename=True)  # _pad becomes a positional name: nobody reads it
 
 
+_unpack_event = EVENT_STRUCT.unpack_from
+_new_record = tuple.__new__  # _make() without its length check: the unpack fits by construction
+
+
 def event_record(buffer, offset: int = 0) -> EventRecord:
-    return EventRecord._make(EVENT_STRUCT.unpack_from(buffer, offset))
+    return _new_record(EventRecord, _unpack_event(buffer, offset))
 
 
 class RawAggKey(ctypes.Structure):
