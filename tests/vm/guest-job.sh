@@ -10,14 +10,7 @@ job=/mnt/job
 exec >"$job/guest.log" 2>&1
 set -x
 uname -r >"$job/kernel"
-ip link set lo up
-mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
-# A copy without the host's virtualenv and git objects; then pktfate alone (its
-# dependencies are in the image).
-mkdir -p /root/pktfate
-tar -C /mnt/src --exclude=./.venv --exclude=./.git -cf - . | tar -C /root/pktfate -xf -
-/opt/pktfate/bin/pip install -q --no-deps --no-build-isolation --no-index /root/pktfate
-ln -sfn /opt/pktfate/bin/pktfate /usr/local/bin/pktfate
+sh /mnt/src/tests/vm/guest-install.sh
 pktfate reasons >"$job/reasons.txt" 2>&1
 pktfate reasons --json >"$job/reasons.json" 2>&1
 for name in $SCENARIOS; do

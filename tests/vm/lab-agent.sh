@@ -13,17 +13,11 @@ job=/mnt/job
 exec >"$job/agent.log" 2>&1
 set -x
 hostname "pktfate-$ROLE"
-ip link set lo up
-mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 for nic in $NICS; do
 	ip address add "${nic#*=}" dev "${nic%%=*}"
 	ip link set "${nic%%=*}" up
 done
-# pktfate from the shared source, its dependencies from the image (no network).
-mkdir -p /root/pktfate
-tar -C /mnt/src --exclude=./.venv --exclude=./.git -cf - . | tar -C /root/pktfate -xf -
-/opt/pktfate/bin/pip install -q --no-deps --no-build-isolation --no-index /root/pktfate
-ln -sfn /opt/pktfate/bin/pktfate /usr/local/bin/pktfate
+sh /mnt/src/tests/vm/guest-install.sh
 PKTFATE_SKIP_SETUP=1 PKTFATE_SOURCE=/root/pktfate sh /root/pktfate/vagrant/provision.sh "$ROLE" \
 	>"$job/provision.log" 2>&1
 echo $? >"$job/provisioned.tmp" && mv "$job/provisioned.tmp" "$job/provisioned"
