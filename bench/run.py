@@ -480,6 +480,11 @@ def run(sizes: Sizes) -> Results:
             ratios = versus(pair, Pktfate(port), Pktfate(port, "--no-track"), sizes, tmp)
             results.add(f"(a) rate with skb tracking on over off ({_filter_text(port)})",
                         ratios, "{:.2f}", "", None)
+        # Generic XDP (the only kind a veth gets from an observer) makes the kernel
+        # give each skb XDP's headroom: what that costs, apart from the program.
+        ratios = versus(pair, Pktfate(UNWATCHED), Pktfate(UNWATCHED, "--no-xdp"), sizes, tmp)
+        results.add(f"(a) rate with XDP attached over --no-xdp ({_filter_text(UNWATCHED)})",
+                    ratios, "{:.2f}", "", None)
         why = tcpdrop_available()
         results.note("(a) rate with bcc's tcpdrop", f"not measured: {why}" if why else
                      "runs here (TCP drops only: no UDP flood to compare)")
