@@ -13,6 +13,15 @@
 
 #define PF_ETH_P_IP 0x0800
 #define PF_ETH_P_IPV6 0x86DD
+/* The same as skb->protocol holds them (network byte order), for programs that
+ * read the skb itself rather than a tracepoint's record of it. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define PF_BE16(x) ((__u16)((((x) & 0xFF) << 8) | (((x) >> 8) & 0xFF)))
+#else
+#define PF_BE16(x) ((__u16)(x))
+#endif
+#define PF_ETH_P_IP_BE PF_BE16(PF_ETH_P_IP)
+#define PF_ETH_P_IPV6_BE PF_BE16(PF_ETH_P_IPV6)
 #define PF_ETH_P_8021Q 0x8100
 #define PF_ETH_P_8021AD 0x88A8
 #define PF_IPPROTO_ICMP 1

@@ -94,6 +94,19 @@ static __always_inline __u64 pf_skb_network(__u64 skb)
 }
 #endif
 
+/* The same for a BTF-typed skb pointer (a raw tracepoint's argument): the verifier
+ * lets the program load the skb's fields itself, so head and network_header are
+ * two plain loads, no helper call. */
+static __always_inline __u64 pf_skb_network_direct(__u64 skb)
+{
+	__u64 head = *(volatile __u64 *)(skb + PF_OFF_SKB_HEAD);
+	__u16 nh = *(volatile __u16 *)(skb + PF_OFF_SKB_NETWORK_HEADER);
+
+	if (!head || nh == 0xFFFF)  /* no buffer, or the network header never set */
+		return 0;
+	return head + nh;
+}
+
 /* True when the namespace passes the filter (a watched namespace of 0 means
  * every namespace). */
 static __always_inline int pf_netns_ok(__u32 inum)
@@ -107,9 +120,9 @@ static __always_inline int pf_netns_ok(__u32 inum)
 /* The filter's view of the IP packet in a kernel skb (pf_peek_frame's twin for
  * tracepoints): protocol and ports, read into the stack. Returns 0 when the skb
  * holds no readable IP header. */
-static __always_inline int pf_skb_peek(__u64 skb, struct pf_peek *p)
+static __always_inline int pf_skb_peek(__u64 skb, struct pf_peek *p, const int direct)
 {
-	__u64 head = pf_skb_network(skb);
+	__u64 head = direct ? pf_skb_network_direct(skb) : pf_skb_network(skb);
 	/* An IPv4 header without options and the ports after it, in one read; the
 	 * bytes past a short packet are the buffer's own tail room, never read
 	 * as the packet's (the protocol says what follows). */
@@ -196,12 +209,12 @@ static __always_inline struct pf_event *pf_event_in_netns(__u8 hook, __u32 netns
 
 /* A new event for a packet a tracepoint handed over, or 0 when the filter
  * refuses it. `found` and `fp` are what pf_track_find() said of the skb (found
- * -1: not asked yet). The filter's cheap part comes first: on a busy host most
+ * -1: not asked yet); `direct`: the skb is a BTF-typed pointer (pf_skb_peek). The filter's cheap part comes first: on a busy host most
  * skbs are for other ports, and two reads of the skb tell so; the namespace
  * (three or four dependent reads) only for the packets that pass, and for the
  * tracked ones, whose rewritten tuple no longer passes. */
-static __always_inline struct pf_event *pf_skb_event_tracked(__u8 hook, __u64 skb,
-							     __u64 sk_hint, int found, __u32 fp)
+static __always_inline struct pf_event *pf_skb_event_from(__u8 hook, __u64 skb, __u64 sk_hint,
+							  int found, __u32 fp, const int direct)
 {
 	struct pf_peek p = {};
 	struct pf_event *e;
@@ -209,7 +222,7 @@ static __always_inline struct pf_event *pf_skb_event_tracked(__u8 hook, __u64 sk
 	__u32 netns;
 	__u8 watched;
 
-	if (!pf_skb_peek(skb, &p) || !pf_peek_ok(&p, &watched)) {
+	if (!pf_skb_peek(skb, &p, direct) || !pf_peek_ok(&p, &watched)) {
 		if (found < 0)
 			fp = pf_track_find(skb, &found);
 		if (!found)
@@ -235,7 +248,7 @@ static __always_inline struct pf_event *pf_skb_event_tracked(__u8 hook, __u64 sk
 
 static __always_inline struct pf_event *pf_skb_event(__u8 hook, __u64 skb, __u64 sk_hint)
 {
-	return pf_skb_event_tracked(hook, skb, sk_hint, -1, 0);
+	return pf_skb_event_from(hook, skb, sk_hint, -1, 0, 0);
 }
 
 /* Whether a tracepoint's event goes to user space: it matches the filter in a

@@ -51,6 +51,21 @@ class WatchConfig:
             keys.append(addr.packed.ljust(16, b"\0"))
         return keys
 
+    def _raw_kfree_skb(self, kernel: KernelInfo) -> dict[str, int]:
+        """skb:kfree_skb's BTF-typed raw form (bpf/kfree_skb.c), where the kernel
+        has it and links are wanted (its attachment is one): which of its u64
+        arguments holds what, by type, -1 where absent. --no-links keeps the
+        regular tracepoint, as before links."""
+        raw = kernel.raw_tracepoints.get("skb/kfree_skb") if self.links else None
+        args = raw[1] if raw else ()
+        usable = args[:2] == ("sk_buff *", "void *")  # the skb, then the code address
+
+        def where(type_name: str) -> int:
+            return args.index(type_name) if usable and type_name in args else -1
+
+        return {"PF_KFREE_RAW": int(usable), "PF_KFREE_RAW_REASON": where("skb_drop_reason"),
+                "PF_KFREE_RAW_RX_SK": where("sock *")}
+
     def cflags(self, kernel: KernelInfo) -> list[str]:
         """The -D defines that configure bpf/pktfate.c for this watch and kernel."""
         defines: dict[str, int] = {
@@ -75,6 +90,7 @@ class WatchConfig:
         kfree = kernel.tracepoints.get("skb/kfree_skb", frozenset())
         defines["PF_HAVE_DROP_REASON"] = int("reason" in kfree)
         defines["PF_KFREE_HAS_RX_SK"] = int("rx_sk" in kfree)
+        defines.update(self._raw_kfree_skb(kernel))
         rst = kernel.tracepoints.get("tcp/tcp_send_reset", frozenset())
         defines["PF_RST_HAS_REASON"] = int("reason" in rst)
         defines.update(kernel.offsets)

@@ -40,10 +40,12 @@ def test_signal_detaches_everything(healthy_lab, watch, sig):
 
 
 def test_sigkill_leaves_nothing_where_the_kernel_has_links(healthy_lab, watch):
-    """XDP, tcx and perf links end with the process: no cleanup after a kill -9."""
+    """XDP, tcx, perf and raw tracepoint links end with the process: no cleanup
+    after a kill -9."""
     w = watch("--port", "80")
     start = w.lines()[0]
     assert start["attach"] == {"xdp": "link", "tc": "tcx link", "tracepoints": "perf link",
+                               "kfree_skb": "raw tracepoint link",
                                "bpf_object": start["attach"]["bpf_object"]}
     assert not [m for m in start["missing"] if "kill -9" in m]
     held = bpfsys.held_by(w.pid)

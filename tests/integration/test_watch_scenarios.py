@@ -84,6 +84,26 @@ def test_firewall_drop_counts_23_syns_exactly(lab, watch):
     assert [f["cause"] for f in diagnosis(lines)] == ["firewall-drop"]
 
 
+@pytest.mark.parametrize(("extra", "form"), [((), "raw tracepoint link"),
+                                             (("--no-links",), "perf link")])
+def test_both_forms_of_kfree_skb_see_every_drop(lab, watch, extra, form):
+    # skb:kfree_skb's BTF-typed raw form (plain loads from the skb) where the kernel
+    # has it; the regular tracepoint with --no-links: the same drops, reasons and
+    # places either way.
+    lab.up("firewall-drop")
+    w = watch("--port", "80", *extra)
+    lab.sh("client", f"hping3 -S -p 80 -c 7 -i u20000 {SERVER}", check=False)
+    lines = w.stop()
+    assert lines[0]["attach"]["kfree_skb"] == form
+    drops = matching(lines, kind="packet", hook="drop", dport=80)
+    assert len(drops) == 7
+    places = {(d["reason"], d["location"].split("+")[0], d["netns"]) for d in drops}
+    assert len(places) == 1  # nft_do_chain on 6.18, nf_hook_slow on older kernels
+    reason, function, netns = places.pop()
+    assert reason == "NETFILTER_DROP" and function in ("nf_hook_slow", "nft_do_chain")
+    assert netns == lines[0]["netns"]
+
+
 def test_firewall_reject(lab, watch):
     lab.up("firewall-reject")
     w = watch("--port", "80")

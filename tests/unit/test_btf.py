@@ -53,3 +53,29 @@ def test_missing_member_is_an_error():
 def test_not_btf():
     with pytest.raises(BTFError):
         BTF(b"\0" * 64)
+
+
+def _raw_tracepoint_blob() -> bytes:
+    """btf_trace_ev: a raw tracepoint whose arguments are (sk_buff *, void *, enum
+    reason), behind the probe's own void * first, as kernels lay them out."""
+    strings = b"\0sk_buff\0reason\0btf_trace_ev\0"
+    off = {s: strings.index(s.encode() + b"\0") for s in ("sk_buff", "reason", "btf_trace_ev")}
+    types = b""
+    types += struct.pack("<III", off["sk_buff"], 4 << 24, 0)  # 1: struct sk_buff {}
+    types += struct.pack("<III", 0, 2 << 24, 1)  # 2: sk_buff *
+    types += struct.pack("<III", 0, 2 << 24, 0)  # 3: void *
+    types += struct.pack("<III", off["reason"], (6 << 24) | 0, 4)  # 4: enum reason
+    # 5: void (void *, sk_buff *, void *, enum reason), parameters unnamed
+    types += struct.pack("<III", 0, (13 << 24) | 4, 0)
+    types += b"".join(struct.pack("<II", 0, t) for t in (3, 2, 3, 4))
+    types += struct.pack("<III", 0, 2 << 24, 5)  # 6: pointer to it
+    types += struct.pack("<III", off["btf_trace_ev"], 8 << 24, 6)  # 7: the typedef
+    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return header + types + strings
+
+
+def test_raw_tracepoint_arguments_by_type():
+    assert BTF(_raw_tracepoint_blob()).raw_tracepoint("ev") == \
+        (7, ("sk_buff *", "void *", "reason"))
+    with pytest.raises(BTFError):
+        BTF(_raw_tracepoint_blob()).raw_tracepoint("other")

@@ -35,6 +35,23 @@ def test_kernel_without_drop_reasons():
     assert d["PF_HAVE_DROP_REASON"] == "0"
 
 
+def test_kfree_skb_raw_form_where_btf_types_its_arguments():
+    kfree = {"skb/kfree_skb": frozenset({"skbaddr", "location"})}
+
+    def raw(args, **config):
+        kernel = _kernel(**kfree)
+        kernel.raw_tracepoints["skb/kfree_skb"] = (42, args)
+        d = _defines(WatchConfig(**config), kernel)
+        return int(d["PF_KFREE_RAW"]), int(d["PF_KFREE_RAW_REASON"]), int(d["PF_KFREE_RAW_RX_SK"])
+
+    assert raw(("sk_buff *", "void *")) == (1, -1, -1)  # 5.10
+    assert raw(("sk_buff *", "void *", "skb_drop_reason")) == (1, 2, -1)  # 6.1
+    assert raw(("sk_buff *", "void *", "skb_drop_reason", "sock *")) == (1, 2, 3)  # 6.12
+    assert raw(("void *", "sk_buff *")) == (0, -1, -1)  # not the layout the program reads
+    assert raw(("sk_buff *", "void *"), links=False) == (0, -1, -1)  # --no-links
+    assert _defines(WatchConfig(), _kernel(**kfree))["PF_KFREE_RAW"] == "0"  # no BTF form
+
+
 def test_all_netns_and_hosts():
     config = WatchConfig(hosts=("10.0.1.2", "::1"), all_netns=True)
     d = _defines(config, _kernel())

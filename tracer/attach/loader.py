@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..kernel import bpfsys
-from .objects import CompiledObject, MapSpec, with_map_fds
+from .objects import CompiledObject, MapSpec, ProgramSpec, with_map_fds
 
 _PERCPU_TYPES = {5, 6, 10}  # BPF_MAP_TYPE_PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 
@@ -56,34 +56,81 @@ class LoadedObject:
     maps: dict[str, BpfMap] = field(default_factory=dict)
     programs: dict[str, int] = field(default_factory=dict)  # name -> fd
     tracepoints: dict[str, str] = field(default_factory=dict)  # 'skb/kfree_skb' -> how
+    # BTF-typed raw tracepoints the kernel refused (to load or attach), and why:
+    # their regular twins took their place.
+    raw_refused: dict[str, str] = field(default_factory=dict)
     _fds: list[int] = field(default_factory=list)
+    _map_fds: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, obj: CompiledObject) -> LoadedObject:
+    def load(cls, obj: CompiledObject, raw_btf_ids: dict[str, int] | None = None
+             ) -> LoadedObject:
+        """Create the maps and load the programs. A raw tracepoint program
+        (objects.RAW_PROGRAMS) is loaded where raw_btf_ids has its tracepoint's
+        BTF id, and then its regular twin is not; where the kernel refuses it,
+        the twin is loaded instead."""
         loaded = cls()
+        raw_btf_ids = raw_btf_ids or {}
         try:
             for spec in obj.maps:
                 fd = bpfsys.map_create(spec.type, spec.name, spec.key_size, spec.value_size,
                                        spec.max_entries, spec.flags)
                 loaded._fds.append(fd)
                 loaded.maps[spec.name] = BpfMap(spec, fd)
-            fds = {name: m.fd for name, m in loaded.maps.items()}
+            loaded._map_fds = {name: m.fd for name, m in loaded.maps.items()}
+            raw = [p for p in obj.programs if p.raw_tracepoint in raw_btf_ids]
+            for prog in raw:
+                loaded._load_raw(obj, prog, raw_btf_ids[prog.raw_tracepoint or ""])
             for prog in obj.programs:
-                fd = bpfsys.prog_load(prog.type, prog.kernel_name, with_map_fds(prog, fds),
-                                      obj.license, obj.kern_version)
-                loaded._fds.append(fd)
-                loaded.programs[prog.name] = fd
+                if prog.raw_tracepoint is None and not (
+                        prog.tracepoint and prog.tracepoint in loaded._raw_loaded(obj)):
+                    loaded._load(obj, prog)
         except BaseException:
             loaded.close()
             raise
         return loaded
 
+    def _load(self, obj: CompiledObject, prog: ProgramSpec, attach_btf_id: int = 0) -> int:
+        raw = attach_btf_id != 0
+        fd = bpfsys.prog_load(prog.type, prog.kernel_name, with_map_fds(prog, self._map_fds),
+                              obj.license, obj.kern_version,
+                              bpfsys.ATTACH_TRACE_RAW_TP if raw else 0, attach_btf_id)
+        self._fds.append(fd)
+        self.programs[prog.name] = fd
+        return fd
+
+    def _load_raw(self, obj: CompiledObject, prog: ProgramSpec, btf_id: int) -> None:
+        try:
+            self._load(obj, prog, btf_id)
+        except bpfsys.BpfError as exc:
+            last = exc.log.strip().splitlines()[-1:] if exc.log else []
+            self.raw_refused[prog.raw_tracepoint or ""] = last[0] if last else str(exc)
+
+    def _raw_loaded(self, obj: CompiledObject) -> set[str]:
+        return {p.raw_tracepoint for p in obj.programs
+                if p.raw_tracepoint and p.name in self.programs}
+
     def attach_tracepoints(self, obj: CompiledObject, tracefs: Path) -> None:
-        """Each tracepoint program on its tracepoint, through a perf link where the
-        kernel has them (5.15), else the perf event's ioctl; both end with the fd."""
+        """Each raw tracepoint program through its link; each tracepoint program
+        on its tracepoint, through a perf link where the kernel has them (5.15),
+        else the perf event's ioctl; all end with their fd. A raw program the
+        kernel will not attach gives way to its regular twin."""
+        raw = self._raw_loaded(obj)
+        for prog in obj.programs:
+            if prog.raw_tracepoint in raw:
+                try:
+                    self._fds.append(bpfsys.raw_tracepoint_open(self.programs[prog.name]))
+                    self.tracepoints[prog.raw_tracepoint or ""] = "raw tracepoint link"
+                except bpfsys.BpfError as exc:
+                    self.raw_refused[prog.raw_tracepoint or ""] = str(exc)
+                    fd = self.programs.pop(prog.name)
+                    self._fds.remove(fd)
+                    os.close(fd)
+                    twin = next(p for p in obj.programs if p.tracepoint == prog.raw_tracepoint)
+                    self._load(obj, twin)
         for prog in obj.programs:
             name = prog.tracepoint
-            if name is None:
+            if name is None or prog.name not in self.programs:
                 continue
             tp_id = int((tracefs / "events" / name / "id").read_text())
             perf_fd = bpfsys.perf_tracepoint(tp_id)

@@ -32,6 +32,9 @@ TRACEPOINT_PREFIX = "tracepoint__"
 # The programs the attach layer loads by name, and their types.
 FRAME_PROGRAMS = {"pf_xdp": bpfsys.PROG_XDP, "pf_tc_ingress": bpfsys.PROG_SCHED_CLS,
                   "pf_tc_egress": bpfsys.PROG_SCHED_CLS}
+# BTF-typed raw tracepoint programs, each the twin of a bcc tracepoint program:
+# the loader attaches one of the two (loader.py).
+RAW_PROGRAMS = {"pf_kfree_skb_raw": "skb/kfree_skb"}
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,16 @@ class ProgramSpec:
         return self.name[len(TRACEPOINT_PREFIX):].replace("__", "/", 1)
 
     @property
+    def raw_tracepoint(self) -> str | None:
+        """'skb/kfree_skb' for its BTF-typed raw twin, pf_kfree_skb_raw."""
+        return RAW_PROGRAMS.get(self.name)
+
+    @property
     def kernel_name(self) -> str:
         """The name the kernel shows (bpftool, the bench), 15 characters at most:
-        bcc's tracepoint names would all cut to 'tracepoint__skb' and the like."""
-        tracepoint = self.tracepoint
+        bcc's tracepoint names would all cut to 'tracepoint__skb' and the like.
+        Both forms of a hook show as the same name: one of them is loaded."""
+        tracepoint = self.tracepoint or self.raw_tracepoint
         name = f"pf_{tracepoint.split('/', 1)[1]}" if tracepoint else self.name
         return name[:bpfsys.OBJ_NAME_LEN - 1]  # the length counts the NUL
 
@@ -117,6 +126,8 @@ def with_map_fds(prog: ProgramSpec, fds: dict[str, int]) -> bytes:
 
 
 def program_type(name: str) -> int:
+    if name in RAW_PROGRAMS:
+        return bpfsys.PROG_TRACING
     return bpfsys.PROG_TRACEPOINT if name.startswith(TRACEPOINT_PREFIX) else FRAME_PROGRAMS[name]
 
 

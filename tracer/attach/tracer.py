@@ -105,8 +105,14 @@ class Tracer:
             loaded.attach_tracepoints(obj, self.kernel.tracefs)
         except (OSError, ValueError) as exc:
             raise PktfateError(f"a tracepoint could not be attached: {exc}") from exc
-        if loaded.tracepoints:
-            self.report.attach["tracepoints"] = sorted(set(loaded.tracepoints.values()))[0]
+        regular = {how for how in loaded.tracepoints.values() if how.startswith("perf")}
+        if regular:
+            self.report.attach["tracepoints"] = sorted(regular)[0]
+        if "skb/kfree_skb" in loaded.tracepoints:
+            self.report.attach["kfree_skb"] = loaded.tracepoints["skb/kfree_skb"]
+        for name, why in loaded.raw_refused.items():
+            self.report.skipped.append(f"the BTF raw tracepoint of {name} ({why}): the "
+                                       "regular tracepoint instead, costlier per freed packet")
         if interfaces:
             self._attach_interfaces(loaded, interfaces)
 
@@ -121,7 +127,7 @@ class Tracer:
         if obj is not None:
             try:
                 self.report.bpf_object = "cached"
-                return obj, LoadedObject.load(obj)
+                return obj, LoadedObject.load(obj, self._raw_btf_ids())
             except Exception:  # whatever is wrong with it, the compiler's copy will do
                 forget_cached(folder, key)
         bcc = _bcc()
@@ -132,7 +138,7 @@ class Tracer:
         finally:
             _release_compiler_memory()
         try:
-            loaded = LoadedObject.load(obj)
+            loaded = LoadedObject.load(obj, self._raw_btf_ids())
         except BpfError as exc:
             last = exc.log.strip().splitlines()[-1:] if exc.log else []
             raise PktfateError(f"the BPF programs did not load: {exc}"
@@ -140,6 +146,10 @@ class Tracer:
         write_cached(folder, key, obj)
         self.report.bpf_object = "compiled"
         return obj, loaded
+
+    def _raw_btf_ids(self) -> dict[str, int]:
+        """The BTF ids of the raw tracepoints the object was compiled for."""
+        return {name: btf_id for name, (btf_id, _args) in self.kernel.raw_tracepoints.items()}
 
     def _open_ring(self, loaded: LoadedObject) -> RingReader:
         events = loaded.maps["pf_events"]

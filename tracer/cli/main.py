@@ -63,7 +63,8 @@ def cli() -> None:
 @click.option("--no-tc", is_flag=True, help="Do not attach tc filters.")
 @click.option("--no-links", is_flag=True,
               help="Attach XDP and tc through netlink (clsact) even where the kernel has BPF "
-              "links; they then outlive a killed pktfate until 'pktfate cleanup'.")
+              "links; they then outlive a killed pktfate until 'pktfate cleanup'. "
+              "skb:kfree_skb then uses its regular tracepoint, not the raw one.")
 @click.option("--no-track", is_flag=True,
               help="Do not follow matched packets by their skb after NAT rewrites them.")
 @click.option("--all-events", "show_all", is_flag=True,

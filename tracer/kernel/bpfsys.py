@@ -24,10 +24,11 @@ _SYSCALLS = {"x86_64": (321, 298), "aarch64": (280, 241), "s390x": (351, 331),
 # enum bpf_cmd
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 4
 PROG_LOAD, PROG_GET_NEXT_ID, PROG_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD = 5, 11, 13, 15
-PROG_QUERY, LINK_CREATE, ENABLE_STATS = 16, 28, 32
+PROG_QUERY, RAW_TRACEPOINT_OPEN, LINK_CREATE, ENABLE_STATS = 16, 17, 28, 32
 # enum bpf_prog_type
-PROG_SCHED_CLS, PROG_TRACEPOINT, PROG_XDP = 3, 5, 6
+PROG_SCHED_CLS, PROG_TRACEPOINT, PROG_XDP, PROG_TRACING = 3, 5, 6, 26
 # enum bpf_attach_type
+ATTACH_TRACE_RAW_TP = 23
 ATTACH_XDP, ATTACH_PERF_EVENT, ATTACH_TCX_INGRESS, ATTACH_TCX_EGRESS = 37, 41, 46, 47
 BPF_PSEUDO_MAP_FD = 1
 BPF_LD_IMM64 = 0x18
@@ -93,15 +94,18 @@ def map_create(map_type: int, name: str, key_size: int, value_size: int,
 
 
 def prog_load(prog_type: int, name: str, insns: bytes, license: str = "GPL",
-              kern_version: int = 0) -> int:
-    """Load a program; on failure, load it again with the verifier's log to say why."""
+              kern_version: int = 0, attach_type: int = 0, attach_btf_id: int = 0) -> int:
+    """Load a program; on failure, load it again with the verifier's log to say why.
+    A BTF-typed tracing program names its attach type and the BTF id of what it
+    attaches to (a raw tracepoint's btf_trace_* typedef)."""
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
 
     def attempt(log: ctypes.Array | None) -> int:
-        attr = _attr(72, ("I", 0, prog_type), ("I", 4, len(insns) // 8),
+        attr = _attr(120, ("I", 0, prog_type), ("I", 4, len(insns) // 8),
                      ("Q", 8, ctypes.addressof(code)), ("Q", 16, ctypes.addressof(lic)),
-                     ("I", 40, kern_version))
+                     ("I", 40, kern_version), ("I", 68, attach_type),
+                     ("I", 108, attach_btf_id))
         if log is not None:
             struct.pack_into("IIQ", attr, 24, 1, len(log), ctypes.addressof(log))
         _name(attr, 48, name)
@@ -161,6 +165,13 @@ def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0) -> 
     attr = _attr(32, ("I", 0, prog_fd), ("I", 4, target), ("I", 8, attach_type),
                  ("I", 12, flags))
     return call(LINK_CREATE, attr, "creating a link")
+
+
+def raw_tracepoint_open(prog_fd: int) -> int:
+    """Attach a BTF-typed raw tracepoint program where its BTF id says; the fd is
+    a link: the program stays attached as long as it is open."""
+    attr = _attr(16, ("Q", 0, 0), ("I", 8, prog_fd))
+    return call(RAW_TRACEPOINT_OPEN, attr, "attaching a raw tracepoint")
 
 
 def perf_tracepoint(tracepoint_id: int) -> int:

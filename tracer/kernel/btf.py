@@ -152,6 +152,36 @@ class BTF:
             raise BTFError(f"'{struct_name}.{path}' is a bitfield")
         return Field(bits // 8, self._size(type_id))
 
+    def raw_tracepoint(self, event: str) -> tuple[int, tuple[str, ...]]:
+        """The id of `btf_trace_<event>` (what a BTF-typed raw tracepoint program
+        names as its attach point) and the types of the tracepoint's arguments, in
+        order, as type_name() spells them: kfree_skb's are ('sk_buff *', 'void *')
+        on 5.10, ('sk_buff *', 'void *', 'skb_drop_reason', 'sock *') on 6.12. The
+        kernel passes them as an array of u64; the typedef does not name them."""
+        for type_id in self._by_name.get(f"btf_trace_{event}", []):
+            kind, _vlen, _kf, _name, target = self._header(type_id)
+            if kind != _TYPEDEF:
+                continue
+            ptr = self._header(target)
+            proto_id = ptr[4] if ptr[0] == _PTR else 0
+            kind, vlen, _kf, _name, _ret = self._header(proto_id) if proto_id else (0,) * 5
+            if kind != _FUNC_PROTO or vlen < 1:
+                continue
+            pos = self._offsets[proto_id] + 12
+            types = [self.type_name(struct.unpack_from("<I", self._blob, pos + 8 * i + 4)[0])
+                     for i in range(vlen)]
+            return type_id, tuple(types[1:])  # the first is the probe's own data pointer
+        raise BTFError(f"no BTF-typed raw tracepoint '{event}'")
+
+    def type_name(self, type_id: int) -> str:
+        """A type as 'sk_buff *', 'void *', 'skb_drop_reason', 'unsigned int'."""
+        type_id = self._resolve(type_id) if self._header(type_id)[0] != _TYPEDEF else type_id
+        kind, _vlen, _kf, name_off, target = self._header(type_id)
+        if kind == _PTR:
+            inner = self._resolve(target)
+            return (self._str(self._header(inner)[3]) or "void" if inner else "void") + " *"
+        return self._str(name_off) if name_off else "?"
+
     def enum(self, enum_name: str) -> dict[int, str]:
         """Value -> name of every enumerator of `enum_name`."""
         type_id = self._find(enum_name, {_ENUM, _ENUM64})

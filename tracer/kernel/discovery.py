@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,12 @@ TRACEPOINTS = {
     "PF_HAVE_SOCK_STATE": "sock/inet_sock_set_state",
     "PF_HAVE_CONSUME_SKB": "skb/consume_skb",
 }
+# Tracepoints that fire for every packet the host frees, ours or not: where the
+# kernel has their BTF-typed raw form, that one is attached instead. It skips the
+# trace record the regular form fills before the program runs, and the program
+# reads the skb's fields with plain loads (the verifier knows the skb's type)
+# rather than helper calls: what a refused packet costs (bpf/kfree_skb.c).
+RAW_TRACEPOINTS = ("skb/kfree_skb",)
 
 # Kernel struct members the BPF programs read, as (define, struct, member path).
 BTF_FIELDS = (
@@ -32,6 +39,7 @@ BTF_FIELDS = (
     ("PF_OFF_SKB_NETWORK_HEADER", "sk_buff", "network_header"),
     ("PF_OFF_SKB_DEV", "sk_buff", "dev"),
     ("PF_OFF_SKB_SK", "sk_buff", "sk"),
+    ("PF_OFF_SKB_PROTOCOL", "sk_buff", "protocol"),
     ("PF_OFF_DEV_NET", "net_device", "nd_net.net"),
     ("PF_OFF_DEV_IFINDEX", "net_device", "ifindex"),
     ("PF_OFF_NET_INUM", "net", "ns.inum"),
@@ -99,6 +107,9 @@ class KernelInfo:
     rst_reasons: dict[int, str]
     netns: int
     missing: tuple[str, ...] = field(default=())
+    # "skb/kfree_skb" -> (BTF id of btf_trace_kfree_skb, its arguments' types),
+    # where the kernel has BTF-typed raw tracepoints for it (BTF.raw_tracepoint)
+    raw_tracepoints: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
 
     def has(self, tracepoint: str) -> bool:
         return tracepoint in self.tracepoints
@@ -199,6 +210,11 @@ def probe_kernel(mount_tracefs: bool = True) -> KernelInfo:
             if btf else {}
     except BTFError:
         rst_reasons = {}
+    raw = {}
+    for name in RAW_TRACEPOINTS:
+        if btf is not None and name in tracepoints:
+            with suppress(BTFError):
+                raw[name] = btf.raw_tracepoint(name.split("/", 1)[1])
     return KernelInfo(
         tracefs=tracefs,
         tracepoints=tracepoints,
@@ -207,6 +223,7 @@ def probe_kernel(mount_tracefs: bool = True) -> KernelInfo:
         rst_reasons=rst_reasons,
         netns=netns_inode(),
         missing=tuple(missing),
+        raw_tracepoints=raw,
     )
 
 
