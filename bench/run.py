@@ -227,14 +227,15 @@ class StatsFloor:
             os.close(fd)
 
 
-def hook_costs(pair: VethPair, port: int, sizes: Sizes, tmp: Path) -> dict[str, tuple]:
+def hook_costs(pair: VethPair, port: int, sizes: Sizes, tmp: Path,
+               *extra: str) -> dict[str, tuple]:
     """Each of pktfate's programs: nanoseconds per run and runs, from the kernel's
     BPF statistics, enabled (BPF_ENABLE_STATS: for as long as the bench holds the
     fd) only around one flood; "floor": the empty program's figure in the same
     flood. Run apart from the rate measurements: the statistics cost a run two
     clock reads. (BPF_PROG_TEST_RUN was tried as another measure: its own loop
     costs more per run than the programs do.)"""
-    tool = Pktfate(port)
+    tool = Pktfate(port, *extra)
     tool.start(pair, tmp)
     assert tool.watch is not None
     try:
@@ -476,6 +477,13 @@ def run(sizes: Sizes) -> Results:
                             overhead(pair, peer, sizes, tmp), "{:.2f}", "", None)
         for port in (UNWATCHED, WATCHED):
             add_hook_costs(results, port, hook_costs(pair, port, sizes, tmp))
+        # skb:kfree_skb's regular tracepoint (what --no-links and kernels without
+        # BTF get) against its raw form above, in the same run.
+        legacy = hook_costs(pair, UNWATCHED, sizes, tmp, "--no-links")
+        if "pf_kfree_skb" in legacy and "floor" in legacy:
+            results.add("(a) cost of pf_kfree_skb per refused packet as a regular tracepoint "
+                        "(--no-links), bpf_stats' floor taken off (ns)",
+                        [legacy["pf_kfree_skb"][0] - legacy["floor"][0]], "{:.0f}", "", None)
         for port in (UNWATCHED, WATCHED):  # following skbs past NAT (bpf/track.h)
             ratios = versus(pair, Pktfate(port), Pktfate(port, "--no-track"), sizes, tmp)
             results.add(f"(a) rate with skb tracking on over off ({_filter_text(port)})",
