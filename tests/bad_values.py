@@ -31,6 +31,7 @@ BAD_VALUES = (
         "does not exist"),
     Bad("watch", "--all-netns", ("watch", "--all-netns=yes"), "does not take a value"),
     Bad("watch", "--no-xdp", ("watch", "--no-xdp=1"), "does not take a value"),
+    Bad("watch", "--xdp-generic", ("watch", "--xdp-generic", "--no-xdp"), "choose one"),
     Bad("watch", "--no-tc", ("watch", "--no-tc=1"), "does not take a value"),
     Bad("watch", "--no-links", ("watch", "--no-links=1"), "does not take a value"),
     Bad("watch", "--no-track", ("watch", "--no-track=1"), "does not take a value"),

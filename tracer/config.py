@@ -23,6 +23,9 @@ class WatchConfig:
     ready_file: Path | None = None
     all_netns: bool = False
     xdp: bool = True
+    # Generic XDP beside tc ingress (hooks.xdp_modes): off unless asked for, as
+    # both see the same skb and generic XDP costs a copy per packet on a veth.
+    xdp_generic: bool = False
     tc: bool = True
     # XDP and tc as BPF links where the kernel has them (they end with the
     # process); False: netlink and clsact, as on kernels without them.

@@ -52,7 +52,8 @@ def run_watch(config, stream: TextIO) -> int:
         out.start({"version": __version__, "netns": kernel.netns, "all_netns": config.all_netns,
                    "local_addrs": sorted(local), "ports": list(config.ports),
                    "hosts": list(config.hosts), "protos": sorted(config.protos),
-                   "duration": config.duration, "xdp": report.xdp, "tc": report.tc,
+                   "duration": config.duration, "xdp": report.xdp,
+                   "xdp_left_out": report.xdp_left_out, "tc": report.tc,
                    "missing": list(kernel.missing) + report.skipped + report.held_by_process(),
                    "attach": {**report.attach, "bpf_object": report.bpf_object},
                    "leftovers": [r.get("pid") for r in session.leftovers]})

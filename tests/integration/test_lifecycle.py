@@ -29,7 +29,7 @@ def healthy_lab(lab):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_detaches_everything(healthy_lab, watch, sig):
-    w = watch("--port", "80")
+    w = watch("--port", "80", "--xdp-generic")  # XDP too: every kind of hook
     assert "xdp" in pktfate_attachments(healthy_lab)  # attached while running
     programs = bpfsys.held_by(w.pid)["programs"]
     lines = w.stop(sig)
@@ -42,7 +42,7 @@ def test_signal_detaches_everything(healthy_lab, watch, sig):
 def test_sigkill_leaves_nothing_where_the_kernel_has_links(healthy_lab, watch):
     """XDP, tcx, perf and raw tracepoint links end with the process: no cleanup
     after a kill -9."""
-    w = watch("--port", "80")
+    w = watch("--port", "80", "--xdp-generic")
     start = w.lines()[0]
     assert start["attach"] == {"xdp": "link", "tc": "tcx link", "tracepoints": "perf link",
                                "kfree_skb": "raw tracepoint link",
@@ -71,7 +71,7 @@ def test_duration_ends_and_detaches(healthy_lab):
 
 def test_sigkill_then_cleanup(healthy_lab, watch):
     """The fallback (netlink XDP, clsact tc: kernels without links) leaves them."""
-    w = watch("--port", "80", "--no-links")
+    w = watch("--port", "80", "--no-links", "--xdp-generic")
     assert "kill -9" in " ".join(w.lines()[0]["missing"])
     w.kill()
     assert "pktfate-" in pktfate_attachments(healthy_lab)  # a killed run leaves them
@@ -211,7 +211,7 @@ def test_without_btf_it_goes_on_with_xdp_and_tc(healthy_lab, tmp_path):
     # an sk_buff, so pktfate says so and follows packets with XDP and tc alone.
     ready = tmp_path / "ready"
     script = _private_sys_kernel(tmp_path, keep="tracing", then=(
-        f"exec {' '.join(PKTFATE)} watch --json --port 80 --ready-file {ready}",))
+        f"exec {' '.join(PKTFATE)} watch --json --port 80 --xdp-generic --ready-file {ready}",))
     proc = subprocess.Popen(healthy_lab.exec_argv("server", ["unshare", "-m", "sh", "-c",
                                                              script]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

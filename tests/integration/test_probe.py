@@ -61,8 +61,9 @@ def test_forged_rst_is_traced_to_the_router_while_80_reaches_the_server(path_lab
                               "rtt_ms": web["hops"][0]["rtt_ms"], "icmp_code": 0}
     # The server never saw a probe for :22 (the router answered them all), and
     # answered every one for :80 that reached it.
-    assert not matching(lines, kind="packet", hook="xdp", proto="tcp", dport=22)
-    syns_80 = matching(lines, kind="packet", hook="xdp", proto="tcp", dport=80, tcp_flags="S")
+    assert not matching(lines, kind="packet", hook="tc-ingress", proto="tcp", dport=22)
+    syns_80 = matching(lines, kind="packet", hook="tc-ingress", proto="tcp", dport=80,
+                       tcp_flags="S")
     assert len(syns_80) == web["probes"] - 1  # all but the TTL-1 probe get there
 
 
@@ -80,7 +81,7 @@ def test_udp_stops_after_the_router_while_icmp_and_tcp_reach_the_server(path_lab
     assert found[("icmp", None)]["answered_by"] == "target"
     assert found[("tcp", 80)]["answered_by"] == "target"
     # Seen from the server, the UDP probes never arrive: the router dropped them.
-    assert not matching(lines, kind="packet", hook="xdp", proto="udp", dport=53)
+    assert not matching(lines, kind="packet", hook="tc-ingress", proto="udp", dport=53)
 
 
 def test_servers_own_firewall_ends_the_path_at_its_hop(path_lab, watch):
@@ -94,7 +95,7 @@ def test_servers_own_firewall_ends_the_path_at_its_hop(path_lab, watch):
     assert "TCP :80 gets through to 10.0.2.2, so TCP :8080 alone is filtered" in \
         blocked["conclusion"]
     # The server's side of the same probes: they arrive, and its firewall drops them.
-    syns = matching(lines, kind="packet", hook="xdp", proto="tcp", dport=8080, tcp_flags="S")
+    syns = matching(lines, kind="packet", hook="tc-ingress", proto="tcp", dport=8080, tcp_flags="S")
     drops = matching(lines, kind="packet", hook="drop", proto="tcp", dport=8080,
                      reason="NETFILTER_DROP")
     assert len(syns) == len(drops) == blocked["probes"] - 1
@@ -199,8 +200,8 @@ def test_ipv6_forged_rst_is_traced_to_the_router_while_80_reaches_the_server(pat
     web = found[("tcp", 80)]
     assert web["answer"] == "syn-ack" and web["answered_by"] == "target"
     assert web["hops"][0]["from"] == ROUTER6 and web["hops"][0]["answer"] == "time-exceeded"
-    assert not matching(lines, kind="packet", hook="xdp", proto="tcp", dport=22)
-    syns_80 = matching(lines, kind="packet", hook="xdp", family=6, proto="tcp", dport=80,
+    assert not matching(lines, kind="packet", hook="tc-ingress", proto="tcp", dport=22)
+    syns_80 = matching(lines, kind="packet", hook="tc-ingress", family=6, proto="tcp", dport=80,
                        tcp_flags="S")
     assert len(syns_80) == web["probes"] - 1  # all but the hop-limit-1 probe get there
 
@@ -218,8 +219,9 @@ def test_ipv6_udp_stops_after_the_router_while_icmpv6_and_tcp_reach_the_server(p
     assert echo["answer_hops"] == echo["target_hops"] == 2
     assert found[("tcp", 80)]["answered_by"] == "target"
     assert "TCP :80, ICMPv6 get through to fd00:2::2" in dns["conclusion"]
-    assert not matching(lines, kind="packet", hook="xdp", proto="udp", dport=53)
-    assert matching(lines, kind="packet", hook="xdp", family=6, proto="icmpv6", icmp_type=128)
+    assert not matching(lines, kind="packet", hook="tc-ingress", proto="udp", dport=53)
+    assert matching(lines, kind="packet", hook="tc-ingress", family=6, proto="icmpv6",
+                    icmp_type=128)
 
 
 def test_human_report_reads_as_conclusions(path_lab):

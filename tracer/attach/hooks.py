@@ -30,6 +30,8 @@ class AttachReport:
     """What got attached where, and what could not be, for the start banner."""
 
     xdp: dict[str, str] = field(default_factory=dict)  # iface -> mode
+    # Interfaces where XDP would have been generic, left to tc ingress (xdp_modes)
+    xdp_left_out: list[str] = field(default_factory=list)
     tc: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     # How each kind of hook is held: "link" (ends with the process) or the
@@ -55,14 +57,31 @@ class AttachReport:
 GENERIC_FIRST_KINDS = ("veth",)
 
 
-def _xdp_attach(ipr, iface: Interface, fd: int) -> str:
-    """Attach in native mode where the driver has it (generic first on veth), else
-    generic. Returns the mode. UPDATE_IF_NOEXIST: an interface that already runs an
-    XDP program keeps it, and pktfate does without XDP there."""
-    last_error: Exception | None = None
-    modes = [("native", XDP_FLAGS_DRV_MODE), ("generic", XDP_FLAGS_SKB_MODE)]
+def xdp_modes(iface: Interface, generic: bool) -> list[tuple[str, int]]:
+    """The XDP modes to try on an interface, in order. Generic XDP only where
+    `generic` (no tc ingress there, or --xdp-generic): it runs on the skb, after
+    GRO, just before tc ingress, so it sees what tc ingress sees, and it makes the
+    kernel give every skb XDP's headroom first (a copy per packet on a veth). On a
+    veth native XDP is not tried without generic (see GENERIC_FIRST_KINDS)."""
+    native, skb = ("native", XDP_FLAGS_DRV_MODE), ("generic", XDP_FLAGS_SKB_MODE)
     if iface.kind in GENERIC_FIRST_KINDS:
-        modes.reverse()
+        return [skb, native] if generic else []
+    return [native, skb] if generic else [native]
+
+
+class XdpLeftOut(PktfateError):
+    """Only generic XDP was possible on the interface, and it was not wanted."""
+
+
+def _generic_left_out(iface: Interface) -> XdpLeftOut:
+    return XdpLeftOut(iface.name)
+
+
+def _xdp_attach(ipr, iface: Interface, fd: int, modes: list[tuple[str, int]]) -> str:
+    """Attach in the first of `modes` the interface takes. Returns the mode.
+    UPDATE_IF_NOEXIST: an interface that already runs an XDP program keeps it,
+    and pktfate does without XDP there."""
+    last_error: Exception | None = None
     for mode, flag in modes:
         try:
             ipr.link(
@@ -76,6 +95,8 @@ def _xdp_attach(ipr, iface: Interface, fd: int) -> str:
             last_error = exc
             if getattr(exc, "code", None) == errno.EBUSY:
                 break
+    if "generic" not in dict(modes):
+        raise _generic_left_out(iface) from last_error
     raise PktfateError(f"XDP refused on {iface.name}: {last_error}")
 
 
@@ -95,12 +116,10 @@ def xdp_detach(ipr, index: int, mode: str) -> None:
 _NO_LINK_ERRNOS = (errno.EINVAL, errno.ENOTSUPP if hasattr(errno, "ENOTSUPP") else 524)
 
 
-def _xdp_link(iface: Interface, fd: int) -> tuple[int, str] | None:
-    """An XDP link in native mode where the driver has it (generic first on veth),
-    else generic: (link fd, mode); None when the kernel has no XDP links."""
-    modes = [("native", XDP_FLAGS_DRV_MODE), ("generic", XDP_FLAGS_SKB_MODE)]
-    if iface.kind in GENERIC_FIRST_KINDS:
-        modes.reverse()
+def _xdp_link(iface: Interface, fd: int, modes: list[tuple[str, int]]
+              ) -> tuple[int, str] | None:
+    """An XDP link in the first of `modes` the interface takes: (link fd, mode);
+    None when the kernel has no XDP links."""
     last: bpfsys.BpfError | None = None
     for mode, flag in modes:
         try:
@@ -111,6 +130,8 @@ def _xdp_link(iface: Interface, fd: int) -> tuple[int, str] | None:
                 raise PktfateError(f"XDP refused on {iface.name}: {exc}") from exc
     if last is not None and last.errno in _NO_LINK_ERRNOS:
         return None
+    if "generic" not in dict(modes):
+        raise _generic_left_out(iface) from last
     raise PktfateError(f"XDP refused on {iface.name}: {last}")
 
 
@@ -126,6 +147,10 @@ def _by_link(report: AttachReport, kind: str, linked: str, fallback: str,
         return
     try:
         fds = make()
+    except XdpLeftOut as exc:
+        report.xdp_left_out.append(str(exc))
+        yield True
+        return
     except PktfateError as exc:
         report.skipped.append(str(exc))
         yield True
@@ -144,13 +169,20 @@ def _by_link(report: AttachReport, kind: str, linked: str, fallback: str,
 
 @contextmanager
 def xdp_attached(ipr, iface: Interface, fd: int, state: StateFile,
-                  report: AttachReport) -> Iterator[None]:
+                  report: AttachReport, generic: bool = True) -> Iterator[None]:
+    """XDP on one interface, in a mode of xdp_modes(iface, generic)."""
     if iface.xdp_prog_id:
         report.skipped.append(f"XDP on {iface.name}: another XDP program is attached there")
         yield
         return
+    modes = xdp_modes(iface, generic)
+    if not modes:
+        report.xdp_left_out.append(iface.name)
+        yield
+        return
+
     def link() -> list[int] | None:
-        made = _xdp_link(iface, fd)
+        made = _xdp_link(iface, fd, modes)
         if made is None:
             return None
         report.xdp[iface.name] = made[1]
@@ -163,10 +195,13 @@ def xdp_attached(ipr, iface: Interface, fd: int, state: StateFile,
     entry = {"index": iface.index, "name": iface.name, "mode": "pending", "prog_id": 0}
     state.add("xdp", entry)
     try:
-        entry_mode = _xdp_attach(ipr, iface, fd)
+        entry_mode = _xdp_attach(ipr, iface, fd, modes)
     except PktfateError as exc:
         state.drop("xdp", entry)
-        report.skipped.append(str(exc))
+        if isinstance(exc, XdpLeftOut):
+            report.xdp_left_out.append(iface.name)
+        else:
+            report.skipped.append(str(exc))
         yield
         return
     attached = dict(entry, mode=entry_mode, prog_id=_xdp_prog_id(ipr, iface.index))

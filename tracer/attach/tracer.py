@@ -183,8 +183,10 @@ class Tracer:
                 self.report.skipped.append(f"{iface.name}: not an Ethernet device")
                 continue
             if xdp_fd is not None:
+                # Generic XDP only where tc ingress is not there to see the same.
+                generic = self.config.xdp_generic or not tc_fds
                 self._stack.enter_context(
-                    xdp_attached(ipr, iface, xdp_fd, state, self.report))
+                    xdp_attached(ipr, iface, xdp_fd, state, self.report, generic))
             if tc_fds:
                 self._stack.enter_context(tc_attached(ipr, iface, tc_fds, state, self.report))
 

@@ -60,6 +60,9 @@ def cli() -> None:
               help="Create this file once every hook is attached.")
 @click.option("--all-netns", is_flag=True, help="Kernel events from every network namespace.")
 @click.option("--no-xdp", is_flag=True, help="Do not attach XDP programs.")
+@click.option("--xdp-generic", is_flag=True,
+              help="Attach generic XDP too, where an interface has no native XDP (and on "
+              "veths), beside tc ingress: it sees the same packets, at a copy per packet.")
 @click.option("--no-tc", is_flag=True, help="Do not attach tc filters.")
 @click.option("--no-links", is_flag=True,
               help="Attach XDP and tc through netlink (clsact) even where the kernel has BPF "
@@ -77,13 +80,17 @@ def cli() -> None:
 @click.option("--dump-bpf", is_flag=True, hidden=True,
               help="Print the final BPF C source and compile flags, then exit.")
 @json_option
-def watch(ports, hosts, protos, ifaces, duration, ready_file, all_netns, no_xdp, no_tc,
-          no_links, no_track, show_all, sample_after, sample_every, dump_bpf, json_out) -> None:
+def watch(ports, hosts, protos, ifaces, duration, ready_file, all_netns, no_xdp, xdp_generic,
+          no_tc, no_links, no_track, show_all, sample_after, sample_every, dump_bpf,
+          json_out) -> None:
+    if no_xdp and xdp_generic:
+        raise click.UsageError("--xdp-generic and --no-xdp: choose one")
     config = WatchConfig(
         ports=tuple(dict.fromkeys(ports)), hosts=tuple(dict.fromkeys(hosts)),
         protos=frozenset(protos or PROTOCOLS), ifaces=tuple(dict.fromkeys(ifaces)),
         duration=duration, json=json_out, ready_file=ready_file, all_netns=all_netns,
-        xdp=not no_xdp, tc=not no_tc, links=not no_links, track=not no_track, show_all=show_all,
+        xdp=not no_xdp, xdp_generic=xdp_generic, tc=not no_tc, links=not no_links,
+        track=not no_track, show_all=show_all,
         sample_after=sample_after, sample_every=sample_every)
     if dump_bpf:
         from ..attach.source import compile_flags, render_source

@@ -102,6 +102,9 @@ def banner(start: dict) -> list[str]:
              f" (+ICMP), netns {'all' if start['all_netns'] else start['netns']}"]
     xdp = ", ".join(f"{i} ({m})" for i, m in start["xdp"].items()) or "none"
     lines.append(f"  XDP on {xdp}; tc on {', '.join(start['tc']) or 'none'}")
+    if start.get("xdp_left_out"):
+        lines.append(f"  generic XDP left out on {', '.join(start['xdp_left_out'])}: "
+                     "tc ingress sees the same packets")
     lines += [f"  missing: {item}" for item in start["missing"]]
     lines += [f"  warning: run {pid} ended without detaching: run 'pktfate cleanup'"
               for pid in start["leftovers"]]
