@@ -4,13 +4,14 @@ order, and that no line reaches 100 columns."""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 from pktfate.correlate.correlator import Correlator, merge_flows
 from pktfate.diagnosis.diagnose import diagnose
 from pktfate.diagnosis.evidence import Evidence
 from pktfate.output.human import WIDTH, HumanOutput, banner, event_line
 
-from .recorded import SERVER, Recorder
+from .recorded import _BASE, SERVER, Recorder
 
 START = {"version": "0.1.0", "ports": [80], "hosts": [], "protos": ["tcp"], "netns": 4026531840,
          "all_netns": False, "xdp": {"eth0": "generic"}, "tc": ["eth0"], "missing": [],
@@ -65,9 +66,24 @@ def test_event_line_names_the_place_and_reason():
     assert "DROPPED NO_SOCKET at tcp_v4_rcv" in event_line(drop)
 
 
+def test_a_tc_arrival_with_its_checksum_verdict_fits_whole():
+    # The founding incident's line, with a 5-digit port: nothing cut at the edge.
+    ev = replace(_BASE, hook="tc-ingress", sport=45854, checksum="pseudo-header-only")
+    line = event_line(ev)
+    assert line.endswith("[S]  arrived tc eth0 ttl 63 csum pseudo-header-only")
+    assert len(line) < WIDTH
+
+
 def test_banner_says_what_is_missing_and_what_is_left_over():
     lines = banner(dict(START, missing=["tcp:tcp_bad_csum (no such tracepoint)"],
                         leftovers=[4242], duration=5))
     assert "  missing: tcp:tcp_bad_csum (no such tracepoint)" in lines
     assert "  warning: run 4242 ended without detaching: run 'pktfate cleanup'" in lines
     assert lines[-1] == "  for 5s, then the diagnosis"
+
+
+def test_banner_says_where_generic_xdp_was_left_out():
+    lines = banner(dict(START, xdp={}, xdp_left_out=["eth0", "eth1"]))
+    assert "  XDP on none; tc on eth0" in lines
+    assert "  generic XDP left out on eth0, eth1: tc ingress sees the same packets" in lines
+    assert not any("left out" in line for line in banner(START))

@@ -54,7 +54,8 @@ def event_line(ev: PacketEvent) -> str:
     packet = describe(ev) if ev.hook != "tcp-state" else \
         f"TCP {_endpoint(ev.src, ev.sport)} - {_endpoint(ev.dst, ev.dport)}"
     if ev.hook in ("xdp", "tc-ingress", "tc-egress"):
-        tail = f"{where} {ev.hook} {ev.iface or ''} ttl {ev.ttl}"
+        # "tc": "arrived" or "sent" already says which way (the JSON names the hook).
+        tail = f"{where} {'xdp' if ev.hook == 'xdp' else 'tc'} {ev.iface or ''} ttl {ev.ttl}"
         if ev.checksum in ("bad", "pseudo-header-only"):
             tail += f" csum {ev.checksum}"
     elif ev.hook == "drop":
