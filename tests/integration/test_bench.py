@@ -30,7 +30,7 @@ def test_bench_smoke_run_writes_the_table(tmp_path):
         assert f"cost of {hook} per run, filter matches every packet" in text
         assert f"cost of {hook} per refused packet, bpf_stats' floor taken off" in text
     assert "bpf_stats' own cost per run: an empty program on kfree_skb" in text
-    assert "rate with XDP attached over --no-xdp (filter matches nothing)" in text
+    assert "rate with --xdp-generic over without (filter matches nothing)" in text
     assert "cost of pf_kfree_skb per refused packet as a regular tracepoint" in text
 
     # tcpdrop does not compile against these headers, and dropwatch needs the
