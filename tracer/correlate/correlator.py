@@ -303,7 +303,8 @@ class Correlator:
         flow = self.flow_for(ev, rec.direction)
         if first:
             self._count_new(flow, rec, ev)
-        self._count_retry(flow, rec, ev)
+        if ev.proto == "tcp":  # only TCP segments are sent again
+            self._count_retry(flow, rec, ev)
         handler = self._handlers.get(ev.hook)
         if handler:
             handler(rec, flow, ev)
