@@ -54,13 +54,17 @@ class WatchConfig:
             keys.append(addr.packed.ljust(16, b"\0"))
         return keys
 
+    def _raw_args(self, kernel: KernelInfo, tracepoint: str) -> tuple[str, ...]:
+        """The types of a tracepoint's arguments in its BTF-typed raw form, where
+        the kernel has it and links are wanted (its attachment is one); () else.
+        --no-links keeps the regular tracepoints, as before links."""
+        raw = kernel.raw_tracepoints.get(tracepoint) if self.links else None
+        return raw[1] if raw else ()
+
     def _raw_kfree_skb(self, kernel: KernelInfo) -> dict[str, int]:
-        """skb:kfree_skb's BTF-typed raw form (bpf/kfree_skb.c), where the kernel
-        has it and links are wanted (its attachment is one): which of its u64
-        arguments holds what, by type, -1 where absent. --no-links keeps the
-        regular tracepoint, as before links."""
-        raw = kernel.raw_tracepoints.get("skb/kfree_skb") if self.links else None
-        args = raw[1] if raw else ()
+        """skb:kfree_skb's raw form (bpf/kfree_skb.c): which of its u64 arguments
+        holds what, by type, -1 where absent."""
+        args = self._raw_args(kernel, "skb/kfree_skb")
         usable = args[:2] == ("sk_buff *", "void *")  # the skb, then the code address
 
         def where(type_name: str) -> int:
@@ -68,6 +72,12 @@ class WatchConfig:
 
         return {"PF_KFREE_RAW": int(usable), "PF_KFREE_RAW_REASON": where("skb_drop_reason"),
                 "PF_KFREE_RAW_RX_SK": where("sock *")}
+
+    def _raw_consume_skb(self, kernel: KernelInfo) -> dict[str, int]:
+        """skb:consume_skb's raw form (bpf/consume_skb.c): the skb comes first
+        (5.10: the only argument; 6.3 added the code address after it)."""
+        args = self._raw_args(kernel, "skb/consume_skb")
+        return {"PF_CONSUME_RAW": int(args[:1] == ("sk_buff *",))}
 
     def cflags(self, kernel: KernelInfo) -> list[str]:
         """The -D defines that configure bpf/pktfate.c for this watch and kernel."""
@@ -94,6 +104,7 @@ class WatchConfig:
         defines["PF_HAVE_DROP_REASON"] = int("reason" in kfree)
         defines["PF_KFREE_HAS_RX_SK"] = int("rx_sk" in kfree)
         defines.update(self._raw_kfree_skb(kernel))
+        defines.update(self._raw_consume_skb(kernel))
         rst = kernel.tracepoints.get("tcp/tcp_send_reset", frozenset())
         defines["PF_RST_HAS_REASON"] = int("reason" in rst)
         defines.update(kernel.offsets)

@@ -30,6 +30,17 @@ def test_bench_smoke_run_writes_the_table(tmp_path):
         assert f"cost of {hook} per run, filter matches every packet" in text
         assert f"cost of {hook} per refused packet, bpf_stats' floor taken off" in text
     assert "bpf_stats' own cost per run: an empty program on kfree_skb" in text
+    # the hooks the drop flood barely runs, each measured on traffic of its own:
+    # sent out of the watched namespace, read by a socket there, answered with
+    # ICMP errors (the namespace's own limits lifted for it)
+    for hook, traffic in (("pf_tc_egress", "sent"), ("pf_consume_skb", "delivered"),
+                          ("pf_icmp_send", "answered")):
+        assert f"cost of {hook} per refused packet, bpf_stats' floor taken off" in text
+        row = rows.index(next(r for r in rows if f"cost of {hook} per run, filter matches "
+                              "nothing" in r))
+        runs = text.splitlines()[text.splitlines().index(rows[row]) + 1]
+        assert f"(traffic: {traffic})" in runs, runs
+        assert int(runs.split("|")[2].split()[0].replace(",", "")) >= 1000, runs
     assert "rate with --xdp-generic over without (filter matches nothing)" in text
     assert "cost of pf_kfree_skb per refused packet as a regular tracepoint" in text
 

@@ -1,10 +1,12 @@
 """pktfate watch on the lab's server, real BPF, real traffic, one incident each."""
 
+import os
 import re
 from pathlib import Path
 
 import pytest
 
+from pktfate.kernel import bpfsys
 from pktfate.lab.scenarios import ADDRESSES
 
 from .conftest import diagnosis, matching
@@ -104,6 +106,39 @@ def test_both_forms_of_kfree_skb_see_every_drop(lab, watch, extra, form):
     reason, function, netns = places.pop()
     assert reason == "NETFILTER_DROP" and function in ("nf_hook_slow", "nft_do_chain")
     assert netns == lines[0]["netns"]
+
+
+def _tracked_now(pid: int) -> int:
+    """How many skbs the watch's tracking holds (bpf/track.h's pf_track_live),
+    read from the kernel's map."""
+    for map_id in bpfsys.held_by(pid)["maps"]:
+        fd = bpfsys.map_fd_by_id(map_id)
+        try:
+            info = bpfsys.map_info(fd)
+            if info["name"] == "pf_track_live":
+                value = bpfsys.map_lookup(fd, bytes(4), info["value_size"])
+                assert value is not None
+                return int.from_bytes(value[:8], "little", signed=True)
+        finally:
+            os.close(fd)
+    raise AssertionError("no pf_track_live map held by the watch")
+
+
+@pytest.mark.parametrize(("extra", "form"), [((), "raw tracepoint link"),
+                                             (("--no-links",), "perf link")])
+def test_both_forms_of_consume_skb_forget_what_the_kernel_consumed(lab, watch, extra, form):
+    # Each echo request that matched at tc ingress is tracked by its skb; the
+    # kernel consumes it once answered (icmp_rcv), and skb:consume_skb, in either
+    # form, forgets it: none is left tracked (bpf/consume_skb.c).
+    lab.up("healthy")
+    w = watch("--port", "80", *extra)
+    assert ping(lab, 6).returncode == 0
+    tracked = _tracked_now(w.pid)
+    lines = w.stop()
+    assert lines[0]["attach"]["consume_skb"] == form
+    requests = matching(lines, kind="packet", hook="tc-ingress", proto="icmp", src=CLIENT)
+    assert len(requests) == 6
+    assert tracked == 0
 
 
 def test_firewall_reject(lab, watch):

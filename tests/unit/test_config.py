@@ -52,6 +52,21 @@ def test_kfree_skb_raw_form_where_btf_types_its_arguments():
     assert _defines(WatchConfig(), _kernel(**kfree))["PF_KFREE_RAW"] == "0"  # no BTF form
 
 
+def test_consume_skb_raw_form_where_btf_types_its_skb():
+    consume = {"skb/consume_skb": frozenset({"skbaddr"})}
+
+    def raw(args, **config):
+        kernel = _kernel(**consume)
+        kernel.raw_tracepoints["skb/consume_skb"] = (43, args)
+        return int(_defines(WatchConfig(**config), kernel)["PF_CONSUME_RAW"])
+
+    assert raw(("sk_buff *",)) == 1  # 5.10, 6.1
+    assert raw(("sk_buff *", "void *")) == 1  # 6.3 and later: the code address after it
+    assert raw(("void *",)) == 0  # not the layout the program reads
+    assert raw(("sk_buff *",), links=False) == 0  # --no-links
+    assert _defines(WatchConfig(), _kernel(**consume))["PF_CONSUME_RAW"] == "0"  # no BTF form
+
+
 def test_all_netns_and_hosts():
     config = WatchConfig(hosts=("10.0.1.2", "::1"), all_netns=True)
     d = _defines(config, _kernel())

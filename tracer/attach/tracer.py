@@ -32,6 +32,7 @@ from ..kernel.discovery import KernelInfo
 from .hooks import AttachReport, tc_attached, xdp_attached
 from .loader import LoadedObject
 from .objects import (
+    RAW_PROGRAMS,
     CompiledObject,
     bcc_version,
     cache_dir,
@@ -108,8 +109,9 @@ class Tracer:
         regular = {how for how in loaded.tracepoints.values() if how.startswith("perf")}
         if regular:
             self.report.attach["tracepoints"] = sorted(regular)[0]
-        if "skb/kfree_skb" in loaded.tracepoints:
-            self.report.attach["kfree_skb"] = loaded.tracepoints["skb/kfree_skb"]
+        for name in RAW_PROGRAMS.values():  # the hooks with two forms: which one
+            if name in loaded.tracepoints:
+                self.report.attach[name.split("/", 1)[1]] = loaded.tracepoints[name]
         for name, why in loaded.raw_refused.items():
             self.report.skipped.append(f"the BTF raw tracepoint of {name} ({why}): the "
                                        "regular tracepoint instead, costlier per freed packet")

@@ -31,7 +31,7 @@ TRACEPOINTS = {
 # trace record the regular form fills before the program runs, and the program
 # reads the skb's fields with plain loads (the verifier knows the skb's type)
 # rather than helper calls: what a refused packet costs (bpf/kfree_skb.c).
-RAW_TRACEPOINTS = ("skb/kfree_skb",)
+RAW_TRACEPOINTS = ("skb/kfree_skb", "skb/consume_skb")
 
 # Kernel struct members the BPF programs read, as (define, struct, member path).
 BTF_FIELDS = (
