@@ -75,13 +75,18 @@ class VethPair:
     def exec_argv(self, ns: str, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", ns, *argv]
 
-    def flood_argv(self, port: int, pps: int, seconds: float, flows: int = 1) -> list[str]:
-        return self.exec_argv(self.a, [str(flood_binary()), self.addr_a, self.addr_b,
-                                       str(port), str(pps), str(seconds), str(flows)])
+    def flood_argv(self, port: int, pps: int, seconds: float, flows: int = 1,
+                   reverse: bool = False) -> list[str]:
+        """From a to b; `reverse`: from b to a (out of the side tools watch)."""
+        ns, src, dst = (self.b, self.addr_b, self.addr_a) if reverse else (
+            self.a, self.addr_a, self.addr_b)
+        return self.exec_argv(ns, [str(flood_binary()), src, dst, str(port), str(pps),
+                                   str(seconds), str(flows)])
 
-    def flood(self, port: int, pps: int, seconds: float, flows: int = 1) -> int:
+    def flood(self, port: int, pps: int, seconds: float, flows: int = 1,
+              reverse: bool = False) -> int:
         """Send for `seconds`; returns the datagrams sent."""
-        out = _run(*self.flood_argv(port, pps, seconds, flows), timeout=seconds + 30)
+        out = _run(*self.flood_argv(port, pps, seconds, flows, reverse), timeout=seconds + 30)
         return int(out.split()[-1])
 
     def udp_no_ports(self) -> int:

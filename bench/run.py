@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,12 +228,106 @@ class StatsFloor:
             os.close(fd)
 
 
-def hook_costs(pair: VethPair, port: int, sizes: Sizes, tmp: Path,
-               *extra: str) -> dict[str, tuple]:
+class UdpSink:
+    """A socket in the watched namespace reading whatever reaches `port`, for as
+    long as the `with` lasts: each datagram it reads is consumed by the kernel
+    (skb:consume_skb)."""
+
+    CODE = ("import socket, sys\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.bind((sys.argv[1], int(sys.argv[2])))\n"
+            "print('bound', flush=True)\n"
+            "while True:\n"
+            "    s.recv(2048)\n")
+
+    def __init__(self, pair: VethPair, port: int):
+        self.argv = pair.exec_argv(pair.b, [sys.executable, "-c", self.CODE, pair.addr_b,
+                                            str(port)])
+
+    def __enter__(self) -> UdpSink:
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "bound":
+            self.__exit__()
+            raise RuntimeError("the bench's UDP sink did not start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+# The receiving namespace's ICMP error limits (per namespace where the kernel
+# lists them there: the bench's own namespace, never the host's).
+ICMP_LIMITS = {"icmp_ratelimit": "0", "icmp_msgs_per_sec": "1000000",
+               "icmp_msgs_burst": "1000000"}
+
+
+class IcmpUnlimited:
+    """The bench's receiving namespace answers every packet it cannot deliver with
+    an ICMP error, for as long as the `with` lasts, so that icmp:icmp_send runs
+    per packet; the limits are put back after. `lifted`: False where the kernel
+    keeps a limit for the whole host (older kernels): it is then left alone."""
+
+    def __init__(self, pair: VethPair):
+        self.pair = pair
+        self.old: dict[str, str] = {}
+        self.lifted = False
+
+    def _sysctl(self, name: str, value: str | None = None) -> str:
+        path = f"/proc/sys/net/ipv4/{name}"
+        script = f"cat {path}" if value is None else f"echo {value} > {path}"
+        return subprocess.run(self.pair.exec_argv(self.pair.b, ["sh", "-c", script]),
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    def __enter__(self) -> IcmpUnlimited:
+        try:
+            self.old = {name: self._sysctl(name) for name in ICMP_LIMITS}
+        except subprocess.CalledProcessError:
+            return self  # not per namespace here: left alone
+        for name, value in ICMP_LIMITS.items():
+            self._sysctl(name, value)
+        self.lifted = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.lifted:
+            for name, value in self.old.items():
+                self._sysctl(name, value)
+
+
+def _dropped(pair: VethPair, seconds: float) -> None:
+    pair.flood(WATCHED, 0, seconds)
+
+
+def _delivered(pair: VethPair, seconds: float) -> None:
+    with UdpSink(pair, WATCHED):
+        pair.flood(WATCHED, 0, seconds)
+
+
+def _sent(pair: VethPair, seconds: float) -> None:
+    pair.flood(WATCHED, 0, seconds, reverse=True)
+
+
+def _answered(pair: VethPair, seconds: float) -> None:
+    with IcmpUnlimited(pair):
+        pair.flood(WATCHED, 0, seconds)
+
+
+# Traffic that runs each of pktfate's programs once per packet: the receiving
+# namespace drops it (XDP, tc ingress, kfree_skb), a socket there reads it
+# (consume_skb), that namespace sends it (tc egress), or answers each with an ICMP
+# error (icmp_send). Always to the port WATCHED: the filter is WATCHED or UNWATCHED.
+WORKLOADS: dict[str, Callable[[VethPair, float], None]] = {
+    "dropped": _dropped, "delivered": _delivered, "sent": _sent, "answered": _answered}
+
+
+def hook_costs(pair: VethPair, port: int, sizes: Sizes, tmp: Path, *extra: str,
+               workload: str = "dropped") -> dict[str, tuple]:
     """Each of pktfate's programs: nanoseconds per run and runs, from the kernel's
     BPF statistics, enabled (BPF_ENABLE_STATS: for as long as the bench holds the
-    fd) only around one flood; "floor": the empty program's figure in the same
-    flood. Run apart from the rate measurements: the statistics cost a run two
+    fd) only around one workload; "floor": the empty program's figure in the same
+    workload. Run apart from the rate measurements: the statistics cost a run two
     clock reads. (BPF_PROG_TEST_RUN was tried as another measure: its own loop
     costs more per run than the programs do.)"""
     tool = Pktfate(port, *extra)
@@ -245,7 +340,7 @@ def hook_costs(pair: VethPair, port: int, sizes: Sizes, tmp: Path,
             stats_fd = bpfsys.enable_stats()
             try:
                 before = {i: bpfsys.info_by_id(i) for i in ids}
-                pair.flood(WATCHED, 0, sizes.seconds)
+                WORKLOADS[workload](pair, sizes.seconds)
                 after = {i: bpfsys.info_by_id(i) for i in ids}
             finally:
                 os.close(stats_fd)
@@ -259,8 +354,25 @@ def hook_costs(pair: VethPair, port: int, sizes: Sizes, tmp: Path,
         runs = new["run_cnt"] - old["run_cnt"]
         if runs:
             name = "floor" if new["name"] == "bench_floor" else new["name"]
-            costs[name] = ((new["run_time_ns"] - old["run_time_ns"]) / runs, runs)
+            costs[name] = ((new["run_time_ns"] - old["run_time_ns"]) / runs, runs, workload)
     return costs
+
+
+# The workload that runs each program once per packet; the others, "dropped".
+# (In "answered" tc egress sees the ICMP errors, which the filter always keeps.)
+HOME_WORKLOAD = {"pf_tc_egress": "sent", "pf_consume_skb": "delivered",
+                 "pf_icmp_send": "answered"}
+
+
+def at_home(per_workload: dict[str, dict[str, tuple]]) -> dict[str, tuple]:
+    """Each program's figure from its own workload (HOME_WORKLOAD); the floor from
+    "dropped", where the empty program beside kfree_skb runs for every packet."""
+    chosen: dict[str, tuple] = {}
+    for workload, costs in per_workload.items():
+        for name, figure in costs.items():
+            if HOME_WORKLOAD.get(name, "dropped") == workload:
+                chosen[name] = figure
+    return chosen
 
 
 def add_hook_costs(results: Results, port: int, costs: dict[str, tuple]) -> None:
@@ -269,14 +381,14 @@ def add_hook_costs(results: Results, port: int, costs: dict[str, tuple]) -> None
     costs, the statistics' own clock reads left out)."""
     refused = port == UNWATCHED
     floor = costs.get("floor", (0.0, 0))[0]
-    for name, (ns, runs) in sorted(costs.items()):
+    for name, (ns, runs, workload) in sorted(costs.items()):
         if name == "floor":
             results.add(f"(a) bpf_stats' own cost per run: an empty program on kfree_skb "
                         f"({_filter_text(port)}, ns)", [ns], "{:.0f}", "", None)
             continue
         results.add(f"(a) cost of {name} per run, {_filter_text(port)} (ns, bpf_stats)",
                     [ns], "{:.0f}", "", None)
-        results.note("    runs", f"{runs:,}")
+        results.note("    runs", f"{runs:,} (traffic: {workload})")
         if refused and floor:
             results.add(f"(a) cost of {name} per refused packet, bpf_stats' floor taken off "
                         "(ns)", [ns - floor], "{:.0f}", "<= 60", ns - floor <= 60)
@@ -475,8 +587,12 @@ def run(sizes: Sizes) -> Results:
             else:
                 results.add(f"(a) rate with {peer.name}, relative to none",
                             overhead(pair, peer, sizes, tmp), "{:.2f}", "", None)
-        for port in (UNWATCHED, WATCHED):  # XDP too, for its own cost (generic on a veth)
-            add_hook_costs(results, port, hook_costs(pair, port, sizes, tmp, "--xdp-generic"))
+        # XDP too, for its own cost (generic on a veth). Refused packets of each
+        # kind of traffic; matching ones as they are dropped.
+        add_hook_costs(results, UNWATCHED, at_home({
+            name: hook_costs(pair, UNWATCHED, sizes, tmp, "--xdp-generic", workload=name)
+            for name in WORKLOADS}))
+        add_hook_costs(results, WATCHED, hook_costs(pair, WATCHED, sizes, tmp, "--xdp-generic"))
         # skb:kfree_skb's regular tracepoint (what --no-links and kernels without
         # BTF get) against its raw form above, in the same run.
         legacy = hook_costs(pair, UNWATCHED, sizes, tmp, "--no-links")
