@@ -107,6 +107,66 @@ static __always_inline __u64 pf_skb_network_direct(__u64 skb)
 	return head + nh;
 }
 
+#if PF_RDONLY_CAST
+/* bpf_rdonly_cast (a kfunc, 6.2): the pointer it returns carries a kernel
+ * struct's BTF type, so the verifier lets the program load that struct's members
+ * itself; a load that faults reads 0, as a probe read would. The verifier turns
+ * the call into a register move: no helper call is left. PF_KFUNC_RDONLY_CAST
+ * marks the call; the loader points it at the running kernel's function
+ * (attach/objects.py, with_kfuncs). */
+static void *(*pf_rdonly_cast)(const void *obj, __u32 btf_id) = (void *)PF_KFUNC_RDONLY_CAST;
+
+/* The members read, at struct iphdr's and struct udphdr's offsets. Volatile:
+ * each load stays the member's own size, which is what the verifier checks. */
+struct pf_iphdr_view {
+	__u8 version_ihl;  /* ihl:4, version:4; an IPv6 header's version too */
+	__u8 tos;
+	__u16 tot_len;
+	__u16 id;
+	__u16 frag_off;    /* an IPv6 header's next header is its first byte */
+	__u8 ttl;
+	__u8 protocol;
+};
+
+struct pf_udphdr_view {
+	__u16 source;      /* for ICMP: type, then code */
+	__u16 dest;
+};
+
+/* pf_skb_peek's reads as loads. */
+static __always_inline int pf_skb_peek_loads(__u64 head, struct pf_peek *p)
+{
+	const volatile struct pf_iphdr_view *ip = pf_rdonly_cast((void *)head, PF_BTF_IPHDR);
+	const volatile struct pf_udphdr_view *l4;
+	__u8 first = ip->version_ihl, ports[4];
+	__u16 word = ip->frag_off, sport, dport;
+	__u32 l3_len;
+
+	if ((first >> 4) == 4) {
+		p->proto = ip->protocol;
+		if (bpf_ntohs(word) & 0x1FFF)
+			return 1;  /* a later fragment: no ports */
+		l3_len = (first & 0x0F) * 4;
+		if (l3_len < 20)
+			return 1;
+	} else if ((first >> 4) == 6) {
+		p->proto = word & 0xFF;  /* the byte at offset 6 */
+		l3_len = 40;
+	} else {
+		return 0;
+	}
+	l4 = pf_rdonly_cast((void *)(head + l3_len), PF_BTF_UDPHDR);
+	sport = l4->source;
+	dport = l4->dest;
+	ports[0] = sport & 0xFF;  /* the bytes as they lie in the packet */
+	ports[1] = sport >> 8;
+	ports[2] = dport & 0xFF;
+	ports[3] = dport >> 8;
+	pf_peek_ports(p, ports);
+	return 1;
+}
+#endif
+
 /* True when the namespace passes the filter (a watched namespace of 0 means
  * every namespace). */
 static __always_inline int pf_netns_ok(__u32 inum)
@@ -123,6 +183,10 @@ static __always_inline int pf_netns_ok(__u32 inum)
 static __always_inline int pf_skb_peek(__u64 skb, struct pf_peek *p, const int direct)
 {
 	__u64 head = direct ? pf_skb_network_direct(skb) : pf_skb_network(skb);
+#if PF_RDONLY_CAST
+	if (direct)
+		return head && pf_skb_peek_loads(head, p);
+#endif
 	/* An IPv4 header without options and the ports after it, in one read; the
 	 * bytes past a short packet are the buffer's own tail room, never read
 	 * as the packet's (the protocol says what follows). */

@@ -9,6 +9,11 @@ from pathlib import Path
 
 from .kernel.discovery import TRACEPOINTS, KernelInfo
 
+# Kernel functions the programs call (kfuncs), each by a mark in place of a
+# helper's number (its -D define): the loader points each marked call at the
+# function's BTF id in the running kernel (attach/objects.py, with_kfuncs).
+KFUNC_MARKS = {"bpf_rdonly_cast": 0x7FFF0001}
+
 PROTOCOLS = ("tcp", "udp", "icmp")
 
 
@@ -73,6 +78,15 @@ class WatchConfig:
         return {"PF_KFREE_RAW": int(usable), "PF_KFREE_RAW_REASON": where("skb_drop_reason"),
                 "PF_KFREE_RAW_RX_SK": where("sock *")}
 
+    def _header_loads(self, kernel: KernelInfo, raw_kfree: bool) -> dict[str, int]:
+        """Whether the raw kfree_skb reads the packet's headers as kernel structs
+        through bpf_rdonly_cast (6.2; plain loads, bpf/skb.h) rather than with a
+        helper call, and the BTF ids that takes."""
+        ids = kernel.btf_ids if raw_kfree else {}
+        return {"PF_RDONLY_CAST": int(bool(ids)),
+                "PF_KFUNC_RDONLY_CAST": KFUNC_MARKS["bpf_rdonly_cast"],
+                "PF_BTF_IPHDR": ids.get("iphdr", 0), "PF_BTF_UDPHDR": ids.get("udphdr", 0)}
+
     def _raw_consume_skb(self, kernel: KernelInfo) -> dict[str, int]:
         """skb:consume_skb's raw form (bpf/consume_skb.c): the skb comes first
         (5.10: the only argument; 6.3 added the code address after it)."""
@@ -104,6 +118,7 @@ class WatchConfig:
         defines["PF_HAVE_DROP_REASON"] = int("reason" in kfree)
         defines["PF_KFREE_HAS_RX_SK"] = int("rx_sk" in kfree)
         defines.update(self._raw_kfree_skb(kernel))
+        defines.update(self._header_loads(kernel, bool(defines["PF_KFREE_RAW"])))
         defines.update(self._raw_consume_skb(kernel))
         rst = kernel.tracepoints.get("tcp/tcp_send_reset", frozenset())
         defines["PF_RST_HAS_REASON"] = int("reason" in rst)

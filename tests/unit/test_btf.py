@@ -79,3 +79,21 @@ def test_raw_tracepoint_arguments_by_type():
         (7, ("sk_buff *", "void *", "reason"))
     with pytest.raises(BTFError):
         BTF(_raw_tracepoint_blob()).raw_tracepoint("other")
+
+
+def test_functions_by_exact_name():
+    # Functions are indexed by their name's string offset: "my_kf" must not be
+    # found as "kf", nor a struct as a function.
+    strings = b"\0my_kf\0kf\0iphdr\0"
+    off = {s: strings.index(b"\0" + s.encode() + b"\0") + 1 for s in ("my_kf", "kf", "iphdr")}
+    types = struct.pack("<III", 0, 13 << 24, 0)  # 1: void (void)
+    types += struct.pack("<III", off["my_kf"], 12 << 24, 1)  # 2: func my_kf
+    types += struct.pack("<III", off["kf"], 12 << 24, 1)  # 3: func kf
+    types += struct.pack("<III", off["iphdr"], 4 << 24, 0)  # 4: struct iphdr {}
+    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    btf = BTF(header + types + strings)
+    assert (btf.func_id("kf"), btf.func_id("my_kf")) == (3, 2)
+    with pytest.raises(BTFError):
+        btf.func_id("iphdr")
+    with pytest.raises(BTFError):
+        btf.func_id("y_kf")

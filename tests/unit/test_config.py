@@ -67,6 +67,22 @@ def test_consume_skb_raw_form_where_btf_types_its_skb():
     assert _defines(WatchConfig(), _kernel(**consume))["PF_CONSUME_RAW"] == "0"  # no BTF form
 
 
+def test_header_loads_through_rdonly_cast_only_in_the_raw_kfree_skb():
+    ids = {"bpf_rdonly_cast": 65475, "iphdr": 27289, "udphdr": 27297}
+
+    def defines(btf_ids, args=("sk_buff *", "void *"), **config):
+        kernel = _kernel(**{"skb/kfree_skb": frozenset({"skbaddr", "location"})})
+        kernel.raw_tracepoints["skb/kfree_skb"] = (42, args)
+        kernel.btf_ids.update(btf_ids)
+        d = _defines(WatchConfig(**config), kernel)
+        return int(d["PF_RDONLY_CAST"]), int(d["PF_BTF_IPHDR"]), int(d["PF_BTF_UDPHDR"])
+
+    assert defines(ids) == (1, 27289, 27297)  # 6.2 and later
+    assert defines({}) == (0, 0, 0)  # 5.10, 6.1: no bpf_rdonly_cast
+    assert defines(ids, links=False) == (0, 0, 0)  # the regular tracepoint: a probe read
+    assert defines(ids, args=("void *",)) == (0, 0, 0)
+
+
 def test_all_netns_and_hosts():
     config = WatchConfig(hosts=("10.0.1.2", "::1"), all_netns=True)
     d = _defines(config, _kernel())

@@ -93,3 +93,15 @@ def test_a_reference_past_the_code_refuses_the_object():
     prog = ProgramSpec("pf_xdp", 6, PROGRAM[:16], ((4, "pf_stats"),))
     with pytest.raises(ValueError, match="past the end"):
         objects.with_map_fds(prog, {"pf_stats": 3})
+
+
+def test_kfunc_marks_become_calls_of_the_kernels_function():
+    mark = 0x7FFF0001
+    # r1 = map fd (two slots), call helper 1, call the mark, call another mark, exit
+    code = (_insn(0x18, 0x11, 0, mark) + _insn(0) + _insn(0x85, 0, 0, 1)
+            + _insn(0x85, 0, 0, mark) + _insn(0x85, 0, 0, mark + 1) + _insn(0x95))
+    out = objects.with_kfuncs(code, {mark: 65475})
+    assert out[3 * 8:4 * 8] == _insn(0x85, 0x20, 0, 65475)  # src_reg 2: a kfunc, by BTF id
+    # the ld_imm64 holding the same number, the helper call and the unknown mark stay
+    assert out[:3 * 8] == code[:3 * 8] and out[4 * 8:] == code[4 * 8:]
+    assert objects.with_kfuncs(code, {}) == code

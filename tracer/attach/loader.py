@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..kernel import bpfsys
-from .objects import CompiledObject, MapSpec, ProgramSpec, with_map_fds
+from .objects import CompiledObject, MapSpec, ProgramSpec, with_kfuncs, with_map_fds
 
 _PERCPU_TYPES = {5, 6, 10}  # BPF_MAP_TYPE_PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 
@@ -61,15 +61,18 @@ class LoadedObject:
     raw_refused: dict[str, str] = field(default_factory=dict)
     _fds: list[int] = field(default_factory=list)
     _map_fds: dict[str, int] = field(default_factory=dict)
+    _kfunc_ids: dict[int, int] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, obj: CompiledObject, raw_btf_ids: dict[str, int] | None = None
-             ) -> LoadedObject:
+    def load(cls, obj: CompiledObject, raw_btf_ids: dict[str, int] | None = None,
+             kfunc_ids: dict[int, int] | None = None) -> LoadedObject:
         """Create the maps and load the programs. A raw tracepoint program
         (objects.RAW_PROGRAMS) is loaded where raw_btf_ids has its tracepoint's
         BTF id, and then its regular twin is not; where the kernel refuses it,
-        the twin is loaded instead."""
+        the twin is loaded instead. kfunc_ids: each kfunc mark's BTF id here
+        (objects.with_kfuncs)."""
         loaded = cls()
+        loaded._kfunc_ids = kfunc_ids or {}
         raw_btf_ids = raw_btf_ids or {}
         try:
             for spec in obj.maps:
@@ -92,7 +95,8 @@ class LoadedObject:
 
     def _load(self, obj: CompiledObject, prog: ProgramSpec, attach_btf_id: int = 0) -> int:
         raw = attach_btf_id != 0
-        fd = bpfsys.prog_load(prog.type, prog.kernel_name, with_map_fds(prog, self._map_fds),
+        code = with_kfuncs(with_map_fds(prog, self._map_fds), self._kfunc_ids)
+        fd = bpfsys.prog_load(prog.type, prog.kernel_name, code,
                               obj.license, obj.kern_version,
                               bpfsys.ATTACH_TRACE_RAW_TP if raw else 0, attach_btf_id)
         self._fds.append(fd)

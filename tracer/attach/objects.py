@@ -125,6 +125,23 @@ def with_map_fds(prog: ProgramSpec, fds: dict[str, int]) -> bytes:
     return bytes(code)
 
 
+BPF_CALL, BPF_PSEUDO_KFUNC_CALL = 0x85, 2
+
+
+def with_kfuncs(code: bytes, btf_ids: dict[int, int]) -> bytes:
+    """The instructions with each call to a kfunc mark (KFUNC_MARKS) turned into
+    a call of that kernel function: src_reg BPF_PSEUDO_KFUNC_CALL, imm its BTF id,
+    off 0 (the kernel's own BTF). A mark without an id stays: the kernel then
+    refuses the program, and the loader falls back to its regular twin."""
+    out = bytearray(code)
+    for pos in range(0, len(out) - 7, 8):
+        imm = struct.unpack_from("<i", out, pos + 4)[0]
+        if out[pos] == BPF_CALL and out[pos + 1] >> 4 == 0 and imm in btf_ids:
+            out[pos + 1] = (BPF_PSEUDO_KFUNC_CALL << 4) | (out[pos + 1] & 0x0F)
+            struct.pack_into("<hi", out, pos + 2, 0, btf_ids[imm])
+    return bytes(out)
+
+
 def program_type(name: str) -> int:
     if name in RAW_PROGRAMS:
         return bpfsys.PROG_TRACING

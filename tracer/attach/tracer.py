@@ -11,7 +11,7 @@ from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from typing import Any
 
-from ..config import WatchConfig
+from ..config import KFUNC_MARKS, WatchConfig
 from ..decode.raw import (
     EVENT_STRUCT,
     HOOKS,
@@ -129,7 +129,7 @@ class Tracer:
         if obj is not None:
             try:
                 self.report.bpf_object = "cached"
-                return obj, LoadedObject.load(obj, self._raw_btf_ids())
+                return obj, LoadedObject.load(obj, self._raw_btf_ids(), self._kfunc_ids())
             except Exception:  # whatever is wrong with it, the compiler's copy will do
                 forget_cached(folder, key)
         bcc = _bcc()
@@ -140,7 +140,7 @@ class Tracer:
         finally:
             _release_compiler_memory()
         try:
-            loaded = LoadedObject.load(obj, self._raw_btf_ids())
+            loaded = LoadedObject.load(obj, self._raw_btf_ids(), self._kfunc_ids())
         except BpfError as exc:
             last = exc.log.strip().splitlines()[-1:] if exc.log else []
             raise PktfateError(f"the BPF programs did not load: {exc}"
@@ -148,6 +148,11 @@ class Tracer:
         write_cached(folder, key, obj)
         self.report.bpf_object = "compiled"
         return obj, loaded
+
+    def _kfunc_ids(self) -> dict[int, int]:
+        """Each kfunc mark the programs may call -> the function's BTF id here."""
+        return {mark: self.kernel.btf_ids[name] for name, mark in KFUNC_MARKS.items()
+                if name in self.kernel.btf_ids}
 
     def _raw_btf_ids(self) -> dict[str, int]:
         """The BTF ids of the raw tracepoints the object was compiled for."""

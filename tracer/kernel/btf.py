@@ -61,6 +61,7 @@ class BTF:
         self._strs = blob[hdr_len + str_off : hdr_len + str_off + str_len]
         self._offsets: list[int] = [0]  # type id 0 is void
         self._by_name: dict[str, list[int]] = {}
+        self._funcs: dict[int, int] = {}  # a function's name (string offset) -> type id
         self._index(type_len)
 
     @classmethod
@@ -79,6 +80,8 @@ class BTF:
             self._offsets.append(pos)
             if kind in _NAMED_KINDS and name_off:
                 self._by_name.setdefault(self._str(name_off), []).append(len(self._offsets) - 1)
+            elif kind == _FUNC:  # tens of thousands: by string offset, decoded on demand
+                self._funcs[name_off] = len(self._offsets) - 1
             pos += 12 + _extra_len(kind, vlen)
 
     def _str(self, off: int) -> str:
@@ -151,6 +154,18 @@ class BTF:
         if bits % 8:
             raise BTFError(f"'{struct_name}.{path}' is a bitfield")
         return Field(bits // 8, self._size(type_id))
+
+    def func_id(self, name: str) -> int:
+        """The type id of kernel function `name` (a kfunc a program may call)."""
+        at = self._strs.find(b"\0" + name.encode() + b"\0")
+        type_id = self._funcs.get(at + 1) if at >= 0 else None
+        if type_id is None:
+            raise BTFError(f"function '{name}' not in BTF")
+        return type_id
+
+    def struct_id(self, name: str) -> int:
+        """The type id of struct `name`."""
+        return self._find(name, {_STRUCT})
 
     def raw_tracepoint(self, event: str) -> tuple[int, tuple[str, ...]]:
         """The id of `btf_trace_<event>` (what a BTF-typed raw tracepoint program

@@ -33,6 +33,11 @@ TRACEPOINTS = {
 # rather than helper calls: what a refused packet costs (bpf/kfree_skb.c).
 RAW_TRACEPOINTS = ("skb/kfree_skb", "skb/consume_skb")
 
+# What the BPF programs name by BTF id, as (kind, name): bpf_rdonly_cast (a kfunc,
+# 6.2) lets the raw tracepoints read packet headers as these structs, with plain
+# loads instead of a helper call (bpf/skb.h). All or none.
+BTF_IDS = (("func", "bpf_rdonly_cast"), ("struct", "iphdr"), ("struct", "udphdr"))
+
 # Kernel struct members the BPF programs read, as (define, struct, member path).
 BTF_FIELDS = (
     ("PF_OFF_SKB_HEAD", "sk_buff", "head"),
@@ -110,6 +115,8 @@ class KernelInfo:
     # "skb/kfree_skb" -> (BTF id of btf_trace_kfree_skb, its arguments' types),
     # where the kernel has BTF-typed raw tracepoints for it (BTF.raw_tracepoint)
     raw_tracepoints: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
+    # BTF_IDS' names -> their BTF ids in this kernel; empty where one is missing
+    btf_ids: dict[str, int] = field(default_factory=dict)
 
     def has(self, tracepoint: str) -> bool:
         return tracepoint in self.tracepoints
@@ -188,6 +195,16 @@ def _btf_offsets() -> tuple[BTF | None, dict[str, int], str]:
     return btf, offsets, ""
 
 
+def _btf_ids(btf: BTF | None) -> dict[str, int]:
+    if btf is None:
+        return {}
+    try:
+        return {name: btf.func_id(name) if kind == "func" else btf.struct_id(name)
+                for kind, name in BTF_IDS}
+    except BTFError:
+        return {}  # an older kernel: the programs read headers through a helper
+
+
 def probe_kernel(mount_tracefs: bool = True) -> KernelInfo:
     """Read everything pktfate needs to know about this kernel."""
     tracefs = find_tracefs(mount=mount_tracefs)
@@ -224,6 +241,7 @@ def probe_kernel(mount_tracefs: bool = True) -> KernelInfo:
         netns=netns_inode(),
         missing=tuple(missing),
         raw_tracepoints=raw,
+        btf_ids=_btf_ids(btf),
     )
 
 
