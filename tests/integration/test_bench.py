@@ -36,9 +36,10 @@ def test_bench_smoke_run_writes_the_table(tmp_path):
     for hook, traffic in (("pf_tc_egress", "sent"), ("pf_consume_skb", "delivered"),
                           ("pf_icmp_send", "answered")):
         assert f"cost of {hook} per refused packet, bpf_stats' floor taken off" in text
-        row = rows.index(next(r for r in rows if f"cost of {hook} per run, filter matches "
-                              "nothing" in r))
-        runs = text.splitlines()[text.splitlines().index(rows[row]) + 1]
+        lines = text.splitlines()
+        row = next(i for i, line in enumerate(lines)
+                   if f"cost of {hook} per run, filter matches nothing" in line)
+        runs = lines[row + 1]
         assert f"(traffic: {traffic})" in runs, runs
         assert int(runs.split("|")[2].split()[0].replace(",", "")) >= 1000, runs
     assert "rate with --xdp-generic over without (filter matches nothing)" in text

@@ -217,6 +217,14 @@ def prog_fd_by_id(prog_id: int) -> int:
     return call(PROG_GET_FD_BY_ID, _attr(12, ("I", 0, prog_id)), "opening a program")
 
 
+def _obj_info(fd: int, size: int, what: str) -> ctypes.Array:
+    """BPF_OBJ_GET_INFO_BY_FD: the first `size` bytes of the object's info struct."""
+    buf = ctypes.create_string_buffer(size)
+    call(OBJ_GET_INFO_BY_FD, _attr(16, ("I", 0, fd), ("I", 4, size),
+                                   ("Q", 8, ctypes.addressof(buf))), what)
+    return buf
+
+
 # struct bpf_prog_info: the members read here, at their uapi offsets
 _INFO_SIZE = 224
 _INFO_ID, _INFO_NAME, _INFO_RUN_NS, _INFO_RUN_CNT = 4, 64, 192, 200
@@ -225,9 +233,7 @@ _INFO_ID, _INFO_NAME, _INFO_RUN_NS, _INFO_RUN_CNT = 4, 64, 192, 200
 def prog_info(fd: int) -> dict:
     """A loaded program's id, name and statistics (run_time_ns, run_cnt; zero
     unless statistics are enabled)."""
-    buf = ctypes.create_string_buffer(_INFO_SIZE)
-    attr = _attr(16, ("I", 0, fd), ("I", 4, _INFO_SIZE), ("Q", 8, ctypes.addressof(buf)))
-    call(OBJ_GET_INFO_BY_FD, attr, "reading a program's info")
+    buf = _obj_info(fd, _INFO_SIZE, "reading a program's info")
     return {"id": struct.unpack_from("I", buf, _INFO_ID)[0],
             "name": buf.raw[_INFO_NAME:_INFO_NAME + OBJ_NAME_LEN].split(b"\0", 1)[0].decode(),
             "run_time_ns": struct.unpack_from("Q", buf, _INFO_RUN_NS)[0],
@@ -273,9 +279,7 @@ _MAP_INFO_ID, _MAP_INFO_KEY, _MAP_INFO_VALUE, _MAP_INFO_NAME = 4, 8, 12, 24
 
 def map_info(fd: int) -> dict:
     """A map's id, name, key and value sizes."""
-    buf = ctypes.create_string_buffer(_MAP_INFO_SIZE)
-    attr = _attr(16, ("I", 0, fd), ("I", 4, _MAP_INFO_SIZE), ("Q", 8, ctypes.addressof(buf)))
-    call(OBJ_GET_INFO_BY_FD, attr, "reading a map's info")
+    buf = _obj_info(fd, _MAP_INFO_SIZE, "reading a map's info")
     name = buf.raw[_MAP_INFO_NAME:_MAP_INFO_NAME + OBJ_NAME_LEN].split(b"\0", 1)[0]
     return {"id": struct.unpack_from("I", buf, _MAP_INFO_ID)[0], "name": name.decode(),
             "key_size": struct.unpack_from("I", buf, _MAP_INFO_KEY)[0],
