@@ -1,15 +1,29 @@
 /* TCP tracepoints: a segment with a wrong checksum, and the kernel's own RSTs. */
 
 #if PF_HAVE_TCP_BAD_CSUM
-TRACEPOINT_PROBE(tcp, tcp_bad_csum)
+/* Two forms, as kfree_skb.c: the BTF-typed raw tracepoint (PF_TCP_BAD_CSUM_RAW,
+ * args[0] the segment) where the kernel has it, else the regular one. */
+static __always_inline int pf_on_tcp_bad_csum(__u64 skb, const int direct)
 {
-	struct pf_event *e = pf_skb_event(PF_HOOK_TCP_BAD_CSUM, (__u64)args->skbaddr, 0);
+	struct pf_event *e = pf_skb_event_from(PF_HOOK_TCP_BAD_CSUM, skb, 0, -1, 0, direct);
 
 	if (!e)
 		return 0;
 	if (pf_keep(e))
 		pf_submit(e);
 	return 0;
+}
+
+#if PF_TCP_BAD_CSUM_RAW
+int pf_tcp_bad_csum_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	return pf_on_tcp_bad_csum(ctx->args[0], 1);
+}
+#endif
+
+TRACEPOINT_PROBE(tcp, tcp_bad_csum)
+{
+	return pf_on_tcp_bad_csum((__u64)args->skbaddr, 0);
 }
 #endif
 

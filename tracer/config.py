@@ -14,6 +14,16 @@ from .kernel.discovery import TRACEPOINTS, KernelInfo
 # function's BTF id in the running kernel (attach/objects.py, with_kfuncs).
 KFUNC_MARKS = {"bpf_rdonly_cast": 0x7FFF0001}
 
+# Raw tracepoints whose programs read their leading arguments only: tracepoint ->
+# (the define that compiles the raw form, the types it reads, in order). What
+# follows them changes between kernels (consume_skb gained the code address in
+# 6.3) and is not read. kfree_skb, whose arguments move, is _raw_kfree_skb's.
+SKB_FIRST_RAW = {
+    "skb/consume_skb": ("PF_CONSUME_RAW", ("sk_buff *",)),
+    "icmp/icmp_send": ("PF_ICMP_SEND_RAW", ("sk_buff *", "int", "int")),
+    "tcp/tcp_bad_csum": ("PF_TCP_BAD_CSUM_RAW", ("sk_buff *",)),
+}
+
 PROTOCOLS = ("tcp", "udp", "icmp")
 
 
@@ -78,20 +88,21 @@ class WatchConfig:
         return {"PF_KFREE_RAW": int(usable), "PF_KFREE_RAW_REASON": where("skb_drop_reason"),
                 "PF_KFREE_RAW_RX_SK": where("sock *")}
 
-    def _header_loads(self, kernel: KernelInfo, raw_kfree: bool) -> dict[str, int]:
-        """Whether the raw kfree_skb reads the packet's headers as kernel structs
+    def _header_loads(self, kernel: KernelInfo, raw_peeks: bool) -> dict[str, int]:
+        """Whether the raw forms read the packet's headers as kernel structs
         through bpf_rdonly_cast (6.2; plain loads, bpf/skb.h) rather than with a
         helper call, and the BTF ids that takes."""
-        ids = kernel.btf_ids if raw_kfree else {}
+        ids = kernel.btf_ids if raw_peeks else {}
         return {"PF_RDONLY_CAST": int(bool(ids)),
                 "PF_KFUNC_RDONLY_CAST": KFUNC_MARKS["bpf_rdonly_cast"],
                 "PF_BTF_IPHDR": ids.get("iphdr", 0), "PF_BTF_UDPHDR": ids.get("udphdr", 0)}
 
-    def _raw_consume_skb(self, kernel: KernelInfo) -> dict[str, int]:
-        """skb:consume_skb's raw form (bpf/consume_skb.c): the skb comes first
-        (5.10: the only argument; 6.3 added the code address after it)."""
-        args = self._raw_args(kernel, "skb/consume_skb")
-        return {"PF_CONSUME_RAW": int(args[:1] == ("sk_buff *",))}
+    def _raw_skb_first(self, kernel: KernelInfo) -> dict[str, int]:
+        """The raw forms whose programs read only their first arguments
+        (bpf/consume_skb.c, icmp.c, tcp.c), each where the kernel passes them
+        with the types the program reads (SKB_FIRST_RAW)."""
+        return {define: int(self._raw_args(kernel, tracepoint)[:len(types)] == types)
+                for tracepoint, (define, types) in SKB_FIRST_RAW.items()}
 
     def cflags(self, kernel: KernelInfo) -> list[str]:
         """The -D defines that configure bpf/pktfate.c for this watch and kernel."""
@@ -118,8 +129,10 @@ class WatchConfig:
         defines["PF_HAVE_DROP_REASON"] = int("reason" in kfree)
         defines["PF_KFREE_HAS_RX_SK"] = int("rx_sk" in kfree)
         defines.update(self._raw_kfree_skb(kernel))
-        defines.update(self._header_loads(kernel, bool(defines["PF_KFREE_RAW"])))
-        defines.update(self._raw_consume_skb(kernel))
+        defines.update(self._raw_skb_first(kernel))
+        # The raw forms that peek at a packet's headers (pf_skb_peek, direct).
+        peeking = ("PF_KFREE_RAW", "PF_ICMP_SEND_RAW", "PF_TCP_BAD_CSUM_RAW")
+        defines.update(self._header_loads(kernel, any(defines[d] for d in peeking)))
         rst = kernel.tracepoints.get("tcp/tcp_send_reset", frozenset())
         defines["PF_RST_HAS_REASON"] = int("reason" in rst)
         defines.update(kernel.offsets)

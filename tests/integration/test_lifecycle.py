@@ -47,6 +47,8 @@ def test_sigkill_leaves_nothing_where_the_kernel_has_links(healthy_lab, watch):
     assert start["attach"] == {"xdp": "link", "tc": "tcx link", "tracepoints": "perf link",
                                "kfree_skb": "raw tracepoint link",
                                "consume_skb": "raw tracepoint link",
+                               "icmp_send": "raw tracepoint link",
+                               "tcp_bad_csum": "raw tracepoint link",
                                "bpf_object": start["attach"]["bpf_object"]}
     assert not [m for m in start["missing"] if "kill -9" in m]
     held = bpfsys.held_by(w.pid)

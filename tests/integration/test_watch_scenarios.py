@@ -13,6 +13,10 @@ from .conftest import diagnosis, matching
 
 SERVER, CLIENT = ADDRESSES["server_ip"], ADDRESSES["client_ip"]
 pytestmark = pytest.mark.integration
+# The hooks with a BTF-typed raw form, attached as that by default and as the
+# regular tracepoint with --no-links: the same events either way.
+BOTH_FORMS = pytest.mark.parametrize(("extra", "form"), [((), "raw tracepoint link"),
+                                                         (("--no-links",), "perf link")])
 
 
 def curl(lab, timeout: int = 3):
@@ -88,8 +92,7 @@ def test_firewall_drop_counts_23_syns_exactly(lab, watch):
     assert [f["cause"] for f in diagnosis(lines)] == ["firewall-drop"]
 
 
-@pytest.mark.parametrize(("extra", "form"), [((), "raw tracepoint link"),
-                                             (("--no-links",), "perf link")])
+@BOTH_FORMS
 def test_both_forms_of_kfree_skb_see_every_drop(lab, watch, extra, form):
     # skb:kfree_skb's BTF-typed raw form (plain loads from the skb) where the kernel
     # has it; the regular tracepoint with --no-links: the same drops, reasons and
@@ -108,6 +111,39 @@ def test_both_forms_of_kfree_skb_see_every_drop(lab, watch, extra, form):
     assert netns == lines[0]["netns"]
 
 
+@BOTH_FORMS
+def test_both_forms_of_icmp_send_see_each_error_sent(lab, watch, extra, form):
+    # icmp:icmp_send's BTF-typed raw form (the answered packet read from the skb
+    # with plain loads) and the regular tracepoint: each datagram to the closed
+    # port, and the port unreachable the kernel sent for it, either way.
+    lab.up("udp-no-listener")
+    w = watch("--port", "53", *extra)
+    lab.sh("client", "python3 -c \"import socket; s = socket.socket(socket.AF_INET, "
+           f"socket.SOCK_DGRAM); [s.sendto(b'q', ('{SERVER}', 53)) for _ in range(5)]\"")
+    lines = w.stop()
+    assert lines[0]["attach"]["icmp_send"] == form
+    sent = matching(lines, kind="packet", hook="icmp-error-sent", proto="udp", src=CLIENT,
+                    dst=SERVER, dport=53, icmp_type=3, icmp_code=3)
+    assert len(sent) == 5
+    assert len(matching(lines, kind="packet", hook="tc-ingress", proto="udp", dport=53)) == 5
+
+
+@BOTH_FORMS
+def test_both_forms_of_tcp_bad_csum_see_each_bad_segment(lab, watch, extra, form):
+    # tcp:tcp_bad_csum in either form: one event per SYN the kernel found broken,
+    # as many as the TCP_CSUM drops.
+    lab.up("checksum")
+    w = watch("--port", "80", *extra)
+    assert curl(lab, timeout=2).returncode == 28
+    assert ping(lab, 1).returncode == 0  # the SYNs have crossed (test_checksum_incident)
+    lines = w.stop()
+    assert lines[0]["attach"]["tcp_bad_csum"] == form
+    bad = matching(lines, kind="packet", hook="tcp-bad-csum", proto="tcp", src=CLIENT,
+                   dport=80, tcp_flags="S")
+    assert len(bad) >= 1
+    assert len(bad) == len(matching(lines, kind="packet", hook="drop", reason="TCP_CSUM"))
+
+
 def _tracked_now(pid: int) -> int:
     """How many skbs the watch's tracking holds (bpf/track.h's pf_track_live),
     read from the kernel's map."""
@@ -124,8 +160,7 @@ def _tracked_now(pid: int) -> int:
     raise AssertionError("no pf_track_live map held by the watch")
 
 
-@pytest.mark.parametrize(("extra", "form"), [((), "raw tracepoint link"),
-                                             (("--no-links",), "perf link")])
+@BOTH_FORMS
 def test_both_forms_of_consume_skb_forget_what_the_kernel_consumed(lab, watch, extra, form):
     # Each echo request that matched at tc ingress is tracked by its skb; the
     # kernel consumes it once answered (icmp_rcv), and skb:consume_skb, in either

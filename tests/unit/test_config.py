@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from pktfate.attach.source import render_source
 from pktfate.config import WatchConfig
 from pktfate.kernel.discovery import BTF_FIELDS, KernelInfo
@@ -52,27 +54,37 @@ def test_kfree_skb_raw_form_where_btf_types_its_arguments():
     assert _defines(WatchConfig(), _kernel(**kfree))["PF_KFREE_RAW"] == "0"  # no BTF form
 
 
-def test_consume_skb_raw_form_where_btf_types_its_skb():
-    consume = {"skb/consume_skb": frozenset({"skbaddr"})}
+@pytest.mark.parametrize(("tracepoint", "define", "fits", "misfits"), [
+    # 5.10, 6.1: the skb alone; 6.3 and later: the code address after it.
+    ("skb/consume_skb", "PF_CONSUME_RAW", [("sk_buff *",), ("sk_buff *", "void *")],
+     [("void *",), ()]),
+    ("icmp/icmp_send", "PF_ICMP_SEND_RAW", [("sk_buff *", "int", "int")],
+     [("sk_buff *", "int"), ("sk_buff *", "void *", "int")]),
+    ("tcp/tcp_bad_csum", "PF_TCP_BAD_CSUM_RAW", [("sk_buff *",)], [("sock *", "sk_buff *")]),
+])
+def test_raw_forms_where_btf_passes_what_their_program_reads(tracepoint, define, fits,
+                                                             misfits):
+    regular = {tracepoint: frozenset({"skbaddr"})}
 
     def raw(args, **config):
-        kernel = _kernel(**consume)
-        kernel.raw_tracepoints["skb/consume_skb"] = (43, args)
-        return int(_defines(WatchConfig(**config), kernel)["PF_CONSUME_RAW"])
+        kernel = _kernel(**regular)
+        kernel.raw_tracepoints[tracepoint] = (43, args)
+        return int(_defines(WatchConfig(**config), kernel)[define])
 
-    assert raw(("sk_buff *",)) == 1  # 5.10, 6.1
-    assert raw(("sk_buff *", "void *")) == 1  # 6.3 and later: the code address after it
-    assert raw(("void *",)) == 0  # not the layout the program reads
-    assert raw(("sk_buff *",), links=False) == 0  # --no-links
-    assert _defines(WatchConfig(), _kernel(**consume))["PF_CONSUME_RAW"] == "0"  # no BTF form
+    assert [raw(args) for args in fits] == [1] * len(fits)
+    assert [raw(args) for args in misfits] == [0] * len(misfits)  # not what it reads
+    assert raw(fits[0], links=False) == 0  # --no-links
+    assert _defines(WatchConfig(), _kernel(**regular))[define] == "0"  # no BTF form
 
 
-def test_header_loads_through_rdonly_cast_only_in_the_raw_kfree_skb():
+def test_header_loads_through_rdonly_cast_only_in_the_raw_forms():
     ids = {"bpf_rdonly_cast": 65475, "iphdr": 27289, "udphdr": 27297}
 
-    def defines(btf_ids, args=("sk_buff *", "void *"), **config):
-        kernel = _kernel(**{"skb/kfree_skb": frozenset({"skbaddr", "location"})})
+    def defines(btf_ids, args=("sk_buff *", "void *"), icmp=(), **config):
+        kernel = _kernel(**{"skb/kfree_skb": frozenset({"skbaddr", "location"}),
+                            "icmp/icmp_send": frozenset({"skbaddr", "type", "code"})})
         kernel.raw_tracepoints["skb/kfree_skb"] = (42, args)
+        kernel.raw_tracepoints["icmp/icmp_send"] = (44, icmp)
         kernel.btf_ids.update(btf_ids)
         d = _defines(WatchConfig(**config), kernel)
         return int(d["PF_RDONLY_CAST"]), int(d["PF_BTF_IPHDR"]), int(d["PF_BTF_UDPHDR"])
@@ -81,6 +93,8 @@ def test_header_loads_through_rdonly_cast_only_in_the_raw_kfree_skb():
     assert defines({}) == (0, 0, 0)  # 5.10, 6.1: no bpf_rdonly_cast
     assert defines(ids, links=False) == (0, 0, 0)  # the regular tracepoint: a probe read
     assert defines(ids, args=("void *",)) == (0, 0, 0)
+    # Another raw form that peeks at the headers: icmp_send's.
+    assert defines(ids, args=("void *",), icmp=("sk_buff *", "int", "int")) == (1, 27289, 27297)
 
 
 def test_all_netns_and_hosts():

@@ -114,7 +114,7 @@ class Tracer:
                 self.report.attach[name.split("/", 1)[1]] = loaded.tracepoints[name]
         for name, why in loaded.raw_refused.items():
             self.report.skipped.append(f"the BTF raw tracepoint of {name} ({why}): the "
-                                       "regular tracepoint instead, costlier per freed packet")
+                                       "regular tracepoint instead, costlier per packet")
         if interfaces:
             self._attach_interfaces(loaded, interfaces)
 

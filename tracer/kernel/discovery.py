@@ -26,12 +26,13 @@ TRACEPOINTS = {
     "PF_HAVE_SOCK_STATE": "sock/inet_sock_set_state",
     "PF_HAVE_CONSUME_SKB": "skb/consume_skb",
 }
-# Tracepoints that fire for every packet the host frees, ours or not: where the
-# kernel has their BTF-typed raw form, that one is attached instead. It skips the
-# trace record the regular form fills before the program runs, and the program
-# reads the skb's fields with plain loads (the verifier knows the skb's type)
-# rather than helper calls: what a refused packet costs (bpf/kfree_skb.c).
-RAW_TRACEPOINTS = ("skb/kfree_skb", "skb/consume_skb")
+# Tracepoints that fire for packets of every flow, ours or not (every packet the
+# host frees or consumes, every ICMP error it sends, every bad TCP checksum):
+# where the kernel has their BTF-typed raw form, that one is attached instead. It
+# skips the trace record the regular form fills before the program runs, and the
+# program reads the skb's fields with plain loads (the verifier knows the skb's
+# type) rather than helper calls: what a refused packet costs (bpf/kfree_skb.c).
+RAW_TRACEPOINTS = ("skb/kfree_skb", "skb/consume_skb", "icmp/icmp_send", "tcp/tcp_bad_csum")
 
 # What the BPF programs name by BTF id, as (kind, name): bpf_rdonly_cast (a kfunc,
 # 6.2) lets the raw tracepoints read packet headers as these structs, with plain
