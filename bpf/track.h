@@ -6,11 +6,16 @@
  * sk_buff itself), and the later hooks keep an skb found here even when its
  * tuple no longer matches, marking the event `tracked`.
  *
- * The map is an LRU: an skb freed where no tracepoint fires leaves its entry
- * behind until newer ones push it out. Freed memory is reused, so an entry also
- * holds a fingerprint of the packet (TCP sequence number, else IPv4 id and
- * length), which NAT leaves alone: an skb reused for another packet does not
- * match it.
+ * The table is direct-mapped: an skb's address picks one slot, which holds that
+ * address and a fingerprint of the packet (TCP sequence number, else IPv4 id and
+ * length), which NAT leaves alone. Noting, finding and forgetting are each one
+ * array load or store, where a hash map took a lock, an allocation and, for an
+ * LRU, list upkeep on every packet that matched (most of what a matching packet
+ * cost at tc ingress and kfree_skb). A newer skb whose address picks an occupied
+ * slot takes it: the older one is no longer followed, as the oldest gave way in
+ * the LRU. An skb freed where no tracepoint fires leaves its slot behind until
+ * another takes it; freed memory is reused, and the fingerprint keeps an skb
+ * reused for another packet from matching it.
  */
 #ifndef PKTFATE_TRACK_H
 #define PKTFATE_TRACK_H
@@ -19,29 +24,48 @@
 #include "parse.h"
 
 #if PF_TRACK
-BPF_TABLE("lru_hash", __u64, __u32, pf_track, PF_TRACK_ENTRIES);
-/* How many skbs were noted and not yet forgotten: while it is 0, which is most
- * of the time on a host whose traffic the filter refuses, the hooks that every
- * packet of the host passes skip the hash lookup. It can only count too many
- * (the LRU drops entries without telling), never too few: an entry is forgotten
- * only when a lookup found it. */
-BPF_ARRAY(pf_track_live, __u64, 1);
+#if PF_TRACK_ENTRIES & (PF_TRACK_ENTRIES - 1)
+#error "PF_TRACK_ENTRIES is a power of two: an address's slot is its hash's low bits"
+#endif
+struct pf_track_slot {
+	__u64 skb;  /* 0: free */
+	__u32 fp;
+	__u32 _pad;
+};
+BPF_ARRAY(pf_track, struct pf_track_slot, PF_TRACK_ENTRIES);
+/* Set once the first skb is noted: until then, which is for as long as the
+ * filter has refused everything, the hooks every packet of the host passes skip
+ * the slot (a load from a cold line of a 128 KiB table) for one hot load here. */
+BPF_ARRAY(pf_track_used, __u32, 1);
 
-static __always_inline int pf_track_idle(void)
+static __always_inline int pf_track_unused(void)
 {
 	int zero = 0;
-	__u64 *live = pf_track_live.lookup(&zero);
+	__u32 *used = pf_track_used.lookup(&zero);
 
-	return !live || *live == 0;
+	return !used || !*used;
 }
 
-static __always_inline void pf_track_live_add(__s64 delta)
+/* The verifier allows no arithmetic on the pointers the hooks get the skb as
+ * (tc's context, a raw tracepoint's typed argument); a copy read back from map
+ * memory is a plain number to it. */
+BPF_PERCPU_ARRAY(pf_track_addr, __u64, 1);
+
+/* The slot an skb address picks: the high half of a multiplicative hash (the
+ * address's low bits are alignment, the same for every skb). Array lookups are
+ * inlined into loads. */
+static __always_inline struct pf_track_slot *pf_track_slot_of(__u64 skb)
 {
 	int zero = 0;
-	__u64 *live = pf_track_live.lookup(&zero);
+	volatile __u64 *copy = pf_track_addr.lookup(&zero);
+	__u32 key;
 
-	if (live)
-		__sync_fetch_and_add(live, delta);
+	if (!copy)
+		return 0;
+	*copy = skb;
+	key = (__u32)((*copy * 0x9E3779B97F4A7C15ULL) >> 32) & (PF_TRACK_ENTRIES - 1);
+
+	return pf_track.lookup(&key);
 }
 #endif
 
@@ -52,21 +76,21 @@ static __always_inline __u32 pf_fingerprint(const struct pf_event *e)
 	return ((__u32)e->ip_id << 16) | (e->pkt_len & 0xFFFF);
 }
 
-/* The fingerprint noted for this skb, or 0 with *found left 0. One hash lookup
- * on the address: cheaper than the reads that tell an skb's namespace. */
+/* The fingerprint noted for this skb, or 0 with *found left 0: one load and a
+ * compare, cheaper than the reads that tell an skb's namespace. */
 static __always_inline __u32 pf_track_find(__u64 skb, int *found)
 {
 #if PF_TRACK
-	__u32 *fp;
+	struct pf_track_slot *slot;
 
-	if (pf_track_idle()) {
+	if (pf_track_unused()) {
 		*found = 0;
 		return 0;
 	}
-	fp = pf_track.lookup(&skb);
-	if (fp) {
+	slot = pf_track_slot_of(skb);
+	if (slot && slot->skb == skb && skb) {
 		*found = 1;
-		return *fp;
+		return slot->fp;
 	}
 #endif
 	*found = 0;
@@ -78,19 +102,33 @@ static __always_inline void pf_track_start(const struct pf_event *e)
 {
 #if PF_TRACK
 	__u64 skb = e->skb;
-	__u32 fp = pf_fingerprint(e);
+	struct pf_track_slot *slot;
 
-	if (skb && pf_track.update(&skb, &fp) == 0)
-		pf_track_live_add(1);
+	if (!skb)
+		return;
+	slot = pf_track_slot_of(skb);
+	if (slot) {
+		slot->fp = pf_fingerprint(e);
+		slot->skb = skb;
+	}
+	if (pf_track_unused()) {  /* read first: one write ever, not one per packet */
+		int zero = 0;
+		__u32 one = 1;
+
+		pf_track_used.update(&zero, &one);
+	}
 #endif
 }
 
-/* The skb is gone (freed or consumed): its address may now hold another packet. */
+/* The skb is gone (freed or consumed): its address may now hold another packet.
+ * Called only where pf_track_find() found it. */
 static __always_inline void pf_track_forget(__u64 skb)
 {
 #if PF_TRACK
-	if (pf_track.delete(&skb) == 0)
-		pf_track_live_add(-1);
+	struct pf_track_slot *slot = pf_track_slot_of(skb);
+
+	if (slot && slot->skb == skb)
+		slot->skb = 0;
 #endif
 }
 

@@ -54,7 +54,7 @@ class WatchConfig:
     agg_entries: int = 16384  # aggregation entries (hook x reason x flow)
     # Follow a matched packet by its skb after NAT rewrites it (bpf/track.h).
     track: bool = True
-    track_entries: int = 8192  # skbs followed at once (LRU: the oldest give way)
+    track_entries: int = 8192  # slots for skbs followed at once (a power of two: bpf/track.h)
 
     def watched_netns(self, kernel: KernelInfo) -> int:
         """The namespace the tracepoints keep (0: every one). A map value, not a

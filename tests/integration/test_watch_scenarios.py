@@ -145,19 +145,23 @@ def test_both_forms_of_tcp_bad_csum_see_each_bad_segment(lab, watch, extra, form
 
 
 def _tracked_now(pid: int) -> int:
-    """How many skbs the watch's tracking holds (bpf/track.h's pf_track_live),
-    read from the kernel's map."""
+    """How many skbs the watch's tracking holds: the slots of bpf/track.h's
+    pf_track with an skb address in them, read from the kernel's map."""
     for map_id in bpfsys.held_by(pid)["maps"]:
         fd = bpfsys.map_fd_by_id(map_id)
         try:
             info = bpfsys.map_info(fd)
-            if info["name"] == "pf_track_live":
-                value = bpfsys.map_lookup(fd, bytes(4), info["value_size"])
-                assert value is not None
-                return int.from_bytes(value[:8], "little", signed=True)
+            if info["name"] != "pf_track":
+                continue
+            held = 0
+            for key in range(info["max_entries"]):
+                slot = bpfsys.map_lookup(fd, key.to_bytes(4, "little"), info["value_size"])
+                assert slot is not None
+                held += slot[:8] != bytes(8)
+            return held
         finally:
             os.close(fd)
-    raise AssertionError("no pf_track_live map held by the watch")
+    raise AssertionError("no pf_track map held by the watch")
 
 
 @BOTH_FORMS

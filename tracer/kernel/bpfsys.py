@@ -274,16 +274,17 @@ def map_fd_by_id(map_id: int) -> int:
 
 # struct bpf_map_info: the members read here, at their uapi offsets
 _MAP_INFO_SIZE = 40
-_MAP_INFO_ID, _MAP_INFO_KEY, _MAP_INFO_VALUE, _MAP_INFO_NAME = 4, 8, 12, 24
+_MAP_INFO_ID, _MAP_INFO_KEY, _MAP_INFO_VALUE, _MAP_INFO_ENTRIES, _MAP_INFO_NAME = 4, 8, 12, 16, 24
 
 
 def map_info(fd: int) -> dict:
-    """A map's id, name, key and value sizes."""
+    """A map's id, name, key and value sizes, and its entries at most."""
     buf = _obj_info(fd, _MAP_INFO_SIZE, "reading a map's info")
     name = buf.raw[_MAP_INFO_NAME:_MAP_INFO_NAME + OBJ_NAME_LEN].split(b"\0", 1)[0]
     return {"id": struct.unpack_from("I", buf, _MAP_INFO_ID)[0], "name": name.decode(),
             "key_size": struct.unpack_from("I", buf, _MAP_INFO_KEY)[0],
-            "value_size": struct.unpack_from("I", buf, _MAP_INFO_VALUE)[0]}
+            "value_size": struct.unpack_from("I", buf, _MAP_INFO_VALUE)[0],
+            "max_entries": struct.unpack_from("I", buf, _MAP_INFO_ENTRIES)[0]}
 
 
 def info_by_id(prog_id: int) -> dict | None:
