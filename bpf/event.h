@@ -73,4 +73,12 @@ struct pf_agg_key {
 	__u8 _pad[3];
 };
 
+/* One slot of the skb tracking table (bpf/track.h): the skb's address (0: free)
+ * and its packet's fingerprint. Read by the tests through the kernel's map. */
+struct pf_track_slot {
+	__u64 skb;
+	__u32 fp;
+	__u32 _pad;
+};
+
 #endif

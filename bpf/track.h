@@ -27,11 +27,6 @@
 #if PF_TRACK_ENTRIES & (PF_TRACK_ENTRIES - 1)
 #error "PF_TRACK_ENTRIES is a power of two: an address's slot is its hash's low bits"
 #endif
-struct pf_track_slot {
-	__u64 skb;  /* 0: free */
-	__u32 fp;
-	__u32 _pad;
-};
 BPF_ARRAY(pf_track, struct pf_track_slot, PF_TRACK_ENTRIES);
 /* Set once the first skb is noted: until then, which is for as long as the
  * filter has refused everything, the hooks every packet of the host passes skip

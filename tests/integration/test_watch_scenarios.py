@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pktfate.decode.raw import RawTrackSlot
 from pktfate.kernel import bpfsys
 from pktfate.lab.scenarios import ADDRESSES
 
@@ -155,9 +156,9 @@ def _tracked_now(pid: int) -> int:
                 continue
             held = 0
             for key in range(info["max_entries"]):
-                slot = bpfsys.map_lookup(fd, key.to_bytes(4, "little"), info["value_size"])
-                assert slot is not None
-                held += slot[:8] != bytes(8)
+                value = bpfsys.map_lookup(fd, key.to_bytes(4, "little"), info["value_size"])
+                assert value is not None
+                held += RawTrackSlot.from_buffer_copy(value).skb != 0
             return held
         finally:
             os.close(fd)

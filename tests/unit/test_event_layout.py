@@ -21,6 +21,7 @@ from pktfate.decode.raw import (
     Hook,
     RawAggKey,
     RawEvent,
+    RawTrackSlot,
     event_record,
     port_bitmap,
 )
@@ -46,7 +47,8 @@ def _c_layout(tmp_path: Path, struct: str, mirror) -> dict[str, int]:
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
-@pytest.mark.parametrize(("struct", "mirror"), [("pf_event", RawEvent), ("pf_agg_key", RawAggKey)])
+@pytest.mark.parametrize(("struct", "mirror"), [("pf_event", RawEvent), ("pf_agg_key", RawAggKey),
+                                                ("pf_track_slot", RawTrackSlot)])
 def test_mirror_matches_header(tmp_path, struct, mirror):
     layout = _c_layout(tmp_path, struct, mirror)
     assert layout.pop("sizeof") == ctypes.sizeof(mirror)

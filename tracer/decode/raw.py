@@ -129,7 +129,7 @@ def event_record(buffer, offset: int = 0) -> EventRecord:
 
 
 class RawAggKey(ctypes.Structure):
-    """struct pf_agg_key in bpf/filter.h."""
+    """struct pf_agg_key in bpf/event.h."""
 
     _fields_ = [
         ("saddr", ctypes.c_uint32 * 4),
@@ -146,3 +146,11 @@ class RawAggKey(ctypes.Structure):
     ]
 
 
+class RawTrackSlot(ctypes.Structure):
+    """struct pf_track_slot in bpf/event.h: one slot of the skb tracking table."""
+
+    _fields_ = [
+        ("skb", ctypes.c_uint64),
+        ("fp", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
