@@ -10,9 +10,7 @@ static __always_inline int pf_on_consume_skb(__u64 skb)
 {
 	int tracked = 0;
 
-	pf_track_find(skb, &tracked);
-	if (tracked)
-		pf_track_forget(skb);
+	pf_track_take(skb, &tracked);
 	return 0;
 }
 

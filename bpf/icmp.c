@@ -10,7 +10,7 @@
 #if PF_HAVE_ICMP_SEND
 static __always_inline int pf_on_icmp_send(__u64 skb, __u8 type, __u8 code, const int direct)
 {
-	struct pf_event *e = pf_skb_event_from(PF_HOOK_ICMP_SEND, skb, 0, -1, 0, direct);
+	struct pf_event *e = pf_skb_event(PF_HOOK_ICMP_SEND, skb, 0, direct);
 
 	if (!e)
 		return 0;

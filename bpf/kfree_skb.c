@@ -18,9 +18,7 @@ static __always_inline int pf_on_kfree_skb(__u64 skb, __u64 location, __u32 reas
 	int tracked = 0;
 	__u32 fp;
 
-	fp = pf_track_find(skb, &tracked);
-	if (tracked)
-		pf_track_forget(skb);  /* freed: the address may soon hold another packet */
+	fp = pf_track_take(skb, &tracked);  /* freed: the address may soon hold another */
 	e = pf_skb_event_from(PF_HOOK_KFREE_SKB, skb, sk_hint, tracked, fp, direct);
 	if (!e)
 		return 0;

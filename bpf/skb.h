@@ -310,9 +310,10 @@ static __always_inline struct pf_event *pf_skb_event_from(__u8 hook, __u64 skb, 
 	return e;
 }
 
-static __always_inline struct pf_event *pf_skb_event(__u8 hook, __u64 skb, __u64 sk_hint)
+static __always_inline struct pf_event *pf_skb_event(__u8 hook, __u64 skb, __u64 sk_hint,
+						     const int direct)
 {
-	return pf_skb_event_from(hook, skb, sk_hint, -1, 0, 0);
+	return pf_skb_event_from(hook, skb, sk_hint, -1, 0, direct);
 }
 
 /* Whether a tracepoint's event goes to user space: it matches the filter in a

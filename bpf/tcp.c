@@ -5,7 +5,7 @@
  * args[0] the segment) where the kernel has it, else the regular one. */
 static __always_inline int pf_on_tcp_bad_csum(__u64 skb, const int direct)
 {
-	struct pf_event *e = pf_skb_event_from(PF_HOOK_TCP_BAD_CSUM, skb, 0, -1, 0, direct);
+	struct pf_event *e = pf_skb_event(PF_HOOK_TCP_BAD_CSUM, skb, 0, direct);
 
 	if (!e)
 		return 0;
@@ -56,7 +56,7 @@ TRACEPOINT_PROBE(tcp, tcp_send_reset)
 
 	if (args->skbaddr) {
 		e = pf_skb_event(PF_HOOK_TCP_SEND_RESET, (__u64)args->skbaddr,
-				 (__u64)args->skaddr);
+				 (__u64)args->skaddr, 0);
 		if (!e)
 			return 0;
 	} else {

@@ -72,8 +72,11 @@ static __always_inline __u32 pf_fingerprint(const struct pf_event *e)
 }
 
 /* The fingerprint noted for this skb, or 0 with *found left 0: one load and a
- * compare, cheaper than the reads that tell an skb's namespace. */
-static __always_inline __u32 pf_track_find(__u64 skb, int *found)
+ * compare, cheaper than the reads that tell an skb's namespace. `forget`: the
+ * skb is gone (freed or consumed), its address may now hold another packet, so
+ * a slot found is freed too, in the same visit (a constant: each caller
+ * compiles its own path). */
+static __always_inline __u32 pf_track_lookup(__u64 skb, int *found, const int forget)
 {
 #if PF_TRACK
 	struct pf_track_slot *slot;
@@ -85,11 +88,24 @@ static __always_inline __u32 pf_track_find(__u64 skb, int *found)
 	slot = pf_track_slot_of(skb);
 	if (slot && slot->skb == skb && skb) {
 		*found = 1;
+		if (forget)
+			slot->skb = 0;
 		return slot->fp;
 	}
 #endif
 	*found = 0;
 	return 0;
+}
+
+static __always_inline __u32 pf_track_find(__u64 skb, int *found)
+{
+	return pf_track_lookup(skb, found, 0);
+}
+
+/* pf_track_find() for an skb the kernel is done with: found, it is forgotten. */
+static __always_inline __u32 pf_track_take(__u64 skb, int *found)
+{
+	return pf_track_lookup(skb, found, 1);
 }
 
 /* Note a packet that matched where it entered. */
@@ -112,18 +128,6 @@ static __always_inline void pf_track_start(const struct pf_event *e)
 
 		pf_track_used.update(&zero, &one);
 	}
-#endif
-}
-
-/* The skb is gone (freed or consumed): its address may now hold another packet.
- * Called only where pf_track_find() found it. */
-static __always_inline void pf_track_forget(__u64 skb)
-{
-#if PF_TRACK
-	struct pf_track_slot *slot = pf_track_slot_of(skb);
-
-	if (slot && slot->skb == skb)
-		slot->skb = 0;
 #endif
 }
 
