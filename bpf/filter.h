@@ -159,57 +159,192 @@ static __always_inline void pf_count(__u32 slot)
 		(*c)++;
 }
 
-/* Count the event in its aggregation entry; returns this CPU's new count there. */
-static __always_inline __u64 pf_aggregate(struct pf_event *e)
+/* The event's aggregation key: one entry per hook, reason and flow. */
+static __always_inline void pf_agg_key_of(const struct pf_event *e, struct pf_agg_key *k)
 {
-	struct pf_agg_key k = {};
-	__u64 one = 1, *n;
-
-	__builtin_memcpy(k.saddr, e->saddr, 16);
-	__builtin_memcpy(k.daddr, e->daddr, 16);
-	k.reason = e->reason;
-	k.hook = e->hook;
-	k.family = e->family;
-	k.proto = e->proto;
-	k.tcp_flags = e->tcp_flags;
-	k.icmp_type = e->icmp_type;
+	__builtin_memcpy(k->saddr, e->saddr, 16);
+	__builtin_memcpy(k->daddr, e->daddr, 16);
+	k->reason = e->reason;
+	k->hook = e->hook;
+	k->family = e->family;
+	k->proto = e->proto;
+	k->tcp_flags = e->tcp_flags;
+	k->icmp_type = e->icmp_type;
 	if (e->proto == PF_IPPROTO_TCP || e->proto == PF_IPPROTO_UDP) {
-		k.sport = e->sport;
-		k.dport = e->dport;
+		k->sport = e->sport;
+		k->dport = e->dport;
 		/* Keep the watched side's port only: the peer's varies per connection. */
 		if (e->watched_port == PF_WATCHED_DPORT)
-			k.sport = 0;
+			k->sport = 0;
 		else if (e->watched_port == PF_WATCHED_SPORT)
-			k.dport = 0;
+			k->dport = 0;
 	}
-	n = pf_agg.lookup(&k);
+}
+
+/* Count one event in its aggregation entry; returns this CPU's new count there. */
+static __always_inline __u64 pf_aggregate(const struct pf_agg_key *k)
+{
+	__u64 one = 1, *n;
+
+	n = pf_agg.lookup((struct pf_agg_key *)k);
 	if (n)
 		return ++*n;  /* this CPU's own slot: nothing else writes it */
-	if (pf_agg.insert(&k, &one) == 0)
+	if (pf_agg.insert((struct pf_agg_key *)k, &one) == 0)
 		return 1;
-	n = pf_agg.lookup(&k);  /* another CPU inserted the entry first */
+	n = pf_agg.lookup((struct pf_agg_key *)k);  /* another CPU inserted it first */
 	if (n)
 		return ++*n;
 	pf_count(PF_STAT_AGG_FULL);
 	return 1;
 }
 
-/* Count the event exactly, then send it unless sampled out: past PF_SAMPLE_AFTER
- * events in its entry, only packets whose IPv4 id is a multiple of
- * PF_SAMPLE_EVERY go on. The id is the same at every hook, so a packet sent on
- * is followed at all of them. Sent without waking user space: it drains the ring
- * every few milliseconds, which keeps a flood from costing a wake-up per packet. */
-static __always_inline void pf_submit(struct pf_event *e)
+/* Count a matching event exactly, then say whether it goes to user space: past
+ * PF_SAMPLE_AFTER events in its entry, only packets whose IPv4 id is a multiple
+ * of PF_SAMPLE_EVERY go on. The id is the same at every hook, so a packet sent
+ * on is followed at all of them. */
+static __always_inline int pf_pick(const struct pf_agg_key *k, __u16 ip_id)
 {
-	__u64 count = pf_aggregate(e);
+	__u64 count = pf_aggregate(k);
 
-	pf_count(e->hook);
-	if (PF_SAMPLE_AFTER && count > PF_SAMPLE_AFTER && e->ip_id % PF_SAMPLE_EVERY) {
-		pf_count(PF_STAT_SAMPLED + e->hook);
-		return;
+	pf_count(k->hook);
+	if (PF_SAMPLE_AFTER && count > PF_SAMPLE_AFTER && ip_id % PF_SAMPLE_EVERY) {
+		pf_count(PF_STAT_SAMPLED + k->hook);
+		return 0;
 	}
+	return 1;
+}
+
+/* Send an event already counted. Without waking user space: it drains the ring
+ * every few milliseconds, which keeps a flood from costing a wake-up per packet. */
+static __always_inline void pf_send(struct pf_event *e)
+{
 	if (pf_events.ringbuf_output(e, sizeof(*e), BPF_RB_NO_WAKEUP))
 		pf_count(PF_STAT_LOST + e->hook);
+}
+
+/* Count the event exactly, then send it unless sampled out. */
+static __always_inline void pf_submit(struct pf_event *e)
+{
+	struct pf_agg_key k = {};
+
+	pf_agg_key_of(e, &k);
+	if (pf_pick(&k, e->ip_id))
+		pf_send(e);
+}
+
+/* Sampling decided before the event is filled.
+ *
+ * Once sampling has started, most matching packets are counted and no more; the
+ * count's key needs only the addresses, ports and TCP flags, so those are read
+ * first (pf_brief), the count and the sampling decided, and the event (zeroed,
+ * then filled from the whole header and the snap) made only for the packets that
+ * go on. Done for TCP and UDP over IPv4 with a whole transport header: the bulk
+ * of any flood. Everything else takes the full path, which counts as before.
+ * The key is the one pf_agg_key_of() would make of the filled event, field for
+ * field: the exact counts do not depend on which path counted (test_flood). */
+#define PF_EARLY_FULL 0     /* not decided here: the full path counts it */
+#define PF_EARLY_SAMPLED 1  /* counted and sampled out: nothing more to do */
+#define PF_EARLY_PICKED 2   /* counted, to be sent: fill the event, pf_send() it */
+
+struct pf_brief {
+	struct pf_agg_key k;
+	__u32 fp;     /* its fingerprint for tracking (pf_fingerprint) */
+	__u16 ip_id;
+};
+
+/* The brief of an IPv4 packet from its header and the first 20 bytes after it
+ * (both copied to the stack; only the first 8 are read for UDP). Returns 0 when
+ * the packet is not one the early path takes. pf_fill_ipv4() and pf_parse_l4()
+ * are what it must agree with. */
+static __always_inline int pf_brief_ipv4(struct pf_brief *b, const struct pf_ipv4 *ip,
+					 const __u8 *l4, __u8 hook, __u32 reason, __u8 watched)
+{
+	__u32 ihl = (ip->ver_ihl & 0x0F) * 4, pkt_len = bpf_ntohs(ip->tot_len), l4_len = 0;
+	__u32 seq = 0;
+	struct pf_agg_key *k = &b->k;
+
+	if (ihl < 20 || (bpf_ntohs(ip->frag_off) & 0x1FFF))
+		return 0;
+	if (pkt_len > ihl)
+		l4_len = pkt_len - ihl;
+	k->proto = ip->protocol;
+	b->ip_id = bpf_ntohs(ip->id);
+	if (k->proto == PF_IPPROTO_TCP) {
+		if (l4_len < 20)  /* the full path parses no ports, flags or sequence */
+			return 0;
+		k->tcp_flags = l4[13] & 0x3F;
+		seq = ((__u32)l4[4] << 24) | ((__u32)l4[5] << 16) | ((__u32)l4[6] << 8) | l4[7];
+	} else if (k->proto == PF_IPPROTO_UDP) {
+		if (l4_len < 8)
+			return 0;
+	} else {
+		return 0;
+	}
+	b->fp = pf_fingerprint_of(k->proto, seq, b->ip_id, pkt_len);
+	k->saddr[0] = ip->saddr;
+	k->daddr[0] = ip->daddr;
+	k->reason = reason;
+	k->hook = hook;
+	k->family = 4;
+	k->sport = (l4[0] << 8) | l4[1];
+	k->dport = (l4[2] << 8) | l4[3];
+	if (watched == PF_WATCHED_DPORT)
+		k->sport = 0;
+	else if (watched == PF_WATCHED_SPORT)
+		k->dport = 0;
+	/* The host filter as pf_host_ok() applies it to TCP and UDP; a packet it
+	 * refuses may still be tracked: the full path decides. */
+	if (PF_FILTER_HOSTS && !pf_addr_watched((const __u8 *)k->saddr, 16) &&
+	    !pf_addr_watched((const __u8 *)k->daddr, 16))
+		return 0;
+	return 1;
+}
+
+/* Count a brief and decide; `skb`: noted for tracking when it entered (tc
+ * ingress), as the full path would note it, sampled out or not. */
+static __always_inline int pf_early_pick(struct pf_brief *b, __u64 skb)
+{
+	if (b->k.hook == PF_HOOK_TC_INGRESS)
+		pf_track_note(skb, b->fp);
+	return pf_pick(&b->k, b->ip_id) ? PF_EARLY_PICKED : PF_EARLY_SAMPLED;
+}
+
+/* The early path for a frame (XDP, tc) that passed the filter's cheap part:
+ * `l4` is the transport header's offset that pf_peek_frame() returned. */
+static __always_inline int pf_frame_early(__u8 hook, __u64 skb, void *data, void *data_end,
+					  __u32 l4, __u8 watched)
+{
+	struct pf_brief b = {};
+	struct pf_ipv4 ip, *iph;
+	__u8 t[20] = {}, *p;
+	__u16 type = 0;
+	__u32 off;
+
+	if (!PF_SAMPLE_AFTER || l4 == PF_NO_L4 || l4 > 18 + 60)
+		return PF_EARLY_FULL;
+	off = pf_frame_l3(data, data_end, &type);
+	if (type != PF_ETH_P_IP)
+		return PF_EARLY_FULL;
+	iph = data + off;
+	/* The fixed IPv4 header, inside the frame. */
+	if ((void *)(iph + 1) > data_end)
+		return PF_EARLY_FULL;
+	__builtin_memcpy(&ip, iph, sizeof(ip));
+	/* The transport header: 20 bytes (TCP's fixed header) or 8 (UDP's), inside
+	 * the frame, as the snap the full path copies would hold them. */
+	p = data + l4;
+	if (ip.protocol == PF_IPPROTO_TCP) {
+		if ((void *)(p + 20) > data_end)
+			return PF_EARLY_FULL;
+		__builtin_memcpy(t, p, 20);
+	} else {
+		if ((void *)(p + 8) > data_end)
+			return PF_EARLY_FULL;
+		__builtin_memcpy(t, p, 8);
+	}
+	if (!pf_brief_ipv4(&b, &ip, t, hook, 0, watched))
+		return PF_EARLY_FULL;
+	return pf_early_pick(&b, skb);
 }
 
 /* XDP and tc: the filter's cheap part first, on what pf_peek_frame() read into
@@ -225,7 +360,7 @@ static __always_inline int pf_frame(__u8 hook, __u32 ifindex, __u64 skb, void *d
 	struct pf_event *e;
 	__u32 l4 = pf_peek_frame(data, data_end, &p), fp = 0;
 	__u8 watched = 0;
-	int ok, found = -1;
+	int ok, found = -1, early = PF_EARLY_FULL;
 
 	if (!l4)
 		return 0;
@@ -234,6 +369,10 @@ static __always_inline int pf_frame(__u8 hook, __u32 ifindex, __u64 skb, void *d
 		fp = pf_track_find_frame(skb, &found);
 		if (!found)
 			return 0;
+	} else {
+		early = pf_frame_early(hook, skb, data, data_end, l4, watched);
+		if (early == PF_EARLY_SAMPLED)
+			return 1;
 	}
 	e = pf_new_event(hook);
 	if (!e)
@@ -248,6 +387,10 @@ static __always_inline int pf_frame(__u8 hook, __u32 ifindex, __u64 skb, void *d
 	e->watched_port = watched;
 	if (l4 != PF_NO_L4)
 		pf_copy_snap(e, data, data_end, l4);
+	if (early == PF_EARLY_PICKED) {  /* counted, and noted if it entered */
+		pf_send(e);
+		return 1;
+	}
 	if (ok && pf_host_ok(e)) {
 		/* Entering and matching: followed by its skb from here on (track.h). */
 		if (hook == PF_HOOK_TC_INGRESS)

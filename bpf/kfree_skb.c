@@ -15,16 +15,21 @@ static __always_inline int pf_on_kfree_skb(__u64 skb, __u64 location, __u32 reas
 					   __u64 sk_hint, const int direct)
 {
 	struct pf_event *e;
-	int tracked = 0;
+	int tracked = 0, picked = 0;
 	__u32 fp;
 
 	fp = pf_track_take(skb, &tracked);  /* freed: the address may soon hold another */
-	e = pf_skb_event_from(PF_HOOK_KFREE_SKB, skb, sk_hint, tracked, fp, direct);
+	/* Sampling decided before the fill (filter.h, the early path): under a flood
+	 * most drops are counted and no more. */
+	e = pf_skb_event_from(PF_HOOK_KFREE_SKB, skb, sk_hint, tracked, fp, direct, reason,
+			      &picked);
 	if (!e)
 		return 0;
 	e->location = location;
 	e->reason = reason;
-	if (pf_keep(e))
+	if (picked)
+		pf_send(e);
+	else if (pf_keep(e))
 		pf_submit(e);
 	return 0;
 }

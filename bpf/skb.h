@@ -271,22 +271,55 @@ static __always_inline struct pf_event *pf_event_in_netns(__u8 hook, __u32 netns
 	return e;
 }
 
+/* The early path (filter.h) for an skb that passed the filter's cheap part and
+ * the namespace: the IPv4 header and the transport header's first 20 bytes,
+ * copied out as the full path's fill would read them. */
+static __always_inline int pf_skb_early(__u8 hook, __u64 skb, __u32 reason, __u8 watched,
+					const int direct)
+{
+	struct pf_brief b = {};
+	struct pf_ipv4 ip;
+	__u8 t[20];
+	__u64 head;
+	__u32 ihl;
+
+	if (!PF_SAMPLE_AFTER)
+		return PF_EARLY_FULL;
+	head = direct ? pf_skb_network_direct(skb) : pf_skb_network(skb);
+	if (!head || bpf_probe_read_kernel(&ip, sizeof(ip), (void *)head) ||
+	    (ip.ver_ihl >> 4) != 4)
+		return PF_EARLY_FULL;
+	ihl = (ip.ver_ihl & 0x0F) * 4;
+	if (ihl < 20 || bpf_probe_read_kernel(t, sizeof(t), (void *)(head + ihl)))
+		return PF_EARLY_FULL;
+	if (!pf_brief_ipv4(&b, &ip, t, hook, reason, watched))
+		return PF_EARLY_FULL;
+	return pf_early_pick(&b, skb);
+}
+
 /* A new event for a packet a tracepoint handed over, or 0 when the filter
  * refuses it. `found` and `fp` are what pf_track_find() said of the skb (found
- * -1: not asked yet); `direct`: the skb is a BTF-typed pointer (pf_skb_peek). The filter's cheap part comes first: on a busy host most
- * skbs are for other ports, and two reads of the skb tell so; the namespace
- * (three or four dependent reads) only for the packets that pass, and for the
- * tracked ones, whose rewritten tuple no longer passes. */
+ * -1: not asked yet); `direct`: the skb is a BTF-typed pointer (pf_skb_peek).
+ * The filter's cheap part comes first: on a busy host most skbs are for other
+ * ports, and two reads of the skb tell so; the namespace (three or four
+ * dependent reads) only for the packets that pass, and for the tracked ones,
+ * whose rewritten tuple no longer passes.
+ * `picked`, where the caller takes the early path (a constant 0 elsewhere): set
+ * to 1 when the event was counted there and is to be sent as it is (pf_send);
+ * a packet sampled out there makes no event (0 is returned). `reason` is for
+ * that count's key. */
 static __always_inline struct pf_event *pf_skb_event_from(__u8 hook, __u64 skb, __u64 sk_hint,
-							  int found, __u32 fp, const int direct)
+							  int found, __u32 fp, const int direct,
+							  __u32 reason, int *picked)
 {
 	struct pf_peek p = {};
 	struct pf_event *e;
 	__u64 dev;
 	__u32 netns;
-	__u8 watched;
+	__u8 watched = 0;
+	int ok = pf_skb_peek(skb, &p, direct) && pf_peek_ok(&p, &watched), early;
 
-	if (!pf_skb_peek(skb, &p, direct) || !pf_peek_ok(&p, &watched)) {
+	if (!ok) {
 		if (found < 0)
 			fp = pf_track_find(skb, &found);
 		if (!found)
@@ -297,6 +330,12 @@ static __always_inline struct pf_event *pf_skb_event_from(__u8 hook, __u64 skb, 
 	netns = pf_skb_netns(skb, sk_hint, &dev);
 	if (!pf_netns_ok(netns))
 		return 0;
+	if (picked && ok) {
+		early = pf_skb_early(hook, skb, reason, watched, direct);
+		if (early == PF_EARLY_SAMPLED)
+			return 0;
+		*picked = early == PF_EARLY_PICKED;
+	}
 	if (found < 0)
 		fp = pf_track_find(skb, &found);
 	e = pf_new_event(hook);
@@ -306,6 +345,10 @@ static __always_inline struct pf_event *pf_skb_event_from(__u8 hook, __u64 skb, 
 	e->ifindex = dev ? pf_read_u32(dev, PF_OFF_DEV_IFINDEX) : 0;
 	if (!pf_fill_from_skb(e, skb))
 		return 0;
+	if (picked && *picked) {  /* as pf_keep() leaves an event that matched */
+		e->watched_port = watched;
+		return e;
+	}
 	pf_track_match(e, found, fp);  /* provisional: pf_keep() decides */
 	return e;
 }
@@ -313,7 +356,7 @@ static __always_inline struct pf_event *pf_skb_event_from(__u8 hook, __u64 skb, 
 static __always_inline struct pf_event *pf_skb_event(__u8 hook, __u64 skb, __u64 sk_hint,
 						     const int direct)
 {
-	return pf_skb_event_from(hook, skb, sk_hint, -1, 0, direct);
+	return pf_skb_event_from(hook, skb, sk_hint, -1, 0, direct, 0, 0);
 }
 
 /* Whether a tracepoint's event goes to user space: it matches the filter in a

@@ -64,11 +64,17 @@ static __always_inline struct pf_track_slot *pf_track_slot_of(__u64 skb)
 }
 #endif
 
+static __always_inline __u32 pf_fingerprint_of(__u8 proto, __u32 seq, __u16 ip_id,
+					       __u32 pkt_len)
+{
+	if (proto == PF_IPPROTO_TCP)
+		return seq;
+	return ((__u32)ip_id << 16) | (pkt_len & 0xFFFF);
+}
+
 static __always_inline __u32 pf_fingerprint(const struct pf_event *e)
 {
-	if (e->proto == PF_IPPROTO_TCP)
-		return e->seq;
-	return ((__u32)e->ip_id << 16) | (e->pkt_len & 0xFFFF);
+	return pf_fingerprint_of(e->proto, e->seq, e->ip_id, e->pkt_len);
 }
 
 /* The fingerprint noted for this skb, or 0 with *found left 0: one load and a
@@ -108,18 +114,17 @@ static __always_inline __u32 pf_track_take(__u64 skb, int *found)
 	return pf_track_lookup(skb, found, 1);
 }
 
-/* Note a packet that matched where it entered. */
-static __always_inline void pf_track_start(const struct pf_event *e)
+/* Note a packet that matched where it entered, by its skb and fingerprint. */
+static __always_inline void pf_track_note(__u64 skb, __u32 fp)
 {
 #if PF_TRACK
-	__u64 skb = e->skb;
 	struct pf_track_slot *slot;
 
 	if (!skb)
 		return;
 	slot = pf_track_slot_of(skb);
 	if (slot) {
-		slot->fp = pf_fingerprint(e);
+		slot->fp = fp;
 		slot->skb = skb;
 	}
 	if (pf_track_unused()) {  /* read first: one write ever, not one per packet */
@@ -129,6 +134,11 @@ static __always_inline void pf_track_start(const struct pf_event *e)
 		pf_track_used.update(&zero, &one);
 	}
 #endif
+}
+
+static __always_inline void pf_track_start(const struct pf_event *e)
+{
+	pf_track_note(e->skb, pf_fingerprint(e));
 }
 
 /* Whether an event that the filter refused is a tracked packet after a rewrite. */

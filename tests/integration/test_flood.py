@@ -8,6 +8,7 @@ the bench's, as ratios within one run (docs/BENCHMARKS.md)."""
 import os
 import subprocess
 import time
+from collections import Counter
 
 import pytest
 
@@ -115,3 +116,48 @@ def test_ctrl_c_under_flood_ends_after_one_bounded_drain(pairs, tmp_path):
     links = subprocess.run(watched.exec_argv(watched.b, ["ip", "-d", "link"]),
                            capture_output=True, text=True).stdout
     assert "prog/xdp" not in links  # detached on the way out
+
+
+# What a workload of SYNs to a closed, watched port leaves in the kernel's counts,
+# and the same for UDP: (hook, proto, flags, reason) -> how many, per packet sent.
+SYN_COUNTS = {("tc-ingress", "tcp", "S", None), ("drop", "tcp", "S", "NO_SOCKET"),
+              ("rst-sent", "tcp", "S", "NO_SOCKET"), ("tc-egress", "tcp", "RA", None)}
+UDP_COUNTS = {("tc-ingress", "udp", None, None), ("drop", "udp", None, "NO_SOCKET")}
+
+
+def test_sampling_decided_before_the_fill_keeps_every_count_exact(pairs, tmp_path):
+    """Past --sample-after, tc and kfree_skb count a TCP or UDP packet and decide
+    its sampling before they fill an event (the early path, bpf/filter.h). Its
+    counts must be the full path's, key for key: 300 SYNs and a UDP flood each
+    counted exactly once per hook, however many were sampled out, and every event
+    not sampled out sent."""
+    watched, _ = pairs
+    syns = 300
+    watch = _start_watch(watched, tmp_path, "--sample-after", "20", "--sample-every", "8")
+    try:
+        before = watched.udp_no_ports()
+        subprocess.run(watched.exec_argv(watched.a, [
+            "hping3", "-q", "-S", "-p", "9", "-c", str(syns), "-i", "u2000", watched.addr_b]),
+            capture_output=True, timeout=60)
+        watched.flood(9, 20_000, 0.5)
+        datagrams = watched.udp_no_ports() - before
+        time.sleep(0.5)  # the last events drained
+        lines = watch.stop(timeout=60)
+    finally:
+        watch.kill()
+    assert watch.returncode == 0, watch.stderr
+    stats = next(line for line in lines if line["kind"] == "stats")
+    counts = {(e["hook"], e["proto"], e["tcp_flags"], e["reason"]): e["count"]
+              for e in stats["kernel_counts"] if e["proto"] in ("tcp", "udp")
+              and e["hook"] != "icmp-error-sent"}  # as many as ICMP's rate limit lets out
+    # No key split, none missing: the early path's key is the full path's.
+    assert counts == {**{key: syns for key in SYN_COUNTS},
+                      **{key: datagrams for key in UDP_COUNTS}}, counts
+    sent = Counter(line["hook"] for line in lines if line["kind"] == "packet")
+    # Sampling started where packets carry varied IPv4 ids (the kernel's RSTs
+    # carry id 0: each one is sent, a multiple of every --sample-every).
+    assert stats["sampled"]["tc-ingress"] > syns and stats["sampled"]["drop"] > syns
+    for hook in ("tc-ingress", "drop", "tc-egress"):
+        assert stats["lost"][hook] == 0, hook
+        # Counted once: what was not sampled out is what was sent.
+        assert sent[hook] == stats["matched"][hook] - stats["sampled"][hook], hook
