@@ -73,6 +73,17 @@ struct pf_agg_key {
 	__u8 _pad[3];
 };
 
+/* One hook's hot aggregation entry on one CPU (bpf/filter.h, pf_aggregate): the
+ * key that hook counted last there and that CPU's whole count for it. pf_agg's
+ * own per-CPU slot for the key lags until another key takes its place here; user
+ * space takes this count over that slot's. */
+struct pf_agg_hot {
+	struct pf_agg_key key;  /* key.hook 0: empty */
+	__u64 count;
+};
+
+#define PF_AGG_HOT_SLOTS 16  /* one per hook, indexed by enum pf_hook */
+
 /* One slot of the skb tracking table (bpf/track.h): the skb's address (0: free)
  * and its packet's fingerprint. Read by the tests through the kernel's map. */
 struct pf_track_slot {

@@ -43,6 +43,7 @@ BPF_ARRAY(pf_settings, __u32, PF_SETTINGS);
 BPF_PERCPU_ARRAY(pf_stats, __u64, PF_STAT_SLOTS);
 /* Per CPU: a flood's packets on two CPUs never contend for one counter. */
 BPF_PERCPU_HASH(pf_agg, struct pf_agg_key, __u64, PF_AGG_ENTRIES);
+BPF_PERCPU_ARRAY(pf_agg_hot, struct pf_agg_hot, PF_AGG_HOT_SLOTS);
 
 /* A zeroed per-CPU event to fill: the stack is too small to hold one beside the
  * parser's locals, and reserving ring-buffer space for packets we then discard
@@ -181,21 +182,51 @@ static __always_inline void pf_agg_key_of(const struct pf_event *e, struct pf_ag
 	}
 }
 
-/* Count one event in its aggregation entry; returns this CPU's new count there. */
+static __always_inline int pf_agg_key_eq(const struct pf_agg_key *a,
+					 const struct pf_agg_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] &&
+	       x[4] == y[4] && x[5] == y[5];
+}
+
+/* Count one event in its aggregation entry; returns this CPU's new count there.
+ *
+ * A hash lookup (hashing the 48-byte key, walking a bucket) was most of what a
+ * sampled-out packet cost at each hook. A flood repeats one key per hook, so each
+ * hook keeps the key it counted last, with this CPU's count for it, in a per-CPU
+ * array slot (pf_agg_hot): the same key again is a compare and an increment. A
+ * new key gives the old one's count back to its pf_agg slot and takes its place.
+ * The kernel runs no program twice at once on one CPU, so nothing else writes
+ * this CPU's slots. User space reads both (tracer.aggregates). */
 static __always_inline __u64 pf_aggregate(const struct pf_agg_key *k)
 {
-	__u64 one = 1, *n;
+	__u32 slot = k->hook;
+	struct pf_agg_hot *hot = pf_agg_hot.lookup(&slot);
+	__u64 zero = 0, *n, *old;
 
+	if (hot && pf_agg_key_eq(&hot->key, k))
+		return ++hot->count;
 	n = pf_agg.lookup((struct pf_agg_key *)k);
-	if (n)
-		return ++*n;  /* this CPU's own slot: nothing else writes it */
-	if (pf_agg.insert((struct pf_agg_key *)k, &one) == 0)
-		return 1;
-	n = pf_agg.lookup((struct pf_agg_key *)k);  /* another CPU inserted it first */
-	if (n)
+	if (!n) {
+		pf_agg.insert((struct pf_agg_key *)k, &zero);  /* or another CPU did */
+		n = pf_agg.lookup((struct pf_agg_key *)k);
+		if (!n) {
+			pf_count(PF_STAT_AGG_FULL);
+			return 1;
+		}
+	}
+	if (!hot)
 		return ++*n;
-	pf_count(PF_STAT_AGG_FULL);
-	return 1;
+	if (hot->key.hook) {
+		old = pf_agg.lookup(&hot->key);
+		if (old)
+			*old = hot->count;
+	}
+	__builtin_memcpy(&hot->key, k, sizeof(*k));
+	hot->count = *n + 1;
+	return hot->count;
 }
 
 /* Count a matching event exactly, then say whether it goes to user space: past

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pktfate.decode.raw import (
+    AGG_HOT_SLOTS,
     EVENT_STRUCT,
     HOOKS,
     PORT_WORDS,
@@ -19,10 +20,12 @@ from pktfate.decode.raw import (
     STAT_SAMPLED,
     STAT_SLOTS,
     Hook,
+    RawAggHot,
     RawAggKey,
     RawEvent,
     RawTrackSlot,
     event_record,
+    merge_agg_counts,
     port_bitmap,
 )
 
@@ -48,6 +51,7 @@ def _c_layout(tmp_path: Path, struct: str, mirror) -> dict[str, int]:
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
 @pytest.mark.parametrize(("struct", "mirror"), [("pf_event", RawEvent), ("pf_agg_key", RawAggKey),
+                                                ("pf_agg_hot", RawAggHot),
                                                 ("pf_track_slot", RawTrackSlot)])
 def test_mirror_matches_header(tmp_path, struct, mirror):
     layout = _c_layout(tmp_path, struct, mirror)
@@ -108,3 +112,19 @@ def test_stat_slots_match_header():
 def test_port_bitmap_sets_one_bit_per_port():
     assert port_bitmap([80, 81, 8080, 0, 65535]) == {
         1: (1 << 16) | (1 << 17), 126: 1 << 16, 0: 1, 1023: 1 << 63}
+
+
+def test_hot_slots_take_over_their_cpus_count_for_their_key():
+    """pf_agg's per-CPU slot for a hot key lags (bpf/filter.h, pf_aggregate): the hot
+    slot's count replaces it on that CPU only; other CPUs and keys keep theirs."""
+    a, b, c = b"a" * 48, b"b" * 48, b"c" * 48
+    entries = [(a, [5, 7]), (b, [1, 0])]
+    hot = {(a, 0): 40, (b, 1): 3, (c, 1): 2}
+    assert sorted(merge_agg_counts(hot, entries)) == [(a, 47), (b, 4), (c, 2)]
+    assert merge_agg_counts({}, entries) == [(a, 12), (b, 1)]
+
+
+def test_hot_slots_cover_every_hook():
+    assert f"#define PF_AGG_HOT_SLOTS {AGG_HOT_SLOTS}" in (BPF / "event.h").read_text()
+    assert max(int(h) for h in Hook) < AGG_HOT_SLOTS
+    assert RawAggHot.count.offset == ctypes.sizeof(RawAggKey)

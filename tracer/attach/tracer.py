@@ -13,6 +13,7 @@ from typing import Any
 
 from ..config import KFUNC_MARKS, WatchConfig
 from ..decode.raw import (
+    AGG_HOT_SLOTS,
     EVENT_STRUCT,
     HOOKS,
     SETTING_NETNS,
@@ -21,8 +22,10 @@ from ..decode.raw import (
     STAT_SAMPLED,
     STAT_SLOTS,
     EventRecord,
+    RawAggHot,
     RawAggKey,
     event_record,
+    merge_agg_counts,
     port_bitmap,
 )
 from ..errors import PktfateError
@@ -223,8 +226,31 @@ class Tracer:
                 "agg_full": totals[STAT_AGG_FULL]}
 
     def aggregates(self) -> list[tuple[RawAggKey, int]]:
-        """The kernel's exact counts, per hook, reason and flow."""
+        """The kernel's exact counts, per hook, reason and flow: pf_agg's, with each
+        CPU's hot slots taking over their keys' counts there. A slot that changed
+        key while pf_agg was read (its old count just given back there) means a
+        second read."""
         table = self._loaded.maps["pf_agg"]
-        return [(RawAggKey.from_buffer_copy(key),
-                 sum(struct.unpack("=Q", v)[0] for v in table.per_cpu(value)))
-                for key, value in table.items()]
+        hot = self._hot_counts()
+        for _ in range(3):
+            entries = [(key, [struct.unpack("=Q", v)[0] for v in table.per_cpu(value)])
+                       for key, value in table.items()]
+            again = self._hot_counts()
+            if again.keys() == hot.keys():
+                hot = again
+                break
+            hot = again
+        return [(RawAggKey.from_buffer_copy(key), count)
+                for key, count in merge_agg_counts(hot, entries)]
+
+    def _hot_counts(self) -> dict[tuple[bytes, int], int]:
+        """(key, cpu) -> count, from each hook's hot slot on each CPU."""
+        table = self._loaded.maps["pf_agg_hot"]
+        hot = {}
+        for slot in range(AGG_HOT_SLOTS):
+            for cpu, value in enumerate(table.per_cpu(table.lookup(struct.pack("=i", slot))
+                                                      or b"")):
+                entry = RawAggHot.from_buffer_copy(value)
+                if entry.key.hook:
+                    hot[(bytes(entry.key), cpu)] = entry.count
+        return hot

@@ -146,6 +146,34 @@ class RawAggKey(ctypes.Structure):
     ]
 
 
+class RawAggHot(ctypes.Structure):
+    """struct pf_agg_hot in bpf/event.h: the key a hook counted last on one CPU, and
+    that CPU's count for it, which takes over pf_agg's slot for that key and CPU."""
+
+    _fields_ = [
+        ("key", RawAggKey),
+        ("count", ctypes.c_uint64),
+    ]
+
+
+AGG_HOT_SLOTS = 16  # bpf/event.h PF_AGG_HOT_SLOTS
+
+
+def merge_agg_counts(hot: dict[tuple[bytes, int], int],
+                     entries: list[tuple[bytes, list[int]]]) -> list[tuple[bytes, int]]:
+    """Each pf_agg key's total over CPUs, from its per-CPU counts (`entries`) and
+    the hot slots, (key, cpu) -> count, that take over their CPU's count for
+    their key (bpf/filter.h, pf_aggregate)."""
+    hot = dict(hot)
+    totals = [(key, sum(hot.pop((key, cpu), n) for cpu, n in enumerate(counts)))
+              for key, counts in entries]
+    # A hot key has its pf_agg entry from the first count; in case one has not:
+    leftover: dict[bytes, int] = {}
+    for (key, _cpu), n in hot.items():
+        leftover[key] = leftover.get(key, 0) + n
+    return totals + list(leftover.items())
+
+
 class RawTrackSlot(ctypes.Structure):
     """struct pf_track_slot in bpf/event.h: one slot of the skb tracking table."""
 
