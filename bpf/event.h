@@ -74,12 +74,14 @@ struct pf_agg_key {
 };
 
 /* One hook's hot aggregation entry on one CPU (bpf/filter.h, pf_aggregate): the
- * key that hook counted last there and that CPU's whole count for it. pf_agg's
+ * key that hook counts most there and that CPU's whole count for it. pf_agg's
  * own per-CPU slot for the key lags until another key takes its place here; user
  * space takes this count over that slot's. */
 struct pf_agg_hot {
 	struct pf_agg_key key;  /* key.hook 0: empty */
 	__u64 count;
+	__u32 misses;           /* events of other keys in a row since its last */
+	__u32 _pad;
 };
 
 #define PF_AGG_HOT_SLOTS 16  /* one per hook, indexed by enum pf_hook */

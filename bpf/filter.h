@@ -195,19 +195,27 @@ static __always_inline int pf_agg_key_eq(const struct pf_agg_key *a,
  *
  * A hash lookup (hashing the 48-byte key, walking a bucket) was most of what a
  * sampled-out packet cost at each hook. A flood repeats one key per hook, so each
- * hook keeps the key it counted last, with this CPU's count for it, in a per-CPU
- * array slot (pf_agg_hot): the same key again is a compare and an increment. A
- * new key gives the old one's count back to its pf_agg slot and takes its place.
- * The kernel runs no program twice at once on one CPU, so nothing else writes
- * this CPU's slots. User space reads both (tracer.aggregates). */
+ * hook keeps a key, with this CPU's count for it, in a per-CPU array slot
+ * (pf_agg_hot): that key again is a compare and an increment. Other keys are
+ * counted in pf_agg as before, one lookup each. A key takes the slot only after
+ * PF_AGG_HOT_AFTER events of other keys in a row (or when it is empty), giving the
+ * old key's count back to its pf_agg slot: mixed traffic (a service's SYNs, ACKs
+ * and FINs at one hook) keeps its most frequent key hot instead of trading the
+ * slot, and a lookup more, on every event; a flood that follows takes the slot
+ * within PF_AGG_HOT_AFTER packets. The kernel runs no program twice at once on
+ * one CPU, so nothing else writes this CPU's slots. User space reads both
+ * (tracer.aggregates). */
+#define PF_AGG_HOT_AFTER 8
 static __always_inline __u64 pf_aggregate(const struct pf_agg_key *k)
 {
 	__u32 slot = k->hook;
 	struct pf_agg_hot *hot = pf_agg_hot.lookup(&slot);
 	__u64 zero = 0, *n, *old;
 
-	if (hot && pf_agg_key_eq(&hot->key, k))
+	if (hot && pf_agg_key_eq(&hot->key, k)) {
+		hot->misses = 0;
 		return ++hot->count;
+	}
 	n = pf_agg.lookup((struct pf_agg_key *)k);
 	if (!n) {
 		pf_agg.insert((struct pf_agg_key *)k, &zero);  /* or another CPU did */
@@ -217,7 +225,7 @@ static __always_inline __u64 pf_aggregate(const struct pf_agg_key *k)
 			return 1;
 		}
 	}
-	if (!hot)
+	if (!hot || (hot->key.hook && ++hot->misses < PF_AGG_HOT_AFTER))
 		return ++*n;
 	if (hot->key.hook) {
 		old = pf_agg.lookup(&hot->key);
@@ -226,6 +234,7 @@ static __always_inline __u64 pf_aggregate(const struct pf_agg_key *k)
 	}
 	__builtin_memcpy(&hot->key, k, sizeof(*k));
 	hot->count = *n + 1;
+	hot->misses = 0;
 	return hot->count;
 }
 
@@ -343,24 +352,21 @@ static __always_inline int pf_early_pick(struct pf_brief *b, __u64 skb)
 /* The early path for a frame (XDP, tc) that passed the filter's cheap part:
  * `l4` is the transport header's offset that pf_peek_frame() returned. */
 static __always_inline int pf_frame_early(__u8 hook, __u64 skb, void *data, void *data_end,
-					  __u32 l4, __u8 watched)
+					  const struct pf_peek *peek, __u32 l4, __u8 watched)
 {
 	struct pf_brief b = {};
 	struct pf_ipv4 ip, *iph;
 	__u8 t[20] = {}, *p;
-	__u16 type = 0;
-	__u32 off;
 
 	if (!PF_SAMPLE_AFTER || l4 == PF_NO_L4 || l4 > 18 + 60)
 		return PF_EARLY_FULL;
-	off = pf_frame_l3(data, data_end, &type);
-	if (type != PF_ETH_P_IP)
-		return PF_EARLY_FULL;
-	iph = data + off;
+	iph = data + peek->l3;
 	/* The fixed IPv4 header, inside the frame. */
 	if ((void *)(iph + 1) > data_end)
 		return PF_EARLY_FULL;
 	__builtin_memcpy(&ip, iph, sizeof(ip));
+	if ((ip.ver_ihl >> 4) != 4)
+		return PF_EARLY_FULL;
 	/* The transport header: 20 bytes (TCP's fixed header) or 8 (UDP's), inside
 	 * the frame, as the snap the full path copies would hold them. */
 	p = data + l4;
@@ -401,7 +407,7 @@ static __always_inline int pf_frame(__u8 hook, __u32 ifindex, __u64 skb, void *d
 		if (!found)
 			return 0;
 	} else {
-		early = pf_frame_early(hook, skb, data, data_end, l4, watched);
+		early = pf_frame_early(hook, skb, data, data_end, &p, l4, watched);
 		if (early == PF_EARLY_SAMPLED)
 			return 1;
 	}

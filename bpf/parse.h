@@ -150,7 +150,7 @@ struct pf_peek {
 	__u8 proto;
 	__u8 icmp_type;
 	__u8 icmp_code;
-	__u8 _pad;
+	__u8 l3;  /* frames: the IP header's offset (after Ethernet and a VLAN tag) */
 };
 
 /* Ports or ICMP type and code from the first 4 bytes of a transport header. */
@@ -202,6 +202,7 @@ static __always_inline __u32 pf_peek_frame(void *data, void *data_end, struct pf
 
 	if (!off)
 		return 0;
+	p->l3 = off;
 	if (type == PF_ETH_P_IP) {
 		struct pf_ipv4 *ip = data + off;
 		__u32 ihl;

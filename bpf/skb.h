@@ -180,9 +180,12 @@ static __always_inline int pf_netns_ok(__u32 inum)
 /* The filter's view of the IP packet in a kernel skb (pf_peek_frame's twin for
  * tracepoints): protocol and ports, read into the stack. Returns 0 when the skb
  * holds no readable IP header. */
-static __always_inline int pf_skb_peek(__u64 skb, struct pf_peek *p, const int direct)
+static __always_inline int pf_skb_peek(__u64 skb, struct pf_peek *p, const int direct,
+				       __u64 *network)
 {
 	__u64 head = direct ? pf_skb_network_direct(skb) : pf_skb_network(skb);
+
+	*network = head;  /* for the early path (pf_skb_early) */
 #if PF_RDONLY_CAST
 	if (direct)
 		return head && pf_skb_peek_loads(head, p);
@@ -272,20 +275,19 @@ static __always_inline struct pf_event *pf_event_in_netns(__u8 hook, __u32 netns
 }
 
 /* The early path (filter.h) for an skb that passed the filter's cheap part and
- * the namespace: the IPv4 header and the transport header's first 20 bytes,
- * copied out as the full path's fill would read them. */
-static __always_inline int pf_skb_early(__u8 hook, __u64 skb, __u32 reason, __u8 watched,
-					const int direct)
+ * the namespace: the IPv4 header at `head` (where pf_skb_peek found the network
+ * header) and the transport header's first 20 bytes, copied out as the full
+ * path's fill would read them. */
+static __always_inline int pf_skb_early(__u8 hook, __u64 skb, __u64 head, __u32 reason,
+					__u8 watched)
 {
 	struct pf_brief b = {};
 	struct pf_ipv4 ip;
 	__u8 t[20];
-	__u64 head;
 	__u32 ihl;
 
 	if (!PF_SAMPLE_AFTER)
 		return PF_EARLY_FULL;
-	head = direct ? pf_skb_network_direct(skb) : pf_skb_network(skb);
 	if (!head || bpf_probe_read_kernel(&ip, sizeof(ip), (void *)head) ||
 	    (ip.ver_ihl >> 4) != 4)
 		return PF_EARLY_FULL;
@@ -317,7 +319,8 @@ static __always_inline struct pf_event *pf_skb_event_from(__u8 hook, __u64 skb, 
 	__u64 dev;
 	__u32 netns;
 	__u8 watched = 0;
-	int ok = pf_skb_peek(skb, &p, direct) && pf_peek_ok(&p, &watched), early;
+	__u64 head = 0;
+	int ok = pf_skb_peek(skb, &p, direct, &head) && pf_peek_ok(&p, &watched), early;
 
 	if (!ok) {
 		if (found < 0)
@@ -331,7 +334,7 @@ static __always_inline struct pf_event *pf_skb_event_from(__u8 hook, __u64 skb, 
 	if (!pf_netns_ok(netns))
 		return 0;
 	if (picked && ok) {
-		early = pf_skb_early(hook, skb, reason, watched, direct);
+		early = pf_skb_early(hook, skb, head, reason, watched);
 		if (early == PF_EARLY_SAMPLED)
 			return 0;
 		*picked = early == PF_EARLY_PICKED;

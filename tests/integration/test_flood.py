@@ -38,6 +38,14 @@ def _start_watch(pair: VethPair, tmp_path, *args: str) -> WatchProcess:
                         workdir=tmp_path).start()
 
 
+def _stop_drained(watch: WatchProcess) -> tuple[list[dict], dict]:
+    """Stop a watch once its last events have drained: its lines and stats line."""
+    time.sleep(0.5)
+    lines = watch.stop(timeout=60)
+    assert watch.returncode == 0, watch.stderr
+    return lines, next(line for line in lines if line["kind"] == "stats")
+
+
 def _rss_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as status:
@@ -69,12 +77,9 @@ def test_flood_counts_stay_exact_and_pktfate_responsive(pairs, tmp_path, record_
         record_property("report", f"flood reached {dropped / FLOOD_SECONDS:,.0f} drops/s "
                                   f"({dropped:,} in {FLOOD_SECONDS} s) on this machine")
         assert dropped > 0
-        time.sleep(0.5)  # the last events drained
-        lines = watch.stop(timeout=60)
+        lines, stats = _stop_drained(watch)
     finally:
         watch.kill()
-    assert watch.returncode == 0, watch.stderr
-    stats = next(line for line in lines if line["kind"] == "stats")
     counted = sum(e["count"] for e in stats["kernel_counts"]
                   if e["hook"] == "drop" and e["reason"] == "NO_SOCKET" and e["proto"] == "udp"
                   and e["dport"] == 9)
@@ -141,12 +146,9 @@ def test_sampling_decided_before_the_fill_keeps_every_count_exact(pairs, tmp_pat
             capture_output=True, timeout=60)
         watched.flood(9, 20_000, 0.5)
         datagrams = watched.udp_no_ports() - before
-        time.sleep(0.5)  # the last events drained
-        lines = watch.stop(timeout=60)
+        lines, stats = _stop_drained(watch)
     finally:
         watch.kill()
-    assert watch.returncode == 0, watch.stderr
-    stats = next(line for line in lines if line["kind"] == "stats")
     counts = {(e["hook"], e["proto"], e["tcp_flags"], e["reason"]): e["count"]
               for e in stats["kernel_counts"] if e["proto"] in ("tcp", "udp")
               and e["hook"] != "icmp-error-sent"}  # as many as ICMP's rate limit lets out

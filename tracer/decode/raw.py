@@ -147,12 +147,14 @@ class RawAggKey(ctypes.Structure):
 
 
 class RawAggHot(ctypes.Structure):
-    """struct pf_agg_hot in bpf/event.h: the key a hook counted last on one CPU, and
+    """struct pf_agg_hot in bpf/event.h: the key a hook keeps hot on one CPU, and
     that CPU's count for it, which takes over pf_agg's slot for that key and CPU."""
 
     _fields_ = [
         ("key", RawAggKey),
         ("count", ctypes.c_uint64),
+        ("misses", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
     ]
 
 
