@@ -11,6 +11,11 @@ import textwrap
 from .namespaces import STATE_DIR, Lab, wait_for
 from .scenarios import ADDRESSES, SCENARIOS, Scenario
 
+# Seconds the demo waits for the watch to attach. A warm start takes about a
+# second; the first one compiles the BPF programs (2 to 3 s of CPU here), which
+# on a guest emulated without KVM (the kernel matrix) takes a minute or more.
+ATTACH_WAIT = 180
+
 
 def watch_argv(*args: str) -> list[str]:
     """pktfate itself, run by the interpreter running now (the virtualenv's)."""
@@ -57,7 +62,8 @@ def _run_demo(scenario: str, prefix: str, duration: float, keep: bool, out, watc
                                                "--ready-file", str(ready), *json_args)),
             stdout=watch_out, stderr=out)
         try:
-            wait_for(lambda: ready.exists() or watcher.poll() is not None, "pktfate to attach", 60)
+            wait_for(lambda: ready.exists() or watcher.poll() is not None, "pktfate to attach",
+                     ATTACH_WAIT)
             for command in SCENARIOS[scenario].commands("traffic", "client"):
                 proc = lab.sh("client", command, check=False)
                 result = (proc.stdout + proc.stderr).strip().splitlines()
