@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .config import WatchConfig
-from .decode.events import Decoder, PacketEvent
+from .decode.events import Decoder, PacketEvent, Shape
 from .errors import PktfateError
 
 if TYPE_CHECKING:
@@ -76,7 +76,8 @@ class WatchSession:
     """Use as a context: everything is attached inside it and detached on the way
     out, however it is left."""
 
-    def __init__(self, config: WatchConfig, on_event: Callable[[PacketEvent], None],
+    def __init__(self, config: WatchConfig,
+                 on_event: Callable[[PacketEvent, Shape | None], None],
                  command: str = "watch", why_root: str = "BPF and netlink"):
         self.config = config
         self.on_event = on_event
@@ -103,11 +104,16 @@ class WatchSession:
         boot_offset = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
         decoder = Decoder(self.kernel.drop_reason_name, KernelSymbols.load().name, IfNames(),
                           self.kernel.rst_reasons, boot_offset, local_netns=self.kernel.netns)
-        decode, deliver = decoder.decode, self.on_event
+        decode, deliver = decoder.decode_shaped, self.on_event
+
+        def on_records(records: list[tuple]) -> None:
+            for raw in records:
+                deliver(*decode(raw))
+
         self.decoder = decoder
         self.stop.__enter__()
         try:
-            self.tracer = Tracer(self.config, self.kernel, lambda raw: deliver(decode(raw)))
+            self.tracer = Tracer(self.config, self.kernel, on_records)
             self.tracer.__enter__()
         except BaseException:
             self.stop.__exit__(None, None, None)

@@ -12,7 +12,7 @@ from typing import BinaryIO, TextIO
 
 from . import __version__
 from .correlate.correlator import Correlator
-from .decode.events import PacketEvent
+from .decode.events import PacketEvent, Shape
 from .decode.recording import read_recording
 from .diagnosis.diagnose import diagnose
 from .diagnosis.evidence import Evidence
@@ -42,9 +42,11 @@ def run_watch(config, stream: TextIO) -> int:
     before = read_counters()
     rules_before = firewall.snapshot()
 
-    def on_event(ev: PacketEvent) -> None:
-        rec, first = correlator.feed(ev)
-        out.event(ev, rec, first)
+    feed, emit = correlator.feed, out.event
+
+    def on_event(ev: PacketEvent, shape: Shape | None) -> None:
+        rec, first = feed(ev, shape)
+        emit(ev, rec, first, shape)
 
     with WatchSession(config, on_event) as session:
         kernel, report = session.kernel, session.tracer.report

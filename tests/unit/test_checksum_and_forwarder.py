@@ -3,7 +3,15 @@
 import random
 import struct
 
-from pktfate.decode.checksum import check_l4_checksum, ones_sum, pseudo_header_sum
+import pytest
+
+from pktfate.decode.checksum import (
+    check_l4_checksum,
+    ones_sum,
+    packed_pseudo_header_sum,
+    pseudo_header_sum,
+    with_length,
+)
 from pktfate.lab.forwarder import forward_ipv4, ip_header_checksum
 
 SRC, DST = "10.0.1.2", "10.0.2.2"
@@ -90,3 +98,17 @@ def test_stale_ip_checksum_mode_leaves_the_old_checksum():
     assert out[8] == 63
     assert out[10:12] == original[10:12]
     assert struct.unpack_from("!H", out, 10)[0] != ip_header_checksum(out[:20])
+
+
+@pytest.mark.parametrize("size", [4, 16])
+def test_the_pseudo_header_sum_completed_by_its_length_is_the_whole_sum(size):
+    # The decoder sums a flow's addresses and protocol once and adds each packet's
+    # length (with_length): the same sum, the all-ones form of zero included.
+    rng = random.Random(size)
+    cases = [(bytes(size), bytes(size), 17, 0xFFFF - 17)]  # sums to a multiple of 0xFFFF
+    cases += [(rng.randbytes(size), rng.randbytes(size), rng.choice((6, 17)),
+               rng.randrange(1 << 16)) for _ in range(2000)]
+    for src, dst, proto, length in cases:
+        assert with_length(packed_pseudo_header_sum(src, dst, proto, 0), length) == \
+            packed_pseudo_header_sum(src, dst, proto, length)
+    assert packed_pseudo_header_sum(*cases[0]) == 0xFFFF

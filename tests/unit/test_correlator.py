@@ -3,7 +3,11 @@ typed counts, and their JSON form."""
 
 from __future__ import annotations
 
+import io
 import json
+from pathlib import Path
+
+import pytest
 
 from pktfate.correlate.correlator import (
     Arrival,
@@ -13,6 +17,8 @@ from pktfate.correlate.correlator import (
     IcmpCode,
     merge_flows,
 )
+from pktfate.decode.events import PER_PACKET_FIELDS, PacketEvent, Shape
+from pktfate.decode.recording import read_recording
 
 from .recorded import CLIENT, SERVER, Recorder
 
@@ -100,3 +106,67 @@ def test_echo_requests_are_answered_by_their_replies():
     assert flow.proto == "icmp"
     assert flow.echo_requests_in == 4 and flow.echo_replies_out == 3
     assert dict(+flow.fates) == {"answered": 3, "unanswered": 1, "sent": 3}  # the replies
+
+
+# ------------------------------------------------------- shapes (decode.events.Shape)
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+_PER_PACKET = set(PER_PACKET_FIELDS)
+
+
+def _shaped(events: list[PacketEvent]) -> list[tuple[PacketEvent, Shape | None]]:
+    """Each event with a Shape shared by the events that agree on every field but
+    the per-packet ones, as the decoder hands them over (none for ICMP errors)."""
+    shapes: dict[tuple, Shape] = {}
+    out = []
+    for ev in events:
+        if ev.quoted is not None:
+            out.append((ev, None))
+            continue
+        key = tuple(v for k, v in ev.__dict__.items() if k not in _PER_PACKET)
+        shape = shapes.setdefault(key, Shape({}, ev.family == 4, ev.is_tcp, 0, False, 0))
+        out.append((ev, shape))
+    return out
+
+
+@pytest.mark.parametrize("recording", sorted(p.name for p in DATA.glob("watch-*.jsonl")))
+def test_what_the_correlator_works_out_once_per_shape_changes_no_count(recording):
+    # A shape's direction, flow and handler are remembered (Correlator._route); every
+    # recorded watch must give the same flows, counted the same, with shapes as without.
+    start: dict = {}
+    events: list[PacketEvent] = []
+
+    def take(first: dict, ev: PacketEvent) -> None:
+        start.update(first)
+        events.append(ev)
+
+    read_recording(io.BytesIO((DATA / recording).read_bytes()), "", take)
+    assert events
+    plain = Correlator(set(start["local_addrs"]), tuple(start["ports"]))
+    shaped = Correlator(set(start["local_addrs"]), tuple(start["ports"]))
+    for ev in events:
+        plain.feed(ev)
+    for ev, shape in _shaped(events):
+        shaped.feed(ev, shape)
+    assert [f.to_json() for f in shaped.finish()] == [f.to_json() for f in plain.finish()]
+
+
+@pytest.mark.parametrize("shaped", [False, True])
+def test_a_packet_counts_on_the_flow_of_the_way_it_was_first_seen(shaped):
+    # A RST event without an skb (a socket's own abort) goes out, whatever its
+    # addresses say; the same packet seen again with an skb, of the same shape, is
+    # counted on the flow the packet began on, not the one its shape points to.
+    rec = Recorder()
+    rec.syn(1, sport=40001)
+    rst = dict(hook="rst-sent", src=CLIENT, dst=SERVER, sport=40001, dport=80,
+               tcp_flags="R", ip_id=0)
+    rec.add(**rst, skb=None)
+    rec.add(**rst, skb="0x10")
+    correlator = Correlator({SERVER}, (80,))
+    for ev, shape in _shaped(rec.events):
+        correlator.feed(ev, shape if shaped else None)
+    flows = {(f.local, f.local_port, f.peer, f.peer_port): f for f in correlator.finish()}
+    began_out = flows[(CLIENT, 40001, SERVER, 80)]
+    assert (began_out.packets_out, began_out.rst_out, began_out.kernel_resets) == (1, 1, 2)
+    syn = flows[(SERVER, 80, CLIENT, 40001)]
+    assert (syn.packets_in, syn.syn_in, syn.kernel_resets) == (1, 1, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import io
 import ipaddress
 import json
 import struct
@@ -13,7 +14,7 @@ import pytest
 from pktfate.decode.checksum import ones_sum, pseudo_header_sum
 from pktfate.decode.events import Decoder, PacketEvent
 from pktfate.decode.raw import Hook, RawEvent, event_record
-from pktfate.output.jsonl import packet_line
+from pktfate.output.jsonl import JsonOutput, packet_line
 
 
 def _raw(**fields) -> bytes:
@@ -147,3 +148,23 @@ def test_lines_of_a_known_shape_are_what_json_dumps_writes():
                dataclasses.replace(events[1], ts=5, ip_id=None)]  # an int time: made whole
     for ev in events:
         assert packet_line(ev) == json.dumps(ev.to_json()) + "\n"
+
+
+def test_lines_written_by_shape_are_what_json_dumps_writes():
+    # JsonOutput keeps one template per decoder shape, and per whether the event has
+    # an skb: a shape's events with and without one, in either order.
+    decoder, stream = _decoder(), io.StringIO()
+    out = JsonOutput(stream)
+    records = _flood_records()
+    # The tc-ingress record of the first packet again, without its skb: same shape.
+    without_skb = bytearray(records[1])
+    without_skb[RawEvent.skb.offset:RawEvent.skb.offset + 8] = bytes(8)
+    records.insert(3, bytes(without_skb))
+    expected = []
+    for data in records:
+        ev, shape = decoder.decode_shaped(event_record(data))
+        assert shape is not None
+        out.event(ev, None, False, shape)
+        expected.append(json.dumps(ev.to_json()) + "\n")
+    assert stream.getvalue() == "".join(expected)
+    assert len(out._with_skb) == 2 and len(out._without_skb) == 2

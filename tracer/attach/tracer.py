@@ -21,10 +21,8 @@ from ..decode.raw import (
     STAT_LOST,
     STAT_SAMPLED,
     STAT_SLOTS,
-    EventRecord,
     RawAggHot,
     RawAggKey,
-    event_record,
     merge_agg_counts,
     port_bitmap,
 )
@@ -72,13 +70,14 @@ def _release_compiler_memory() -> None:
 
 
 class Tracer:
-    """Compiled programs, attached; events flow to `on_event` as EventRecords."""
+    """Compiled programs, attached; events flow to `on_records` in batches, each
+    record the tuple of an EventRecord's fields (decode/raw.py)."""
 
     def __init__(self, config: WatchConfig, kernel: KernelInfo,
-                 on_event: Callable[[EventRecord], None]):
+                 on_records: Callable[[list[tuple]], None]):
         self.config = config
         self.kernel = kernel
-        self.on_event = on_event
+        self.on_records = on_records
         self.report = AttachReport()
         if not config.links:
             self.report.attach.update(xdp="netlink", tc="clsact")
@@ -200,16 +199,15 @@ class Tracer:
             if tc_fds:
                 self._stack.enter_context(tc_attached(ipr, iface, tc_fds, state, self.report))
 
-    def _on_record(self, view: memoryview, offset: int, length: int) -> None:
-        if length >= EVENT_STRUCT.size:
-            self.on_event(event_record(view, offset))
-
     def drain(self) -> int:
         """Deliver the events waiting in the ring buffer, DRAIN_BUDGET at most (under
         a flood the ring never empties: the caller gets to look at its signals in
-        between); what the event handler raises (a closed output pipe, for
+        between), as one batch; what the handler raises (a closed output pipe, for
         instance) goes up. Returns how many were delivered."""
-        return self._ring.read(self._on_record, DRAIN_BUDGET)
+        records = self._ring.read(EVENT_STRUCT, DRAIN_BUDGET)
+        if records:
+            self.on_records(records)
+        return len(records)
 
     def stats(self) -> dict:
         """Per hook, summed over CPUs: events that matched the filter, events lost

@@ -11,11 +11,12 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..decode.events import PacketEvent
+from ..decode.events import PacketEvent, Shape
 
 ARRIVAL_HOOKS = ("xdp", "tc-ingress")
 MAX_OPEN_PACKETS = 8192  # packets still waiting for a fate; the oldest give way
 MAX_FLOWS = 16384  # about 4 KB each: a bounded ~64 MB, the oldest give way
+MAX_ROUTES = 4096  # shapes remembered (_route): as many as the decoder keeps
 RECENT_SEGMENTS = 32  # per flow and direction: enough to see a segment sent again
 
 ECHO_REQUEST = {"icmp": 8, "icmpv6": 128}
@@ -78,28 +79,37 @@ def packet_key(ev: PacketEvent) -> tuple:
             ev.icmp_type if ev.hook != "icmp-error-sent" else None)
 
 
-@dataclass
 class PacketRecord:
-    key: tuple
-    first: PacketEvent
-    direction: str  # "in", "out", "through"
-    hooks: list[str] = field(default_factory=list)
-    fate: str | None = None
-    reason: str | None = None
-    location: str | None = None
-    bad_csum: bool = False
-    rewritten: bool = False  # its rewrites are counted on its flow already
+    """One packet followed across hooks: where it was seen and its fate so far.
+    A plain class with slots: one is made per packet, the busiest allocation of
+    the correlator."""
 
-    def settle(self, fate: str, **detail) -> bool:
-        """Set the fate unless a stronger one is already known. True if it changed."""
+    __slots__ = ("key", "first", "direction", "hooks", "fate", "reason", "location",
+                 "bad_csum", "rewritten")
+
+    def __init__(self, key: tuple, first: PacketEvent, direction: str):
+        self.key = key
+        self.first = first
+        self.direction = direction  # "in", "out", "through"
+        self.hooks: list[str] = []
+        self.fate: str | None = None
+        self.reason: str | None = None
+        self.location: str | None = None
+        self.bad_csum = False
+        self.rewritten = False  # its rewrites are counted on its flow already
+
+    def settle(self, fate: str, reason: str | None = None, location: str | None = None) -> bool:
+        """Set the fate unless a stronger one is already known (then only fill in the
+        reason and location where none is known). True if the fate changed."""
         if self.fate and FATE_RANK[self.fate] > FATE_RANK[fate]:
-            for name, value in detail.items():
-                if getattr(self, name) is None:
-                    setattr(self, name, value)
+            if self.reason is None:
+                self.reason = reason
+            if self.location is None:
+                self.location = location
             return False
         self.fate = fate
-        for name, value in detail.items():
-            setattr(self, name, value)
+        if reason is not None or location is not None:
+            self.reason, self.location = reason, location
         return True
 
 
@@ -206,7 +216,8 @@ class Correlator:
         self.flows: dict[tuple, Flow] = {}
         # The packet each skb address last carried, for events the kernel kept by
         # their skb after a rewrite (tracked): they belong to the original packet.
-        self.by_skb: OrderedDict[str, PacketRecord] = OrderedDict()
+        # A plain dict, oldest noted first (insertion order): the first to give way.
+        self.by_skb: dict[str, PacketRecord] = {}
         self.evicted_packets = 0
         self.evicted_flows = 0
         # Where the kernel has no icmp:icmp_send tracepoint (before 5.14ish; 5.10),
@@ -217,6 +228,8 @@ class Correlator:
         # Named tuples made once each: a flood repeats a few.
         self._arrivals: dict[tuple, Arrival] = {}
         self._sites: dict[tuple, DropSite] = {}
+        # Each shape's direction, flow key and handler (_route).
+        self._routes: dict[Shape, tuple] = {}
         # Each hook's handler (_on_<hook>), found once rather than per event.
         self._handlers = {name[4:].replace("_", "-"): getattr(self, name)
                           for name in dir(self) if name.startswith("_on_")
@@ -235,89 +248,110 @@ class Correlator:
             return "out" if not self.local_addrs else "through"
         return "in"
 
-    def _flow_ends(self, ev: PacketEvent, direction: str) -> tuple:
-        """(local, local_port, peer, peer_port) for the event's flow."""
+    def _flow_key(self, ev: PacketEvent, direction: str) -> tuple:
+        """(proto, local, local_port, peer, peer_port) of the event's flow."""
         sport, dport = ev.sport, ev.dport
         if ev.proto.startswith("icmp"):
             sport = dport = None  # one ICMP flow per pair of hosts
         if direction == "out" or (direction == "through" and sport in self.ports):
-            return ev.src, sport, ev.dst, dport
-        return ev.dst, dport, ev.src, sport
+            return ev.proto, ev.src, sport, ev.dst, dport
+        return ev.proto, ev.dst, dport, ev.src, sport
 
     def flow_for(self, ev: PacketEvent, direction: str) -> Flow:
-        local, lport, peer, pport = self._flow_ends(ev, direction)
-        key = (ev.proto, local, lport, peer, pport)
+        return self._flow(self._flow_key(ev, direction), ev.ts)
+
+    def _flow(self, key: tuple, ts: float) -> Flow:
         flow = self.flows.get(key)
         if flow is None:
             if len(self.flows) >= MAX_FLOWS:
                 self.evicted_flows += 1
                 self.flows.pop(next(iter(self.flows)))
-            flow = Flow(len(self.flows) + self.evicted_flows + 1, ev.proto, local, lport,
-                        peer, pport, first_ts=ev.ts)
+            proto, local, lport, peer, pport = key
+            flow = Flow(len(self.flows) + self.evicted_flows + 1, proto, local, lport,
+                        peer, pport, first_ts=ts)
             self.flows[key] = flow
-        flow.last_ts = max(flow.last_ts, ev.ts)
+        if ts > flow.last_ts:
+            flow.last_ts = ts
         return flow
+
+    def _route(self, ev: PacketEvent, shape: Shape | None) -> tuple:
+        """(direction, flow key, handler) of the event, which follow from its shape:
+        worked out once per shape."""
+        route = self._routes.get(shape) if shape is not None else None
+        if route is None:
+            direction = self._direction(ev)
+            route = (direction, self._flow_key(ev, direction), self._handlers.get(ev.hook))
+            if shape is not None:
+                if len(self._routes) >= MAX_ROUTES:
+                    self._routes.clear()
+                self._routes[shape] = route
+        return route
 
     # -------------------------------------------------------------- packets
 
     def _record(self, ev: PacketEvent, direction: str) -> tuple[PacketRecord, bool]:
         key = packet_key(ev)
-        rec = self.packets.get(key)
+        packets = self.packets
+        rec = packets.get(key)
         if rec is not None:
             return rec, False
-        if len(self.packets) >= MAX_OPEN_PACKETS:
+        if len(packets) >= MAX_OPEN_PACKETS:
             self._retire(self._pop_oldest())
-        rec = PacketRecord(key, ev, direction)
-        self.packets[key] = rec
-        if ev.tcp_flags == "S" or (ev.is_icmp and ev.icmp_type == ECHO_REQUEST.get(ev.proto)):
+        rec = packets[key] = PacketRecord(key, ev, direction)
+        if ev.tcp_flags == "S" or (ev.icmp_type is not None and ev.proto in ECHO_REQUEST
+                                   and ev.icmp_type == ECHO_REQUEST[ev.proto]):
             self.requests.setdefault((ev.proto, ev.src, ev.dst), deque()).append(rec)
         return rec, True
 
     def _pop_oldest(self) -> PacketRecord:
         rec = self.packets.popitem(last=False)[1]
-        first = rec.first
-        bucket = self.requests.get((first.proto, first.src, first.dst))
-        if bucket and bucket[0] is rec:  # the oldest packet is the oldest of its bucket
-            bucket.popleft()
-            if not bucket:
-                del self.requests[(first.proto, first.src, first.dst)]
+        if rec.first.tcp_flags == "S" or rec.first.icmp_type is not None:  # a request, maybe
+            first = rec.first
+            bucket = self.requests.get((first.proto, first.src, first.dst))
+            if bucket and bucket[0] is rec:  # the oldest packet is the oldest of its bucket
+                bucket.popleft()
+                if not bucket:
+                    del self.requests[(first.proto, first.src, first.dst)]
         return rec
 
-    def feed(self, ev: PacketEvent) -> tuple[PacketRecord | None, bool]:
-        """Account for one event. Returns its packet record and whether this was
-        the packet's first sighting (the output prints arrivals once)."""
-        if ev.hook == "tcp-state":
+    def feed(self, ev: PacketEvent, shape: Shape | None = None) -> tuple[PacketRecord | None, bool]:
+        """Account for one event (with its shape where the decoder names one: what
+        follows from it is worked out once). Returns its packet record and whether
+        this was the packet's first sighting (the output prints arrivals once)."""
+        hook, skb = ev.hook, ev.skb
+        if hook == "tcp-state":
             self._on_state(ev)
             return None, False
-        original = self.by_skb.get(ev.skb) if ev.tracked and ev.skb else None
-        if original is not None and packet_key(ev) not in self.packets:
-            self._on_tracked(original, ev)
-            return original, False
-        direction = self._direction(ev)
-        if ev.hook == "rst-sent" and ev.skb is None:
-            direction = "out"  # a socket's own abort: the event is the RST itself
-        rec, first = self._record(ev, direction)
-        rec.hooks.append(ev.hook)
-        if ev.skb:
-            self._note_skb(ev.skb, rec)
-        flow = self.flow_for(ev, rec.direction)
+        if ev.tracked and skb:
+            original = self.by_skb.get(skb)
+            if original is not None and packet_key(ev) not in self.packets:
+                self._on_tracked(original, ev)
+                return original, False
+        direction, flow_key, handler = self._route(ev, shape)
+        if hook == "rst-sent" and skb is None:
+            rec, first = self._record(ev, "out")  # a socket's own abort: the RST itself
+        else:
+            rec, first = self._record(ev, direction)
+        rec.hooks.append(hook)
+        if skb:
+            by_skb = self.by_skb
+            by_skb.pop(skb, None)  # noted again: the newest, the last to give way
+            by_skb[skb] = rec
+            if len(by_skb) > MAX_OPEN_PACKETS:
+                del by_skb[next(iter(by_skb))]
+        if rec.direction != direction:  # seen first going another way
+            flow_key = self._flow_key(ev, rec.direction)
+        flow = self._flow(flow_key, ev.ts)
         if first:
             self._count_new(flow, rec, ev)
         if ev.proto == "tcp":  # only TCP segments are sent again
             self._count_retry(flow, rec, ev)
-        handler = self._handlers.get(ev.hook)
         if handler:
             handler(rec, flow, ev)
-        if first and ev.quoted and self.errors_from_egress and ev.hook == "tc-egress" and \
+        if first and ev.quoted and self.errors_from_egress and hook == "tc-egress" and \
                 rec.direction == "out":
             self._error_sent(ev)
         return rec, first
-
-    def _note_skb(self, skb: str, rec: PacketRecord) -> None:
-        self.by_skb[skb] = rec
-        self.by_skb.move_to_end(skb)
-        if len(self.by_skb) > MAX_OPEN_PACKETS:
-            self.by_skb.popitem(last=False)
 
     def _on_tracked(self, rec: PacketRecord, ev: PacketEvent) -> None:
         """A packet seen again after NAT rewrote it: its fate is the original's."""
@@ -365,29 +399,33 @@ class Correlator:
             flow.retrans_in += 1
 
     def _count_new(self, flow: Flow, rec: PacketRecord, ev: PacketEvent) -> None:
-        flags = ev.tcp_flags or ""
-        icmp = ev.icmp_type if ev.is_icmp else -1
+        flags = ev.tcp_flags
+        echo = ev.icmp_type if ev.proto in ECHO_REQUEST else None  # ICMP's own type
         if rec.direction == "out":
             flow.packets_out += 1
-            flow.syn_out += flags == "S"
-            flow.synack_out += "S" in flags and "A" in flags
-            flow.rst_out += "R" in flags
-            flow.echo_replies_out += icmp == ECHO_REPLY.get(ev.proto)
-            flow.echo_requests_out += icmp == ECHO_REQUEST.get(ev.proto)
-        else:
-            flow.packets_in += 1
+            if flags:
+                flow.syn_out += flags == "S"
+                flow.synack_out += "S" in flags and "A" in flags
+                flow.rst_out += "R" in flags
+            elif echo is not None:
+                flow.echo_replies_out += echo == ECHO_REPLY[ev.proto]
+                flow.echo_requests_out += echo == ECHO_REQUEST[ev.proto]
+            return
+        flow.packets_in += 1
+        flow.peer_ttls[ev.ttl] += 1
+        if flags:
             flow.syn_in += flags == "S"
             flow.synack_in += "S" in flags and "A" in flags
-            flow.rst_in += "R" in flags
-            flow.acks_in += "A" in flags and "S" not in flags and "R" not in flags
-            flow.echo_requests_in += icmp == ECHO_REQUEST.get(ev.proto)
-            flow.echo_replies_in += icmp == ECHO_REPLY.get(ev.proto)
-            flow.peer_ttls[ev.ttl] += 1
             if "R" in flags:
+                flow.rst_in += 1
                 flow.reset_ttls[ev.ttl] += 1
-            if ev.quoted:
-                flow.error_ttls[ev.ttl] += 1
-                self._error_about(ev)
+            flow.acks_in += "A" in flags and "S" not in flags and "R" not in flags
+        elif echo is not None:
+            flow.echo_requests_in += echo == ECHO_REQUEST[ev.proto]
+            flow.echo_replies_in += echo == ECHO_REPLY[ev.proto]
+        if ev.quoted:
+            flow.error_ttls[ev.ttl] += 1
+            self._error_about(ev)
 
     def _error_about(self, ev: PacketEvent) -> None:
         """Count an ICMP error on the flow of the packet it quotes, when that flow
@@ -485,9 +523,10 @@ class Correlator:
         if syn:
             flow.syn_fates[new] += 1
 
-    def _settle(self, rec: PacketRecord, flow: Flow, fate: str, **detail) -> None:
+    def _settle(self, rec: PacketRecord, flow: Flow, fate: str, reason: str | None = None,
+                location: str | None = None) -> None:
         old = rec.fate
-        if rec.settle(fate, **detail):
+        if rec.settle(fate, reason, location):
             self._move_fate(flow, old, fate, rec)
 
     def _drop_site(self, ev: PacketEvent) -> DropSite:

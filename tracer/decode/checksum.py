@@ -54,11 +54,27 @@ def check_l4_checksum(src: str, dst: str, proto: int, l4_len: int, csum: int,
 
 def l4_checksum_verdict(src: bytes, dst: bytes, proto: int, l4_len: int, csum: int,
                         segment: bytes) -> str:
-    """check_l4_checksum's verdict from the addresses' bytes: what the decoder
-    asks of every arrival."""
-    if proto == 17 and csum == 0 and len(src) == 4:
+    """check_l4_checksum's verdict from the addresses' bytes."""
+    return checksum_verdict(packed_pseudo_header_sum(src, dst, proto, l4_len), proto,
+                            len(src) == 4, l4_len, csum, segment)
+
+
+def with_length(pseudo_base: int, l4_len: int) -> int:
+    """The pseudo-header sum from the sum of its other words (addresses and
+    protocol: packed_pseudo_header_sum with a length of 0) and the length, a word
+    of its own in both families (l4_len < 2**16). What the decoder works out once
+    per flow and hook, and completes per packet."""
+    total = (pseudo_base + l4_len) % 0xFFFF
+    return total or 0xFFFF  # the protocol word is never 0: the sum is a non-zero multiple
+
+
+def checksum_verdict(pseudo: int, proto: int, v4: bool, l4_len: int, csum: int,
+                     segment: bytes) -> str:
+    """The verdict from the pseudo-header sum: "good" when the whole segment was
+    captured and sums right, "pseudo-header-only" when the field holds just the
+    pseudo-header sum (the offload signature), else "bad" or "unchecked"."""
+    if proto == 17 and csum == 0 and v4:
         return "good"  # UDP over IPv4: no checksum
-    pseudo = packed_pseudo_header_sum(src, dst, proto, l4_len)
     if len(segment) < l4_len:
         return "pseudo-header-only" if csum == pseudo else "unchecked"
     total = ones_sum(segment[:l4_len]) + pseudo

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Callable
 
-from .checksum import l4_checksum_verdict
+from .checksum import checksum_verdict, l4_checksum_verdict, packed_pseudo_header_sum, with_length
 from .raw import (
     EVENT_FIELDS,
     HOOKS,
     PROTOCOLS,
     TCP_FLAG_LETTERS,
     TCP_STATES,
+    EventRecord,
     Hook,
     RawAggKey,
 )
@@ -24,17 +25,45 @@ _ICMP = frozenset({"icmp", "icmpv6"})
 _ECHO_TYPES = frozenset({0, 8, 128, 129})  # echo request and reply, v4 and v6
 _REASON_HOOKS = frozenset({"drop", "rst-sent"})
 _new_event = object.__new__
+_new_record = tuple.__new__  # EventRecord._make() without its length check
 _set_fields = object.__setattr__  # a frozen dataclass's own __setattr__ refuses
 
 # A record's shape: every raw field that the decoded event's fields other than
-# ts, length, ttl, ip_id, seq, ack, checksum, csum_field and skb follow from (the
-# names, the flow, the hook, the reason). A flood repeats a handful of shapes, so
-# the names, addresses and symbol of each are worked out once (Decoder.decode).
+# the per-packet ones (PER_PACKET_FIELDS) follow from (the names, the flow, the
+# hook, the reason). A flood repeats a handful of shapes, so the names, addresses
+# and symbol of each are worked out once (Decoder.decode_shaped).
 _SHAPE_FIELDS = ("hook", "family", "proto", "saddr", "daddr", "ifindex", "netns", "reason",
                  "location", "sport", "dport", "tcp_flags", "icmp_type", "icmp_code",
                  "state_old", "state_new", "tracked", "snap_len")
 _shape_of = itemgetter(*(EVENT_FIELDS.index(name) for name in _SHAPE_FIELDS))
 MAX_SHAPES = 4096  # a scan of many ports or hosts: start again when full
+# What changes from one packet of a shape to the next: the decoder fills these in
+# per record; every other field is the shape's.
+PER_PACKET_FIELDS = ("ts", "length", "ttl", "ip_id", "seq", "ack", "checksum", "csum_field",
+                     "skb")
+# The raw fields the per-packet ones come from, by position: the ring buffer's
+# records are plain tuples (decode/raw.py EVENT_STRUCT).
+(_TS_NS, _SKB, _SEQ, _ACK, _PKT_LEN, _IP_ID, _L4_CSUM, _L4_LEN, _TTL, _PROTO, _SNAP) = (
+    EVENT_FIELDS.index(name) for name in ("ts_ns", "skb", "seq", "ack_seq", "pkt_len", "ip_id",
+                                          "l4_csum", "l4_len", "ttl", "proto", "snap"))
+
+
+class Shape:
+    """What every event of one shape shares: its fields but the per-packet ones
+    (`shared`, in declaration order) and which per-packet ones it has. The decoder
+    hands it over with each event of the shape, so that later stages can work out
+    once per shape what follows from it: a Shape hashes by identity, and stays
+    the same object as long as the decoder remembers the shape (MAX_SHAPES)."""
+
+    __slots__ = ("shared", "v4", "tcp", "snap_len", "checked", "pseudo_base")
+
+    def __init__(self, shared: dict, v4: bool, tcp: bool, snap_len: int, checked: bool,
+                 pseudo_base: int):
+        self.shared = shared
+        self.v4, self.tcp = v4, tcp
+        self.snap_len = snap_len  # bytes of the segment captured: 0 for none
+        self.checked = checked  # arrivals of TCP and UDP: the checksum gets a verdict
+        self.pseudo_base = pseudo_base  # their pseudo-header sum without the length
 
 
 def tcp_flags_text(flags: int) -> str:
@@ -156,9 +185,7 @@ class Decoder:
         self.boot_offset = boot_offset
         self.local_netns = local_netns  # interface hooks see only this namespace
         self._addresses: dict[tuple[bytes, int], str] = {}
-        # shape -> (the fields every event of that shape shares, in declaration
-        # order; is IPv4; is TCP; its arrivals are checked; it carries a snap)
-        self._shapes: dict[tuple, tuple[dict, bool, bool, bool, bool]] = {}
+        self._shapes: dict[tuple, Shape] = {}  # the raw shape fields -> Shape
         self._skbs: dict[int, str] = {}
 
     def _text(self, raw: bytes, family: int) -> str:
@@ -172,54 +199,70 @@ class Decoder:
         return text
 
     def decode(self, raw: AnyRecord) -> PacketEvent:
-        """From the ring buffer's record (decode/raw.py event_record). A record of
-        a shape seen before takes the shared fields from the first one and works
-        out only what changes from packet to packet."""
-        shape = _shape_of(raw)
-        known = self._shapes.get(shape)
-        if known is None:
-            return self._decode_shape(raw, shape)
-        shared, v4, tcp, checked, snapped = known
-        fields = shared.copy()  # declaration order kept: values replaced, none added
-        fields["ts"] = round(raw.ts_ns / 1e9 + self.boot_offset, 6)
-        fields["length"] = raw.pkt_len
-        fields["ttl"] = raw.ttl
-        if v4:
-            fields["ip_id"] = raw.ip_id
-        if tcp:
-            fields["seq"] = raw.seq
-            fields["ack"] = raw.ack_seq
-        if checked:
-            fields["checksum"] = self._checksum(raw, fields["proto"])
-        if snapped:
-            fields["csum_field"] = raw.l4_csum
-        if raw.skb:
-            fields["skb"] = self._skb_text(raw.skb)
+        """From the ring buffer's record (decode/raw.py: an EventRecord, or the
+        plain tuple of its fields)."""
+        return self.decode_shaped(raw)[0]
+
+    def decode_shaped(self, raw: tuple) -> tuple[PacketEvent, Shape | None]:
+        """The event and its shape (None for an ICMP error, whose quote makes every
+        one differ). A record of a shape seen before takes the shared fields from
+        the first one and works out only what changes from packet to packet."""
+        shape = self._shapes.get(_shape_of(raw))
+        if shape is None:
+            return self._decode_shape(raw)
+        fields = shape.shared.copy()  # declaration order kept: values replaced, none added
+        fields["ts"] = self._timestamp(raw[_TS_NS])
+        fields["length"] = raw[_PKT_LEN]
+        fields["ttl"] = raw[_TTL]
+        if shape.v4:
+            fields["ip_id"] = raw[_IP_ID]
+        if shape.tcp:
+            fields["seq"] = raw[_SEQ]
+            fields["ack"] = raw[_ACK]
+        if shape.snap_len:
+            csum = fields["csum_field"] = raw[_L4_CSUM]
+            if shape.checked:
+                l4_len = raw[_L4_LEN]
+                fields["checksum"] = checksum_verdict(
+                    with_length(shape.pseudo_base, l4_len), raw[_PROTO], shape.v4, l4_len, csum,
+                    raw[_SNAP][:shape.snap_len])
+        skb = raw[_SKB]
+        if skb:
+            text = self._skbs.get(skb)
+            fields["skb"] = text if text is not None else self._skb_text(skb)
         ev = _new_event(PacketEvent)
         _set_fields(ev, "__dict__", fields)
-        return ev
+        return ev, shape
+
+    def _timestamp(self, ts_ns: int) -> float:
+        return round(ts_ns / 1e9 + self.boot_offset, 6)
 
     def _skb_text(self, skb: int) -> str:
         """An skb address as text, remembered: the kernel reuses a few thousand."""
-        text = self._skbs.get(skb)
-        if text is None:
-            if len(self._skbs) >= 65536:
-                self._skbs.clear()
-            text = self._skbs[skb] = f"{skb:#x}"
+        if len(self._skbs) >= 65536:
+            self._skbs.clear()
+        text = self._skbs[skb] = f"{skb:#x}"
         return text
 
-    def _decode_shape(self, raw: AnyRecord, shape: tuple) -> PacketEvent:
+    def _decode_shape(self, fields: tuple) -> tuple[PacketEvent, Shape | None]:
         """The first record of its shape, decoded in full; the shape is remembered
         unless it is an ICMP error (what it quotes differs from packet to packet)."""
+        raw: AnyRecord = fields if type(fields) is EventRecord else \
+            _new_record(EventRecord, fields)
         ev = self._decode_all(raw)
-        if ev.icmp_type not in ICMP_ERRORS.get(ev.proto, ()):
-            if len(self._shapes) >= MAX_SHAPES:
-                self._shapes.clear()
-            shared = dict(ev.__dict__)
-            shared["skb"] = None  # set per record, where it has one
-            self._shapes[shape] = (shared, raw.family == 4, ev.proto == "tcp",
-                                   ev.checksum is not None, bool(raw.snap_len))
-        return ev
+        if ev.icmp_type in ICMP_ERRORS.get(ev.proto, ()):
+            return ev, None
+        if len(self._shapes) >= MAX_SHAPES:
+            self._shapes.clear()
+        shared = dict(ev.__dict__)
+        shared["skb"] = None  # set per record, where it has one
+        size = 4 if raw.family == 4 else 16
+        checked = ev.checksum is not None
+        pseudo_base = packed_pseudo_header_sum(raw.saddr[:size], raw.daddr[:size], raw.proto,
+                                               0) if checked else 0
+        shape = self._shapes[_shape_of(raw)] = Shape(
+            shared, raw.family == 4, ev.proto == "tcp", raw.snap_len, checked, pseudo_base)
+        return ev, shape
 
     def _decode_all(self, raw: AnyRecord) -> PacketEvent:
         """Every field from the record."""
@@ -238,7 +281,7 @@ class Decoder:
         # fifth of the cost. Field order as declared (test_decode checks it):
         # to_json() and so the JSON lines follow it.
         ev.__dict__.update(
-            ts=round(raw.ts_ns / 1e9 + self.boot_offset, 6),
+            ts=self._timestamp(raw.ts_ns),
             hook=hook,
             iface=self.ifname(raw.ifindex) if raw.ifindex else None,
             netns=raw.netns or self.local_netns,
@@ -262,7 +305,7 @@ class Decoder:
             checksum=self._checksum(raw, proto) if snap_len and raw.hook in _ARRIVALS
             else None,
             csum_field=raw.l4_csum if snap_len else None,
-            skb=f"{raw.skb:#x}" if raw.skb else None,
+            skb=self._skb_text(raw.skb) if raw.skb else None,
             quoted=quoted_packet(proto, icmp_type, bytes(raw.snap[:snap_len]))
             if icmp_type in ICMP_ERRORS.get(proto, ()) and hook != "icmp-error-sent"
             else None,

@@ -9,7 +9,7 @@ import time
 from typing import TextIO
 
 from ..correlate.correlator import Flow, PacketRecord
-from ..decode.events import PacketEvent
+from ..decode.events import PacketEvent, Shape
 from ..diagnosis.evidence import Finding
 
 WIDTH = 99
@@ -126,7 +126,8 @@ class HumanOutput:
         for line in banner(record):
             self._write(line)
 
-    def event(self, ev: PacketEvent, _rec: PacketRecord | None, first: bool) -> None:
+    def event(self, ev: PacketEvent, _rec: PacketRecord | None, first: bool,
+              _shape: Shape | None = None) -> None:
         if not self.show_all and not noteworthy(ev, first):
             return
         second = int(ev.ts)

@@ -8,7 +8,7 @@ from operator import itemgetter
 from typing import TextIO
 
 from ..correlate.correlator import Flow, PacketRecord
-from ..decode.events import PacketEvent
+from ..decode.events import PER_PACKET_FIELDS, PacketEvent, Shape
 from ..diagnosis.evidence import Finding
 
 # A packet line is the busiest thing pktfate writes: one per event. Its keys are
@@ -45,7 +45,7 @@ def _json_value(value, _str=str, _int=int, _float=float) -> str:
 # dict. Which per-packet fields are null is part of the shape. Their values are
 # numbers, or strings pktfate makes that never need escaping (the checksum verdict,
 # the skb address in hex).
-_PER_PACKET = ("ts", "length", "ttl", "ip_id", "seq", "ack", "checksum", "csum_field", "skb")
+_PER_PACKET = PER_PACKET_FIELDS
 _SHAPE_FIELDS = tuple(name for name in PacketEvent.__dataclass_fields__
                       if name not in _PER_PACKET and name != "quoted")
 _shape_of = itemgetter(*_SHAPE_FIELDS)
@@ -91,14 +91,30 @@ class JsonOutput:
 
     def __init__(self, stream: TextIO):
         self.stream = stream
+        # The line template of each shape the decoder names (decode.events.Shape),
+        # with and without an skb: within a shape, only whether an event has an
+        # skb changes which per-packet fields are null.
+        self._with_skb: dict[Shape, str] = {}
+        self._without_skb: dict[Shape, str] = {}
 
     def start(self, record: dict) -> None:
         self._emit(dict({"kind": "start"}, **record))
 
-    def event(self, ev: PacketEvent, _rec: PacketRecord | None, _first: bool) -> None:
+    def event(self, ev: PacketEvent, _rec: PacketRecord | None, _first: bool,
+              shape: Shape | None = None) -> None:
         # Not flushed one by one: flush() after each drain of the ring buffer
         # writes a batch in one call (a few milliseconds apart).
-        self.stream.write(packet_line(ev))
+        if shape is None:
+            self.stream.write(packet_line(ev))
+            return
+        fields = ev.__dict__
+        templates = self._with_skb if fields["skb"] is not None else self._without_skb
+        template = templates.get(shape)
+        if template is None:
+            if len(templates) >= MAX_LINE_SHAPES:
+                templates.clear()
+            template = templates[shape] = _line_template(fields)
+        self.stream.write(template % fields if template else packet_line(ev))
 
     def flush(self) -> None:
         self.stream.flush()
