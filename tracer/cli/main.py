@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import os
 import sys
+from typing import TextIO
 
 import click
 
@@ -102,8 +105,10 @@ def watch(ports, hosts, protos, ifaces, duration, ready_file, all_netns, no_xdp,
         return
     from ..watch import run_watch
 
+    stream = _event_stream()
     try:
-        code = run_watch(config, sys.stdout)
+        code = run_watch(config, stream)
+        stream.flush()
     except BrokenPipeError as exc:
         # click would swallow an EPIPE silently; say what happened instead.
         raise OutputClosed() from exc
@@ -217,6 +222,24 @@ def cleanup() -> None:
 cli.add_command(lab)
 
 
+EVENT_BUFFER = 1 << 20
+
+
+def _event_stream() -> TextIO:
+    """stdout with a 1 MiB buffer for the watch's lines. A flood writes thousands
+    of them per drain of the ring buffer; the watch flushes after each drain, so
+    nothing waits longer than with the 8 KiB default, which would cost a write
+    system call every 25 lines. stdout itself where it is no file (tests)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.stdout
+    sys.stdout.flush()
+    raw = io.FileIO(fd, "w", closefd=False)
+    return io.TextIOWrapper(io.BufferedWriter(raw, EVENT_BUFFER), encoding=sys.stdout.encoding,
+                            errors=sys.stdout.errors)
+
+
 def main(args: list[str] | None = None) -> None:
     try:
         cli.main(args, prog_name="pktfate", standalone_mode=False)
@@ -228,7 +251,10 @@ def main(args: list[str] | None = None) -> None:
     except OutputClosed:
         # The reader went away (`pktfate watch | head`): everything is detached
         # by now; say so where it can still be read.
-        sys.stdout = None  # no flush of the dead pipe at exit
+        # No flush of the dead pipe at exit, from stdout or the watch's own stream
+        # (_event_stream): what they still hold goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        sys.stdout = None
         click.echo("pktfate: output closed; stopped and detached", err=True)
         sys.exit(1)
     except click.UsageError as exc:
