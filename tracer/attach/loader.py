@@ -51,6 +51,14 @@ class BpfMap:
         return [value[i:i + self.spec.value_size] for i in range(0, len(value), self.slot)]
 
 
+def verifier_reason(log: str | None) -> str:
+    """The verifier's own words on why it refused a program: its log's last line
+    that is not one of the statistics it ends with ("processed N insns ...")."""
+    lines = [line for line in (log or "").strip().splitlines()
+             if line and not line.startswith(("processed ", "verification time", "stack depth"))]
+    return lines[-1] if lines else ""
+
+
 @dataclass
 class LoadedObject:
     maps: dict[str, BpfMap] = field(default_factory=dict)
@@ -107,8 +115,7 @@ class LoadedObject:
         try:
             self._load(obj, prog, btf_id)
         except bpfsys.BpfError as exc:
-            last = exc.log.strip().splitlines()[-1:] if exc.log else []
-            self.raw_refused[prog.raw_tracepoint or ""] = last[0] if last else str(exc)
+            self.raw_refused[prog.raw_tracepoint or ""] = verifier_reason(exc.log) or str(exc)
 
     def _raw_loaded(self, obj: CompiledObject) -> set[str]:
         return {p.raw_tracepoint for p in obj.programs

@@ -31,7 +31,7 @@ from ..host.netlink import Interface, pyroute2, select_interfaces
 from ..kernel.bpfsys import BpfError
 from ..kernel.discovery import KernelInfo
 from .hooks import AttachReport, tc_attached, xdp_attached
-from .loader import LoadedObject
+from .loader import LoadedObject, verifier_reason
 from .objects import (
     RAW_PROGRAMS,
     CompiledObject,
@@ -144,9 +144,9 @@ class Tracer:
         try:
             loaded = LoadedObject.load(obj, self._raw_btf_ids(), self._kfunc_ids())
         except BpfError as exc:
-            last = exc.log.strip().splitlines()[-1:] if exc.log else []
+            why = verifier_reason(exc.log)
             raise PktfateError(f"the BPF programs did not load: {exc}"
-                               f"{': ' + last[0] if last else ''}") from exc
+                               f"{': ' + why if why else ''}") from exc
         write_cached(folder, key, obj)
         self.report.bpf_object = "compiled"
         return obj, loaded
