@@ -63,6 +63,32 @@ static __always_inline __u32 pf_skb_netns(__u64 skb, __u64 sk_hint, __u64 *dev)
 	return inum;
 }
 
+/* pf_skb_netns for a BTF-typed skb pointer (a raw tracepoint's argument): the
+ * device and the namespace by plain loads. A pointer member loaded from a typed
+ * pointer is typed in turn (net_device, then net), so the verifier follows the
+ * whole chain; a load that faults reads 0, as a probe read would. The socket's
+ * namespace, the rare fallback, is read as pf_skb_netns reads it. */
+static __always_inline __u32 pf_skb_netns_direct(__u64 skb, __u64 sk_hint, __u64 *dev)
+{
+	__u64 net;
+	__u32 inum = 0;
+
+	*dev = *(volatile __u64 *)(skb + PF_OFF_SKB_DEV);
+	if (*dev) {
+		net = *(volatile __u64 *)(*dev + PF_OFF_DEV_NET);
+		if (net)
+			inum = *(volatile __u32 *)(net + PF_OFF_NET_INUM);
+	}
+	if (!inum) {
+		*dev = 0;
+		if (sk_hint)
+			inum = pf_sock_netns(sk_hint);
+	}
+	if (!inum)
+		inum = pf_sock_netns(pf_read_ptr(skb, PF_OFF_SKB_SK));
+	return inum;
+}
+
 /* skb->head and skb->network_header. Where they lie within 32 bytes of each
  * other (12 bytes apart on 6.x kernels, the same cache line on every kernel
  * since 3.x), one aligned read fetches both; else two. */
@@ -126,11 +152,22 @@ struct pf_iphdr_view {
 	__u16 frag_off;    /* an IPv6 header's next header is its first byte */
 	__u8 ttl;
 	__u8 protocol;
+	__u16 check;
+	__u32 saddr;
+	__u32 daddr;
 };
 
 struct pf_udphdr_view {
 	__u16 source;      /* for ICMP: type, then code */
 	__u16 dest;
+};
+
+struct pf_tcphdr_view {
+	__u16 source;
+	__u16 dest;
+	__u32 seq;
+	__u32 ack_seq;
+	__u16 doff_flags;  /* the bitfields from res1 to cwr: the flags are the high byte */
 };
 
 /* pf_skb_peek's reads as loads. */
@@ -163,6 +200,51 @@ static __always_inline int pf_skb_peek_loads(__u64 head, struct pf_peek *p)
 	ports[2] = dport & 0xFF;
 	ports[3] = dport >> 8;
 	pf_peek_ports(p, ports);
+	return 1;
+}
+
+/* pf_skb_early's reads as loads: an IPv4 header into *ip and the bytes of the
+ * transport header that pf_brief_ipv4() reads into t (ports; for TCP the
+ * sequence number and the flags too), each as it lies in the packet. Returns 0
+ * for anything but IPv4 (the full path takes it). */
+static __always_inline int pf_skb_early_loads(__u64 head, struct pf_ipv4 *ip, __u8 *t)
+{
+	const volatile struct pf_iphdr_view *v = pf_rdonly_cast((void *)head, PF_BTF_IPHDR);
+	const volatile struct pf_tcphdr_view *tcp;
+	const volatile struct pf_udphdr_view *udp;
+	__u32 ihl, seq;
+	__u16 word;
+
+	ip->ver_ihl = v->version_ihl;
+	if ((ip->ver_ihl >> 4) != 4)
+		return 0;
+	ip->tot_len = v->tot_len;
+	ip->id = v->id;
+	ip->frag_off = v->frag_off;
+	ip->protocol = v->protocol;
+	ip->saddr = v->saddr;
+	ip->daddr = v->daddr;
+	ihl = (ip->ver_ihl & 0x0F) * 4;
+	if (ihl < 20)
+		return 0;
+	/* Every byte pf_brief_ipv4() may read is written on every path: the verifier
+	 * does not see that the protocol it tests there is the one tested here. */
+	seq = 0;
+	word = 0;
+	if (ip->protocol == PF_IPPROTO_TCP) {
+		tcp = pf_rdonly_cast((void *)(head + ihl), PF_BTF_TCPHDR);
+		seq = tcp->seq;
+		word = tcp->doff_flags;
+		udp = (const volatile struct pf_udphdr_view *)tcp;
+	} else {
+		udp = pf_rdonly_cast((void *)(head + ihl), PF_BTF_UDPHDR);
+	}
+	__builtin_memcpy(t + 4, &seq, 4);
+	t[13] = word >> 8;
+	word = udp->source;
+	__builtin_memcpy(t, &word, 2);
+	word = udp->dest;
+	__builtin_memcpy(t + 2, &word, 2);
 	return 1;
 }
 #endif
@@ -279,21 +361,30 @@ static __always_inline struct pf_event *pf_event_in_netns(__u8 hook, __u32 netns
  * header) and the transport header's first 20 bytes, copied out as the full
  * path's fill would read them. */
 static __always_inline int pf_skb_early(__u8 hook, __u64 skb, __u64 head, __u32 reason,
-					__u8 watched)
+					__u8 watched, const int direct)
 {
 	struct pf_brief b = {};
 	struct pf_ipv4 ip;
 	__u8 t[20];
 	__u32 ihl;
 
-	if (!PF_SAMPLE_AFTER)
+	if (!PF_SAMPLE_AFTER || !head)
 		return PF_EARLY_FULL;
-	if (!head || bpf_probe_read_kernel(&ip, sizeof(ip), (void *)head) ||
-	    (ip.ver_ihl >> 4) != 4)
+#if PF_RDONLY_CAST
+	if (direct) {
+		if (!pf_skb_early_loads(head, &ip, t))
+			return PF_EARLY_FULL;
+		goto brief;
+	}
+#endif
+	if (bpf_probe_read_kernel(&ip, sizeof(ip), (void *)head) || (ip.ver_ihl >> 4) != 4)
 		return PF_EARLY_FULL;
 	ihl = (ip.ver_ihl & 0x0F) * 4;
 	if (ihl < 20 || bpf_probe_read_kernel(t, sizeof(t), (void *)(head + ihl)))
 		return PF_EARLY_FULL;
+#if PF_RDONLY_CAST
+brief:
+#endif
 	if (!pf_brief_ipv4(&b, &ip, t, hook, reason, watched))
 		return PF_EARLY_FULL;
 	return pf_early_pick(&b, skb);
@@ -330,11 +421,11 @@ static __always_inline struct pf_event *pf_skb_event_from(__u8 hook, __u64 skb, 
 	}
 	/* Tracked packets too: a veth hands the same skb to another namespace, and
 	 * it is followed there only when every namespace is watched (--all-netns). */
-	netns = pf_skb_netns(skb, sk_hint, &dev);
+	netns = direct ? pf_skb_netns_direct(skb, sk_hint, &dev) : pf_skb_netns(skb, sk_hint, &dev);
 	if (!pf_netns_ok(netns))
 		return 0;
 	if (picked && ok) {
-		early = pf_skb_early(hook, skb, head, reason, watched);
+		early = pf_skb_early(hook, skb, head, reason, watched, direct);
 		if (early == PF_EARLY_SAMPLED)
 			return 0;
 		*picked = early == PF_EARLY_PICKED;

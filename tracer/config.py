@@ -95,7 +95,8 @@ class WatchConfig:
         ids = kernel.btf_ids if raw_peeks else {}
         return {"PF_RDONLY_CAST": int(bool(ids)),
                 "PF_KFUNC_RDONLY_CAST": KFUNC_MARKS["bpf_rdonly_cast"],
-                "PF_BTF_IPHDR": ids.get("iphdr", 0), "PF_BTF_UDPHDR": ids.get("udphdr", 0)}
+                "PF_BTF_IPHDR": ids.get("iphdr", 0), "PF_BTF_UDPHDR": ids.get("udphdr", 0),
+                "PF_BTF_TCPHDR": ids.get("tcphdr", 0)}
 
     def _raw_skb_first(self, kernel: KernelInfo) -> dict[str, int]:
         """The raw forms whose programs read only their first arguments

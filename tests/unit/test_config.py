@@ -78,7 +78,7 @@ def test_raw_forms_where_btf_passes_what_their_program_reads(tracepoint, define,
 
 
 def test_header_loads_through_rdonly_cast_only_in_the_raw_forms():
-    ids = {"bpf_rdonly_cast": 65475, "iphdr": 27289, "udphdr": 27297}
+    ids = {"bpf_rdonly_cast": 65475, "iphdr": 27289, "udphdr": 27297, "tcphdr": 27301}
 
     def defines(btf_ids, args=("sk_buff *", "void *"), icmp=(), **config):
         kernel = _kernel(**{"skb/kfree_skb": frozenset({"skbaddr", "location"}),
@@ -87,14 +87,16 @@ def test_header_loads_through_rdonly_cast_only_in_the_raw_forms():
         kernel.raw_tracepoints["icmp/icmp_send"] = (44, icmp)
         kernel.btf_ids.update(btf_ids)
         d = _defines(WatchConfig(**config), kernel)
-        return int(d["PF_RDONLY_CAST"]), int(d["PF_BTF_IPHDR"]), int(d["PF_BTF_UDPHDR"])
+        return (int(d["PF_RDONLY_CAST"]), int(d["PF_BTF_IPHDR"]), int(d["PF_BTF_UDPHDR"]),
+                int(d["PF_BTF_TCPHDR"]))
 
-    assert defines(ids) == (1, 27289, 27297)  # 6.2 and later
-    assert defines({}) == (0, 0, 0)  # 5.10, 6.1: no bpf_rdonly_cast
-    assert defines(ids, links=False) == (0, 0, 0)  # the regular tracepoint: a probe read
-    assert defines(ids, args=("void *",)) == (0, 0, 0)
+    assert defines(ids) == (1, 27289, 27297, 27301)  # 6.2 and later
+    assert defines({}) == (0, 0, 0, 0)  # 5.10, 6.1: no bpf_rdonly_cast
+    assert defines(ids, links=False) == (0, 0, 0, 0)  # the regular tracepoint: a probe read
+    assert defines(ids, args=("void *",)) == (0, 0, 0, 0)
     # Another raw form that peeks at the headers: icmp_send's.
-    assert defines(ids, args=("void *",), icmp=("sk_buff *", "int", "int")) == (1, 27289, 27297)
+    assert defines(ids, args=("void *",), icmp=("sk_buff *", "int", "int")) == \
+        (1, 27289, 27297, 27301)
 
 
 def test_all_netns_and_hosts():

@@ -37,7 +37,8 @@ RAW_TRACEPOINTS = ("skb/kfree_skb", "skb/consume_skb", "icmp/icmp_send", "tcp/tc
 # What the BPF programs name by BTF id, as (kind, name): bpf_rdonly_cast (a kfunc,
 # 6.2) lets the raw tracepoints read packet headers as these structs, with plain
 # loads instead of a helper call (bpf/skb.h). All or none.
-BTF_IDS = (("func", "bpf_rdonly_cast"), ("struct", "iphdr"), ("struct", "udphdr"))
+BTF_IDS = (("func", "bpf_rdonly_cast"), ("struct", "iphdr"), ("struct", "udphdr"),
+           ("struct", "tcphdr"))
 
 # Kernel struct members the BPF programs read, as (define, struct, member path).
 BTF_FIELDS = (
