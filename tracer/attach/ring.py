@@ -22,7 +22,6 @@ import struct
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER = 8
-_POS = struct.Struct("<Q")
 _LEN = struct.Struct("<I")
 
 
@@ -36,6 +35,12 @@ class RingReader:
         self._producer = mmap.mmap(map_fd, page + 2 * data_size, mmap.MAP_SHARED,
                                    mmap.PROT_READ, offset=page)
         self.view = memoryview(self._producer)
+        # The two positions as whole 8-byte words: a memoryview item of format "Q"
+        # is stored and loaded in one instruction, where struct's "<Q" goes byte by
+        # byte and the kernel, reading the consumer position while it changes,
+        # could see half of it.
+        self._consumer_pos = memoryview(self._consumer).cast("Q")
+        self._producer_pos = self.view[:8].cast("Q")
         self._data = page  # where the data area starts in the producer mapping
         self._mask = data_size - 1
         self._framed: dict[struct.Struct, struct.Struct] = {}  # record -> with its header
@@ -44,13 +49,13 @@ class RingReader:
         """The records written since the last read, `budget` at most, each unpacked
         by `record` (records shorter than it are passed over). They are consumed:
         the kernel may write over them now."""
-        consumer_pos = _POS.unpack_from(self._consumer, 0)[0]
-        producer_pos = _POS.unpack_from(self._producer, 0)[0]
+        consumer_pos = self._consumer_pos[0]
+        producer_pos = self._producer_pos[0]
         records, consumer_pos = self._read_run(record, consumer_pos, producer_pos, budget)
         if consumer_pos < producer_pos and len(records) < budget:
             consumer_pos = self._read_each(record, consumer_pos, producer_pos,
                                            budget - len(records), records)
-        _POS.pack_into(self._consumer, 0, consumer_pos)
+        self._consumer_pos[0] = consumer_pos
         return records
 
     def _read_run(self, record: struct.Struct, consumer_pos: int, producer_pos: int,
@@ -97,6 +102,8 @@ class RingReader:
         return consumer_pos
 
     def close(self) -> None:
+        self._consumer_pos.release()
+        self._producer_pos.release()
         self.view.release()
         self._producer.close()
         self._consumer.close()
