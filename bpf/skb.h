@@ -42,43 +42,34 @@ static __always_inline __u32 pf_sock_netns(__u64 sk)
 	return pf_net_inum(pf_read_ptr(sk, PF_OFF_SK_NET));
 }
 
+/* The namespace behind a device pointer. `direct`: the pointer was loaded from a
+ * BTF-typed skb (a raw tracepoint's argument), so it is typed too (net_device,
+ * then net): the verifier follows the chain as plain loads, and a load that
+ * faults reads 0, as a probe read would. Else two probe reads. */
+static __always_inline __u32 pf_dev_netns(__u64 dev, const int direct)
+{
+	__u64 net;
+
+	if (!direct)
+		return pf_net_inum(pf_read_ptr(dev, PF_OFF_DEV_NET));
+	net = *(volatile __u64 *)(dev + PF_OFF_DEV_NET);
+	return net ? *(volatile __u32 *)(net + PF_OFF_NET_INUM) : 0;
+}
+
 /* The namespace an skb belongs to: its device's, else its socket's; *dev is
  * set to the device when the namespace came from it (0 otherwise). skb->dev
  * shares a union with dev_scratch once UDP has queued the skb, so a device
- * pointer that cannot be read falls through to the socket. */
-static __always_inline __u32 pf_skb_netns(__u64 skb, __u64 sk_hint, __u64 *dev)
+ * pointer that cannot be read falls through to the socket (the rare case, read
+ * with probe reads either way). `direct` as for pf_dev_netns. */
+static __always_inline __u32 pf_skb_netns(__u64 skb, __u64 sk_hint, __u64 *dev,
+					  const int direct)
 {
 	__u32 inum = 0;
 
-	*dev = pf_read_ptr(skb, PF_OFF_SKB_DEV);
+	*dev = direct ? *(volatile __u64 *)(skb + PF_OFF_SKB_DEV) :
+			pf_read_ptr(skb, PF_OFF_SKB_DEV);
 	if (*dev)
-		inum = pf_net_inum(pf_read_ptr(*dev, PF_OFF_DEV_NET));
-	if (!inum) {
-		*dev = 0;
-		if (sk_hint)
-			inum = pf_sock_netns(sk_hint);
-	}
-	if (!inum)
-		inum = pf_sock_netns(pf_read_ptr(skb, PF_OFF_SKB_SK));
-	return inum;
-}
-
-/* pf_skb_netns for a BTF-typed skb pointer (a raw tracepoint's argument): the
- * device and the namespace by plain loads. A pointer member loaded from a typed
- * pointer is typed in turn (net_device, then net), so the verifier follows the
- * whole chain; a load that faults reads 0, as a probe read would. The socket's
- * namespace, the rare fallback, is read as pf_skb_netns reads it. */
-static __always_inline __u32 pf_skb_netns_direct(__u64 skb, __u64 sk_hint, __u64 *dev)
-{
-	__u64 net;
-	__u32 inum = 0;
-
-	*dev = *(volatile __u64 *)(skb + PF_OFF_SKB_DEV);
-	if (*dev) {
-		net = *(volatile __u64 *)(*dev + PF_OFF_DEV_NET);
-		if (net)
-			inum = *(volatile __u32 *)(net + PF_OFF_NET_INUM);
-	}
+		inum = pf_dev_netns(*dev, direct);
 	if (!inum) {
 		*dev = 0;
 		if (sk_hint)
@@ -421,7 +412,7 @@ static __always_inline struct pf_event *pf_skb_event_from(__u8 hook, __u64 skb, 
 	}
 	/* Tracked packets too: a veth hands the same skb to another namespace, and
 	 * it is followed there only when every namespace is watched (--all-netns). */
-	netns = direct ? pf_skb_netns_direct(skb, sk_hint, &dev) : pf_skb_netns(skb, sk_hint, &dev);
+	netns = pf_skb_netns(skb, sk_hint, &dev, direct);
 	if (!pf_netns_ok(netns))
 		return 0;
 	if (picked && ok) {

@@ -66,7 +66,7 @@ class RingReader:
         struct pf_event. Stops before the first record that is not."""
         stride = (record.size + HEADER + 7) & ~7
         count = min((producer_pos - consumer_pos) // stride, budget)
-        if count <= 0 or stride % 4:
+        if count <= 0:
             return [], consumer_pos
         start = self._data + (consumer_pos & self._mask)
         run = self.view[start:start + count * stride]
