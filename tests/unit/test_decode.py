@@ -47,6 +47,22 @@ def test_a_dropped_syn_from_raw_bytes():
     assert ev.skb == "0xffff888001234000" and ev.checksum is None  # not an arrival
 
 
+def test_timestamps_are_to_the_microsecond_whatever_the_boot_offset():
+    # The JSON writes ts as Python's shortest repr: a float off its 6-decimal value
+    # would print 17 digits. Both decoding paths (the first of a shape and the
+    # ones after it) must agree with the sum rounded down to the microsecond.
+    for offset in (1763868427.123456789, 0.0000004, 1700000000.9999996):
+        decoder = Decoder(lambda _code: None, str, str, boot_offset=offset)
+        micro = round(offset * 1e6)
+        for n, ts_ns in enumerate((0, 999, 1_000, 2_500_000_123, 987_654_321_987_654)):
+            data = _raw(ts_ns=ts_ns, saddr="10.0.1.2", daddr="10.0.2.2", family=4, proto=17,
+                        hook=Hook.KFREE_SKB, ip_id=n)
+            for _ in range(2):  # first of its shape, then known
+                ts = decoder.decode(event_record(data)).ts
+                assert ts == (ts_ns // 1000 + micro) / 1e6
+                assert round(ts, 6) == ts, repr(ts)
+
+
 def test_an_arrival_with_only_the_pseudo_header_sum():
     segment = bytearray(20)
     segment[12] = 5 << 4  # data offset, no options

@@ -183,6 +183,10 @@ class Decoder:
         self.ifname = ifname
         self.rst_reasons = rst_reasons or {}
         self.boot_offset = boot_offset
+        # In whole microseconds: a timestamp is then one integer sum and one
+        # division (_timestamp), the double nearest its 6-decimal value, as
+        # round(..., 6) would give, at a tenth of round()'s cost.
+        self._offset_us = round(boot_offset * 1e6)
         self.local_netns = local_netns  # interface hooks see only this namespace
         self._addresses: dict[tuple[bytes, int], str] = {}
         self._shapes: dict[tuple, Shape] = {}  # the raw shape fields -> Shape
@@ -211,7 +215,7 @@ class Decoder:
         if shape is None:
             return self._decode_shape(raw)
         fields = shape.shared.copy()  # declaration order kept: values replaced, none added
-        fields["ts"] = self._timestamp(raw[_TS_NS])
+        fields["ts"] = (raw[_TS_NS] // 1000 + self._offset_us) / 1e6  # _timestamp, inline
         fields["length"] = raw[_PKT_LEN]
         fields["ttl"] = raw[_TTL]
         if shape.v4:
@@ -235,7 +239,9 @@ class Decoder:
         return ev, shape
 
     def _timestamp(self, ts_ns: int) -> float:
-        return round(ts_ns / 1e9 + self.boot_offset, 6)
+        """Seconds since the epoch to the microsecond (the kernel's clock is
+        monotonic, in nanoseconds: the sub-microsecond part is cut off)."""
+        return (ts_ns // 1000 + self._offset_us) / 1e6
 
     def _skb_text(self, skb: int) -> str:
         """An skb address as text, remembered: the kernel reuses a few thousand."""
