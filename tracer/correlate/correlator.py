@@ -75,8 +75,38 @@ RECORD_COUNTERS = ("drop_sites", "icmp_errors_sent", "arrived_on", "errors_in", 
 
 
 def packet_key(ev: PacketEvent) -> tuple:
-    return (ev.proto, ev.src, ev.dst, ev.sport, ev.dport, ev.ip_id, ev.seq, ev.tcp_flags,
+    """(what the packet's shape fixes, IPv4 id, sequence): the first part is the
+    same for every event of a shape, so that a Route keeps it (Route.prefix)."""
+    return (_key_prefix(ev), ev.ip_id, ev.seq)
+
+
+def _key_prefix(ev: PacketEvent) -> tuple:
+    return (ev.proto, ev.src, ev.dst, ev.sport, ev.dport, ev.tcp_flags,
             ev.icmp_type if ev.hook != "icmp-error-sent" else None)
+
+
+class Route:
+    """What the correlator makes of every event of one shape (decode.events.Shape),
+    worked out once: its direction, flow, handler, the part of the packet key the
+    shape fixes, and the named tuples its handlers count by."""
+
+    __slots__ = ("hook", "direction", "flow_key", "handler", "prefix", "tcp", "special",
+                 "arrival", "site", "answers")
+
+    def __init__(self, correlator: Correlator, ev: PacketEvent):
+        self.hook = ev.hook
+        self.direction = correlator._direction(ev)
+        self.flow_key = correlator._flow_key(ev, self.direction)
+        self.handler = correlator._handlers.get(ev.hook, correlator._no_handler)
+        self.prefix = _key_prefix(ev)
+        self.tcp = ev.proto == "tcp"
+        # Events feed() does not take by the common path: state changes (no packet)
+        # and packets the kernel followed by their skb after a rewrite.
+        self.special = ev.hook == "tcp-state" or ev.tracked
+        self.arrival = Arrival(ev.hook, ev.iface)
+        self.site = DropSite(ev.reason or "UNKNOWN", (ev.location or "?").split("+")[0])
+        # An arrival that may answer what this host sent (a client's SYN, a ping).
+        self.answers = bool(ev.tcp_flags or ev.is_icmp)
 
 
 class PacketRecord:
@@ -225,11 +255,8 @@ class Correlator:
         # on the flow of the packet they quote. Set by the caller, who knows the
         # kernel (the watch) or its recorded start line (explain).
         self.errors_from_egress = False
-        # Named tuples made once each: a flood repeats a few.
-        self._arrivals: dict[tuple, Arrival] = {}
-        self._sites: dict[tuple, DropSite] = {}
-        # Each shape's direction, flow key and handler (_route).
-        self._routes: dict[Shape, tuple] = {}
+        # Each shape's Route (_route).
+        self._routes: dict[Shape | None, Route] = {}
         # Each hook's handler (_on_<hook>), found once rather than per event.
         self._handlers = {name[4:].replace("_", "-"): getattr(self, name)
                           for name in dir(self) if name.startswith("_on_")
@@ -274,34 +301,30 @@ class Correlator:
             flow.last_ts = ts
         return flow
 
-    def _route(self, ev: PacketEvent, shape: Shape | None) -> tuple:
-        """(direction, flow key, handler) of the event, which follow from its shape:
-        worked out once per shape."""
-        route = self._routes.get(shape) if shape is not None else None
-        if route is None:
-            direction = self._direction(ev)
-            route = (direction, self._flow_key(ev, direction), self._handlers.get(ev.hook))
-            if shape is not None:
-                if len(self._routes) >= MAX_ROUTES:
-                    self._routes.clear()
-                self._routes[shape] = route
+    def _route(self, ev: PacketEvent, shape: Shape | None) -> Route:
+        """The event's Route: remembered for its shape (an event without one, an
+        ICMP error, gets its own)."""
+        route = Route(self, ev)
+        if shape is not None:
+            if len(self._routes) >= MAX_ROUTES:
+                self._routes.clear()
+            self._routes[shape] = route
         return route
 
     # -------------------------------------------------------------- packets
 
-    def _record(self, ev: PacketEvent, direction: str) -> tuple[PacketRecord, bool]:
-        key = packet_key(ev)
+    def _new_record(self, key: tuple, ev: PacketEvent, route: Route) -> PacketRecord:
+        direction = route.direction
+        if route.hook == "rst-sent" and ev.skb is None:
+            direction = "out"  # a socket's own abort: the RST itself
         packets = self.packets
-        rec = packets.get(key)
-        if rec is not None:
-            return rec, False
         if len(packets) >= MAX_OPEN_PACKETS:
             self._retire(self._pop_oldest())
         rec = packets[key] = PacketRecord(key, ev, direction)
         if ev.tcp_flags == "S" or (ev.icmp_type is not None and ev.proto in ECHO_REQUEST
                                    and ev.icmp_type == ECHO_REQUEST[ev.proto]):
             self.requests.setdefault((ev.proto, ev.src, ev.dst), deque()).append(rec)
-        return rec, True
+        return rec
 
     def _pop_oldest(self) -> PacketRecord:
         rec = self.packets.popitem(last=False)[1]
@@ -316,42 +339,58 @@ class Correlator:
 
     def feed(self, ev: PacketEvent, shape: Shape | None = None) -> tuple[PacketRecord | None, bool]:
         """Account for one event (with its shape where the decoder names one: what
-        follows from it is worked out once). Returns its packet record and whether
-        this was the packet's first sighting (the output prints arrivals once)."""
-        hook, skb = ev.hook, ev.skb
-        if hook == "tcp-state":
+        follows from it is worked out once, its Route). Returns its packet record
+        and whether this was the packet's first sighting (the output prints
+        arrivals once). The busiest function of a watch: one call per event."""
+        route = self._routes.get(shape)  # never None's: those are not remembered
+        if route is None:
+            route = self._route(ev, shape)
+        if route.special:
+            done = self._feed_special(ev)
+            if done is not None:
+                return done
+        skb = ev.skb
+        key = (route.prefix, ev.ip_id, ev.seq)  # packet_key(ev)
+        rec = self.packets.get(key)
+        first = rec is None
+        if rec is None:
+            rec = self._new_record(key, ev, route)
+        rec.hooks.append(route.hook)
+        if skb:
+            by_skb = self.by_skb
+            if by_skb.get(skb) is not rec:
+                by_skb.pop(skb, None)  # the skb carries another packet now: noted last
+                by_skb[skb] = rec
+                if len(by_skb) > MAX_OPEN_PACKETS:
+                    del by_skb[next(iter(by_skb))]
+        flow_key = route.flow_key if rec.direction == route.direction else \
+            self._flow_key(ev, rec.direction)  # seen first going another way
+        flow = self.flows.get(flow_key)
+        ts = ev.ts
+        if flow is None:
+            flow = self._flow(flow_key, ts)
+        elif ts > flow.last_ts:
+            flow.last_ts = ts
+        if first:
+            self._count_new(flow, rec, ev)
+        if route.tcp:  # only TCP segments are sent again
+            self._count_retry(flow, rec, ev)
+        route.handler(rec, flow, ev, route)
+        return rec, first
+
+    def _feed_special(self, ev: PacketEvent) -> tuple[PacketRecord | None, bool] | None:
+        """feed() for a state change, or a packet followed by its skb after a rewrite
+        (NAT) whose original is known; None for one to take the common path."""
+        if ev.hook == "tcp-state":
             self._on_state(ev)
             return None, False
+        skb = ev.skb
         if ev.tracked and skb:
             original = self.by_skb.get(skb)
             if original is not None and packet_key(ev) not in self.packets:
                 self._on_tracked(original, ev)
                 return original, False
-        direction, flow_key, handler = self._route(ev, shape)
-        if hook == "rst-sent" and skb is None:
-            rec, first = self._record(ev, "out")  # a socket's own abort: the RST itself
-        else:
-            rec, first = self._record(ev, direction)
-        rec.hooks.append(hook)
-        if skb:
-            by_skb = self.by_skb
-            by_skb.pop(skb, None)  # noted again: the newest, the last to give way
-            by_skb[skb] = rec
-            if len(by_skb) > MAX_OPEN_PACKETS:
-                del by_skb[next(iter(by_skb))]
-        if rec.direction != direction:  # seen first going another way
-            flow_key = self._flow_key(ev, rec.direction)
-        flow = self._flow(flow_key, ev.ts)
-        if first:
-            self._count_new(flow, rec, ev)
-        if ev.proto == "tcp":  # only TCP segments are sent again
-            self._count_retry(flow, rec, ev)
-        if handler:
-            handler(rec, flow, ev)
-        if first and ev.quoted and self.errors_from_egress and hook == "tc-egress" and \
-                rec.direction == "out":
-            self._error_sent(ev)
-        return rec, first
+        return None
 
     def _on_tracked(self, rec: PacketRecord, ev: PacketEvent) -> None:
         """A packet seen again after NAT rewrote it: its fate is the original's."""
@@ -371,7 +410,7 @@ class Correlator:
             return
         handler = self._handlers.get(ev.hook)
         if handler and ev.hook not in ARRIVAL_HOOKS:  # another namespace's arrival
-            handler(rec, flow, ev)
+            handler(rec, flow, ev, Route(self, ev))
 
     def _count_retry(self, flow: Flow, rec: PacketRecord, ev: PacketEvent) -> None:
         if ev.proto != "tcp" or rec.direction == "through":
@@ -399,9 +438,12 @@ class Correlator:
             flow.retrans_in += 1
 
     def _count_new(self, flow: Flow, rec: PacketRecord, ev: PacketEvent) -> None:
+        """A packet's first sighting."""
         flags = ev.tcp_flags
         echo = ev.icmp_type if ev.proto in ECHO_REQUEST else None  # ICMP's own type
         if rec.direction == "out":
+            if ev.quoted and self.errors_from_egress and ev.hook == "tc-egress":
+                self._error_sent(ev)
             flow.packets_out += 1
             if flags:
                 flow.syn_out += flags == "S"
@@ -452,24 +494,29 @@ class Correlator:
         if flow is not None:
             flow.icmp_errors_sent[IcmpCode(ev.icmp_type or 0, ev.icmp_code or 0)] += 1
 
-    def _on_xdp(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
-        self._arrived(rec, flow, ev)
+    # Each hook's handler: _on_<hook>(rec, flow, ev, route), route the event's Route.
 
-    def _on_tc_ingress(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
-        if "xdp" not in rec.hooks[:-1]:
-            self._arrived(rec, flow, ev)
+    def _no_handler(self, rec: PacketRecord, flow: Flow, ev: PacketEvent, route: Route) -> None:
+        """A hook this version does not know (a newer kernel side): seen, no more."""
 
-    def _arrived(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
-        where = self._arrivals.get((ev.hook, ev.iface))
-        if where is None:
-            where = self._arrivals[(ev.hook, ev.iface)] = Arrival(ev.hook, ev.iface)
-        flow.arrived_on[where] += 1
-        if ev.checksum:
-            flow.checksums[ev.checksum] += 1
-        if rec.direction == "in" and (ev.tcp_flags or ev.is_icmp):
+    def _on_xdp(self, rec: PacketRecord, flow: Flow, ev: PacketEvent, route: Route) -> None:
+        self._arrived(rec, flow, ev, route)
+
+    def _on_tc_ingress(self, rec: PacketRecord, flow: Flow, ev: PacketEvent,
+                       route: Route) -> None:
+        if "xdp" not in rec.hooks:  # (the last of them is this tc-ingress)
+            self._arrived(rec, flow, ev, route)
+
+    def _arrived(self, rec: PacketRecord, flow: Flow, ev: PacketEvent, route: Route) -> None:
+        flow.arrived_on[route.arrival] += 1
+        checksum = ev.checksum
+        if checksum:
+            flow.checksums[checksum] += 1
+        if route.answers and rec.direction == "in":
             self._answer(ev)  # an answer to what this host sent (a client's SYN)
 
-    def _on_tc_egress(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
+    def _on_tc_egress(self, rec: PacketRecord, flow: Flow, ev: PacketEvent,
+                      _route: Route) -> None:
         if rec.direction == "through" and any(h in ARRIVAL_HOOKS for h in rec.hooks):
             if rec.fate != "forwarded":
                 flow.forwarded += 1
@@ -529,19 +576,8 @@ class Correlator:
         if rec.settle(fate, reason, location):
             self._move_fate(flow, old, fate, rec)
 
-    def _drop_site(self, ev: PacketEvent) -> DropSite:
-        """The reason and the function, without offset, that freed it: remembered,
-        as a flood repeats a few."""
-        site = self._sites.get((ev.reason, ev.location))
-        if site is None:
-            if len(self._sites) >= MAX_OPEN_PACKETS:
-                self._sites.clear()
-            site = DropSite(ev.reason or "UNKNOWN", (ev.location or "?").split("+")[0])
-            self._sites[(ev.reason, ev.location)] = site
-        return site
-
-    def _on_drop(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
-        site = self._drop_site(ev)
+    def _on_drop(self, rec: PacketRecord, flow: Flow, ev: PacketEvent, route: Route) -> None:
+        site = route.site
         func = site.function
         flow.drops[site.reason] += 1
         flow.drop_locations[func] += 1
@@ -558,16 +594,19 @@ class Correlator:
             self._settle(rec, flow, "reset")
         self._settle(rec, flow, "dropped", reason=ev.reason, location=ev.location)
 
-    def _on_tcp_bad_csum(self, rec: PacketRecord, flow: Flow, _ev: PacketEvent) -> None:
+    def _on_tcp_bad_csum(self, rec: PacketRecord, flow: Flow, _ev: PacketEvent,
+                         _route: Route) -> None:
         rec.bad_csum = True
         flow.bad_csum += 1
 
-    def _on_rst_sent(self, rec: PacketRecord, flow: Flow, _ev: PacketEvent) -> None:
+    def _on_rst_sent(self, rec: PacketRecord, flow: Flow, _ev: PacketEvent,
+                     _route: Route) -> None:
         flow.kernel_resets += 1
         if rec.direction == "in":
             self._settle(rec, flow, "reset")
 
-    def _on_icmp_error_sent(self, rec: PacketRecord, flow: Flow, ev: PacketEvent) -> None:
+    def _on_icmp_error_sent(self, rec: PacketRecord, flow: Flow, ev: PacketEvent,
+                            _route: Route) -> None:
         code = IcmpCode(ev.icmp_type or 0, ev.icmp_code or 0)
         flow.icmp_errors_sent[code] += 1
         self._settle(rec, flow, "icmp-error")
