@@ -1,8 +1,10 @@
 /* The one record every pktfate hook sends to user space.
  *
- * Flat and fixed-width, largest members first, padding spelled out: the layout
- * is the same on every compiler and needs no packing. tracer/decode.py mirrors
- * it with ctypes and tests/unit/test_event_layout.py checks the two agree.
+ * Flat and fixed-width, each member at its natural alignment, padding spelled
+ * out: the layout is the same on every compiler and needs no packing. The
+ * members that change from packet to packet come first, those a flow's events
+ * share next, in one span. tracer/decode/raw.py mirrors it with ctypes and
+ * tests/unit/test_event_layout.py checks the two agree.
  */
 #ifndef PKTFATE_EVENT_H
 #define PKTFATE_EVENT_H
@@ -24,35 +26,40 @@ enum pf_hook {
 };
 
 struct pf_event {
+	/* What changes from one packet to the next. */
 	__u64 ts_ns;           /* bpf_ktime_get_ns() */
 	__u64 skb;             /* kernel sk_buff address, 0 where there is none */
-	__u64 location;        /* kfree_skb: code address that freed the skb */
-	__u32 saddr[4];        /* IPv4 in saddr[0], network byte order */
-	__u32 daddr[4];
-	__u32 netns;           /* network namespace inode number, 0 if unknown */
-	__u32 ifindex;         /* interface the event was seen on, 0 if unknown */
-	__u32 reason;          /* drop reason (kfree_skb) or reset reason */
 	__u32 seq;             /* TCP sequence number, host order */
 	__u32 ack_seq;         /* TCP acknowledgement number, host order */
 	__u32 pkt_len;         /* IP total length (header included) */
-	__u16 sport;           /* host order; ICMP echo: identifier */
-	__u16 dport;           /* host order; ICMP echo: sequence */
 	__u16 ip_id;           /* IPv4 identification, 0 for IPv6 */
 	__u16 l4_csum;         /* checksum field as found in the TCP/UDP/ICMP header */
 	__u16 l4_len;          /* bytes of transport header and payload */
+	__u8 ttl;              /* IPv4 TTL or IPv6 hop limit */
+	__u8 _pad;             /* explicit: the shared span starts 4-byte aligned */
+	/* What every event of one hook, flow, reason and place shares, from netns to
+	 * snap: one contiguous span, which user space reads as one string and keys
+	 * the event's shape by (tracer/decode/events.py). Nothing per packet here. */
+	__u32 netns;           /* network namespace inode number, 0 if unknown */
+	__u64 location;        /* kfree_skb: code address that freed the skb */
+	__u32 saddr[4];        /* IPv4 in saddr[0], network byte order */
+	__u32 daddr[4];
+	__u32 ifindex;         /* interface the event was seen on, 0 if unknown */
+	__u32 reason;          /* drop reason (kfree_skb) or reset reason */
+	__u16 sport;           /* host order; ICMP echo: identifier */
+	__u16 dport;           /* host order; ICMP echo: sequence */
 	__u16 snap_len;        /* bytes of snap[] that hold packet data */
 	__u8 hook;             /* enum pf_hook */
 	__u8 family;           /* 4 or 6 */
 	__u8 proto;            /* IPPROTO_* */
 	__u8 tcp_flags;        /* FIN=1 SYN=2 RST=4 PSH=8 ACK=16 URG=32 */
-	__u8 ttl;              /* IPv4 TTL or IPv6 hop limit */
 	__u8 icmp_type;        /* ICMP header, or icmp_send's answer type */
 	__u8 icmp_code;
 	__u8 state_old;        /* sock state change: TCP states (TCP_ESTABLISHED = 1...) */
 	__u8 state_new;
 	__u8 watched_port;     /* filter's note: PF_WATCHED_DPORT or PF_WATCHED_SPORT */
 	__u8 tracked;          /* 1: kept by its skb (track.h), its tuple no longer matching */
-	__u8 _pad[1];          /* explicit: keeps snap 8-byte aligned */
+	/* The end of the shared span; 8-byte aligned. */
 	__u8 snap[PF_SNAP_LEN];/* first bytes of the transport header */
 };
 

@@ -13,7 +13,11 @@ from pktfate.decode.raw import (
     EVENT_STRUCT,
     HOOKS,
     PORT_WORDS,
+    RING_FIELDS,
+    RING_STRUCT,
     SETTING_NETNS,
+    SHARED_END,
+    SHARED_START,
     SNAP_LEN,
     STAT_AGG_FULL,
     STAT_LOST,
@@ -25,8 +29,11 @@ from pktfate.decode.raw import (
     RawEvent,
     RawTrackSlot,
     event_record,
+    full_record,
     merge_agg_counts,
     port_bitmap,
+    ring_form,
+    ring_record,
 )
 
 BPF = Path(__file__).resolve().parents[2] / "bpf"
@@ -79,6 +86,28 @@ def test_the_unpacked_record_reads_what_the_mirror_reads():
         want = getattr(raw, name)
         got = getattr(record, name)
         assert got == (bytes(want) if hasattr(ctype, "_length_") else want), name
+
+
+def test_the_ring_form_reads_the_per_packet_fields_and_the_shared_span_whole():
+    # The ring reader hands records over as RING_STRUCT's tuples: what changes per
+    # packet one by one, the span every event of a shape shares as its bytes.
+    raw = RawEvent()
+    for number, (name, ctype) in enumerate(RawEvent._fields_, start=1):
+        if hasattr(ctype, "_length_"):
+            for i in range(ctype._length_):
+                getattr(raw, name)[i] = (number * 7 + i) & 0xFF
+        elif not name.startswith("_"):
+            setattr(raw, name, number * 1001)
+    data = bytes(raw)
+    assert RING_STRUCT.size == ctypes.sizeof(RawEvent)
+    record = dict(zip(RING_FIELDS, ring_record(b"\xff" * 8 + data, 8)))
+    assert record.pop("shared") == data[SHARED_START:SHARED_END]
+    assert record.pop("snap") == bytes(raw.snap)
+    assert record == {name: getattr(raw, name) for name in record}
+    assert set(record) == {"ts_ns", "skb", "seq", "ack_seq", "pkt_len", "ip_id", "l4_csum",
+                           "l4_len", "ttl"}
+    assert full_record(ring_record(data)) == event_record(data)
+    assert ring_form(event_record(data)) == ring_record(data)
 
 
 def test_struct_is_8_byte_aligned_and_padded_explicitly():

@@ -14,8 +14,8 @@ from typing import Any
 from ..config import KFUNC_MARKS, WatchConfig
 from ..decode.raw import (
     AGG_HOT_SLOTS,
-    EVENT_STRUCT,
     HOOKS,
+    RING_STRUCT,
     SETTING_NETNS,
     STAT_AGG_FULL,
     STAT_LOST,
@@ -71,7 +71,7 @@ def _release_compiler_memory() -> None:
 
 class Tracer:
     """Compiled programs, attached; events flow to `on_records` in batches, each
-    record the tuple of an EventRecord's fields (decode/raw.py)."""
+    record a tuple in the ring reader's form (decode/raw.py RING_STRUCT)."""
 
     def __init__(self, config: WatchConfig, kernel: KernelInfo,
                  on_records: Callable[[list[tuple]], None]):
@@ -204,7 +204,7 @@ class Tracer:
         a flood the ring never empties: the caller gets to look at its signals in
         between), as one batch; what the handler raises (a closed output pipe, for
         instance) goes up. Returns how many were delivered."""
-        records = self._ring.read(EVENT_STRUCT, DRAIN_BUDGET)
+        records = self._ring.read(RING_STRUCT, DRAIN_BUDGET)
         if records:
             self.on_records(records)
         return len(records)

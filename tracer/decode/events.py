@@ -5,19 +5,20 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any, Callable
 
 from .checksum import checksum_verdict, l4_checksum_verdict, packed_pseudo_header_sum, with_length
 from .raw import (
-    EVENT_FIELDS,
     HOOKS,
     PROTOCOLS,
+    RING_FIELDS,
     TCP_FLAG_LETTERS,
     TCP_STATES,
     EventRecord,
     Hook,
     RawAggKey,
+    full_record,
+    ring_form,
 )
 
 _ARRIVALS = frozenset({int(Hook.XDP), int(Hook.TC_INGRESS)})
@@ -25,27 +26,23 @@ _ICMP = frozenset({"icmp", "icmpv6"})
 _ECHO_TYPES = frozenset({0, 8, 128, 129})  # echo request and reply, v4 and v6
 _REASON_HOOKS = frozenset({"drop", "rst-sent"})
 _new_event = object.__new__
-_new_record = tuple.__new__  # EventRecord._make() without its length check
 _set_fields = object.__setattr__  # a frozen dataclass's own __setattr__ refuses
 
-# A record's shape: every raw field that the decoded event's fields other than
-# the per-packet ones (PER_PACKET_FIELDS) follow from (the names, the flow, the
-# hook, the reason). A flood repeats a handful of shapes, so the names, addresses
-# and symbol of each are worked out once (Decoder.decode_shaped).
-_SHAPE_FIELDS = ("hook", "family", "proto", "saddr", "daddr", "ifindex", "netns", "reason",
-                 "location", "sport", "dport", "tcp_flags", "icmp_type", "icmp_code",
-                 "state_old", "state_new", "tracked", "snap_len")
-_shape_of = itemgetter(*(EVENT_FIELDS.index(name) for name in _SHAPE_FIELDS))
+# A record's shape: the span of the raw fields every event of one hook, flow,
+# reason and place shares (bpf/event.h: netns to snap), which the ring reader hands
+# over as one bytes string (decode/raw.py RING_STRUCT). The decoded event's fields
+# other than the per-packet ones (PER_PACKET_FIELDS) follow from it. A flood
+# repeats a handful of shapes, so the names, addresses and symbol of each are
+# worked out once (Decoder.decode_shaped).
 MAX_SHAPES = 4096  # a scan of many ports or hosts: start again when full
 # What changes from one packet of a shape to the next: the decoder fills these in
 # per record; every other field is the shape's.
 PER_PACKET_FIELDS = ("ts", "length", "ttl", "ip_id", "seq", "ack", "checksum", "csum_field",
                      "skb")
-# The raw fields the per-packet ones come from, by position: the ring buffer's
-# records are plain tuples (decode/raw.py EVENT_STRUCT).
-(_TS_NS, _SKB, _SEQ, _ACK, _PKT_LEN, _IP_ID, _L4_CSUM, _L4_LEN, _TTL, _PROTO, _SNAP) = (
-    EVENT_FIELDS.index(name) for name in ("ts_ns", "skb", "seq", "ack_seq", "pkt_len", "ip_id",
-                                          "l4_csum", "l4_len", "ttl", "proto", "snap"))
+# The ring reader's record fields, by position (RING_STRUCT's tuple).
+(_TS_NS, _SKB, _SEQ, _ACK, _PKT_LEN, _IP_ID, _L4_CSUM, _L4_LEN, _TTL, _SHARED, _SNAP) = (
+    RING_FIELDS.index(name) for name in ("ts_ns", "skb", "seq", "ack_seq", "pkt_len", "ip_id",
+                                         "l4_csum", "l4_len", "ttl", "shared", "snap"))
 
 
 class Shape:
@@ -55,12 +52,13 @@ class Shape:
     once per shape what follows from it: a Shape hashes by identity, and stays
     the same object as long as the decoder remembers the shape (MAX_SHAPES)."""
 
-    __slots__ = ("shared", "v4", "tcp", "snap_len", "checked", "pseudo_base")
+    __slots__ = ("shared", "v4", "tcp", "snap_len", "checked", "pseudo_base", "proto")
 
     def __init__(self, shared: dict, v4: bool, tcp: bool, snap_len: int, checked: bool,
-                 pseudo_base: int):
+                 pseudo_base: int, proto: int = 0):
         self.shared = shared
         self.v4, self.tcp = v4, tcp
+        self.proto = proto  # IPPROTO_*
         self.snap_len = snap_len  # bytes of the segment captured: 0 for none
         self.checked = checked  # arrivals of TCP and UDP: the checksum gets a verdict
         self.pseudo_base = pseudo_base  # their pseudo-header sum without the length
@@ -203,15 +201,18 @@ class Decoder:
         return text
 
     def decode(self, raw: AnyRecord) -> PacketEvent:
-        """From the ring buffer's record (decode/raw.py: an EventRecord, or the
-        plain tuple of its fields)."""
+        """From a record (decode/raw.py: an EventRecord, or a tuple in the ring
+        reader's form)."""
+        if type(raw) is EventRecord:
+            raw = ring_form(raw)
         return self.decode_shaped(raw)[0]
 
     def decode_shaped(self, raw: tuple) -> tuple[PacketEvent, Shape | None]:
         """The event and its shape (None for an ICMP error, whose quote makes every
-        one differ). A record of a shape seen before takes the shared fields from
+        one differ), from a record in the ring reader's form (decode/raw.py
+        RING_STRUCT). A record of a shape seen before takes the shared fields from
         the first one and works out only what changes from packet to packet."""
-        shape = self._shapes.get(_shape_of(raw))
+        shape = self._shapes.get(raw[_SHARED])
         if shape is None:
             return self._decode_shape(raw)
         fields = shape.shared.copy()  # declaration order kept: values replaced, none added
@@ -228,7 +229,7 @@ class Decoder:
             if shape.checked:
                 l4_len = raw[_L4_LEN]
                 fields["checksum"] = checksum_verdict(
-                    with_length(shape.pseudo_base, l4_len), raw[_PROTO], shape.v4, l4_len, csum,
+                    with_length(shape.pseudo_base, l4_len), shape.proto, shape.v4, l4_len, csum,
                     raw[_SNAP][:shape.snap_len])
         skb = raw[_SKB]
         if skb:
@@ -250,11 +251,10 @@ class Decoder:
         text = self._skbs[skb] = f"{skb:#x}"
         return text
 
-    def _decode_shape(self, fields: tuple) -> tuple[PacketEvent, Shape | None]:
+    def _decode_shape(self, record: tuple) -> tuple[PacketEvent, Shape | None]:
         """The first record of its shape, decoded in full; the shape is remembered
         unless it is an ICMP error (what it quotes differs from packet to packet)."""
-        raw: AnyRecord = fields if type(fields) is EventRecord else \
-            _new_record(EventRecord, fields)
+        raw: AnyRecord = full_record(record)
         ev = self._decode_all(raw)
         if ev.icmp_type in ICMP_ERRORS.get(ev.proto, ()):
             return ev, None
@@ -266,8 +266,9 @@ class Decoder:
         checked = ev.checksum is not None
         pseudo_base = packed_pseudo_header_sum(raw.saddr[:size], raw.daddr[:size], raw.proto,
                                                0) if checked else 0
-        shape = self._shapes[_shape_of(raw)] = Shape(
-            shared, raw.family == 4, ev.proto == "tcp", raw.snap_len, checked, pseudo_base)
+        shape = self._shapes[record[_SHARED]] = Shape(
+            shared, raw.family == 4, ev.proto == "tcp", raw.snap_len, checked, pseudo_base,
+            raw.proto)
         return ev, shape
 
     def _decode_all(self, raw: AnyRecord) -> PacketEvent:

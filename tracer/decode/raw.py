@@ -64,60 +64,65 @@ TCP_STATES = {
 
 
 class RawEvent(ctypes.Structure):
+    """struct pf_event in bpf/event.h: the per-packet members, then the span of
+    those every event of a shape shares (netns to snap)."""
+
     _fields_ = [
         ("ts_ns", ctypes.c_uint64),
         ("skb", ctypes.c_uint64),
-        ("location", ctypes.c_uint64),
-        ("saddr", ctypes.c_uint32 * 4),
-        ("daddr", ctypes.c_uint32 * 4),
-        ("netns", ctypes.c_uint32),
-        ("ifindex", ctypes.c_uint32),
-        ("reason", ctypes.c_uint32),
         ("seq", ctypes.c_uint32),
         ("ack_seq", ctypes.c_uint32),
         ("pkt_len", ctypes.c_uint32),
-        ("sport", ctypes.c_uint16),
-        ("dport", ctypes.c_uint16),
         ("ip_id", ctypes.c_uint16),
         ("l4_csum", ctypes.c_uint16),
         ("l4_len", ctypes.c_uint16),
+        ("ttl", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8),
+        ("netns", ctypes.c_uint32),
+        ("location", ctypes.c_uint64),
+        ("saddr", ctypes.c_uint32 * 4),
+        ("daddr", ctypes.c_uint32 * 4),
+        ("ifindex", ctypes.c_uint32),
+        ("reason", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
         ("snap_len", ctypes.c_uint16),
         ("hook", ctypes.c_uint8),
         ("family", ctypes.c_uint8),
         ("proto", ctypes.c_uint8),
         ("tcp_flags", ctypes.c_uint8),
-        ("ttl", ctypes.c_uint8),
         ("icmp_type", ctypes.c_uint8),
         ("icmp_code", ctypes.c_uint8),
         ("state_old", ctypes.c_uint8),
         ("state_new", ctypes.c_uint8),
         ("watched_port", ctypes.c_uint8),
         ("tracked", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 1),
         ("snap", ctypes.c_uint8 * SNAP_LEN),
     ]
 
 
 def _struct_of(fields: list) -> struct.Struct:
     """A struct.Struct with the ctypes mirror's layout (little-endian, no padding:
-    the C struct spells its padding out). Arrays read as bytes."""
+    the C struct spells its padding out). Arrays read as bytes; the padding
+    (members named _...) is skipped."""
     codes = {ctypes.c_uint64: "Q", ctypes.c_uint32: "I", ctypes.c_uint16: "H",
              ctypes.c_uint8: "B"}
     fmt = "<"
-    for _name, ctype in fields:
-        if hasattr(ctype, "_length_"):
+    for name, ctype in fields:
+        if name.startswith("_"):
+            fmt += f"{ctypes.sizeof(ctype)}x"  # padding: skipped, not read
+        elif hasattr(ctype, "_length_"):
             fmt += f"{ctypes.sizeof(ctype)}s"
         else:
             fmt += codes[ctype]
     return struct.Struct(fmt)
 
 
-# The same record decoded in one call from the ring buffer's memory: a tuple with
-# RawEvent's field names (addresses and snap as bytes), for the decoder.
+# The same record decoded in one call: a tuple with RawEvent's field names
+# (addresses and snap as bytes; padding left out), for the first event of a shape.
 EVENT_STRUCT = _struct_of(RawEvent._fields_)
-EVENT_FIELDS = tuple(field[0] for field in RawEvent._fields_)
-EventRecord = namedtuple("EventRecord", EVENT_FIELDS,  # type: ignore[misc]
-                         rename=True)  # _pad becomes a positional name: nobody reads it
+EVENT_FIELDS = tuple(field[0] for field in RawEvent._fields_ if not field[0].startswith("_"))
+EventRecord = namedtuple("EventRecord", EVENT_FIELDS)  # type: ignore[misc]
 
 
 _unpack_event = EVENT_STRUCT.unpack_from
@@ -126,6 +131,33 @@ _new_record = tuple.__new__  # _make() without its length check: the unpack fits
 
 def event_record(buffer, offset: int = 0) -> EventRecord:
     return _new_record(EventRecord, _unpack_event(buffer, offset))
+
+
+# The form the ring reader hands records over in: the per-packet fields one by
+# one, the shared span (netns to snap) as one bytes string, then snap. The span
+# keys the decoder's shapes as it is, and a record is a dozen objects, not thirty.
+SHARED_START = RawEvent.netns.offset
+SHARED_END = RawEvent.snap.offset
+_PER_PACKET_RAW = RawEvent._fields_[:[f[0] for f in RawEvent._fields_].index("netns")]
+RING_STRUCT = struct.Struct(_struct_of(_PER_PACKET_RAW).format
+                            + f"{SHARED_END - SHARED_START}s{SNAP_LEN}s")
+RING_FIELDS = (*(field[0] for field in _PER_PACKET_RAW if not field[0].startswith("_")),
+               "shared", "snap")
+
+
+def ring_record(buffer, offset: int = 0) -> tuple:
+    """A record as the ring reader hands it over (RING_STRUCT's tuple)."""
+    return RING_STRUCT.unpack_from(buffer, offset)
+
+
+def full_record(record: tuple) -> EventRecord:
+    """The EventRecord of a record in the ring reader's form: the same bytes."""
+    return event_record(RING_STRUCT.pack(*record))
+
+
+def ring_form(record: EventRecord) -> tuple:
+    """A record in the ring reader's form, from its EventRecord."""
+    return RING_STRUCT.unpack(EVENT_STRUCT.pack(*record))
 
 
 class RawAggKey(ctypes.Structure):
