@@ -207,3 +207,24 @@ def test_lines_written_by_shape_are_what_json_dumps_writes():
         expected.append(json.dumps(ev.to_json()) + "\n")
     assert stream.getvalue() == "".join(expected)
     assert len(out._with_skb) == 2 and len(out._without_skb) == 2
+
+
+def test_packet_lines_written_as_bytes_keep_their_place_among_the_text_lines():
+    # Packet lines go to the byte stream under stdout's text stream; the start line
+    # before them and the closing lines after them are text. Each in its place.
+    decoder, data = _decoder(), io.BytesIO()
+    stream = io.TextIOWrapper(data, encoding="utf-8")
+    out = JsonOutput(stream)
+    out.start({"version": "x", "ports": [80]})
+    expected = [json.dumps({"kind": "start", "version": "x", "ports": [80]})]
+    for record in _flood_records():
+        ev, shape = decoder.decode_shaped(ring_record(record))
+        out.event(ev, None, False, shape)
+        expected.append(json.dumps(ev.to_json()))
+    out.flush()
+    out.finish([], [], {"events": 3}, {}, {})
+    stream.flush()
+    lines = data.getvalue().decode().splitlines()
+    assert lines[:len(expected)] == expected
+    assert [json.loads(line)["kind"] for line in lines[len(expected):]] == \
+        ["stats", "counters", "context", "diagnosis"]
