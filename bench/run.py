@@ -44,8 +44,9 @@ class Sizes:
     seconds: float = 3.0  # per rate measurement
     rounds: int = 5  # A B alternations per tool
     capacity_rates: tuple[int, ...] = (50_000, 100_000, 200_000, 300_000, 400_000, 500_000)
-    # every event sent to user space: Python's own pace
-    unsampled_rates: tuple[int, ...] = (2_000, 5_000, 10_000, 20_000, 50_000)
+    # every event sent to user space: Python's own pace, in steps fine enough
+    # between 20,000 and the target of 50,000 to say where it stops
+    unsampled_rates: tuple[int, ...] = (2_000, 5_000, 10_000, 20_000, 30_000, 40_000, 50_000)
     startups: int = 5
     flows: int = 64_000
 
