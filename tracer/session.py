@@ -1,6 +1,7 @@
 """One watch of the kernel, shared by `pktfate watch` and `pktfate probe`: the
 root check, what the kernel offers, the interfaces, the decoder, the signals that
-stop it, the attached tracer and its drain loop. Events reach the caller decoded."""
+stop it, the attached tracer and its drain loop. Events reach the caller decoded,
+a drain's worth at a time."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .config import WatchConfig
-from .decode.events import Decoder, PacketEvent, Shape
+from .decode.events import Decoded, Decoder
 from .errors import PktfateError
 
 if TYPE_CHECKING:
@@ -76,11 +77,10 @@ class WatchSession:
     """Use as a context: everything is attached inside it and detached on the way
     out, however it is left."""
 
-    def __init__(self, config: WatchConfig,
-                 on_event: Callable[[PacketEvent, Shape | None], None],
+    def __init__(self, config: WatchConfig, on_batch: Callable[[list[Decoded]], None],
                  command: str = "watch", why_root: str = "BPF and netlink"):
         self.config = config
-        self.on_event = on_event
+        self.on_batch = on_batch  # each drain's events, decoded, in order
         self.command, self.why_root = command, why_root
         self.stop = Stop()
         # Set by __enter__: a session is used only inside its `with`.
@@ -104,11 +104,10 @@ class WatchSession:
         boot_offset = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
         decoder = Decoder(self.kernel.drop_reason_name, KernelSymbols.load().name, IfNames(),
                           self.kernel.rst_reasons, boot_offset, local_netns=self.kernel.netns)
-        decode, deliver = decoder.decode_shaped, self.on_event
+        decode, deliver = decoder.decode_batch, self.on_batch
 
         def on_records(records: list[tuple]) -> None:
-            for raw in records:
-                deliver(*decode(raw))
+            deliver(decode(records))
 
         self.decoder = decoder
         self.stop.__enter__()

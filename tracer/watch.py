@@ -12,7 +12,7 @@ from typing import BinaryIO, TextIO
 
 from . import __version__
 from .correlate.correlator import Correlator
-from .decode.events import PacketEvent, Shape
+from .decode.events import Decoded, PacketEvent
 from .decode.recording import read_recording
 from .diagnosis.diagnose import diagnose
 from .diagnosis.evidence import Evidence
@@ -42,13 +42,12 @@ def run_watch(config, stream: TextIO) -> int:
     before = read_counters()
     rules_before = firewall.snapshot()
 
-    feed, emit = correlator.feed, out.event
+    feed, emit = correlator.feed_batch, out.events
 
-    def on_event(ev: PacketEvent, shape: Shape | None) -> None:
-        rec, first = feed(ev, shape)
-        emit(ev, rec, first, shape)
+    def on_batch(batch: list[Decoded]) -> None:
+        emit(batch, feed(batch))
 
-    with WatchSession(config, on_event) as session:
+    with WatchSession(config, on_batch) as session:
         kernel, report = session.kernel, session.tracer.report
         correlator.errors_from_egress = not kernel.has(ICMP_SEND)
         out.start({"version": __version__, "netns": kernel.netns, "all_netns": config.all_netns,

@@ -7,6 +7,7 @@ import dataclasses
 import io
 import ipaddress
 import json
+import random
 import struct
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from pktfate.decode.checksum import ones_sum, pseudo_header_sum
 from pktfate.decode.events import Decoder, PacketEvent
 from pktfate.decode.raw import Hook, RawEvent, event_record, ring_record
-from pktfate.output.jsonl import JsonOutput, packet_line
+from pktfate.output.jsonl import JsonOutput, _seconds_text, packet_line
 
 
 def _raw(**fields) -> bytes:
@@ -95,6 +96,28 @@ def test_a_decoded_event_is_the_dataclass_it_claims_to_be():
         ev.hook = "xdp"  # type: ignore[misc]
 
 
+def _json_line(ev: PacketEvent) -> str:
+    """What a packet line must be: json.dumps of the event, with its time written to
+    the microsecond, six decimals (the same number)."""
+    text = json.dumps(ev.to_json())
+    if isinstance(ev.ts, float):
+        text = text.replace(f'"ts": {json.dumps(ev.ts)},', f'"ts": {ev.ts:.6f},', 1)
+    return text + "\n"
+
+
+def test_a_time_is_written_to_the_microsecond_as_the_same_number():
+    # Packet lines write the time from its whole microseconds as two integers
+    # (jsonl._seconds_text), not as the float's shortest repr: always six decimals,
+    # and the number a reader parses is the float the event holds.
+    rng = random.Random(7)
+    micros = [rng.randrange(978_307_200 * 10**6, 4_102_444_800 * 10**6) for _ in range(20_000)]
+    micros += [1_796_511_641_000_000, 1_796_511_641_999_999, 1_796_511_641_748_770]
+    for us in micros:
+        ts = us / 1e6
+        text = _seconds_text(ts)
+        assert text == f"{us // 10**6}.{us % 10**6:06d}" and float(text) == ts, us
+
+
 def test_the_packet_line_is_what_json_dumps_writes():
     decoder = _decoder()
     quoted = bytes([0x45, 0, 0, 40, 0, 1, 0, 0, 1, 6, 0, 0, 10, 0, 1, 2, 10, 0, 2, 2])
@@ -109,9 +132,9 @@ def test_the_packet_line_is_what_json_dumps_writes():
     ]
     for data in records:
         ev = decoder.decode(event_record(data))
-        assert packet_line(ev) == json.dumps(ev.to_json()) + "\n"
+        assert packet_line(ev) == _json_line(ev)
     odd = dataclasses.replace(ev, iface='we"ird\\é', state="SYN_SENT>ESTABLISHED")
-    assert packet_line(odd) == json.dumps(odd.to_json()) + "\n"
+    assert packet_line(odd) == _json_line(odd)
 
 
 def _flood_records() -> list[bytes]:
@@ -186,7 +209,7 @@ def test_lines_of_a_known_shape_are_what_json_dumps_writes():
     events += [dataclasses.replace(events[1], skb=None, checksum=None, csum_field=None),
                dataclasses.replace(events[1], ts=5, ip_id=None)]  # an int time: made whole
     for ev in events:
-        assert packet_line(ev) == json.dumps(ev.to_json()) + "\n"
+        assert packet_line(ev) == _json_line(ev)
 
 
 def test_lines_written_by_shape_are_what_json_dumps_writes():
@@ -199,13 +222,11 @@ def test_lines_written_by_shape_are_what_json_dumps_writes():
     without_skb = bytearray(records[1])
     without_skb[RawEvent.skb.offset:RawEvent.skb.offset + 8] = bytes(8)
     records.insert(3, bytes(without_skb))
-    expected = []
-    for data in records:
-        ev, shape = decoder.decode_shaped(ring_record(data))
-        assert shape is not None
-        out.event(ev, None, False, shape)
-        expected.append(json.dumps(ev.to_json()) + "\n")
-    assert stream.getvalue() == "".join(expected)
+    batch = decoder.decode_batch([ring_record(data) for data in records])
+    assert all(shape is not None for _ev, shape in batch)
+    out.events(batch[:5])
+    out.events(batch[5:])
+    assert stream.getvalue() == "".join(_json_line(ev) for ev, _ in batch)
     assert len(out._with_skb) == 2 and len(out._without_skb) == 2
 
 
@@ -217,10 +238,9 @@ def test_packet_lines_written_as_bytes_keep_their_place_among_the_text_lines():
     out = JsonOutput(stream)
     out.start({"version": "x", "ports": [80]})
     expected = [json.dumps({"kind": "start", "version": "x", "ports": [80]})]
-    for record in _flood_records():
-        ev, shape = decoder.decode_shaped(ring_record(record))
-        out.event(ev, None, False, shape)
-        expected.append(json.dumps(ev.to_json()))
+    batch = decoder.decode_batch([ring_record(record) for record in _flood_records()])
+    out.events(batch)
+    expected += [_json_line(ev).rstrip("\n") for ev, _shape in batch]
     out.flush()
     out.finish([], [], {"events": 3}, {}, {})
     stream.flush()

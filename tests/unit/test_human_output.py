@@ -23,9 +23,8 @@ def _report(rec: Recorder, show_all: bool = False) -> list[str]:
     human = HumanOutput(out, show_all=show_all)
     human.start(START)
     correlator = Correlator({SERVER}, (80,))
-    for ev in rec.events:
-        record, first = correlator.feed(ev)
-        human.event(ev, record, first)
+    batch = [(ev, None) for ev in rec.events]
+    human.events(batch, correlator.feed_batch(batch))
     flows = correlator.finish()
     evidence = Evidence(flows, {"TcpInCsumErrors": 6}, (80,))
     human.finish(merge_flows(flows, (80,)), diagnose(evidence), {}, {}, {})

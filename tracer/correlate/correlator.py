@@ -8,10 +8,11 @@ sequence. Pure logic: fed decoded PacketEvents, live or replayed from JSON.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..decode.events import PacketEvent, Shape
+from ..decode.events import Decoded, PacketEvent, Shape
 
 ARRIVAL_HOOKS = ("xdp", "tc-ingress")
 MAX_OPEN_PACKETS = 8192  # packets still waiting for a fate; the oldest give way
@@ -91,7 +92,7 @@ class Route:
     shape fixes, and the named tuples its handlers count by."""
 
     __slots__ = ("hook", "direction", "flow_key", "handler", "prefix", "tcp", "special",
-                 "arrival", "site", "answers")
+                 "arrival", "site", "answers", "request")
 
     def __init__(self, correlator: Correlator, ev: PacketEvent):
         self.hook = ev.hook
@@ -107,6 +108,10 @@ class Route:
         self.site = DropSite(ev.reason or "UNKNOWN", (ev.location or "?").split("+")[0])
         # An arrival that may answer what this host sent (a client's SYN, a ping).
         self.answers = bool(ev.tcp_flags or ev.is_icmp)
+        # A packet that asks for an answer (a SYN, an echo request): its record is
+        # noted where the answer will look for it (Correlator.requests).
+        self.request = ev.tcp_flags == "S" or (
+            ev.icmp_type is not None and ev.icmp_type == ECHO_REQUEST.get(ev.proto))
 
 
 class PacketRecord:
@@ -246,8 +251,9 @@ class Correlator:
         self.flows: dict[tuple, Flow] = {}
         # The packet each skb address last carried, for events the kernel kept by
         # their skb after a rewrite (tracked): they belong to the original packet.
-        # A plain dict, oldest noted first (insertion order): the first to give way.
-        self.by_skb: dict[str, PacketRecord] = {}
+        # Newer notes first (_note_skb, _skb_record).
+        self._skbs: dict[str, PacketRecord] = {}
+        self._older_skbs: dict[str, PacketRecord] = {}
         self.evicted_packets = 0
         self.evicted_flows = 0
         # Where the kernel has no icmp:icmp_send tracepoint (before 5.14ish; 5.10),
@@ -319,10 +325,11 @@ class Correlator:
             direction = "out"  # a socket's own abort: the RST itself
         packets = self.packets
         if len(packets) >= MAX_OPEN_PACKETS:
-            self._retire(self._pop_oldest())
+            oldest = self._pop_oldest()
+            if oldest.fate is None:
+                self._retire(oldest)
         rec = packets[key] = PacketRecord(key, ev, direction)
-        if ev.tcp_flags == "S" or (ev.icmp_type is not None and ev.proto in ECHO_REQUEST
-                                   and ev.icmp_type == ECHO_REQUEST[ev.proto]):
+        if route.request:
             self.requests.setdefault((ev.proto, ev.src, ev.dst), deque()).append(rec)
         return rec
 
@@ -337,60 +344,80 @@ class Correlator:
                     del self.requests[(first.proto, first.src, first.dst)]
         return rec
 
-    def feed(self, ev: PacketEvent, shape: Shape | None = None) -> tuple[PacketRecord | None, bool]:
+    def feed(self, ev: PacketEvent, shape: Shape | None = None) -> bool:
         """Account for one event (with its shape where the decoder names one: what
-        follows from it is worked out once, its Route). Returns its packet record
-        and whether this was the packet's first sighting (the output prints
-        arrivals once). The busiest function of a watch: one call per event."""
-        route = self._routes.get(shape)  # never None's: those are not remembered
-        if route is None:
-            route = self._route(ev, shape)
-        if route.special:
-            done = self._feed_special(ev)
-            if done is not None:
-                return done
-        skb = ev.skb
-        key = (route.prefix, ev.ip_id, ev.seq)  # packet_key(ev)
-        rec = self.packets.get(key)
-        first = rec is None
-        if rec is None:
-            rec = self._new_record(key, ev, route)
-        rec.hooks.append(route.hook)
-        if skb:
-            by_skb = self.by_skb
-            if by_skb.get(skb) is not rec:
-                by_skb.pop(skb, None)  # the skb carries another packet now: noted last
-                by_skb[skb] = rec
-                if len(by_skb) > MAX_OPEN_PACKETS:
-                    del by_skb[next(iter(by_skb))]
-        flow_key = route.flow_key if rec.direction == route.direction else \
-            self._flow_key(ev, rec.direction)  # seen first going another way
-        flow = self.flows.get(flow_key)
-        ts = ev.ts
-        if flow is None:
-            flow = self._flow(flow_key, ts)
-        elif ts > flow.last_ts:
-            flow.last_ts = ts
-        if first:
-            self._count_new(flow, rec, ev)
-        if route.tcp:  # only TCP segments are sent again
-            self._count_retry(flow, rec, ev)
-        route.handler(rec, flow, ev, route)
-        return rec, first
+        follows from it is worked out once, its Route). Returns whether this was
+        the packet's first sighting (the human output prints arrivals once)."""
+        return self.feed_batch(((ev, shape),))[0]
 
-    def _feed_special(self, ev: PacketEvent) -> tuple[PacketRecord | None, bool] | None:
+    def feed_batch(self, batch: Iterable[Decoded]) -> list[bool]:
+        """feed() for each (event, shape) of a batch, in order (one drain of the ring
+        buffer, decoded); the first sightings, in the same order. The busiest code of
+        a watch: one loop for the batch, what stays put for it looked up once."""
+        routes, packets, flows = self._routes, self.packets, self.flows
+        firsts: list[bool] = []
+        noted = firsts.append
+        for ev, shape in batch:
+            route = routes.get(shape)  # never None's: those are not remembered
+            if route is None:
+                route = self._route(ev, shape)
+            if route.special and self._feed_special(ev):
+                noted(False)
+                continue
+            key = (route.prefix, ev.ip_id, ev.seq)  # packet_key(ev)
+            rec = packets.get(key)
+            first = rec is None
+            if rec is None:
+                rec = self._new_record(key, ev, route)
+            rec.hooks.append(route.hook)
+            skb = ev.skb
+            if skb and self._skbs.get(skb) is not rec:
+                self._note_skb(skb, rec)
+            flow_key = route.flow_key if rec.direction == route.direction else \
+                self._flow_key(ev, rec.direction)  # seen first going another way
+            flow = flows.get(flow_key)
+            ts = ev.ts
+            if flow is None:
+                flow = self._flow(flow_key, ts)
+            elif ts > flow.last_ts:
+                flow.last_ts = ts
+            if first:
+                self._count_new(flow, rec, ev)
+            if route.tcp:  # only TCP segments are sent again
+                self._count_retry(flow, rec, ev)
+            route.handler(rec, flow, ev, route)
+            noted(first)
+        return firsts
+
+    def _note_skb(self, skb: str, rec: PacketRecord) -> None:
+        """The packet an skb address carries now. Two generations of notes, the
+        newer filled until it holds MAX_OPEN_PACKETS, then made the older: bounded,
+        and a note costs one store, where evicting the single oldest cost three
+        dictionary operations per packet."""
+        skbs = self._skbs
+        skbs[skb] = rec
+        if len(skbs) >= MAX_OPEN_PACKETS:
+            self._older_skbs, self._skbs = skbs, {}
+
+    def _skb_record(self, skb: str) -> PacketRecord | None:
+        """The packet an skb address last carried, if still noted."""
+        rec = self._skbs.get(skb)
+        return rec if rec is not None else self._older_skbs.get(skb)
+
+    def _feed_special(self, ev: PacketEvent) -> bool:
         """feed() for a state change, or a packet followed by its skb after a rewrite
-        (NAT) whose original is known; None for one to take the common path."""
+        (NAT) whose original is known: True when done, False for one to take the
+        common path."""
         if ev.hook == "tcp-state":
             self._on_state(ev)
-            return None, False
+            return True
         skb = ev.skb
         if ev.tracked and skb:
-            original = self.by_skb.get(skb)
+            original = self._skb_record(skb)
             if original is not None and packet_key(ev) not in self.packets:
                 self._on_tracked(original, ev)
-                return original, False
-        return None
+                return True
+        return False
 
     def _on_tracked(self, rec: PacketRecord, ev: PacketEvent) -> None:
         """A packet seen again after NAT rewrote it: its fate is the original's."""
@@ -560,21 +587,21 @@ class Correlator:
             self._settle(rec, self.flow_for(first, rec.direction), fate)
             return
 
-    def _move_fate(self, flow: Flow, old: str | None, new: str, rec: PacketRecord) -> None:
+    def _settle(self, rec: PacketRecord, flow: Flow, fate: str, reason: str | None = None,
+                location: str | None = None) -> None:
+        """Settle the packet's fate (PacketRecord.settle) and, where it changed, move
+        the packet from its old fate to the new one in the flow's counts."""
+        old = rec.fate
+        if not rec.settle(fate, reason, location):
+            return
         syn = rec.first.tcp_flags == "S"
         if old:
             _decrement(flow.fates, old)
             if syn:
                 _decrement(flow.syn_fates, old)
-        flow.fates[new] += 1
+        flow.fates[fate] += 1
         if syn:
-            flow.syn_fates[new] += 1
-
-    def _settle(self, rec: PacketRecord, flow: Flow, fate: str, reason: str | None = None,
-                location: str | None = None) -> None:
-        old = rec.fate
-        if rec.settle(fate, reason, location):
-            self._move_fate(flow, old, fate, rec)
+            flow.syn_fates[fate] += 1
 
     def _on_drop(self, rec: PacketRecord, flow: Flow, ev: PacketEvent, route: Route) -> None:
         site = route.site

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .checksum import checksum_verdict, l4_checksum_verdict, packed_pseudo_header_sum, with_length
 from .raw import (
@@ -33,7 +34,7 @@ _set_fields = object.__setattr__  # a frozen dataclass's own __setattr__ refuses
 # over as one bytes string (decode/raw.py RING_STRUCT). The decoded event's fields
 # other than the per-packet ones (PER_PACKET_FIELDS) follow from it. A flood
 # repeats a handful of shapes, so the names, addresses and symbol of each are
-# worked out once (Decoder.decode_shaped).
+# worked out once (Decoder.decode_batch).
 MAX_SHAPES = 4096  # a scan of many ports or hosts: start again when full
 # What changes from one packet of a shape to the next: the decoder fills these in
 # per record; every other field is the shape's.
@@ -169,6 +170,11 @@ class PacketEvent:
         return self.proto in ("icmp", "icmpv6")
 
 
+# An event and its shape, as the decoder hands them on (None: an event of no
+# shape, an ICMP error).
+Decoded = tuple[PacketEvent, Optional[Shape]]
+
+
 class Decoder:
     """RawEvent -> PacketEvent, with the kernel's names for reasons, code
     addresses and interfaces supplied by the caller."""
@@ -210,34 +216,47 @@ class Decoder:
     def decode_shaped(self, raw: tuple) -> tuple[PacketEvent, Shape | None]:
         """The event and its shape (None for an ICMP error, whose quote makes every
         one differ), from a record in the ring reader's form (decode/raw.py
-        RING_STRUCT). A record of a shape seen before takes the shared fields from
-        the first one and works out only what changes from packet to packet."""
-        shape = self._shapes.get(raw[_SHARED])
-        if shape is None:
-            return self._decode_shape(raw)
-        fields = shape.shared.copy()  # declaration order kept: values replaced, none added
-        fields["ts"] = (raw[_TS_NS] // 1000 + self._offset_us) / 1e6  # _timestamp, inline
-        fields["length"] = raw[_PKT_LEN]
-        fields["ttl"] = raw[_TTL]
-        if shape.v4:
-            fields["ip_id"] = raw[_IP_ID]
-        if shape.tcp:
-            fields["seq"] = raw[_SEQ]
-            fields["ack"] = raw[_ACK]
-        if shape.snap_len:
-            csum = fields["csum_field"] = raw[_L4_CSUM]
-            if shape.checked:
-                l4_len = raw[_L4_LEN]
-                fields["checksum"] = checksum_verdict(
-                    with_length(shape.pseudo_base, l4_len), shape.proto, shape.v4, l4_len, csum,
-                    raw[_SNAP][:shape.snap_len])
-        skb = raw[_SKB]
-        if skb:
-            text = self._skbs.get(skb)
-            fields["skb"] = text if text is not None else self._skb_text(skb)
-        ev = _new_event(PacketEvent)
-        _set_fields(ev, "__dict__", fields)
-        return ev, shape
+        RING_STRUCT)."""
+        return self.decode_batch((raw,))[0]
+
+    def decode_batch(self, records: Iterable[tuple]) -> list[Decoded]:
+        """decode_shaped() for each record of a batch, in order: the ring reader's
+        records of one drain. A record of a shape seen before takes the shared
+        fields from the first one and works out only what changes from packet to
+        packet. One loop for the batch: under a flood, a call per record would
+        cost as much as the decoding."""
+        shapes, skbs, offset_us = self._shapes, self._skbs, self._offset_us
+        decoded: list[Decoded] = []
+        append = decoded.append
+        for raw in records:
+            shape = shapes.get(raw[_SHARED])
+            if shape is None:
+                append(self._decode_shape(raw))
+                continue
+            fields = shape.shared.copy()  # declaration order kept: values replaced, none added
+            fields["ts"] = (raw[_TS_NS] // 1000 + offset_us) / 1e6  # _timestamp, inline
+            fields["length"] = raw[_PKT_LEN]
+            fields["ttl"] = raw[_TTL]
+            if shape.v4:
+                fields["ip_id"] = raw[_IP_ID]
+            if shape.tcp:
+                fields["seq"] = raw[_SEQ]
+                fields["ack"] = raw[_ACK]
+            if shape.snap_len:
+                csum = fields["csum_field"] = raw[_L4_CSUM]
+                if shape.checked:
+                    l4_len = raw[_L4_LEN]
+                    fields["checksum"] = checksum_verdict(
+                        with_length(shape.pseudo_base, l4_len), shape.proto, shape.v4, l4_len,
+                        csum, raw[_SNAP][:shape.snap_len])
+            skb = raw[_SKB]
+            if skb:
+                text = skbs.get(skb)
+                fields["skb"] = text if text is not None else self._skb_text(skb)
+            ev = _new_event(PacketEvent)
+            _set_fields(ev, "__dict__", fields)
+            append((ev, shape))
+        return decoded
 
     def _timestamp(self, ts_ns: int) -> float:
         """Seconds since the epoch to the microsecond (the kernel's clock is

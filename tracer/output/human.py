@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import textwrap
 import time
+from collections.abc import Iterable
 from typing import TextIO
 
-from ..correlate.correlator import Flow, PacketRecord
-from ..decode.events import PacketEvent, Shape
+from ..correlate.correlator import Flow
+from ..decode.events import Decoded, PacketEvent
 from ..diagnosis.evidence import Finding
 
 WIDTH = 99
@@ -126,8 +127,14 @@ class HumanOutput:
         for line in banner(record):
             self._write(line)
 
-    def event(self, ev: PacketEvent, _rec: PacketRecord | None, first: bool,
-              _shape: Shape | None = None) -> None:
+    def events(self, batch: Iterable[Decoded],
+               firsts: Iterable[bool]) -> None:
+        """The lines of a batch of events; `firsts`: whether each was its packet's
+        first sighting (Correlator.feed_batch)."""
+        for (ev, _shape), first in zip(batch, firsts):
+            self.event(ev, first)
+
+    def event(self, ev: PacketEvent, first: bool) -> None:
         if not self.show_all and not noteworthy(ev, first):
             return
         second = int(ev.ts)

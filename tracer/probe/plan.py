@@ -12,11 +12,12 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..decode.checksum import ones_sum, pseudo_header_sum
-from ..decode.events import PacketEvent
+from ..decode.events import Decoded, PacketEvent
 from ..decode.raw import PROTOCOLS
 from ..diagnosis.origin import answered_by, forged_sentence, hop_of, ttl_story
 from ..host.firewall import attribute
@@ -240,6 +241,11 @@ class Matcher:
 
     def add(self, probe: Probe) -> None:
         self.probes[probe.key] = probe
+
+    def feed_batch(self, batch: Iterable[Decoded]) -> None:
+        """feed() for each event of a drain (WatchSession's batches)."""
+        for ev, _shape in batch:
+            self.feed(ev)
 
     def feed(self, ev: PacketEvent) -> None:
         if ev.hook in ("xdp", "tc-ingress") and ev.dst in self.local:

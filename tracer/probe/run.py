@@ -102,7 +102,7 @@ def run_probe(config: ProbeConfig, stream: TextIO) -> int:
     # ICMP is not among the protocols probed.
     reference = [] if "icmp" in config.protos else [Track("icmp", None, traced=True)]
     try:
-        with WatchSession(watch, lambda ev, _shape: matcher.feed(ev), "probe",
+        with WatchSession(watch, matcher.feed_batch, "probe",
                           "raw sockets and BPF") as session:
             _rounds(config, tracks + reference, sender, matcher, session)
     finally:
