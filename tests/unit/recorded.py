@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from pktfate.correlate.correlator import Correlator
 from pktfate.decode.events import PacketEvent
 from pktfate.diagnosis.diagnose import diagnose
@@ -24,7 +22,7 @@ class Recorder:
 
     def add(self, **fields) -> PacketEvent:
         self.ts += 0.001
-        ev = replace(_BASE, ts=self.ts, **fields)
+        ev = _BASE._replace(ts=self.ts, **fields)
         self.events.append(ev)
         return ev
 

@@ -123,8 +123,8 @@ def _shaped(events: list[PacketEvent]) -> list[tuple[PacketEvent, Shape | None]]
         if ev.quoted is not None:
             out.append((ev, None))
             continue
-        key = tuple(v for k, v in ev.__dict__.items() if k not in _PER_PACKET)
-        shape = shapes.setdefault(key, Shape({}, ev.family == 4, ev.is_tcp, 0, False, 0))
+        key = tuple(v for k, v in ev._asdict().items() if k not in _PER_PACKET)
+        shape = shapes.setdefault(key, Shape([], ev.family == 4, ev.is_tcp, 0, False, 0))
         out.append((ev, shape))
     return out
 

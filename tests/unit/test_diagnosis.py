@@ -16,9 +16,8 @@ def test_checksum_incident():
     rec = Recorder()
     rec.ping(3)
     rec.syn(6, tcp_bad_csum={}, drop={"reason": "TCP_CSUM", "location": "tcp_v4_rcv+0x1a"})
-    for ev in rec.events:
-        if ev.hook == "xdp" and ev.proto == "tcp":
-            object.__setattr__(ev, "checksum", "pseudo-header-only")
+    rec.events = [ev._replace(checksum="pseudo-header-only")
+                  if ev.hook == "xdp" and ev.proto == "tcp" else ev for ev in rec.events]
     findings = rec.findings(counters={"TcpInCsumErrors": 6})
     top = findings[0]
     assert top.cause == "tcp-bad-checksum"

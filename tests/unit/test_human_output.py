@@ -4,7 +4,6 @@ order, and that no line reaches 100 columns."""
 from __future__ import annotations
 
 import io
-from dataclasses import replace
 
 from pktfate.correlate.correlator import Correlator, merge_flows
 from pktfate.diagnosis.diagnose import diagnose
@@ -67,7 +66,7 @@ def test_event_line_names_the_place_and_reason():
 
 def test_a_tc_arrival_with_its_checksum_verdict_fits_whole():
     # The founding incident's line, with a 5-digit port: nothing cut at the edge.
-    ev = replace(_BASE, hook="tc-ingress", sport=45854, checksum="pseudo-header-only")
+    ev = _BASE._replace(hook="tc-ingress", sport=45854, checksum="pseudo-header-only")
     line = event_line(ev)
     assert line.endswith("[S]  arrived tc eth0 ttl 63 csum pseudo-header-only")
     assert len(line) < WIDTH

@@ -3,7 +3,6 @@ answers: no root, no kernel."""
 
 import ipaddress
 import struct
-from dataclasses import replace
 
 import pytest
 
@@ -85,7 +84,7 @@ def test_quoted_packet_of_an_icmp_error():
 
 def _ev(**fields):
     """An arrival at the client, from the server unless told otherwise."""
-    return replace(_BASE, **dict({"hook": "tc-ingress", "src": SERVER, "dst": CLIENT}, **fields))
+    return _BASE._replace(**dict({"hook": "tc-ingress", "src": SERVER, "dst": CLIENT}, **fields))
 
 
 def _time_exceeded(proto_number: int, sport: int, dport: int):
@@ -201,9 +200,9 @@ def _client_watch(rst_ttl: int, echo_ttl: int = 63):
     for i in range(3):
         icmp = dict(proto="icmp", tcp_flags=None, seq=None, ack=None, checksum=None,
                     sport=7, dport=i)
-        events.append(replace(_BASE, **out, icmp_type=8, icmp_code=0, ip_id=10 + i, **icmp))
+        events.append(_BASE._replace(**out, icmp_type=8, icmp_code=0, ip_id=10 + i, **icmp))
         events.append(_ev(ttl=echo_ttl, icmp_type=0, icmp_code=0, ip_id=20 + i, **icmp))
-    events.append(replace(_BASE, **out, sport=50000, dport=22, seq=1000))
+    events.append(_BASE._replace(**out, sport=50000, dport=22, seq=1000))
     events.append(_ev(sport=22, dport=50000, tcp_flags="RA", seq=0, ack=1001, ttl=rst_ttl,
                       ip_id=0))
     correlator = Correlator({CLIENT}, (22,))
@@ -226,7 +225,7 @@ def test_client_watch_trusts_a_rst_from_the_servers_own_distance():
 
 
 def test_icmp_error_from_a_router_about_the_flow():
-    events = [replace(_BASE, src=CLIENT, dst=SERVER, hook="tc-egress", ttl=64, sport=50000,
+    events = [_BASE._replace(src=CLIENT, dst=SERVER, hook="tc-egress", ttl=64, sport=50000,
                       dport=22, seq=1000)]
     quote = bytearray(_quote(6, 50000, 22, 1000))
     quote[0], quote[1] = 3, 13  # administratively prohibited

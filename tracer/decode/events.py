@@ -5,8 +5,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from .checksum import checksum_verdict, l4_checksum_verdict, packed_pseudo_header_sum, with_length
 from .raw import (
@@ -26,8 +25,7 @@ _ARRIVALS = frozenset({int(Hook.XDP), int(Hook.TC_INGRESS)})
 _ICMP = frozenset({"icmp", "icmpv6"})
 _ECHO_TYPES = frozenset({0, 8, 128, 129})  # echo request and reply, v4 and v6
 _REASON_HOOKS = frozenset({"drop", "rst-sent"})
-_new_event = object.__new__
-_set_fields = object.__setattr__  # a frozen dataclass's own __setattr__ refuses
+_new_event = tuple.__new__  # PacketEvent from its values, as _make does without the checks
 
 # A record's shape: the span of the raw fields every event of one hook, flow,
 # reason and place shares (bpf/event.h: netns to snap), which the ring reader hands
@@ -47,17 +45,18 @@ PER_PACKET_FIELDS = ("ts", "length", "ttl", "ip_id", "seq", "ack", "checksum", "
 
 
 class Shape:
-    """What every event of one shape shares: its fields but the per-packet ones
-    (`shared`, in declaration order) and which per-packet ones it has. The decoder
-    hands it over with each event of the shape, so that later stages can work out
-    once per shape what follows from it: a Shape hashes by identity, and stays
-    the same object as long as the decoder remembers the shape (MAX_SHAPES)."""
+    """What every event of one shape shares: the values of its fields but the
+    per-packet ones (`values`, in declaration order, the per-packet ones as the
+    first event of the shape had them) and which per-packet ones it has. The
+    decoder hands it over with each event of the shape, so that later stages can
+    work out once per shape what follows from it: a Shape hashes by identity, and
+    stays the same object as long as the decoder remembers the shape (MAX_SHAPES)."""
 
-    __slots__ = ("shared", "v4", "tcp", "snap_len", "checked", "pseudo_base", "proto")
+    __slots__ = ("values", "v4", "tcp", "snap_len", "checked", "pseudo_base", "proto")
 
-    def __init__(self, shared: dict, v4: bool, tcp: bool, snap_len: int, checked: bool,
+    def __init__(self, values: list, v4: bool, tcp: bool, snap_len: int, checked: bool,
                  pseudo_base: int, proto: int = 0):
-        self.shared = shared
+        self.values = values
         self.v4, self.tcp = v4, tcp
         self.proto = proto  # IPPROTO_*
         self.snap_len = snap_len  # bytes of the segment captured: 0 for none
@@ -116,9 +115,14 @@ def quoted_packet(proto: str, icmp_type: int, snap: bytes) -> dict | None:
 AnyRecord = Any
 
 
-@dataclass(frozen=True)
-class PacketEvent:
-    """One sighting of one packet at one hook. Field by field in the README."""
+class PacketEvent(NamedTuple):
+    """One sighting of one packet at one hook. Field by field in the README.
+
+    A named tuple: immutable, its fields in the JSON lines' order, and small
+    (about 250 bytes, where a dataclass's dictionary of 26 fields took 830). A
+    watch makes one per event and keeps each packet's first for as long as the
+    packet is followed: what it weighs decides how much of the watch stays in
+    the CPU's cache. The decoder builds one from its shape's values in one step."""
 
     ts: float
     hook: str
@@ -150,14 +154,11 @@ class PacketEvent:
     tracked: bool = False
 
     def to_json(self) -> dict:
-        # A shallow copy: asdict()'s deep copy costs more than the decoding itself,
-        # and no field holds anything mutable that the caller keeps.
-        return {"kind": "packet", **self.__dict__}
+        return {"kind": "packet", **self._asdict()}
 
     @classmethod
     def from_json(cls, obj: dict) -> PacketEvent:
-        names = cls.__dataclass_fields__
-        fields: dict[str, Any] = {k: obj.get(k) for k in names}
+        fields: dict[str, Any] = {k: obj.get(k) for k in cls._fields}
         fields["tracked"] = bool(fields["tracked"])
         return cls(**fields)
 
@@ -169,6 +170,10 @@ class PacketEvent:
     def is_icmp(self) -> bool:
         return self.proto in ("icmp", "icmpv6")
 
+
+# Where each per-packet field is in a PacketEvent (and in its shape's values).
+(_F_TS, _F_LENGTH, _F_TTL, _F_IP_ID, _F_SEQ, _F_ACK, _F_CHECKSUM, _F_CSUM_FIELD, _F_SKB) = (
+    PacketEvent._fields.index(name) for name in PER_PACKET_FIELDS)
 
 # An event and its shape, as the decoder hands them on (None: an event of no
 # shape, an ICMP error).
@@ -233,29 +238,27 @@ class Decoder:
             if shape is None:
                 append(self._decode_shape(raw))
                 continue
-            fields = shape.shared.copy()  # declaration order kept: values replaced, none added
-            fields["ts"] = (raw[_TS_NS] // 1000 + offset_us) / 1e6  # _timestamp, inline
-            fields["length"] = raw[_PKT_LEN]
-            fields["ttl"] = raw[_TTL]
+            values = shape.values.copy()  # the per-packet ones replaced below
+            values[_F_TS] = (raw[_TS_NS] // 1000 + offset_us) / 1e6  # _timestamp, inline
+            values[_F_LENGTH] = raw[_PKT_LEN]
+            values[_F_TTL] = raw[_TTL]
             if shape.v4:
-                fields["ip_id"] = raw[_IP_ID]
+                values[_F_IP_ID] = raw[_IP_ID]
             if shape.tcp:
-                fields["seq"] = raw[_SEQ]
-                fields["ack"] = raw[_ACK]
+                values[_F_SEQ] = raw[_SEQ]
+                values[_F_ACK] = raw[_ACK]
             if shape.snap_len:
-                csum = fields["csum_field"] = raw[_L4_CSUM]
+                csum = values[_F_CSUM_FIELD] = raw[_L4_CSUM]
                 if shape.checked:
                     l4_len = raw[_L4_LEN]
-                    fields["checksum"] = checksum_verdict(
+                    values[_F_CHECKSUM] = checksum_verdict(
                         with_length(shape.pseudo_base, l4_len), shape.proto, shape.v4, l4_len,
                         csum, raw[_SNAP][:shape.snap_len])
             skb = raw[_SKB]
             if skb:
                 text = skbs.get(skb)
-                fields["skb"] = text if text is not None else self._skb_text(skb)
-            ev = _new_event(PacketEvent)
-            _set_fields(ev, "__dict__", fields)
-            append((ev, shape))
+                values[_F_SKB] = text if text is not None else self._skb_text(skb)
+            append((_new_event(PacketEvent, values), shape))
         return decoded
 
     def _timestamp(self, ts_ns: int) -> float:
@@ -279,14 +282,14 @@ class Decoder:
             return ev, None
         if len(self._shapes) >= MAX_SHAPES:
             self._shapes.clear()
-        shared = dict(ev.__dict__)
-        shared["skb"] = None  # set per record, where it has one
+        values = list(ev)
+        values[_F_SKB] = None  # set per record, where it has one
         size = 4 if raw.family == 4 else 16
         checked = ev.checksum is not None
         pseudo_base = packed_pseudo_header_sum(raw.saddr[:size], raw.daddr[:size], raw.proto,
                                                0) if checked else 0
         shape = self._shapes[record[_SHARED]] = Shape(
-            shared, raw.family == 4, ev.proto == "tcp", raw.snap_len, checked, pseudo_base,
+            values, raw.family == 4, ev.proto == "tcp", raw.snap_len, checked, pseudo_base,
             raw.proto)
         return ev, shape
 
@@ -301,12 +304,7 @@ class Decoder:
         icmp_type = raw.icmp_type
         ports = tcp or proto == "udp" or (proto in _ICMP and icmp_type in _ECHO_TYPES)
         snap_len = raw.snap_len
-        ev = _new_event(PacketEvent)
-        # A frozen dataclass's __init__ sets each of its 26 fields through
-        # object.__setattr__; filling the instance's __dict__ in one call is a
-        # fifth of the cost. Field order as declared (test_decode checks it):
-        # to_json() and so the JSON lines follow it.
-        ev.__dict__.update(
+        return PacketEvent(
             ts=self._timestamp(raw.ts_ns),
             hook=hook,
             iface=self.ifname(raw.ifindex) if raw.ifindex else None,
@@ -337,7 +335,6 @@ class Decoder:
             else None,
             tracked=bool(raw.tracked),
         )
-        return ev
 
     def aggregate(self, key: RawAggKey, count: int) -> dict:
         """One entry of the kernel's exact counts, named as events are."""

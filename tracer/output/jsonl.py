@@ -16,8 +16,8 @@ from ..diagnosis.evidence import Finding
 # fixed, so the line is a template with the values filled in, each encoded as
 # json.dumps would (test_decode checks the two agree); strings repeat (hooks,
 # addresses, interfaces), so their encodings are remembered.
-_PACKET_LINE = ('{"kind": "packet", '
-                + ", ".join(f'"{name}": %s' for name in PacketEvent.__dataclass_fields__)
+_FIELDS = PacketEvent._fields
+_PACKET_LINE = ('{"kind": "packet", ' + ", ".join(f'"{name}": %s' for name in _FIELDS)
                 + "}\n")
 _STRINGS: dict[str, str] = {}
 
@@ -65,14 +65,13 @@ def _seconds_text(seconds: float) -> str:
 # encode. Bytes formatting takes bytes for %s, so a template's values come from a
 # getter made for its fields, which takes each string's bytes from _ASCII.
 _PER_PACKET = PER_PACKET_FIELDS
-_SHAPE_FIELDS = tuple(name for name in PacketEvent.__dataclass_fields__
-                      if name not in _PER_PACKET and name != "quoted")
-_shape_of = itemgetter(*_SHAPE_FIELDS)
-_per_packet_of = itemgetter(*_PER_PACKET)
+_shape_of = itemgetter(*(n for n, name in enumerate(_FIELDS)
+                         if name not in _PER_PACKET and name != "quoted"))
+_per_packet_of = itemgetter(*map(_FIELDS.index, _PER_PACKET))
 # A shape's template and the getter of the values it takes, in order; None where
 # a per-packet value is of a type the placeholders do not encode as json.dumps
 # would (then the line is made whole).
-LineTemplate = Optional[tuple[bytes, Callable[[dict], tuple]]]
+LineTemplate = Optional[tuple[bytes, Callable[[PacketEvent], tuple]]]
 _LINES: dict[tuple, LineTemplate] = {}
 MAX_LINE_SHAPES = 4096
 # A float (the time) takes two placeholders: whole seconds and microseconds, as
@@ -94,53 +93,52 @@ class _AsciiCache(dict):
 _ASCII = _AsciiCache()
 
 
-def _getter(names: list[str], kinds: list[type]) -> Callable[[dict], tuple]:
-    """fields -> the tuple of their values a template takes, strings as bytes, a
-    time as its whole seconds and microseconds: a function written for these names
-    (our own field names, not input), one subscript per value, the cheapest way
-    Python has."""
+def _getter(places: list[int], kinds: list[type]) -> Callable[[PacketEvent], tuple]:
+    """event -> the tuple of the values a template takes, strings as bytes, a time
+    as its whole seconds and microseconds: a function written for these places in
+    the event (our own field numbers, not input), one subscript per value, the
+    cheapest way Python has."""
     lines, items = [], []
-    for n, (name, kind) in enumerate(zip(names, kinds)):
+    for place, kind in zip(places, kinds):
         if kind is float:
-            lines.append(f"    s{n}, us{n} = divmod(round(f[{name!r}] * 1e6), 1_000_000)\n")
-            items.append(f"s{n}, us{n}")
+            lines.append(f"    s{place}, us{place} = divmod(round(e[{place}] * 1e6), 1_000_000)\n")
+            items.append(f"s{place}, us{place}")
         else:
-            items.append(f"A[f[{name!r}]]" if kind is str else f"f[{name!r}]")
+            items.append(f"A[e[{place}]]" if kind is str else f"e[{place}]")
     namespace: dict = {"A": _ASCII}
-    exec(f"def get(f):\n{''.join(lines)}    return ({', '.join(items)},)\n", namespace)
+    exec(f"def get(e):\n{''.join(lines)}    return ({', '.join(items)},)\n", namespace)
     return namespace["get"]
 
 
-def _line_template(fields: dict) -> LineTemplate:
-    parts, names, kinds = [], [], []
-    for name, value in fields.items():
+def _line_template(ev: PacketEvent) -> LineTemplate:
+    parts, places, kinds = [], [], []
+    for place, (name, value) in enumerate(zip(_FIELDS, ev)):
         if name in _PER_PACKET and value is not None:
             text = _PLACEHOLDER.get(type(value))
             if text is None:
                 return None
-            names.append(name)
+            places.append(place)
             kinds.append(type(value))
         else:
             text = _json_value(value).replace("%", "%%")
         parts.append(f'"{name}": {text}')
     line = '{"kind": "packet", ' + ", ".join(parts) + "}\n"
-    return line.encode("ascii"), _getter(names, kinds)  # _json_value's are ASCII
+    return line.encode("ascii"), _getter(places, kinds)  # _json_value's are ASCII
 
 
 def _packet_bytes(ev: PacketEvent) -> bytes:
     """The JSON line of one packet event, newline included, as bytes."""
-    fields = ev.__dict__
-    if fields["quoted"] is None:
-        shape = (_shape_of(fields), tuple(map(type, _per_packet_of(fields))))
+    if ev.quoted is None:
+        shape = (_shape_of(ev), tuple(map(type, _per_packet_of(ev))))
         try:
             template = _LINES[shape]
         except KeyError:
             if len(_LINES) >= MAX_LINE_SHAPES:
                 _LINES.clear()
-            template = _LINES[shape] = _line_template(fields)
+            template = _LINES[shape] = _line_template(ev)
         if template is not None:
-            return template[0] % template[1](fields)
-    return (_PACKET_LINE % tuple(map(_json_value, fields.values()))).encode("ascii")
+            return template[0] % template[1](ev)
+    return (_PACKET_LINE % tuple(map(_json_value, ev))).encode("ascii")
 
 
 def packet_line(ev: PacketEvent) -> str:
@@ -179,15 +177,14 @@ class JsonOutput:
             if shape is None:
                 line(_packet_bytes(ev))
                 continue
-            fields = ev.__dict__
-            templates = with_skb if fields["skb"] is not None else without_skb
+            templates = with_skb if ev.skb is not None else without_skb
             try:
                 template = templates[shape]
             except KeyError:
                 if len(templates) >= MAX_LINE_SHAPES:
                     templates.clear()
-                template = templates[shape] = _line_template(fields)
-            line(template[0] % template[1](fields) if template is not None
+                template = templates[shape] = _line_template(ev)
+            line(template[0] % template[1](ev) if template is not None
                  else _packet_bytes(ev))
         self._write(b"".join(lines))
 
