@@ -25,6 +25,18 @@ enum pf_hook {
 	PF_HOOK_SOCK_STATE = 8,    /* a TCP socket changed state */
 };
 
+/* What an arriving TCP or UDP packet's own checksum says (pf_event.csum_verdict),
+ * judged where the packet is (parse.h, pf_csum_verdict). Values are part of the
+ * Python mirror (decode.raw.CsumVerdict). */
+enum pf_csum {
+	PF_CSUM_NONE = 0,       /* not judged: not an arrival, not TCP or UDP, no header */
+	PF_CSUM_GOOD = 1,       /* the whole segment sums right (or UDP over IPv4 sent none) */
+	PF_CSUM_BAD = 2,        /* the whole segment was seen and does not sum right */
+	PF_CSUM_PSEUDO = 3,     /* the field holds only the pseudo-header sum: the sender
+				 * left the checksum to offload and nothing completed it */
+	PF_CSUM_UNCHECKED = 4,  /* longer than the snap, and not the offload signature */
+};
+
 struct pf_event {
 	/* What changes from one packet to the next. */
 	__u64 ts_ns;           /* bpf_ktime_get_ns() */
@@ -36,7 +48,7 @@ struct pf_event {
 	__u16 l4_csum;         /* checksum field as found in the TCP/UDP/ICMP header */
 	__u16 l4_len;          /* bytes of transport header and payload */
 	__u8 ttl;              /* IPv4 TTL or IPv6 hop limit */
-	__u8 _pad;             /* explicit: the shared span starts 4-byte aligned */
+	__u8 csum_verdict;     /* arrivals of TCP and UDP: enum pf_csum (parse.h) */
 	/* What every event of one hook, flow, reason and place shares, from netns to
 	 * snap: one contiguous span, which user space reads as one string and keys
 	 * the event's shape by (tracer/decode/events.py). Nothing per packet here. */

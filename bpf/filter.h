@@ -424,6 +424,8 @@ static __always_inline int pf_frame(__u8 hook, __u32 ifindex, __u64 skb, void *d
 	e->watched_port = watched;
 	if (l4 != PF_NO_L4)
 		pf_copy_snap(e, data, data_end, l4);
+	if (hook != PF_HOOK_TC_EGRESS)  /* an arrival: its checksum as it came */
+		e->csum_verdict = pf_csum_verdict(e);
 	if (early == PF_EARLY_PICKED) {  /* counted, and noted if it entered */
 		pf_send(e);
 		return 1;

@@ -141,6 +141,50 @@ static __always_inline void pf_copy_snap(struct pf_event *e, void *data, void *d
 	pf_parse_l4(e);
 }
 
+/* A one's-complement sum folded to 16 bits, every carry added back in. */
+static __always_inline __u16 pf_csum_fold(__u64 sum)
+{
+	sum = (sum & 0xFFFFFFFF) + (sum >> 32);
+	sum = (sum & 0xFFFF) + (sum >> 16);
+	sum = (sum & 0xFFFF) + (sum >> 16);
+	return (sum & 0xFFFF) + (sum >> 16);
+}
+
+/* What an arriving TCP or UDP packet's own checksum says (enum pf_csum), from the
+ * event's fields and its snap, which pf_copy_snap() left zero past snap_len (a
+ * zero adds nothing: an odd length is padded as the checksum pads it). The sums
+ * are bpf_csum_diff()'s: the one's-complement sum of the bytes as they lie in
+ * memory, so the pseudo-header's protocol and length words and the field are
+ * taken in that order too (bpf_htons), and a correct segment folds to 0xFFFF in
+ * either. Frames only (XDP, tc): the helper is theirs. */
+static __always_inline __u8 pf_csum_verdict(struct pf_event *e)
+{
+	__s64 addrs, all;
+	__u64 words;
+	__u16 pseudo, field;
+
+	if ((e->proto != PF_IPPROTO_TCP && e->proto != PF_IPPROTO_UDP) || !e->snap_len)
+		return PF_CSUM_NONE;
+	if (e->proto == PF_IPPROTO_UDP && e->l4_csum == 0 && e->family == 4)
+		return PF_CSUM_GOOD;  /* UDP over IPv4 may go without one */
+	/* The pseudo-header: both addresses as the event holds them (32 bytes, an
+	 * IPv4 address's last 12 zero), then protocol and length, a word each. */
+	addrs = bpf_csum_diff(0, 0, (void *)e->saddr, 2 * sizeof(e->saddr), 0);
+	if (addrs < 0)
+		return PF_CSUM_NONE;
+	words = (__u64)bpf_htons((__u16)e->proto) + bpf_htons(e->l4_len);
+	pseudo = pf_csum_fold((__u32)addrs + words);
+	field = bpf_htons(e->l4_csum);  /* as it lies in the packet */
+	if (e->snap_len < e->l4_len)  /* not all of the segment was seen */
+		return field == pseudo ? PF_CSUM_PSEUDO : PF_CSUM_UNCHECKED;
+	all = bpf_csum_diff(0, 0, (void *)e->snap, PF_SNAP_LEN, (__u32)addrs);
+	if (all < 0)
+		return PF_CSUM_NONE;
+	if (pf_csum_fold((__u32)all + words) == 0xFFFF)
+		return PF_CSUM_GOOD;
+	return field == pseudo ? PF_CSUM_PSEUDO : PF_CSUM_BAD;
+}
+
 /* What the cheap part of the filter looks at: protocol and ports (TCP, UDP) or
  * type (ICMP), read into the program's stack so that a packet the filter turns
  * away never touches event memory, maps or the ring buffer. */

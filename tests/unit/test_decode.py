@@ -11,9 +11,8 @@ import struct
 
 import pytest
 
-from pktfate.decode.checksum import ones_sum, pseudo_header_sum
 from pktfate.decode.events import Decoder, PacketEvent
-from pktfate.decode.raw import Hook, RawEvent, event_record, ring_record
+from pktfate.decode.raw import CsumVerdict, Hook, RawEvent, event_record, ring_record
 from pktfate.output.jsonl import JsonOutput, _seconds_text, packet_line
 
 
@@ -63,15 +62,19 @@ def test_timestamps_are_to_the_microsecond_whatever_the_boot_offset():
                 assert round(ts, 6) == ts, repr(ts)
 
 
-def test_an_arrival_with_only_the_pseudo_header_sum():
-    segment = bytearray(20)
-    segment[12] = 5 << 4  # data offset, no options
-    pseudo = pseudo_header_sum("10.0.1.2", "10.0.2.2", 6, 40)
-    snap = (ctypes.c_uint8 * 64)(*segment)
-    data = _raw(saddr="10.0.1.2", daddr="10.0.2.2", hook=Hook.XDP, family=4, proto=6,
-                l4_csum=pseudo, l4_len=40, snap_len=20, snap=snap, ifindex=3, ttl=63)
-    ev = _decoder().decode(event_record(data))
-    assert (ev.hook, ev.checksum, ev.csum_field) == ("xdp", "pseudo-header-only", pseudo)
+def test_an_arrival_carries_the_kernels_checksum_verdict_by_name():
+    # The kernel judges an arrival's checksum (bpf/parse.h); the event names it.
+    names = {CsumVerdict.NONE: None, CsumVerdict.GOOD: "good", CsumVerdict.BAD: "bad",
+             CsumVerdict.PSEUDO: "pseudo-header-only", CsumVerdict.UNCHECKED: "unchecked"}
+    assert set(names) == set(CsumVerdict)
+    for verdict, name in names.items():
+        decoder = _decoder()
+        for ip_id in (1, 2):  # the first of its shape, then one of a known shape
+            data = _raw(saddr="10.0.1.2", daddr="10.0.2.2", hook=Hook.XDP, family=4, proto=6,
+                        l4_csum=0x1234, l4_len=40, snap_len=20, ifindex=3, ttl=63,
+                        ip_id=ip_id, csum_verdict=verdict)
+            ev = decoder.decode(event_record(data))
+            assert (ev.hook, ev.checksum, ev.csum_field) == ("xdp", name, 0x1234)
 
 
 def test_an_ipv6_echo_request():
@@ -142,25 +145,22 @@ def test_the_packet_line_is_what_json_dumps_writes():
 def _flood_records() -> list[bytes]:
     """One flow's packets at three hooks, with what changes from packet to packet
     changing: time, length, TTL, id, sequence, skb (none at XDP), checksum field
-    and segment (good, bad and offloaded checksums in one shape)."""
-    pseudo = pseudo_header_sum("10.0.1.2", "10.0.2.2", 6, 20)
+    and the kernel's verdict on it (good, bad and offloaded checksums in one
+    shape)."""
+    verdicts = (CsumVerdict.PSEUDO, CsumVerdict.BAD, CsumVerdict.GOOD)
     records = []
     for n in range(12):
         segment = bytearray(20)
         segment[12] = 5 << 4
-        segment[4:8] = n.to_bytes(4, "big")  # the sequence number: changes the sum
-        total = ones_sum(bytes(segment)) + pseudo
-        good = ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF
-        csum = (pseudo, 0x1234, good)[n % 3]
-        segment[16:18] = csum.to_bytes(2, "big")
+        segment[4:8] = n.to_bytes(4, "big")  # the sequence number
         snap = (ctypes.c_uint8 * 64)(*segment)
         common = dict(saddr="10.0.1.2", daddr="10.0.2.2", family=4, proto=6, sport=4000,
                       dport=80, tcp_flags=0x02, ts_ns=1_000_000 * n + 7, pkt_len=60 + n,
                       ttl=63 - n % 2, ip_id=n, seq=n * 1000, ack_seq=n)
-        records.append(_raw(hook=Hook.XDP, ifindex=2, l4_len=20, snap_len=20, snap=snap,
-                            l4_csum=csum, **common))
-        records.append(_raw(hook=Hook.TC_INGRESS, ifindex=2, l4_len=20, snap_len=20, snap=snap,
-                            l4_csum=csum, skb=0xFFFF888000001000 + 256 * n, **common))
+        arrival = dict(ifindex=2, l4_len=20, snap_len=20, snap=snap, l4_csum=0x1000 + n,
+                       csum_verdict=verdicts[n % 3], **common)
+        records.append(_raw(hook=Hook.XDP, **arrival))
+        records.append(_raw(hook=Hook.TC_INGRESS, skb=0xFFFF888000001000 + 256 * n, **arrival))
         records.append(_raw(hook=Hook.KFREE_SKB, reason=69, location=0x10,
                             skb=0xFFFF888000001000 + 256 * n, **common))
     return records
@@ -194,7 +194,7 @@ def test_a_record_differing_in_any_one_field_decodes_as_itself():
                    pkt_len=61, ttl=62, ip_id=2, seq=1001, ack_seq=2, skb=0xFFFF888000002000,
                    l4_len=21, snap_len=8, l4_csum=0x4321, ts_ns=2 * 10**9, reason=69,
                    location=0x20, icmp_type=3, icmp_code=1, state_old=1, state_new=2,
-                   watched_port=1, tracked=1)
+                   watched_port=1, tracked=1, csum_verdict=CsumVerdict.BAD)
     names = {name for name, _ in RawEvent._fields_ if not name.startswith("_")} - {"snap"}
     assert set(changed) == names
     for name, value in changed.items():

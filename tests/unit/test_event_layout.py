@@ -10,6 +10,7 @@ import pytest
 
 from pktfate.decode.raw import (
     AGG_HOT_SLOTS,
+    CSUM_VERDICTS,
     EVENT_STRUCT,
     HOOKS,
     PORT_WORDS,
@@ -23,6 +24,7 @@ from pktfate.decode.raw import (
     STAT_LOST,
     STAT_SAMPLED,
     STAT_SLOTS,
+    CsumVerdict,
     Hook,
     RawAggHot,
     RawAggKey,
@@ -105,7 +107,7 @@ def test_the_ring_form_reads_the_per_packet_fields_and_the_shared_span_whole():
     assert record.pop("snap") == bytes(raw.snap)
     assert record == {name: getattr(raw, name) for name in record}
     assert set(record) == {"ts_ns", "skb", "seq", "ack_seq", "pkt_len", "ip_id", "l4_csum",
-                           "l4_len", "ttl"}
+                           "l4_len", "ttl", "csum_verdict"}
     assert full_record(ring_record(data)) == event_record(data)
     assert ring_form(event_record(data)) == ring_record(data)
 
@@ -116,15 +118,21 @@ def test_struct_is_8_byte_aligned_and_padded_explicitly():
     assert RawEvent.snap.size == SNAP_LEN
 
 
-def _c_enum(text: str, name: str) -> dict[str, int]:
+def _c_enum(text: str, name: str, prefix: str) -> dict[str, int]:
     body = re.search(rf"enum {name} \{{(.*?)\}};", text, re.S).group(1)
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"(PF_HOOK_\w+) = (\d+)", body)}
+    return {m.group(1): int(m.group(2)) for m in re.finditer(rf"({prefix}_\w+) = (\d+)", body)}
 
 
 def test_hook_enum_matches_header_by_name_and_value():
-    hooks = _c_enum((BPF / "event.h").read_text(), "pf_hook")
+    hooks = _c_enum((BPF / "event.h").read_text(), "pf_hook", "PF_HOOK")
     assert hooks == {f"PF_HOOK_{hook.name}": hook.value for hook in Hook}
     assert sorted(HOOKS) == sorted(hooks.values())  # every hook has its JSON name
+
+
+def test_checksum_verdict_enum_matches_header_by_name_and_value():
+    verdicts = _c_enum((BPF / "event.h").read_text(), "pf_csum", "PF_CSUM")
+    assert verdicts == {f"PF_CSUM_{verdict.name}": verdict.value for verdict in CsumVerdict}
+    assert len(CSUM_VERDICTS) == len(verdicts)  # every verdict has its JSON name
 
 
 def test_stat_slots_match_header():

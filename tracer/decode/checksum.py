@@ -1,12 +1,11 @@
-"""pktfate's own look at a TCP/UDP checksum as a packet arrived: verified where
-the whole segment was captured, and the offload signature (only the pseudo-header
-sum in the field) recognised whatever the length."""
+"""Internet checksums for the probes pktfate sends (probe/plan.py). What an
+arriving packet's own checksum says is judged in the kernel, where the packet
+is (bpf/parse.h, pf_csum_verdict)."""
 
 from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
 
 
 def ones_sum(data: bytes) -> int:
@@ -33,52 +32,3 @@ def packed_pseudo_header_sum(src: bytes, dst: bytes, proto: int, l4_len: int) ->
     if len(src) == 4:
         return ones_sum(src + dst + struct.pack("!BBH", 0, proto, l4_len))
     return ones_sum(src + dst + struct.pack("!IxxxB", l4_len, proto))
-
-
-@dataclass(frozen=True)
-class ChecksumCheck:
-    """pktfate's own look at a TCP/UDP checksum as the packet arrived."""
-
-    field: int  # the value in the header
-    verdict: str  # "good", "bad", "pseudo-header-only" or "unchecked"
-
-
-def check_l4_checksum(src: str, dst: str, proto: int, l4_len: int, csum: int,
-                      segment: bytes) -> ChecksumCheck:
-    """Verify when the whole segment was captured; recognise the offload signature
-    (field == pseudo-header sum) whatever the length."""
-    return ChecksumCheck(csum, l4_checksum_verdict(
-        ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed, proto, l4_len,
-        csum, segment))
-
-
-def l4_checksum_verdict(src: bytes, dst: bytes, proto: int, l4_len: int, csum: int,
-                        segment: bytes) -> str:
-    """check_l4_checksum's verdict from the addresses' bytes."""
-    return checksum_verdict(packed_pseudo_header_sum(src, dst, proto, l4_len), proto,
-                            len(src) == 4, l4_len, csum, segment)
-
-
-def with_length(pseudo_base: int, l4_len: int) -> int:
-    """The pseudo-header sum from the sum of its other words (addresses and
-    protocol: packed_pseudo_header_sum with a length of 0) and the length, a word
-    of its own in both families (l4_len < 2**16). What the decoder works out once
-    per flow and hook, and completes per packet."""
-    total = (pseudo_base + l4_len) % 0xFFFF
-    return total or 0xFFFF  # the protocol word is never 0: the sum is a non-zero multiple
-
-
-def checksum_verdict(pseudo: int, proto: int, v4: bool, l4_len: int, csum: int,
-                     segment: bytes) -> str:
-    """The verdict from the pseudo-header sum: "good" when the whole segment was
-    captured and sums right, "pseudo-header-only" when the field holds just the
-    pseudo-header sum (the offload signature), else "bad" or "unchecked"."""
-    if proto == 17 and csum == 0 and v4:
-        return "good"  # UDP over IPv4: no checksum
-    if len(segment) < l4_len:
-        return "pseudo-header-only" if csum == pseudo else "unchecked"
-    total = ones_sum(segment[:l4_len]) + pseudo
-    total = (total & 0xFFFF) + (total >> 16)
-    if total == 0xFFFF:
-        return "good"
-    return "pseudo-header-only" if csum == pseudo else "bad"

@@ -7,8 +7,8 @@ import struct
 from collections.abc import Iterable
 from typing import Any, Callable, NamedTuple, Optional
 
-from .checksum import checksum_verdict, l4_checksum_verdict, packed_pseudo_header_sum, with_length
 from .raw import (
+    CSUM_VERDICTS,
     HOOKS,
     PROTOCOLS,
     RING_FIELDS,
@@ -39,9 +39,9 @@ MAX_SHAPES = 4096  # a scan of many ports or hosts: start again when full
 PER_PACKET_FIELDS = ("ts", "length", "ttl", "ip_id", "seq", "ack", "checksum", "csum_field",
                      "skb")
 # The ring reader's record fields, by position (RING_STRUCT's tuple).
-(_TS_NS, _SKB, _SEQ, _ACK, _PKT_LEN, _IP_ID, _L4_CSUM, _L4_LEN, _TTL, _SHARED, _SNAP) = (
+(_TS_NS, _SKB, _SEQ, _ACK, _PKT_LEN, _IP_ID, _L4_CSUM, _TTL, _CSUM_VERDICT, _SHARED) = (
     RING_FIELDS.index(name) for name in ("ts_ns", "skb", "seq", "ack_seq", "pkt_len", "ip_id",
-                                         "l4_csum", "l4_len", "ttl", "shared", "snap"))
+                                         "l4_csum", "ttl", "csum_verdict", "shared"))
 
 
 class Shape:
@@ -52,16 +52,14 @@ class Shape:
     work out once per shape what follows from it: a Shape hashes by identity, and
     stays the same object as long as the decoder remembers the shape (MAX_SHAPES)."""
 
-    __slots__ = ("values", "v4", "tcp", "snap_len", "checked", "pseudo_base", "proto")
+    __slots__ = ("values", "v4", "tcp", "snap_len", "checked")
 
-    def __init__(self, values: list, v4: bool, tcp: bool, snap_len: int, checked: bool,
-                 pseudo_base: int, proto: int = 0):
+    def __init__(self, values: list, v4: bool, tcp: bool, snap_len: int, checked: bool):
         self.values = values
         self.v4, self.tcp = v4, tcp
-        self.proto = proto  # IPPROTO_*
         self.snap_len = snap_len  # bytes of the segment captured: 0 for none
-        self.checked = checked  # arrivals of TCP and UDP: the checksum gets a verdict
-        self.pseudo_base = pseudo_base  # their pseudo-header sum without the length
+        # Arrivals of TCP and UDP: the kernel judged each one's checksum.
+        self.checked = checked
 
 
 def tcp_flags_text(flags: int) -> str:
@@ -248,12 +246,9 @@ class Decoder:
                 values[_F_SEQ] = raw[_SEQ]
                 values[_F_ACK] = raw[_ACK]
             if shape.snap_len:
-                csum = values[_F_CSUM_FIELD] = raw[_L4_CSUM]
+                values[_F_CSUM_FIELD] = raw[_L4_CSUM]
                 if shape.checked:
-                    l4_len = raw[_L4_LEN]
-                    values[_F_CHECKSUM] = checksum_verdict(
-                        with_length(shape.pseudo_base, l4_len), shape.proto, shape.v4, l4_len,
-                        csum, raw[_SNAP][:shape.snap_len])
+                    values[_F_CHECKSUM] = CSUM_VERDICTS[raw[_CSUM_VERDICT]]
             skb = raw[_SKB]
             if skb:
                 text = skbs.get(skb)
@@ -284,13 +279,9 @@ class Decoder:
             self._shapes.clear()
         values = list(ev)
         values[_F_SKB] = None  # set per record, where it has one
-        size = 4 if raw.family == 4 else 16
-        checked = ev.checksum is not None
-        pseudo_base = packed_pseudo_header_sum(raw.saddr[:size], raw.daddr[:size], raw.proto,
-                                               0) if checked else 0
+        checked = bool(raw.snap_len) and raw.hook in _ARRIVALS and ev.proto in ("tcp", "udp")
         shape = self._shapes[record[_SHARED]] = Shape(
-            values, raw.family == 4, ev.proto == "tcp", raw.snap_len, checked, pseudo_base,
-            raw.proto)
+            values, raw.family == 4, ev.proto == "tcp", raw.snap_len, checked)
         return ev, shape
 
     def _decode_all(self, raw: AnyRecord) -> PacketEvent:
@@ -326,8 +317,7 @@ class Decoder:
             reason=self._reason(raw, hook) if hook in _REASON_HOOKS else None,
             location=self.symbol(raw.location) if raw.location else None,
             state=self._state(raw) if hook == "tcp-state" else None,
-            checksum=self._checksum(raw, proto) if snap_len and raw.hook in _ARRIVALS
-            else None,
+            checksum=self._checksum(raw.csum_verdict),
             csum_field=raw.l4_csum if snap_len else None,
             skb=self._skb_text(raw.skb) if raw.skb else None,
             quoted=quoted_packet(proto, icmp_type, bytes(raw.snap[:snap_len]))
@@ -361,10 +351,9 @@ class Decoder:
         return f"{old}>{new}"
 
     @staticmethod
-    def _checksum(raw: AnyRecord, proto: str) -> str | None:
-        # Only arrivals carry the checksum as it came off the wire.
-        if proto not in ("tcp", "udp"):
-            return None
-        size = 4 if raw.family == 4 else 16
-        return l4_checksum_verdict(raw.saddr[:size], raw.daddr[:size], raw.proto, raw.l4_len,
-                                   raw.l4_csum, raw.snap[: raw.snap_len])
+    def _checksum(verdict: int) -> str | None:
+        """The kernel's verdict on an arrival's checksum (bpf/parse.h
+        pf_csum_verdict), by name; None where it judged none."""
+        if verdict < len(CSUM_VERDICTS):
+            return CSUM_VERDICTS[verdict]
+        return f"verdict{verdict}"  # a newer kernel side's

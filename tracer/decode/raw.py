@@ -53,6 +53,20 @@ HOOK_NAMES = {
 }
 HOOKS = {int(hook): name for hook, name in HOOK_NAMES.items()}
 
+class CsumVerdict(IntEnum):
+    """enum pf_csum in bpf/event.h, member for member (PF_CSUM_<name>): what an
+    arriving TCP or UDP packet's checksum says, judged in the kernel."""
+
+    NONE = 0
+    GOOD = 1
+    BAD = 2
+    PSEUDO = 3
+    UNCHECKED = 4
+
+
+# Each verdict's name in events and JSON (the README's `checksum`), by value.
+CSUM_VERDICTS: tuple[str | None, ...] = (None, "good", "bad", "pseudo-header-only", "unchecked")
+
 PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 TCP_FLAG_LETTERS = (("S", 0x02), ("F", 0x01), ("R", 0x04), ("P", 0x08), ("A", 0x10), ("U", 0x20))
 # include/net/tcp_states.h: the numbers are part of the tracepoint's ABI.
@@ -77,7 +91,7 @@ class RawEvent(ctypes.Structure):
         ("l4_csum", ctypes.c_uint16),
         ("l4_len", ctypes.c_uint16),
         ("ttl", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8),
+        ("csum_verdict", ctypes.c_uint8),
         ("netns", ctypes.c_uint32),
         ("location", ctypes.c_uint64),
         ("saddr", ctypes.c_uint32 * 4),
