@@ -145,20 +145,6 @@ class PacketRecord:
         self.bad_csum = False
         self.rewritten = False  # its rewrites are counted on its flow already
 
-    def settle(self, fate: str, reason: str | None = None, location: str | None = None) -> bool:
-        """Set the fate unless a stronger one is already known (then only fill in the
-        reason and location where none is known). True if the fate changed."""
-        if self.fate and FATE_RANK[self.fate] > FATE_RANK[fate]:
-            if self.reason is None:
-                self.reason = reason
-            if self.location is None:
-                self.location = location
-            return False
-        self.fate = fate
-        if reason is not None or location is not None:
-            self.reason, self.location = reason, location
-        return True
-
 
 @dataclass
 class Flow:
@@ -600,18 +586,25 @@ class Correlator:
 
     def _settle(self, rec: PacketRecord, flow: Flow, fate: str, reason: str | None = None,
                 location: str | None = None) -> None:
-        """Settle the packet's fate (PacketRecord.settle) and, where it changed, move
-        the packet from its old fate to the new one in the flow's counts."""
+        """Set the packet's fate unless a stronger one is already known (then only
+        fill in the reason and location where none is known); where it changed,
+        move the packet from its old fate to the new one in the flow's counts."""
         old = rec.fate
-        if not rec.settle(fate, reason, location):
+        if old and FATE_RANK[old] > FATE_RANK[fate]:
+            if rec.reason is None:
+                rec.reason = reason
+            if rec.location is None:
+                rec.location = location
             return
-        syn = rec.syn
+        rec.fate = fate
+        if reason is not None or location is not None:
+            rec.reason, rec.location = reason, location
         if old:
             _decrement(flow.fates, old)
-            if syn:
+            if rec.syn:
                 _decrement(flow.syn_fates, old)
         flow.fates[fate] += 1
-        if syn:
+        if rec.syn:
             flow.syn_fates[fate] += 1
 
     def _on_drop(self, rec: PacketRecord, flow: Flow, ev: PacketEvent, route: Route) -> None:
@@ -630,7 +623,7 @@ class Correlator:
             # kernels whose tcp_send_reset tracepoint stays silent then (5.10) get here.
             flow.kernel_resets += 1
             self._settle(rec, flow, "reset")
-        self._settle(rec, flow, "dropped", reason=ev.reason, location=ev.location)
+        self._settle(rec, flow, "dropped", ev.reason, ev.location)
 
     def _on_tcp_bad_csum(self, rec: PacketRecord, flow: Flow, _ev: PacketEvent,
                          _route: Route) -> None:

@@ -126,6 +126,15 @@ def _line_template(ev: PacketEvent) -> LineTemplate:
     return line.encode("ascii"), _getter(places, kinds)  # _json_value's are ASCII
 
 
+def _remember(templates: dict, key: Any, ev: PacketEvent) -> LineTemplate:
+    """The line template of `key`'s events, made from its first one and remembered
+    (a table of MAX_LINE_SHAPES at most: a scan of many flows starts it again)."""
+    if len(templates) >= MAX_LINE_SHAPES:
+        templates.clear()
+    template = templates[key] = _line_template(ev)
+    return template
+
+
 def _packet_bytes(ev: PacketEvent) -> bytes:
     """The JSON line of one packet event, newline included, as bytes."""
     if ev.quoted is None:
@@ -133,9 +142,7 @@ def _packet_bytes(ev: PacketEvent) -> bytes:
         try:
             template = _LINES[shape]
         except KeyError:
-            if len(_LINES) >= MAX_LINE_SHAPES:
-                _LINES.clear()
-            template = _LINES[shape] = _line_template(ev)
+            template = _remember(_LINES, shape, ev)
         if template is not None:
             return template[0] % template[1](ev)
     return (_PACKET_LINE % tuple(map(_json_value, ev))).encode("ascii")
@@ -181,9 +188,7 @@ class JsonOutput:
             try:
                 template = templates[shape]
             except KeyError:
-                if len(templates) >= MAX_LINE_SHAPES:
-                    templates.clear()
-                template = templates[shape] = _line_template(ev)
+                template = _remember(templates, shape, ev)
             line(template[0] % template[1](ev) if template is not None
                  else _packet_bytes(ev))
         self._write(b"".join(lines))
