@@ -643,6 +643,7 @@ def run(sizes: Sizes) -> Results:
                      f"flows kept, {mem['end'].get('evicted', 0):,} evicted)")
     finally:
         pair.down()
+        shutil.rmtree(tmp, ignore_errors=True)  # every watch's output: gigabytes by the end
     return results
 
 

@@ -2,6 +2,7 @@
 Its numbers are not checked here (timings on this machine are noisy): the bench
 is not a timed test."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,14 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "run.py"
 
 
 def test_bench_smoke_run_writes_the_table(tmp_path):
-    out = tmp_path / "bench.md"
+    out, scratch = tmp_path / "bench.md", tmp_path / "scratch"
+    scratch.mkdir()
     proc = subprocess.run([sys.executable, str(BENCH), "--smoke", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TMPDIR=str(scratch)))
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # Every watch's output went to the bench's own folder, and it is gone.
+    assert list(scratch.iterdir()) == []
     text = out.read_text()
     assert text.startswith("Machine: ")
     rows = [line for line in text.splitlines() if line.startswith("| (")]
