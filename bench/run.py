@@ -119,6 +119,10 @@ class Pktfate(Tool):
         assert self.watch is not None
         rss = _status_kb(self.watch.pid)
         lines = self.watch.stop()
+        # Read, then gone: gigabytes of earlier runs' output left in the page cache
+        # made the kernel throttle and reclaim while later runs wrote theirs, which
+        # tripled a watch's system time by the end of the bench.
+        self.watch.output.unlink(missing_ok=True)
         stats: dict = next((x for x in lines if x["kind"] == "stats"), {})
         return {"stats": stats, "events": sum(1 for x in lines if x["kind"] == "packet"),
                 "flows": sum(1 for x in lines if x["kind"] == "flow"),
@@ -131,7 +135,8 @@ class Tcpdump(Tool):
         self.name = f"tcpdump -w ({_filter_text(port)})"
 
     def start(self, pair: VethPair, tmp: Path) -> None:
-        argv = ["tcpdump", "-i", "eth0", "-n", "-w", str(tmp / "dump.pcap"), "udp", "port",
+        self.dump = tmp / "dump.pcap"
+        argv = ["tcpdump", "-i", "eth0", "-n", "-w", str(self.dump), "udp", "port",
                 str(self.port)]
         self.proc = subprocess.Popen(pair.exec_argv(pair.b, argv), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
@@ -143,6 +148,7 @@ class Tcpdump(Tool):
     def stop(self) -> dict:
         self.proc.send_signal(signal.SIGINT)
         self.proc.communicate(timeout=60)
+        self.dump.unlink(missing_ok=True)  # as pktfate's output (Pktfate.stop)
         return {}
 
 
