@@ -212,6 +212,8 @@ PEERS = (
 # statistics run, its ns per run is what the statistics themselves cost a run
 # (two clock reads and the accounting): the floor under every figure they give.
 EMPTY_PROGRAM = struct.pack("<BBhi", 0xB7, 0, 0, 0) + struct.pack("<BBhi", 0x95, 0, 0, 0)
+# At tc: r0 = -1 (TCX_NEXT, TC_ACT_UNSPEC): the verdict left to what comes next.
+EMPTY_TC_PROGRAM = struct.pack("<BBhi", 0xB7, 0, 0, -1) + struct.pack("<BBhi", 0x95, 0, 0, 0)
 TRACEFS = Path("/sys/kernel/tracing")
 
 
@@ -234,6 +236,44 @@ class StatsFloor:
     def __exit__(self, *exc) -> None:
         for fd in reversed(self.fds):
             os.close(fd)
+
+
+class HooksAlone(Tool):
+    """Empty programs where pktfate's refused packets cost it most: tc ingress (a
+    tcx link) on the receiving side's eth0 and skb:kfree_skb's raw tracepoint,
+    held by a process in that namespace until SIGINT. The rate with them is what
+    any observer at those two hooks pays before its program does anything: the
+    floor under pktfate's own ratio."""
+
+    name = "empty programs at tc ingress and on skb:kfree_skb (the hooks' own cost)"
+    CODE = (
+        "import signal, socket\n"
+        "from pktfate.kernel import bpfsys\n"
+        "from pktfate.kernel.btf import BTF\n"
+        "from bench.run import EMPTY_PROGRAM, EMPTY_TC_PROGRAM\n"
+        "btf_id = BTF.from_file().raw_tracepoint('kfree_skb')[0]\n"
+        "tp = bpfsys.prog_load(bpfsys.PROG_TRACING, 'bench_empty_tp', EMPTY_PROGRAM,\n"
+        "                      attach_type=bpfsys.ATTACH_TRACE_RAW_TP, attach_btf_id=btf_id)\n"
+        "links = [bpfsys.raw_tracepoint_open(tp)]\n"
+        "tc = bpfsys.prog_load(bpfsys.PROG_SCHED_CLS, 'bench_empty_tc', EMPTY_TC_PROGRAM)\n"
+        "links.append(bpfsys.link_create(tc, socket.if_nametoindex('eth0'),\n"
+        "                                bpfsys.ATTACH_TCX_INGRESS))\n"
+        "print('attached', flush=True)\n"
+        "signal.sigwait([signal.SIGINT, signal.SIGTERM])\n")
+
+    def start(self, pair: VethPair, tmp: Path) -> None:  # noqa: ARG002 - Tool's signature
+        self.proc = subprocess.Popen(pair.exec_argv(pair.b, [sys.executable, "-c", self.CODE]),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     cwd=ROOT)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "attached":
+            _, err = self.proc.communicate(timeout=30)
+            raise RuntimeError(f"empty programs: {err.strip()[-300:]}")
+
+    def stop(self) -> dict:
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.communicate(timeout=30)
+        return {}
 
 
 class UdpSink:
@@ -588,6 +628,12 @@ def run(sizes: Sizes) -> Results:
                 ("td-none", Tcpdump(UNWATCHED), "", None), ("td-all", Tcpdump(WATCHED), "", None)):
             results.add(f"(a) rate with {tool.name}, relative to none", medians[key], "{:.2f}",
                         target, ok)
+        results.add(f"(a) rate with {HooksAlone.name}, relative to none",
+                    overhead(pair, HooksAlone(), sizes, tmp), "{:.2f}", "", None)
+        results.add("(a) rate with pktfate (filter matches nothing) over empty programs at the "
+                    "same hooks: what its own programs add",
+                    versus(pair, Pktfate(UNWATCHED), HooksAlone(), sizes, tmp), "{:.2f}", "",
+                    None)
         for peer in PEERS:
             why = peer.available()
             if why:

@@ -29,6 +29,9 @@ def test_bench_smoke_run_writes_the_table(tmp_path):
     assert measures == {"| (a", "| (b", "| (c", "| (d", "| (e"}
     assert "pktfate (filter matches nothing)" in text and "tcpdump -w" in text
     assert "rate with bpftrace" in text and "rate with dropwatch" in text  # the peers
+    # the floor under any observer at tc ingress and kfree_skb, and pktfate over it
+    assert "rate with empty programs at tc ingress and on skb:kfree_skb" in text
+    assert "over empty programs at the same hooks" in text
     # each hook's own cost, from the kernel's BPF statistics, both ways
     for hook in ("pf_xdp", "pf_tc_ingress", "pf_kfree_skb"):
         assert f"cost of {hook} per run, filter matches nothing" in text
