@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import lru_cache
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 from typing import Any, Callable, Optional, TextIO
@@ -93,11 +94,15 @@ class _AsciiCache(dict):
 _ASCII = _AsciiCache()
 
 
-def _getter(places: list[int], kinds: list[type]) -> Callable[[PacketEvent], tuple]:
+@lru_cache(maxsize=256)
+def _getter(places: tuple[int, ...], kinds: tuple[type, ...]) -> Callable[[PacketEvent], tuple]:
     """event -> the tuple of the values a template takes, strings as bytes, a time
     as its whole seconds and microseconds: a function written for these places in
     the event (our own field numbers, not input), one subscript per value, the
-    cheapest way Python has."""
+    cheapest way Python has. Which per-packet fields a line has, and of what type,
+    comes in a handful of combinations: the line templates of every flow share
+    them (a function per template weighed 20 objects, and a flood from as many
+    source ports as flows made one a packet)."""
     lines, items = [], []
     for place, kind in zip(places, kinds):
         if kind is float:
@@ -123,7 +128,7 @@ def _line_template(ev: PacketEvent) -> LineTemplate:
             text = _json_value(value).replace("%", "%%")
         parts.append(f'"{name}": {text}')
     line = '{"kind": "packet", ' + ", ".join(parts) + "}\n"
-    return line.encode("ascii"), _getter(places, kinds)  # _json_value's are ASCII
+    return line.encode("ascii"), _getter(tuple(places), tuple(kinds))  # _json_value's: ASCII
 
 
 def _remember(templates: dict, key: Any, ev: PacketEvent) -> LineTemplate:
