@@ -159,7 +159,7 @@ static __always_inline __u16 pf_csum_fold(__u64 sum)
  * either. Frames only (XDP, tc): the helper is theirs. */
 static __always_inline __u8 pf_csum_verdict(struct pf_event *e)
 {
-	__s64 addrs, all;
+	__u32 addrs, all;
 	__u64 words;
 	__u16 pseudo, field;
 
@@ -168,19 +168,20 @@ static __always_inline __u8 pf_csum_verdict(struct pf_event *e)
 	if (e->proto == PF_IPPROTO_UDP && e->l4_csum == 0 && e->family == 4)
 		return PF_CSUM_GOOD;  /* UDP over IPv4 may go without one */
 	/* The pseudo-header: both addresses as the event holds them (32 bytes, an
-	 * IPv4 address's last 12 zero), then protocol and length, a word each. */
-	addrs = bpf_csum_diff(0, 0, (void *)e->saddr, 2 * sizeof(e->saddr), 0);
-	if (addrs < 0)
-		return PF_CSUM_NONE;
+	 * IPv4 address's last 12 zero), then protocol and length, a word each.
+	 * The helper's result is taken as 32 bits whatever its sign: bcc declares it
+	 * int, and kernels that return the sum unfolded (Debian's 6.12 does; later
+	 * ones fold it to 16 bits, which adds up alike) give a negative int for every
+	 * sum with its top bit set. Its only error, a size that is no multiple of 4
+	 * or too large, cannot happen with these constant sizes. */
+	addrs = (__u32)bpf_csum_diff(0, 0, (void *)e->saddr, 2 * sizeof(e->saddr), 0);
 	words = (__u64)bpf_htons((__u16)e->proto) + bpf_htons(e->l4_len);
-	pseudo = pf_csum_fold((__u32)addrs + words);
+	pseudo = pf_csum_fold((__u64)addrs + words);
 	field = bpf_htons(e->l4_csum);  /* as it lies in the packet */
 	if (e->snap_len < e->l4_len)  /* not all of the segment was seen */
 		return field == pseudo ? PF_CSUM_PSEUDO : PF_CSUM_UNCHECKED;
-	all = bpf_csum_diff(0, 0, (void *)e->snap, PF_SNAP_LEN, (__u32)addrs);
-	if (all < 0)
-		return PF_CSUM_NONE;
-	if (pf_csum_fold((__u32)all + words) == 0xFFFF)
+	all = (__u32)bpf_csum_diff(0, 0, (void *)e->snap, PF_SNAP_LEN, addrs);
+	if (pf_csum_fold((__u64)all + words) == 0xFFFF)
 		return PF_CSUM_GOOD;
 	return field == pseudo ? PF_CSUM_PSEUDO : PF_CSUM_BAD;
 }

@@ -39,3 +39,12 @@ def test_smoke_matrix_on_debians_kernels(tmp_path):
                for line in path.read_text().splitlines() if line.startswith('{"kind": "start"')
                for item in json.loads(line)["missing"] if "BTF raw tracepoint" in item]
     assert len(list(tmp_path.glob("*/*.jsonl"))) == 3 * 4 and refused == []
+    # Every kernel judged every TCP and UDP arrival's checksum (bpf/parse.h): one
+    # it left unjudged read a sum with its top bit set as an error (Debian's 6.12).
+    unjudged = [(path.parent.name, path.stem, line["tcp_flags"])
+                for path in tmp_path.glob("*/*.jsonl") for line in map(json.loads, (
+                    text for text in path.read_text().splitlines() if text.startswith("{")))
+                if line["kind"] == "packet" and line["hook"] in ("xdp", "tc-ingress")
+                and line["proto"] in ("tcp", "udp") and line["csum_field"] is not None
+                and line["checksum"] is None]
+    assert unjudged == []

@@ -232,6 +232,23 @@ def test_lines_written_by_shape_are_what_json_dumps_writes():
     assert len(out._with_skb) == 2 and len(out._without_skb) == 2
 
 
+def test_an_arrival_the_kernel_judged_no_checksum_of_is_written_whole():
+    # In a shape whose first arrival got a checksum verdict, one without a verdict
+    # (the kernel said none) has null where the shape's template has a string: its
+    # line is made whole, right, and the lines after it still use the template.
+    decoder, stream = _decoder(), io.StringIO()
+    arrivals = [data for data in _flood_records()
+                if event_record(data).hook == Hook.TC_INGRESS][:3]
+    unjudged = bytearray(arrivals[1])
+    unjudged[RawEvent.csum_verdict.offset] = CsumVerdict.NONE
+    batch = decoder.decode_batch([ring_record(data) for data in
+                                  (arrivals[0], bytes(unjudged), arrivals[2])])
+    assert len({shape for _ev, shape in batch}) == 1
+    assert [ev.checksum for ev, _ in batch] == ["pseudo-header-only", None, "good"]
+    JsonOutput(stream).events(batch)
+    assert stream.getvalue() == "".join(_json_line(ev) for ev, _ in batch)
+
+
 def test_packet_lines_written_as_bytes_keep_their_place_among_the_text_lines():
     # Packet lines go to the byte stream under stdout's text stream; the start line
     # before them and the closing lines after them are text. Each in its place.

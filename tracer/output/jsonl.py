@@ -85,6 +85,8 @@ class _AsciiCache(dict):
     a few thousand) and checksum verdicts. Bounded: a long watch starts again."""
 
     def __missing__(self, text: str) -> bytes:
+        if type(text) is not str:  # a field null where the template has a string
+            raise KeyError(text)
         if len(self) >= 65536:
             self.clear()
         data = self[text] = text.encode("ascii")
@@ -194,8 +196,15 @@ class JsonOutput:
                 template = templates[shape]
             except KeyError:
                 template = _remember(templates, shape, ev)
-            line(template[0] % template[1](ev) if template is not None
-                 else _packet_bytes(ev))
+            if template is not None:
+                try:
+                    line(template[0] % template[1](ev))
+                    continue
+                except (KeyError, TypeError):
+                    # A per-packet field null where the shape's first event had a
+                    # value (the kernel judged no checksum this time): made whole.
+                    pass
+            line(_packet_bytes(ev))
         self._write(b"".join(lines))
 
     def flush(self) -> None:
