@@ -25,6 +25,10 @@ _ARRIVALS = frozenset({int(Hook.XDP), int(Hook.TC_INGRESS)})
 _ICMP = frozenset({"icmp", "icmpv6"})
 _ECHO_TYPES = frozenset({0, 8, 128, 129})  # echo request and reply, v4 and v6
 _REASON_HOOKS = frozenset({"drop", "rst-sent"})
+# The kernel's checksum verdict (bpf/parse.h pf_csum_verdict) by its byte's value:
+# one table for both decoding paths, a name for any value a newer kernel side sends.
+_CSUM_NAMES = CSUM_VERDICTS + tuple(f"verdict{value}"
+                                    for value in range(len(CSUM_VERDICTS), 256))
 _new_event = tuple.__new__  # PacketEvent from its values, as _make does without the checks
 
 # A record's shape: the span of the raw fields every event of one hook, flow,
@@ -248,7 +252,7 @@ class Decoder:
             if shape.snap_len:
                 values[_F_CSUM_FIELD] = raw[_L4_CSUM]
                 if shape.checked:
-                    values[_F_CHECKSUM] = CSUM_VERDICTS[raw[_CSUM_VERDICT]]
+                    values[_F_CHECKSUM] = _CSUM_NAMES[raw[_CSUM_VERDICT]]
             skb = raw[_SKB]
             if skb:
                 text = skbs.get(skb)
@@ -317,7 +321,7 @@ class Decoder:
             reason=self._reason(raw, hook) if hook in _REASON_HOOKS else None,
             location=self.symbol(raw.location) if raw.location else None,
             state=self._state(raw) if hook == "tcp-state" else None,
-            checksum=self._checksum(raw.csum_verdict),
+            checksum=_CSUM_NAMES[raw.csum_verdict],
             csum_field=raw.l4_csum if snap_len else None,
             skb=self._skb_text(raw.skb) if raw.skb else None,
             quoted=quoted_packet(proto, icmp_type, bytes(raw.snap[:snap_len]))
@@ -349,11 +353,3 @@ class Decoder:
         old = TCP_STATES.get(raw.state_old, str(raw.state_old))
         new = TCP_STATES.get(raw.state_new, str(raw.state_new))
         return f"{old}>{new}"
-
-    @staticmethod
-    def _checksum(verdict: int) -> str | None:
-        """The kernel's verdict on an arrival's checksum (bpf/parse.h
-        pf_csum_verdict), by name; None where it judged none."""
-        if verdict < len(CSUM_VERDICTS):
-            return CSUM_VERDICTS[verdict]
-        return f"verdict{verdict}"  # a newer kernel side's
