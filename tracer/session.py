@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 from .config import WatchConfig
 from .decode.events import Decoded, Decoder
 from .errors import PktfateError
+from .model.kinds import Location
 
 if TYPE_CHECKING:
     from .attach.tracer import Tracer
     from .kernel.discovery import KernelInfo
+    from .kernel.ksyms import KernelSymbols
 
 DRAIN_INTERVAL = 0.01  # seconds between ring-buffer drains (no wake-ups per event)
 # Records taken through decoding, correlation and output together: each stage
@@ -60,6 +62,18 @@ class IfNames:
             except OSError:
                 self._cache[index] = f"if{index}"
         return self._cache[index]
+
+
+def _locator(symbols: KernelSymbols) -> Callable[[int], Location]:
+    """A code address -> its Location, remembered: a flood repeats a few places."""
+    known: dict[int, Location] = {}
+
+    def locate(addr: int) -> Location:
+        location = known.get(addr)
+        if location is None:
+            location = known[addr] = Location(*symbols.locate(addr))
+        return location
+    return locate
 
 
 def _settle_garbage_collector() -> None:
@@ -107,7 +121,7 @@ class WatchSession:
         select_interfaces(self.config)  # unknown interfaces fail before anything loads
         self.leftovers = leftover_states()
         boot_offset = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
-        decoder = Decoder(self.kernel.drop_reason_name, KernelSymbols.load().name, IfNames(),
+        decoder = Decoder(self.kernel.drop_reason_name, _locator(KernelSymbols.load()), IfNames(),
                           self.kernel.rst_reasons, boot_offset, local_netns=self.kernel.netns)
         decode, deliver = decoder.decode_batch, self.on_batch
 

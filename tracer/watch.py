@@ -13,13 +13,15 @@ from typing import BinaryIO, TextIO
 from . import __version__
 from .correlate.correlator import Correlator
 from .decode.events import Decoded, PacketEvent
-from .decode.recording import read_recording
+from .decode.recording import context_of_json, read_recording
+from .decode.typed import parse
 from .diagnosis.diagnose import diagnose
 from .diagnosis.evidence import Evidence
 from .errors import PktfateError
 from .host import context as host_context
 from .host import firewall
 from .host.counters import delta, read_counters
+from .model.host import FirewallRule, HostContext
 from .output.human import HumanOutput
 from .output.jsonl import JsonOutput
 from .session import WatchSession, require_root
@@ -71,8 +73,10 @@ def run_watch(config, stream: TextIO) -> int:
     moved = firewall.moved_verdict_rules(rules_before, firewall.snapshot())
     flows = correlator.finish()
     stats["flows_evicted"] = correlator.evicted_flows
-    context = host_context.gather(flows, config.ports, _checksum_drop_ifaces(flows))
-    context["firewall"] = moved
+    gathered = host_context.gather(flows, config.ports, _checksum_drop_ifaces(flows))
+    # Through the recording reader's road: what the rules see live is what a
+    # replay of this watch's JSON will see.
+    context = context_of_json(gathered, parse(tuple[FirewallRule, ...], moved))
     _finish(out, flows, counters, stats, config.ports, context)
     return 0
 
@@ -93,20 +97,13 @@ def _checksum_drop_ifaces(flows) -> set[str]:
             for where in f.arrived_on if where.iface}
 
 
-def _finish(out, flows, counters: dict, stats: dict, ports: Iterable[int],
-            context: dict) -> None:
+def _finish(out, flows, counters: dict[str, int], stats: dict, ports: Iterable[int],
+            context: HostContext) -> None:
     lost = sum(stats.get("lost", {}).values())
     findings = diagnose(Evidence(flows, counters, tuple(ports), lost,
-                                 context.get("firewall", []), context.get("routes", {}),
-                                 context.get("offload", {}),
                                  sampled=sum(stats.get("sampled", {}).values()),
                                  kernel_counts=stats.get("kernel_counts", []),
-                                 listeners=context.get("listeners", {}),
-                                 sysctls=context.get("sysctls", {}),
-                                 neighbours=context.get("neighbours", []),
-                                 programs=context.get("programs", {}),
-                                 nat=context.get("nat", []),
-                                 rewrite_routes=context.get("rewrite_routes", {})))
+                                 host=context))
     out.finish(flows, findings, stats, counters, context)
 
 

@@ -4,15 +4,30 @@ from __future__ import annotations
 
 from pktfate.correlate.correlator import Correlator
 from pktfate.decode.events import PacketEvent
+from pktfate.decode.recording import context_of_json, event_of_json
+from pktfate.decode.typed import parse
 from pktfate.diagnosis.diagnose import diagnose
 from pktfate.diagnosis.evidence import Evidence
+from pktfate.model.host import FirewallRule, HostContext
 
 CLIENT, SERVER = "10.0.1.2", "10.0.2.2"
-_BASE = PacketEvent(ts=1000.0, hook="xdp", iface="eth0", netns=1, family=4, proto="tcp",
-                    src=CLIENT, dst=SERVER, sport=40000, dport=80, length=60, ttl=63, ip_id=1,
-                    tcp_flags="S", seq=100, ack=0, icmp_type=None, icmp_code=None,
-                    reason=None, location=None, state=None, checksum="good", csum_field=0,
-                    skb=None)
+# An event as its JSON line has it: tests write fields the way recordings do, and
+# the recording reader makes the typed event of them.
+_BASE = {"ts": 1000.0, "hook": "xdp", "iface": "eth0", "netns": 1, "family": 4,
+         "proto": "tcp", "src": CLIENT, "dst": SERVER, "sport": 40000, "dport": 80,
+         "length": 60, "ttl": 63, "ip_id": 1, "tcp_flags": "S", "seq": 100, "ack": 0,
+         "icmp_type": None, "icmp_code": None, "reason": None, "location": None,
+         "state": None, "checksum": "good", "csum_field": 0, "skb": None, "quoted": None,
+         "tracked": False}
+
+
+def event(**fields) -> PacketEvent:
+    """A typed event from JSON-style fields over the base SYN (a quote may come
+    typed, as decode.events.quoted_packet makes it)."""
+    quoted = fields.pop("quoted", None)
+    typed = quoted is not None and not isinstance(quoted, dict)
+    ev = event_of_json({**_BASE, **fields, "quoted": None if typed else quoted})
+    return ev._replace(quoted=quoted) if typed else ev
 
 
 class Recorder:
@@ -22,7 +37,7 @@ class Recorder:
 
     def add(self, **fields) -> PacketEvent:
         self.ts += 0.001
-        ev = _BASE._replace(ts=self.ts, **fields)
+        ev = event(ts=self.ts, **fields)
         self.events.append(ev)
         return ev
 
@@ -51,4 +66,10 @@ class Recorder:
         correlator = Correlator(set(local), ports)
         for ev in self.events:
             correlator.feed(ev)
-        return diagnose(Evidence(correlator.finish(), counters or {}, ports, **context))
+        return diagnose(Evidence(correlator.finish(), counters or {}, ports,
+                                 host=host_context(**context)))
+
+
+def host_context(firewall=(), **context) -> HostContext:
+    """The host's context from JSON-style parts, as a recording holds them."""
+    return context_of_json(context, parse(tuple[FirewallRule, ...], list(firewall)))

@@ -96,7 +96,8 @@ def test_an_icmp_fragmentation_needed_is_not_a_black_hole():
                 tcp_flags="A", seq=5001, ack=1001, ip_id=200 + attempt, length=1500)
     rec.add(hook="xdp", src="10.0.2.1", proto="icmp", tcp_flags=None, seq=None, ack=None,
             sport=None, dport=None, icmp_type=3, icmp_code=4, ip_id=300,
-            quoted={"proto": "tcp", "src": SERVER, "dst": CLIENT, "sport": 80, "dport": 40000})
+            quoted={"proto": "tcp", "src": SERVER, "dst": CLIENT, "ttl": 63, "sport": 80,
+                    "dport": 40000, "seq": None})
     assert "pmtu-blackhole" not in _causes(rec.findings())
 
 

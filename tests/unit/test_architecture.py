@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "tracer"
 ALLOWED = {
     "config": {"kernel"},
     "kernel": set(),
+    "model": set(),
     "host": {"config", "kernel"},
     "decode": set(),
     "correlate": {"decode"},
@@ -28,7 +29,9 @@ ALLOWED = {
     "watch": {"correlate", "decode", "diagnosis", "host", "output", "session"},
     "cli": {"attach", "config", "kernel", "probe", "watch"},
 }
-ALWAYS = {"errors", ""}  # "" is the package itself (its __version__)
+# "" is the package itself (its __version__); model is the typed vocabulary
+# every room speaks (it imports nothing of pktfate's).
+ALWAYS = {"errors", "", "model"}
 
 
 def _room(path: Path) -> str:

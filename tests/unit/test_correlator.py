@@ -14,11 +14,13 @@ from pktfate.correlate.correlator import (
     Correlator,
     DropSite,
     ErrorIn,
-    IcmpCode,
     merge_flows,
 )
 from pktfate.decode.events import PER_PACKET_FIELDS, PacketEvent, Shape
 from pktfate.decode.recording import read_recording
+from pktfate.model.kinds import Fate, Hook
+from pktfate.model.protocols import IcmpCode, Proto
+from pktfate.output.jsonl import flow_json
 
 from .recorded import CLIENT, SERVER, Recorder
 
@@ -67,7 +69,7 @@ def test_arrivals_are_typed_and_counted_once_per_packet():
     rec = Recorder()
     rec.syn(3)  # each seen at xdp and then tc-ingress
     (flow,) = merge_flows(_flows(rec), (80,))
-    assert flow.arrived_on == {Arrival("xdp", "eth0"): 3}
+    assert flow.arrived_on == {Arrival(Hook.XDP, "eth0"): 3}
     assert flow.packets_in == 3
 
 
@@ -79,18 +81,19 @@ def test_icmp_errors_sent_and_received_are_typed():
             tcp_flags=None, seq=None, ack=None, ip_id=42)
     rec.add(hook="xdp", src=ROUTER, dst=SERVER, proto="icmp", tcp_flags=None, seq=None,
             ack=None, sport=None, dport=None, icmp_type=3, icmp_code=3, ttl=64, ip_id=43,
-            quoted={"proto": "udp", "src": SERVER, "dst": CLIENT, "sport": 5353, "dport": 53})
+            quoted={"proto": "udp", "src": SERVER, "dst": CLIENT, "ttl": 63, "sport": 5353,
+                    "dport": 53, "seq": None})
     flows = {(f.proto, f.local_port): f for f in _flows(rec, ports=(80, 5353))}
-    assert flows["tcp", 80].icmp_errors_sent == {IcmpCode(3, 13): 1}
-    assert dict(+flows["tcp", 80].fates) == {"icmp-error": 1}
-    assert flows["udp", 5353].errors_in == {ErrorIn(3, 3, ROUTER, 64): 1}
+    assert flows[Proto.TCP, 80].icmp_errors_sent == {IcmpCode(3, 13): 1}
+    assert dict(+flows[Proto.TCP, 80].fates) == {Fate.ICMP_ERROR: 1}
+    assert flows[Proto.UDP, 5353].errors_in == {ErrorIn(3, 3, ROUTER, 64): 1}
 
 
 def test_flow_json_writes_typed_counts_as_records():
     rec = Recorder()
     rec.syn(2, drop={"reason": "TCP_CSUM", "location": "tcp_v4_rcv+0x1a"})
     (flow,) = merge_flows(_flows(rec), (80,))
-    out = json.loads(json.dumps(flow.to_json()))
+    out = json.loads(json.dumps(flow_json(flow)))
     assert out["arrived_on"] == [{"hook": "xdp", "iface": "eth0", "count": 2}]
     assert out["drop_sites"] == [{"reason": "TCP_CSUM", "function": "tcp_v4_rcv", "count": 2}]
     assert out["icmp_errors_sent"] == [] and out["errors_in"] == []
@@ -103,7 +106,7 @@ def test_echo_requests_are_answered_by_their_replies():
     rec.add(hook="xdp", proto="icmp", tcp_flags=None, seq=None, ack=None, checksum=None,
             sport=7, dport=9, icmp_type=8, icmp_code=0, ip_id=600)  # never answered
     (flow,) = _flows(rec)
-    assert flow.proto == "icmp"
+    assert flow.proto is Proto.ICMP
     assert flow.echo_requests_in == 4 and flow.echo_replies_out == 3
     assert dict(+flow.fates) == {"answered": 3, "unanswered": 1, "sent": 3}  # the replies
 
@@ -148,7 +151,7 @@ def test_what_the_correlator_works_out_once_per_shape_changes_no_count(recording
         plain.feed(ev)
     for ev, shape in _shaped(events):
         shaped.feed(ev, shape)
-    assert [f.to_json() for f in shaped.finish()] == [f.to_json() for f in plain.finish()]
+    assert [flow_json(f) for f in shaped.finish()] == [flow_json(f) for f in plain.finish()]
 
 
 @pytest.mark.parametrize("shaped", [False, True])

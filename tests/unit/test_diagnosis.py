@@ -3,6 +3,9 @@
 import io
 import json
 
+from pktfate.model.kinds import CsumVerdict, Hook
+from pktfate.model.protocols import Proto
+from pktfate.output.jsonl import event_json
 from pktfate.watch import run_explain
 
 from .recorded import CLIENT, SERVER, Recorder
@@ -16,8 +19,8 @@ def test_checksum_incident():
     rec = Recorder()
     rec.ping(3)
     rec.syn(6, tcp_bad_csum={}, drop={"reason": "TCP_CSUM", "location": "tcp_v4_rcv+0x1a"})
-    rec.events = [ev._replace(checksum="pseudo-header-only")
-                  if ev.hook == "xdp" and ev.proto == "tcp" else ev for ev in rec.events]
+    rec.events = [ev._replace(checksum=CsumVerdict.PSEUDO)
+                  if ev.hook is Hook.XDP and ev.proto is Proto.TCP else ev for ev in rec.events]
     findings = rec.findings(counters={"TcpInCsumErrors": 6})
     top = findings[0]
     assert top.cause == "tcp-bad-checksum"
@@ -45,7 +48,7 @@ def test_firewall_drop_counts_exactly():
     findings = rec.findings()
     assert findings[0].cause == "firewall-drop"
     assert findings[0].count == 23
-    assert findings[0].flows[0]["count"] == 23
+    assert findings[0].flows[0].count == 23
 
 
 def test_firewall_reject_is_told_from_no_listener():
@@ -111,7 +114,7 @@ def test_explain_replays_a_recording():
     rec.ping(3)
     rec.syn(6, drop={"reason": "TCP_CSUM", "location": "tcp_v4_rcv+0x1a"})
     lines = [json.dumps({"kind": "start", "local_addrs": [SERVER], "ports": [80]})]
-    lines += [json.dumps(ev.to_json()) for ev in rec.events]
+    lines += [json.dumps(event_json(ev)) for ev in rec.events]
     lines.append(json.dumps({"kind": "counters", "delta": {"TcpInCsumErrors": 6}}))
     out = io.StringIO()
     recording = io.BytesIO("".join(line + "\n" for line in lines).encode())

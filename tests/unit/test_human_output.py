@@ -8,9 +8,10 @@ import io
 from pktfate.correlate.correlator import Correlator, merge_flows
 from pktfate.diagnosis.diagnose import diagnose
 from pktfate.diagnosis.evidence import Evidence
+from pktfate.model.kinds import Hook
 from pktfate.output.human import WIDTH, HumanOutput, banner, event_line
 
-from .recorded import _BASE, SERVER, Recorder
+from .recorded import SERVER, Recorder, event
 
 START = {"version": "0.1.0", "ports": [80], "hosts": [], "protos": ["tcp"], "netns": 4026531840,
          "all_netns": False, "xdp": {"eth0": "generic"}, "tc": ["eth0"], "missing": [],
@@ -57,7 +58,7 @@ def test_long_sentences_wrap_under_100_columns():
 def test_event_line_names_the_place_and_reason():
     rec = Recorder()
     (ev,) = [e for e in rec.syn(1, drop={"reason": "NO_SOCKET", "location": "tcp_v4_rcv+0x9"})
-             if e.hook == "xdp"]
+             if e.hook is Hook.XDP]
     assert "TCP 10.0.1.2:40000 > 10.0.2.2:80 [S]" in event_line(ev)
     assert "arrived xdp eth0 ttl 63" in event_line(ev)
     drop = rec.events[-1]
@@ -66,7 +67,7 @@ def test_event_line_names_the_place_and_reason():
 
 def test_a_tc_arrival_with_its_checksum_verdict_fits_whole():
     # The founding incident's line, with a 5-digit port: nothing cut at the edge.
-    ev = _BASE._replace(hook="tc-ingress", sport=45854, checksum="pseudo-header-only")
+    ev = event(hook="tc-ingress", sport=45854, checksum="pseudo-header-only")
     line = event_line(ev)
     assert line.endswith("[S]  arrived tc eth0 ttl 63 csum pseudo-header-only")
     assert len(line) < WIDTH

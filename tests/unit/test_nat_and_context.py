@@ -8,14 +8,17 @@ from pathlib import Path
 import pytest
 
 from pktfate.correlate.correlator import Correlator, Rewrite
-from pktfate.decode.events import PacketEvent
 from pktfate.diagnosis.context import next_hop_lines, socket_filter_lines
 from pktfate.diagnosis.diagnose import diagnose
 from pktfate.diagnosis.evidence import Evidence
 from pktfate.diagnosis.nat import nat_rules_for
 from pktfate.host.firewall import parse_nat_rules, rule_match
 from pktfate.host.sockets import cgroup2_mount, unit_of
+from pktfate.model.kinds import NatKind
 from pktfate.watch import run_explain
+
+from .recorded import event as recorded_event
+from .recorded import host_context
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 LOCAL, PEER, BACKEND = "10.0.2.2", "10.0.1.2", "172.30.0.2"
@@ -28,7 +31,7 @@ def event(hook, src=PEER, dst=LOCAL, dport=8100, skb="0xffff1", tracked=False, *
                   location=None, state=None, checksum=None, csum_field=None, skb=skb,
                   tracked=tracked)
     fields.update(kw)
-    return PacketEvent(**fields)
+    return recorded_event(**fields)
 
 
 def dnat_drop(reason="IP_INADDRERRORS", location="ip_error+0x5c", dst=BACKEND):
@@ -42,7 +45,7 @@ def test_a_tracked_drop_after_dnat_belongs_to_the_original_flow():
     (flow,) = c.finish()
     assert (flow.local_port, flow.syn_fates["dropped"]) == (8100, 1)
     assert flow.drops == {"IP_INADDRERRORS": 1}
-    assert flow.rewrites == {Rewrite("dnat", BACKEND, 80): 1}
+    assert flow.rewrites == {Rewrite(NatKind.DNAT, BACKEND, 80): 1}
 
 
 def test_an_untracked_event_with_a_reused_skb_address_is_not_taken_for_the_old_packet():
@@ -97,21 +100,21 @@ def test_the_dnat_rule_named_is_the_one_whose_match_and_target_fit_the_rewrite()
     rules = parse_nat_rules(NAT_SAVE)
     assert [r["target"] for r in rules] == ["DNAT", "DNAT", "MASQUERADE"]
     (flow,) = _flow_with_rewrite()
-    ev = Evidence([flow], ports=(8100,), nat=rules)
-    named = nat_rules_for(ev, ev.flows[0], Rewrite("dnat", BACKEND, 80))
+    ev = Evidence([flow], ports=(8100,), host=host_context(nat=rules))
+    named = nat_rules_for(ev, ev.flows[0], Rewrite(NatKind.DNAT, BACKEND, 80))
     assert named == ["iptables -t nat -A PREROUTING -p tcp -m tcp --dport 8100 -j DNAT "
                      "--to-destination 172.30.0.2:80"]
 
 
 def test_forwarding_off_needs_the_setting_and_not_otherwise():
     flows = _flow_with_rewrite()
-    off = diagnose(Evidence(flows, ports=(8100,), nat=parse_nat_rules(NAT_SAVE),
-                            sysctls={"net.ipv4.ip_forward": 0}))
+    off = diagnose(Evidence(flows, ports=(8100,), host=host_context(
+        nat=parse_nat_rules(NAT_SAVE), sysctls={"net.ipv4.ip_forward": 0})))
     assert off[0].cause == "forwarding-off" and off[0].confidence == "high"
     assert any("--dport 8100 -j DNAT" in line for line in off[0].evidence)
     assert "healthy" not in [f.cause for f in off]
     on = diagnose(Evidence(_flow_with_rewrite(), ports=(8100,),
-                           sysctls={"net.ipv4.ip_forward": 1}))
+                           host=host_context(sysctls={"net.ipv4.ip_forward": 1})))
     assert "forwarding-off" not in [f.cause for f in on]
     assert on[0].cause == "not-for-this-host"  # what the table says of IP_INADDRERRORS
 
@@ -120,10 +123,10 @@ def test_a_dnat_target_nobody_answers_is_nat_backend_unreachable_with_its_neighb
     c = Correlator({LOCAL}, (8100,))
     c.feed(event("tc-ingress"))
     c.feed(dnat_drop("NEIGH_FAILED", "neigh_invalidate+0x7e", dst="172.30.0.9"))
-    ev = Evidence(c.finish(), ports=(8100,),
-                  rewrite_routes={"172.30.0.9": {"oif": "ctr0", "gateway": None}},
-                  neighbours=[{"addr": "172.30.0.9", "iface": "ctr0", "state": "FAILED",
-                               "lladdr": None, "for": ["172.30.0.9"]}])
+    ev = Evidence(c.finish(), ports=(8100,), host=host_context(
+        rewrite_routes={"172.30.0.9": {"oif": "ctr0", "gateway": None}},
+        neighbours=[{"addr": "172.30.0.9", "iface": "ctr0", "state": "FAILED",
+                     "lladdr": None, "for": ["172.30.0.9"]}]))
     findings = diagnose(ev)
     assert [f.cause for f in findings] == ["nat-backend-unreachable"]
     assert "neighbour entry for 172.30.0.9 on ctr0: FAILED: 172.30.0.9 does not answer " \
@@ -131,9 +134,10 @@ def test_a_dnat_target_nobody_answers_is_nat_backend_unreachable_with_its_neighb
 
 
 def test_a_permanent_next_hop_is_called_out():
-    ev = Evidence([], routes={PEER: {"oif": "eth0", "gateway": "10.0.2.1"}},
-                  neighbours=[{"addr": "10.0.2.1", "iface": "eth0", "state": "PERMANENT",
-                               "lladdr": "02:00:0a:00:02:77", "for": [PEER]}])
+    ev = Evidence([], host=host_context(
+        routes={PEER: {"oif": "eth0", "gateway": "10.0.2.1"}},
+        neighbours=[{"addr": "10.0.2.1", "iface": "eth0", "state": "PERMANENT",
+                     "lladdr": "02:00:0a:00:02:77", "for": [PEER]}]))
     lines = next_hop_lines(ev, PEER)
     assert lines[0] == "route to 10.0.1.2: dev eth0 via 10.0.2.1"
     assert lines[1].startswith("neighbour entry for 10.0.2.1 on eth0: PERMANENT "
@@ -149,7 +153,8 @@ def _listener(addr, programs=(), unit=None):
 
 def test_the_cgroup_program_and_unit_behind_a_socket_filter_are_named():
     prog = {"attach": "ingress", "id": 7, "name": "sd_fw_ingress"}
-    ev = Evidence([], listeners=_listener("0.0.0.0", [prog], unit="nginx.service"))
+    ev = Evidence([], host=host_context(listeners=_listener("0.0.0.0", [prog],
+                                                           unit="nginx.service")))
 
     class Flow:
         local_port = 80
@@ -157,7 +162,7 @@ def test_the_cgroup_program_and_unit_behind_a_socket_filter_are_named():
     assert "unit nginx.service, which runs BPF program sd_fw_ingress (id 7) on ingress" in \
         lines[0]
     assert fixes[0].startswith("systemctl show nginx.service -p IPAddressDeny")
-    bare = Evidence([], listeners=_listener("0.0.0.0"))
+    bare = Evidence([], host=host_context(listeners=_listener("0.0.0.0")))
     assert "the socket's own" in socket_filter_lines(bare, Flow())[0][0]
 
 

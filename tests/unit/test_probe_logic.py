@@ -8,10 +8,11 @@ import pytest
 
 from pktfate.correlate.correlator import Correlator
 from pktfate.decode.checksum import ones_sum, pseudo_header_sum
-from pktfate.decode.events import quoted_packet
+from pktfate.decode.events import Quoted, quoted_packet
 from pktfate.diagnosis.diagnose import diagnose
 from pktfate.diagnosis.evidence import Evidence
 from pktfate.diagnosis.origin import answered_by, hop_of, initial_ttl, usual_hop
+from pktfate.model.protocols import Proto
 from pktfate.probe.plan import (
     FULL_TTL,
     Matcher,
@@ -28,7 +29,7 @@ from pktfate.probe.plan import (
     udp_datagram,
 )
 
-from .recorded import _BASE
+from .recorded import event
 
 CLIENT, ROUTER, SERVER = "10.0.1.2", "10.0.1.1", "10.0.2.2"
 ECHO_ID = 4242
@@ -75,21 +76,20 @@ def _quote(proto: int, sport: int, dport: int, seq: int = 0) -> bytes:
 
 
 def test_quoted_packet_of_an_icmp_error():
-    q = quoted_packet("icmp", 11, _quote(6, 40001, 22, 99))
-    assert q == {"proto": "tcp", "src": CLIENT, "dst": SERVER, "ttl": 1, "sport": 40001,
-                 "dport": 22, "seq": 99}
-    assert quoted_packet("icmp", 0, _quote(6, 1, 2)) is None  # an echo reply quotes nothing
-    assert quoted_packet("icmp", 3, b"\x03\x03\x00\x00") is None  # too short
+    q = quoted_packet(Proto.ICMP, 11, _quote(6, 40001, 22, 99))
+    assert q == Quoted(Proto.TCP, CLIENT, SERVER, ttl=1, sport=40001, dport=22, seq=99)
+    assert quoted_packet(Proto.ICMP, 0, _quote(6, 1, 2)) is None  # an echo reply quotes nothing
+    assert quoted_packet(Proto.ICMP, 3, b"\x03\x03\x00\x00") is None  # too short
 
 
 def _ev(**fields):
     """An arrival at the client, from the server unless told otherwise."""
-    return _BASE._replace(**dict({"hook": "tc-ingress", "src": SERVER, "dst": CLIENT}, **fields))
+    return event(**dict({"hook": "tc-ingress", "src": SERVER, "dst": CLIENT}, **fields))
 
 
 def _time_exceeded(proto_number: int, sport: int, dport: int):
     return _ev(src=ROUTER, proto="icmp", ttl=64, icmp_type=11, icmp_code=0, tcp_flags=None,
-               quoted=quoted_packet("icmp", 11, _quote(proto_number, sport, dport)))
+               quoted=quoted_packet(Proto.ICMP, 11, _quote(proto_number, sport, dport)))
 
 
 def _track(matcher: Matcher, proto: str, port, answers: dict) -> Track:
@@ -200,9 +200,9 @@ def _client_watch(rst_ttl: int, echo_ttl: int = 63):
     for i in range(3):
         icmp = dict(proto="icmp", tcp_flags=None, seq=None, ack=None, checksum=None,
                     sport=7, dport=i)
-        events.append(_BASE._replace(**out, icmp_type=8, icmp_code=0, ip_id=10 + i, **icmp))
+        events.append(event(**out, icmp_type=8, icmp_code=0, ip_id=10 + i, **icmp))
         events.append(_ev(ttl=echo_ttl, icmp_type=0, icmp_code=0, ip_id=20 + i, **icmp))
-    events.append(_BASE._replace(**out, sport=50000, dport=22, seq=1000))
+    events.append(event(**out, sport=50000, dport=22, seq=1000))
     events.append(_ev(sport=22, dport=50000, tcp_flags="RA", seq=0, ack=1001, ttl=rst_ttl,
                       ip_id=0))
     correlator = Correlator({CLIENT}, (22,))
@@ -225,13 +225,13 @@ def test_client_watch_trusts_a_rst_from_the_servers_own_distance():
 
 
 def test_icmp_error_from_a_router_about_the_flow():
-    events = [_BASE._replace(src=CLIENT, dst=SERVER, hook="tc-egress", ttl=64, sport=50000,
+    events = [event(src=CLIENT, dst=SERVER, hook="tc-egress", ttl=64, sport=50000,
                       dport=22, seq=1000)]
     quote = bytearray(_quote(6, 50000, 22, 1000))
     quote[0], quote[1] = 3, 13  # administratively prohibited
     events.append(_ev(src=ROUTER, proto="icmp", ttl=64, icmp_type=3, icmp_code=13,
                       tcp_flags=None, sport=None, dport=None,
-                      quoted=quoted_packet("icmp", 3, bytes(quote))))
+                      quoted=quoted_packet(Proto.ICMP, 3, bytes(quote))))
     correlator = Correlator({CLIENT}, (22,))
     for ev in events:
         correlator.feed(ev)
@@ -319,7 +319,7 @@ def _time_exceeded6(inner_proto: int, sport: int, dport: int):
     inner = ipv6_header(CLIENT6, SERVER6, inner_proto, 1, 0, 20) + \
         struct.pack("!HHI", sport, dport, 0)
     return _ev6(src=ROUTER6, proto="icmpv6", ttl=64, icmp_type=3, icmp_code=0, tcp_flags=None,
-                quoted=quoted_packet("icmpv6", 3, b"\x03\x00\x00\x00\x00\x00\x00\x00" + inner))
+                quoted=quoted_packet(Proto.ICMPV6, 3, b"\x03\x00\x00\x00\x00\x00\x00\x00" + inner))
 
 
 def test_ipv6_probes_carry_valid_checksums_and_headers():
@@ -341,7 +341,7 @@ def test_ipv6_answers_pair_with_their_probes_and_tell_a_forged_rst():
     closed = _track(m, "udp", 9, {
         FULL_TTL: lambda i: _ev6(proto="icmpv6", icmp_type=1, icmp_code=4, ttl=63,
                                  tcp_flags=None, src=SERVER6,
-                                 quoted=quoted_packet("icmpv6", 1, b"\x01\x04" + b"\x00" * 6 +
+                                 quoted=quoted_packet(Proto.ICMPV6, 1, b"\x01\x04" + b"\x00" * 6 +
                                                       ipv6_header(CLIENT6, SERVER6, 17, 60, 0,
                                                                   8) + struct.pack("!HHI", i, 9,
                                                                                    0)))})

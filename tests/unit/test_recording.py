@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from pktfate.decode.recording import MAX_LINE_BYTES
+from pktfate.output.jsonl import event_json
 
 from .recorded import SERVER, Recorder
 
@@ -19,7 +20,7 @@ def _good_lines() -> list[str]:
     rec.ping(2)
     rec.syn(3, drop={"reason": "TCP_CSUM", "location": "tcp_v4_rcv+0x1a"})
     lines = [{"kind": "start", "version": "0.1.0", "local_addrs": [SERVER], "ports": [80]}]
-    lines += [ev.to_json() for ev in rec.events]
+    lines += [event_json(ev) for ev in rec.events]
     lines.append({"kind": "stats", "matched": {"xdp": 5}, "lost": {}, "sampled": {},
                   "kernel_counts": [], "agg_full": 0, "flows_evicted": 0})
     lines.append({"kind": "counters", "delta": {"TcpInCsumErrors": 3}, "firewall": [],

@@ -14,7 +14,6 @@ from typing import Any
 from ..config import KFUNC_MARKS, WatchConfig
 from ..decode.raw import (
     AGG_HOT_SLOTS,
-    HOOKS,
     RING_STRUCT,
     SETTING_NETNS,
     STAT_AGG_FULL,
@@ -30,6 +29,7 @@ from ..errors import PktfateError
 from ..host.netlink import Interface, pyroute2, select_interfaces
 from ..kernel.bpfsys import BpfError
 from ..kernel.discovery import KernelInfo
+from ..model.kinds import HOOK_NAMES
 from .hooks import AttachReport, tc_attached, xdp_attached
 from .loader import LoadedObject, verifier_reason
 from .objects import (
@@ -218,9 +218,10 @@ class Tracer:
         for slot in range(STAT_SLOTS):
             value = table.lookup(struct.pack("=i", slot)) or b""
             totals.append(sum(struct.unpack("=Q", v)[0] for v in table.per_cpu(value)))
-        return {"matched": {name: totals[num] for num, name in HOOKS.items()},
-                "lost": {name: totals[STAT_LOST + num] for num, name in HOOKS.items()},
-                "sampled": {name: totals[STAT_SAMPLED + num] for num, name in HOOKS.items()},
+        hooks = HOOK_NAMES.items()
+        return {"matched": {name: totals[num] for num, name in hooks},
+                "lost": {name: totals[STAT_LOST + num] for num, name in hooks},
+                "sampled": {name: totals[STAT_SAMPLED + num] for num, name in hooks},
                 "agg_full": totals[STAT_AGG_FULL]}
 
     def aggregates(self) -> list[tuple[RawAggKey, int]]:

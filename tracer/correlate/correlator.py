@@ -11,43 +11,48 @@ import sys
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Optional
 
-from ..decode.events import Decoded, PacketEvent, Shape
+from ..decode.events import Decoded, PacketEvent, Quoted, Shape
+from ..model.kinds import (
+    ARRIVAL_HOOKS,
+    FATE_RANK,
+    FINAL_ANSWERS,
+    INTERFACE_HOOKS,
+    CsumVerdict,
+    Direction,
+    Fate,
+    Hook,
+    Location,
+    NatKind,
+)
+from ..model.protocols import ICMP_FAMILIES, IcmpCode, Proto, TcpFlags, TcpState
 
-ARRIVAL_HOOKS = ("xdp", "tc-ingress")
 MAX_OPEN_PACKETS = 8192  # packets still waiting for a fate; the oldest give way
 MAX_FLOWS = 16384  # about 4 KB each: a bounded ~64 MB, the oldest give way
 MAX_ROUTES = 4096  # shapes remembered (_route): as many as the decoder keeps
 RECENT_SEGMENTS = 32  # per flow and direction: enough to see a segment sent again
 
-ECHO_REQUEST = {"icmp": 8, "icmpv6": 128}
-ECHO_REPLY = {"icmp": 0, "icmpv6": 129}
-
-# Fates, most final first: a later, weaker sighting never overrides a stronger one.
 TCP_RECEIVE = frozenset({"tcp_v4_rcv", "tcp_v6_rcv"})  # where TCP frees what no socket wants
-FATE_RANK = {"reset": 6, "icmp-error": 6, "rejected": 6, "dropped": 5, "answered": 4,
-             "forwarded": 3, "delivered": 2, "sent": 1, "unanswered": 0, "not-forwarded": 0}
+UNKNOWN_REASON = "UNKNOWN"  # a drop whose kernel named no reason (before 5.17)
+NO_SOCKET = "NO_SOCKET"  # the kernel's reason for a segment no socket wants
+# A packet's fates a later answer or drop may still settle.
+OPEN_FATES = frozenset({None, Fate.DROPPED, Fate.SENT})
+# A bare ACK's IP length at most (header, TCP header, timestamps): the same one
+# again is a duplicate ACK, not a retransmission. By IP version.
+BARE_ACK_LENGTH = {4: 20 + 32, 6: 40 + 32}
 
 
 class Arrival(NamedTuple):
     """Where a packet was first seen coming in."""
 
-    hook: str
+    hook: Hook
     iface: str | None
 
 
 class DropSite(NamedTuple):
     reason: str
     function: str  # the kernel function that freed the packet, without offset
-
-
-class IcmpCode(NamedTuple):
-    type: int
-    code: int
-
-    def __str__(self) -> str:
-        return f"{self.type}/{self.code}"
 
 
 class ErrorIn(NamedTuple):
@@ -65,28 +70,31 @@ class ErrorIn(NamedTuple):
 
 class Rewrite(NamedTuple):
     """What NAT made of a flow's packets on this host, seen by following them by
-    their skb: "dnat" (destination now addr:port) or "snat" (source now addr:port)."""
+    their skb: DNAT (destination now addr:port) or SNAT (source now addr:port)."""
 
-    kind: str
+    kind: NatKind
     addr: str
     port: int | None
 
 
-# Counters keyed by records: in JSON, lists of the key's fields and `count`.
-RECORD_COUNTERS = ("drop_sites", "icmp_errors_sent", "arrived_on", "errors_in", "rewrites")
+PacketKey = tuple[str, Optional[int], Optional[int]]
+# (proto, local, local_port, peer, peer_port)
+FlowKey = tuple[Proto, str, Optional[int], str, Optional[int]]
 
 
-def packet_key(ev: PacketEvent) -> tuple:
-    """(what the packet's shape fixes, IPv4 id, sequence): the first part is the
-    same for every event of a shape, so that a Route keeps it (Route.prefix)."""
-    return (_key_prefix(ev), ev.ip_id, ev.seq)
+def packet_key(ev: PacketEvent) -> PacketKey:
+    """(what the packet's shape fixes, IPv4 id or else the acknowledgment number,
+    sequence): the first part is the same for every event of a shape, so that a
+    Route keeps it (Route.prefix). IPv6 has no id: a receiver's ACKs, which all
+    carry the same sequence number, differ by what they acknowledge."""
+    return (_key_prefix(ev), ev.ip_id if ev.ip_id is not None else ev.ack, ev.seq)
 
 
 def _key_prefix(ev: PacketEvent) -> str:
     """Protocol, addresses, ports, TCP flags and ICMP type, as one interned string:
     a string keeps its hash and an interned one compares by identity, where a tuple
     of them is hashed anew in every lookup of a packet (half the lookup's cost)."""
-    icmp_type = ev.icmp_type if ev.hook != "icmp-error-sent" else None
+    icmp_type = ev.icmp_type if ev.hook is not Hook.ICMP_SEND else None
     return sys.intern(f"{ev.proto} {ev.src} {ev.dst} {ev.sport} {ev.dport} {ev.tcp_flags} "
                       f"{icmp_type}")
 
@@ -97,7 +105,8 @@ class Route:
     shape fixes, and the named tuples its handlers count by."""
 
     __slots__ = ("hook", "direction", "flow_key", "handler", "prefix", "tcp", "special",
-                 "arrival", "site", "answers", "request", "syn", "flags", "echo")
+                 "arrival", "site", "answers", "request", "syn", "flags", "echo", "synack",
+                 "rst", "ack_only", "opens_or_ends", "bare_ack", "echo_request", "echo_reply")
 
     def __init__(self, correlator: Correlator, ev: PacketEvent):
         self.hook = ev.hook
@@ -105,22 +114,34 @@ class Route:
         self.flow_key = correlator._flow_key(ev, self.direction)
         self.handler = correlator._handlers.get(ev.hook, correlator._no_handler)
         self.prefix = _key_prefix(ev)
-        self.tcp = ev.proto == "tcp"
+        self.tcp = ev.proto is Proto.TCP
         # Events feed() does not take by the common path: state changes (no packet)
         # and packets the kernel followed by their skb after a rewrite.
-        self.special = ev.hook == "tcp-state" or ev.tracked
+        self.special = ev.hook is Hook.SOCK_STATE or ev.tracked
         self.arrival = Arrival(ev.hook, ev.iface)
-        self.site = DropSite(ev.reason or "UNKNOWN", (ev.location or "?").split("+")[0])
+        self.site = DropSite(ev.reason or UNKNOWN_REASON,
+                             ev.location.function if ev.location else "?")
         # An arrival that may answer what this host sent (a client's SYN, a ping).
-        self.answers = bool(ev.tcp_flags or ev.is_icmp)
+        self.answers = ev.tcp_flags is not None or ev.is_icmp
+        # What the TCP flags say, worked out once: flag arithmetic on an IntFlag
+        # costs a call per packet.
+        flags = self.flags = ev.tcp_flags
+        bits = int(flags) if flags is not None else 0
+        self.syn = flags is not None and bits == TcpFlags.SYN
+        self.synack = bool(bits & TcpFlags.SYN) and bool(bits & TcpFlags.ACK)
+        self.rst = bool(bits & TcpFlags.RST)
+        self.ack_only = bool(bits & TcpFlags.ACK) and not bits & (TcpFlags.SYN | TcpFlags.RST)
+        self.opens_or_ends = bool(bits & (TcpFlags.SYN | TcpFlags.FIN))
+        self.bare_ack = BARE_ACK_LENGTH.get(ev.family, 52)
+        # ICMP's own type, for echo requests and replies.
+        family = ICMP_FAMILIES.get(ev.proto)
+        self.echo = ev.icmp_type if family is not None else None
+        self.echo_request = family is not None and ev.icmp_type == family.echo_request
+        self.echo_reply = family is not None and ev.icmp_type == family.echo_reply
         # A packet that asks for an answer (a SYN, an echo request): its record is
         # noted where the answer will look for it (Correlator.requests), and one
         # that none came to was "unanswered".
-        self.flags = ev.tcp_flags
-        self.echo = ev.icmp_type if ev.proto in ECHO_REQUEST else None  # ICMP's own type
-        self.syn = ev.tcp_flags == "S"
-        self.request = self.syn or (
-            ev.icmp_type is not None and ev.icmp_type == ECHO_REQUEST.get(ev.proto))
+        self.request = self.syn or self.echo_request
 
 
 class PacketRecord:
@@ -131,17 +152,17 @@ class PacketRecord:
     __slots__ = ("key", "first", "direction", "request", "syn", "hooks", "fate", "reason",
                  "location", "bad_csum", "rewritten")
 
-    def __init__(self, key: tuple, first: PacketEvent, direction: str, request: bool = False,
-                 syn: bool = False):
+    def __init__(self, key: PacketKey, first: PacketEvent, direction: Direction,
+                 request: bool = False, syn: bool = False):
         self.key = key
         self.first = first
-        self.direction = direction  # "in", "out", "through"
+        self.direction = direction
         self.request = request  # it asks for an answer: a SYN, an echo request
         self.syn = syn  # it is a SYN
-        self.hooks: list[str] = []
-        self.fate: str | None = None
+        self.hooks: list[Hook] = []
+        self.fate: Fate | None = None
         self.reason: str | None = None
-        self.location: str | None = None
+        self.location: Location | None = None
         self.bad_csum = False
         self.rewritten = False  # its rewrites are counted on its flow already
 
@@ -151,7 +172,7 @@ class Flow:
     """Counts for one conversation between this host and a peer."""
 
     id: int
-    proto: str
+    proto: Proto
     local: str
     local_port: int | None
     peer: str
@@ -174,48 +195,42 @@ class Flow:
     kernel_resets: int = 0
     forwarded: int = 0
     bad_csum: int = 0
-    fates: Counter = field(default_factory=Counter)
-    drops: Counter = field(default_factory=Counter)  # reason -> count
-    drop_locations: Counter = field(default_factory=Counter)  # function -> count
-    drop_sites: Counter = field(default_factory=Counter)  # DropSite -> count
-    drop_ifaces: Counter = field(default_factory=Counter)  # interface of dropped packets
-    syn_drops: Counter = field(default_factory=Counter)  # reason -> SYNs dropped for it
-    icmp_errors_sent: Counter = field(default_factory=Counter)  # IcmpCode -> count
-    arrived_on: Counter = field(default_factory=Counter)  # Arrival -> count
-    checksums: Counter = field(default_factory=Counter)  # verdict at arrival -> count
-    peer_ttls: Counter = field(default_factory=Counter)
-    reset_ttls: Counter = field(default_factory=Counter)  # TTLs of the RSTs that came in
-    error_ttls: Counter = field(default_factory=Counter)  # TTLs of ICMP errors that came in
-    # ICMP errors received about this flow's packets: ErrorIn -> count
-    errors_in: Counter = field(default_factory=Counter)
-    syn_fates: Counter = field(default_factory=Counter)
+    fates: Counter[Fate] = field(default_factory=Counter)
+    drops: Counter[str] = field(default_factory=Counter)  # reason -> count
+    drop_locations: Counter[str] = field(default_factory=Counter)  # function -> count
+    drop_sites: Counter[DropSite] = field(default_factory=Counter)
+    drop_ifaces: Counter[str] = field(default_factory=Counter)  # interface of dropped packets
+    syn_drops: Counter[str] = field(default_factory=Counter)  # reason -> SYNs dropped for it
+    icmp_errors_sent: Counter[IcmpCode] = field(default_factory=Counter)
+    arrived_on: Counter[Arrival] = field(default_factory=Counter)
+    checksums: Counter[CsumVerdict] = field(default_factory=Counter)  # verdicts at arrival
+    peer_ttls: Counter[int] = field(default_factory=Counter)
+    reset_ttls: Counter[int] = field(default_factory=Counter)  # TTLs of the RSTs that came in
+    error_ttls: Counter[int] = field(default_factory=Counter)  # of ICMP errors that came in
+    # ICMP errors received about this flow's packets
+    errors_in: Counter[ErrorIn] = field(default_factory=Counter)
+    syn_fates: Counter[Fate] = field(default_factory=Counter)
     # Segments seen again (same sequence number and flags): the sender retried.
     syn_retrans_in: int = 0  # SYNs the peer sent again
     syn_retrans_out: int = 0  # SYNs this host sent again
     synack_retrans_out: int = 0  # SYN-ACKs this host sent again
     retrans_out: int = 0  # other segments this host sent again
     retrans_in: int = 0
-    retrans_out_lengths: Counter = field(default_factory=Counter)  # IP length -> count
+    retrans_out_lengths: Counter[int] = field(default_factory=Counter)  # IP length -> count
     acks_in: int = 0  # segments from the peer with ACK and without SYN: the handshake completed
     # Connections this host accepted whose handshake completed (ESTABLISHED, or an
     # ACK from the peer where the state tracepoint is missing): set by finish().
     completed: int = 0
-    rewrites: Counter = field(default_factory=Counter)  # Rewrite -> packets
-
-    @property
-    def label(self) -> str:
-        lp = f":{self.local_port}" if self.local_port is not None else ""
-        pp = f":{self.peer_port}" if self.peer_port is not None else ""
-        return f"{self.proto.upper()} {self.peer}{pp} > {self.local}{lp}"
-
+    rewrites: Counter[Rewrite] = field(default_factory=Counter)  # Rewrite -> packets
     members: list[int] = field(default_factory=list)  # merged flows' ids (merge_flows)
     # The last segments each way, (direction, seq, flags): not in JSON, not merged.
-    _recent: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _recent: OrderedDict[tuple[object, ...], bool] = field(default_factory=OrderedDict,
+                                                           repr=False)
     # Reasons the diagnosis told from where the drops were freed (the kernel named
     # none): reason -> what that rests on. Set on merged flows only; not in JSON.
-    _inferred: dict = field(default_factory=dict, repr=False)
+    _inferred: dict[str, str] = field(default_factory=dict, repr=False)
 
-    def seen_again(self, direction: str, ev: PacketEvent) -> bool:
+    def seen_again(self, direction: Direction, ev: PacketEvent) -> bool:
         """Whether this TCP segment (by sequence number and flags) was seen before."""
         key = (direction, ev.seq, ev.tcp_flags, ev.length)
         if key in self._recent:
@@ -225,16 +240,8 @@ class Flow:
             self._recent.popitem(last=False)
         return False
 
-    def to_json(self) -> dict:
-        out: dict[str, object] = {"kind": "flow"}
-        for name, value in self.__dict__.items():
-            if name.startswith("_"):
-                continue
-            if name in RECORD_COUNTERS:
-                out[name] = [{**key._asdict(), "count": n} for key, n in value.items()]
-            else:
-                out[name] = dict(value) if isinstance(value, Counter) else value
-        return out
+
+Handler = Callable[["PacketRecord", "Flow", PacketEvent, "Route"], None]
 
 
 class Correlator:
@@ -242,16 +249,16 @@ class Correlator:
                  ports: tuple[int, ...] = ()):
         self.local_addrs = set(local_addrs)
         self.ports = set(ports)
-        self.packets: OrderedDict[tuple, PacketRecord] = OrderedDict()
+        self.packets: OrderedDict[PacketKey, PacketRecord] = OrderedDict()
         # Open requests (SYNs, echo requests) by (proto, src, dst), oldest first, so
         # that an answer finds its request without scanning every open packet.
-        self.requests: dict[tuple, deque[PacketRecord]] = {}
-        self.flows: dict[tuple, Flow] = {}
+        self.requests: dict[tuple[Proto, str, str], deque[PacketRecord]] = {}
+        self.flows: dict[FlowKey, Flow] = {}
         # The packet each skb address last carried, for events the kernel kept by
         # their skb after a rewrite (tracked): they belong to the original packet.
         # Newer notes first (_note_skb, _skb_record).
-        self._skbs: dict[str, PacketRecord] = {}
-        self._older_skbs: dict[str, PacketRecord] = {}
+        self._skbs: dict[int, PacketRecord] = {}
+        self._older_skbs: dict[int, PacketRecord] = {}
         self.evicted_packets = 0
         self.evicted_flows = 0
         # Where the kernel has no icmp:icmp_send tracepoint (before 5.14ish; 5.10),
@@ -261,37 +268,45 @@ class Correlator:
         self.errors_from_egress = False
         # Each shape's Route (_route).
         self._routes: dict[Shape | None, Route] = {}
-        # Each hook's handler (_on_<hook>), found once rather than per event.
-        self._handlers = {name[4:].replace("_", "-"): getattr(self, name)
-                          for name in dir(self) if name.startswith("_on_")
-                          and name not in ("_on_tracked", "_on_state")}
+        # Each hook's handler, by the hook: every hook of a packet has one (a test
+        # holds the table complete); state changes carry no packet (_on_state).
+        self._handlers: dict[Hook, Handler] = {
+            Hook.XDP: self._on_xdp,
+            Hook.TC_INGRESS: self._on_tc_ingress,
+            Hook.TC_EGRESS: self._on_tc_egress,
+            Hook.KFREE_SKB: self._on_drop,
+            Hook.TCP_BAD_CSUM: self._on_tcp_bad_csum,
+            Hook.TCP_SEND_RESET: self._on_rst_sent,
+            Hook.ICMP_SEND: self._on_icmp_error_sent,
+        }
 
     # -------------------------------------------------------------- orientation
 
-    def _direction(self, ev: PacketEvent) -> str:
+    def _direction(self, ev: PacketEvent) -> Direction:
         if ev.dst in self.local_addrs:
-            return "in"
+            return Direction.IN
         if ev.src in self.local_addrs:
-            return "out"
+            return Direction.OUT
         if ev.hook in ARRIVAL_HOOKS:
-            return "in" if not self.local_addrs else "through"
-        if ev.hook == "tc-egress":
-            return "out" if not self.local_addrs else "through"
-        return "in"
+            return Direction.IN if not self.local_addrs else Direction.THROUGH
+        if ev.hook is Hook.TC_EGRESS:
+            return Direction.OUT if not self.local_addrs else Direction.THROUGH
+        return Direction.IN
 
-    def _flow_key(self, ev: PacketEvent, direction: str) -> tuple:
+    def _flow_key(self, ev: PacketEvent, direction: Direction) -> FlowKey:
         """(proto, local, local_port, peer, peer_port) of the event's flow."""
         sport, dport = ev.sport, ev.dport
-        if ev.proto.startswith("icmp"):
+        if ev.proto.is_icmp:
             sport = dport = None  # one ICMP flow per pair of hosts
-        if direction == "out" or (direction == "through" and sport in self.ports):
+        if direction is Direction.OUT or (direction is Direction.THROUGH and
+                                          sport in self.ports):
             return ev.proto, ev.src, sport, ev.dst, dport
         return ev.proto, ev.dst, dport, ev.src, sport
 
-    def flow_for(self, ev: PacketEvent, direction: str) -> Flow:
+    def flow_for(self, ev: PacketEvent, direction: Direction) -> Flow:
         return self._flow(self._flow_key(ev, direction), ev.ts)
 
-    def _flow(self, key: tuple, ts: float) -> Flow:
+    def _flow(self, key: FlowKey, ts: float) -> Flow:
         flow = self.flows.get(key)
         if flow is None:
             if len(self.flows) >= MAX_FLOWS:
@@ -317,10 +332,10 @@ class Correlator:
 
     # -------------------------------------------------------------- packets
 
-    def _new_record(self, key: tuple, ev: PacketEvent, route: Route) -> PacketRecord:
+    def _new_record(self, key: PacketKey, ev: PacketEvent, route: Route) -> PacketRecord:
         direction = route.direction
-        if route.hook == "rst-sent" and ev.skb is None:
-            direction = "out"  # a socket's own abort: the RST itself
+        if route.hook is Hook.TCP_SEND_RESET and ev.skb is None:
+            direction = Direction.OUT  # a socket's own abort: the RST itself
         packets = self.packets
         if len(packets) >= MAX_OPEN_PACKETS:
             oldest = self._pop_oldest()
@@ -362,7 +377,8 @@ class Correlator:
             if route.special and self._feed_special(ev):
                 noted(False)
                 continue
-            key = (route.prefix, ev.ip_id, ev.seq)  # packet_key(ev)
+            ip_id = ev.ip_id
+            key = (route.prefix, ip_id if ip_id is not None else ev.ack, ev.seq)  # packet_key
             rec = packets.get(key)
             first = rec is None
             if rec is None:
@@ -382,12 +398,12 @@ class Correlator:
             if first:
                 self._count_new(flow, rec, ev, route)
             if route.tcp:  # only TCP segments are sent again
-                self._count_retry(flow, rec, ev)
+                self._count_retry(flow, rec, ev, route)
             route.handler(rec, flow, ev, route)
             noted(first)
         return firsts
 
-    def _note_skb(self, skb: str, rec: PacketRecord) -> None:
+    def _note_skb(self, skb: int, rec: PacketRecord) -> None:
         """The packet an skb address carries now. Two generations of notes, the
         newer filled until it holds MAX_OPEN_PACKETS, then made the older: bounded,
         and a note costs one store, where evicting the single oldest cost three
@@ -397,7 +413,7 @@ class Correlator:
         if len(skbs) >= MAX_OPEN_PACKETS:
             self._older_skbs, self._skbs = skbs, {}
 
-    def _skb_record(self, skb: str) -> PacketRecord | None:
+    def _skb_record(self, skb: int) -> PacketRecord | None:
         """The packet an skb address last carried, if still noted."""
         rec = self._skbs.get(skb)
         return rec if rec is not None else self._older_skbs.get(skb)
@@ -406,7 +422,7 @@ class Correlator:
         """feed() for a state change, or a packet followed by its skb after a rewrite
         (NAT) whose original is known: True when done, False for one to take the
         common path."""
-        if ev.hook == "tcp-state":
+        if ev.hook is Hook.SOCK_STATE:
             self._on_state(ev)
             return True
         skb = ev.skb
@@ -425,36 +441,37 @@ class Correlator:
             rec.rewritten = True
             first = rec.first
             if (ev.dst, ev.dport) != (first.dst, first.dport):
-                flow.rewrites[Rewrite("dnat", ev.dst, ev.dport)] += 1
+                flow.rewrites[Rewrite(NatKind.DNAT, ev.dst, ev.dport)] += 1
             if (ev.src, ev.sport) != (first.src, first.sport):
-                flow.rewrites[Rewrite("snat", ev.src, ev.sport)] += 1
-        if ev.hook == "tc-egress" and rec.direction == "in":
-            if rec.fate != "forwarded":  # on to where the rewrite sent it
+                flow.rewrites[Rewrite(NatKind.SNAT, ev.src, ev.sport)] += 1
+        if ev.hook is Hook.TC_EGRESS and rec.direction is Direction.IN:
+            if rec.fate is not Fate.FORWARDED:  # on to where the rewrite sent it
                 flow.forwarded += 1
-                self._settle(rec, flow, "forwarded")
+                self._settle(rec, flow, Fate.FORWARDED)
             return
         handler = self._handlers.get(ev.hook)
-        if handler and ev.hook not in ARRIVAL_HOOKS:  # another namespace's arrival
+        if handler is not None and ev.hook not in ARRIVAL_HOOKS:  # another namespace's
             handler(rec, flow, ev, Route(self, ev))
 
-    def _count_retry(self, flow: Flow, rec: PacketRecord, ev: PacketEvent) -> None:
-        if ev.proto != "tcp" or rec.direction == "through":
+    def _count_retry(self, flow: Flow, rec: PacketRecord, ev: PacketEvent,
+                     route: Route) -> None:
+        direction = rec.direction
+        if direction is Direction.THROUGH:
             return
-        if ev.hook != ("tc-egress" if rec.direction == "out" else rec.hooks[0]) or \
-                ev.hook not in ("xdp", "tc-ingress", "tc-egress"):
+        if ev.hook is not (Hook.TC_EGRESS if direction is Direction.OUT else rec.hooks[0]) or \
+                ev.hook not in INTERFACE_HOOKS:
             return  # count each sending once: where the packet was first seen
-        flags = ev.tcp_flags or ""
-        if not (ev.length > 52 or "S" in flags or "F" in flags):
+        if not (ev.length > route.bare_ack or route.opens_or_ends):
             return  # a bare ACK: the same one again is normal (duplicate ACKs)
-        if not flow.seen_again(rec.direction, ev):
+        if not flow.seen_again(direction, ev):
             return
-        out = rec.direction == "out"
-        if flags == "S":
+        out = direction is Direction.OUT
+        if route.syn:
             if out:
                 flow.syn_retrans_out += 1
             else:
                 flow.syn_retrans_in += 1
-        elif "S" in flags and out:
+        elif route.synack and out:
             flow.synack_retrans_out += 1
         elif out:
             flow.retrans_out += 1
@@ -464,31 +481,30 @@ class Correlator:
 
     def _count_new(self, flow: Flow, rec: PacketRecord, ev: PacketEvent, route: Route) -> None:
         """A packet's first sighting."""
-        flags, echo = route.flags, route.echo
-        if rec.direction == "out":
-            if ev.quoted and self.errors_from_egress and ev.hook == "tc-egress":
+        if rec.direction is Direction.OUT:
+            if ev.quoted and self.errors_from_egress and ev.hook is Hook.TC_EGRESS:
                 self._error_sent(ev)
             flow.packets_out += 1
-            if flags:
-                flow.syn_out += flags == "S"
-                flow.synack_out += "S" in flags and "A" in flags
-                flow.rst_out += "R" in flags
-            elif echo is not None:
-                flow.echo_replies_out += echo == ECHO_REPLY[ev.proto]
-                flow.echo_requests_out += echo == ECHO_REQUEST[ev.proto]
+            if route.flags is not None:
+                flow.syn_out += route.syn
+                flow.synack_out += route.synack
+                flow.rst_out += route.rst
+            elif route.echo is not None:
+                flow.echo_replies_out += route.echo_reply
+                flow.echo_requests_out += route.echo_request
             return
         flow.packets_in += 1
         flow.peer_ttls[ev.ttl] += 1
-        if flags:
-            flow.syn_in += flags == "S"
-            flow.synack_in += "S" in flags and "A" in flags
-            if "R" in flags:
+        if route.flags is not None:
+            flow.syn_in += route.syn
+            flow.synack_in += route.synack
+            if route.rst:
                 flow.rst_in += 1
                 flow.reset_ttls[ev.ttl] += 1
-            flow.acks_in += "A" in flags and "S" not in flags and "R" not in flags
-        elif echo is not None:
-            flow.echo_requests_in += echo == ECHO_REQUEST[ev.proto]
-            flow.echo_replies_in += echo == ECHO_REPLY[ev.proto]
+            flow.acks_in += route.ack_only
+        elif route.echo is not None:
+            flow.echo_requests_in += route.echo_request
+            flow.echo_replies_in += route.echo_reply
         if ev.quoted:
             flow.error_ttls[ev.ttl] += 1
             self._error_about(ev)
@@ -504,12 +520,13 @@ class Correlator:
     def _quoted_flow(self, ev: PacketEvent, sent_by_us: bool) -> Flow | None:
         """The known flow of the packet an ICMP error quotes: one this host sent (its
         source is the flow's local end) or one it received (its destination is)."""
-        q = ev.quoted or {}
-        ported = q.get("proto") in ("tcp", "udp")
-        ends = [(q.get("src"), q.get("sport") if ported else None),
-                (q.get("dst"), q.get("dport") if ported else None)]
+        q: Quoted | None = ev.quoted
+        if q is None:
+            return None
+        ported = q.proto.has_ports
+        ends = [(q.src, q.sport if ported else None), (q.dst, q.dport if ported else None)]
         (local, lport), (peer, pport) = ends if sent_by_us else ends[::-1]
-        return self.flows.get((q.get("proto"), local, lport, peer, pport))
+        return self.flows.get((q.proto, local, lport, peer, pport))
 
     def _error_sent(self, ev: PacketEvent) -> None:
         """An ICMP error this host sends, seen leaving: counted on the flow of the
@@ -518,7 +535,8 @@ class Correlator:
         if flow is not None:
             flow.icmp_errors_sent[IcmpCode(ev.icmp_type or 0, ev.icmp_code or 0)] += 1
 
-    # Each hook's handler: _on_<hook>(rec, flow, ev, route), route the event's Route.
+    # Each hook's handler (Correlator._handlers): (rec, flow, ev, route), route the
+    # event's Route.
 
     def _no_handler(self, rec: PacketRecord, flow: Flow, ev: PacketEvent, route: Route) -> None:
         """A hook this version does not know (a newer kernel side): seen, no more."""
@@ -528,7 +546,7 @@ class Correlator:
 
     def _on_tc_ingress(self, rec: PacketRecord, flow: Flow, ev: PacketEvent,
                        route: Route) -> None:
-        if "xdp" not in rec.hooks:  # (the last of them is this tc-ingress)
+        if Hook.XDP not in rec.hooks:  # (the last of them is this tc-ingress)
             self._arrived(rec, flow, ev, route)
 
     def _arrived(self, rec: PacketRecord, flow: Flow, ev: PacketEvent, route: Route) -> None:
@@ -536,61 +554,61 @@ class Correlator:
         checksum = ev.checksum
         if checksum:
             flow.checksums[checksum] += 1
-        if route.answers and rec.direction == "in":
-            self._answer(ev)  # an answer to what this host sent (a client's SYN)
+        if route.answers and rec.direction is Direction.IN:
+            self._answer(ev, route)  # an answer to what this host sent (a client's SYN)
 
     def _on_tc_egress(self, rec: PacketRecord, flow: Flow, ev: PacketEvent,
-                      _route: Route) -> None:
-        if rec.direction == "through" and any(h in ARRIVAL_HOOKS for h in rec.hooks):
-            if rec.fate != "forwarded":
+                      route: Route) -> None:
+        if rec.direction is Direction.THROUGH and any(h in ARRIVAL_HOOKS for h in rec.hooks):
+            if rec.fate is not Fate.FORWARDED:
                 flow.forwarded += 1
-                self._settle(rec, flow, "forwarded")
+                self._settle(rec, flow, Fate.FORWARDED)
             return
-        if rec.direction != "out":
+        if rec.direction is not Direction.OUT:
             return
-        self._settle(rec, flow, "sent")
-        self._answer(ev)
+        self._settle(rec, flow, Fate.SENT)
+        self._answer(ev, route)
 
-    def _answer(self, ev: PacketEvent) -> None:
+    def _answer(self, ev: PacketEvent, route: Route) -> None:
         """An outgoing packet may settle the fate of the incoming one it answers."""
-        flags = ev.tcp_flags or ""
-        if ev.proto == "tcp" and "S" in flags and "A" in flags:
+        if route.synack:
             want_seq = (ev.ack - 1) & 0xFFFFFFFF if ev.ack is not None else None
-            self._settle_request(ev, lambda r: r.tcp_flags == "S" and r.seq == want_seq,
-                                 "answered")
-        elif ev.proto == "tcp" and "R" in flags:
+            self._settle_request(ev, lambda r: r.tcp_flags == TcpFlags.SYN and
+                                 r.seq == want_seq, Fate.ANSWERED)
+        elif route.rst:
             # Going out, a RST that TCP did not send (no rst-sent event settled the
             # SYN) comes from netfilter's REJECT, which sends it before dropping the
             # SYN. Coming in, it refuses this host's own SYN.
-            fate = "rejected" if ev.hook == "tc-egress" else "reset"
-            self._settle_request(ev, lambda r: r.tcp_flags == "S", fate, open_only=True)
-        elif ev.icmp_type == ECHO_REPLY.get(ev.proto):
-            request = ECHO_REQUEST.get(ev.proto)
+            fate = Fate.REJECTED if ev.hook is Hook.TC_EGRESS else Fate.RESET
+            self._settle_request(ev, lambda r: r.tcp_flags == TcpFlags.SYN, fate,
+                                 open_only=True)
+        elif route.echo_reply:
+            family = ICMP_FAMILIES[ev.proto]
             self._settle_request(
-                ev, lambda r: r.icmp_type == request and (r.sport, r.dport) ==
-                (ev.sport, ev.dport), "answered", same_ports=False)
+                ev, lambda r: r.icmp_type == family.echo_request and (r.sport, r.dport) ==
+                (ev.sport, ev.dport), Fate.ANSWERED, same_ports=False)
 
-    def _settle_request(self, ev: PacketEvent, matches, fate: str,
-                        open_only: bool = False, same_ports: bool = True) -> None:
+    def _settle_request(self, ev: PacketEvent, matches: Callable[[PacketEvent], bool],
+                        fate: Fate, open_only: bool = False, same_ports: bool = True) -> None:
         """Settle the newest incoming packet, from the peer ev goes to, that ev answers."""
         for rec in reversed(self.requests.get((ev.proto, ev.dst, ev.src), ())):
             first = rec.first
             if same_ports and (first.sport, first.dport) != (ev.dport, ev.sport):
                 continue
-            if not matches(first) or rec.fate in ("answered", "rejected", "reset"):
+            if not matches(first) or rec.fate in FINAL_ANSWERS:
                 continue
-            if open_only and rec.fate not in (None, "dropped", "sent"):
+            if open_only and rec.fate not in OPEN_FATES:
                 continue
             self._settle(rec, self.flow_for(first, rec.direction), fate)
             return
 
-    def _settle(self, rec: PacketRecord, flow: Flow, fate: str, reason: str | None = None,
-                location: str | None = None) -> None:
+    def _settle(self, rec: PacketRecord, flow: Flow, fate: Fate, reason: str | None = None,
+                location: Location | None = None) -> None:
         """Set the packet's fate unless a stronger one is already known (then only
         fill in the reason and location where none is known); where it changed,
         move the packet from its old fate to the new one in the flow's counts."""
         old = rec.fate
-        if old and FATE_RANK[old] > FATE_RANK[fate]:
+        if old is not None and FATE_RANK[old] > FATE_RANK[fate]:
             if rec.reason is None:
                 rec.reason = reason
             if rec.location is None:
@@ -599,7 +617,7 @@ class Correlator:
         rec.fate = fate
         if reason is not None or location is not None:
             rec.reason, rec.location = reason, location
-        if old:
+        if old is not None:
             _decrement(flow.fates, old)
             if rec.syn:
                 _decrement(flow.syn_fates, old)
@@ -615,15 +633,16 @@ class Correlator:
         flow.drop_sites[site] += 1
         if ev.iface:
             flow.drop_ifaces[ev.iface] += 1
-        if rec.syn and rec.fate in (None, "sent", "dropped"):
-            flow.syn_drops[ev.reason or "UNKNOWN"] += 1
-        if rec.fate == "rejected" and func in TCP_RECEIVE and ev.reason in (None, "NO_SOCKET"):
+        if rec.syn and rec.fate in OPEN_FATES:
+            flow.syn_drops[site.reason] += 1
+        if rec.fate is Fate.REJECTED and func in TCP_RECEIVE and \
+                ev.reason in (None, NO_SOCKET):
             # The RST that left before this drop was TCP's own answer to a segment for
             # no socket, not a firewall's REJECT (which frees it in nf_hook_slow):
             # kernels whose tcp_send_reset tracepoint stays silent then (5.10) get here.
             flow.kernel_resets += 1
-            self._settle(rec, flow, "reset")
-        self._settle(rec, flow, "dropped", ev.reason, ev.location)
+            self._settle(rec, flow, Fate.RESET)
+        self._settle(rec, flow, Fate.DROPPED, ev.reason, ev.location)
 
     def _on_tcp_bad_csum(self, rec: PacketRecord, flow: Flow, _ev: PacketEvent,
                          _route: Route) -> None:
@@ -633,19 +652,19 @@ class Correlator:
     def _on_rst_sent(self, rec: PacketRecord, flow: Flow, _ev: PacketEvent,
                      _route: Route) -> None:
         flow.kernel_resets += 1
-        if rec.direction == "in":
-            self._settle(rec, flow, "reset")
+        if rec.direction is Direction.IN:
+            self._settle(rec, flow, Fate.RESET)
 
     def _on_icmp_error_sent(self, rec: PacketRecord, flow: Flow, ev: PacketEvent,
                             _route: Route) -> None:
         code = IcmpCode(ev.icmp_type or 0, ev.icmp_code or 0)
         flow.icmp_errors_sent[code] += 1
-        self._settle(rec, flow, "icmp-error")
+        self._settle(rec, flow, Fate.ICMP_ERROR)
 
     def _on_state(self, ev: PacketEvent) -> None:
-        if ev.state and ev.state.endswith(">ESTABLISHED"):
+        if ev.state is not None and ev.state.new is TcpState.ESTABLISHED:
             # The tracepoint names the socket's own ends: source is local.
-            flow = self.flow_for(ev, "out")
+            flow = self.flow_for(ev, Direction.OUT)
             flow.established += 1
 
     # -------------------------------------------------------------- the end
@@ -654,12 +673,12 @@ class Correlator:
         """A packet leaves the table: give it a fate from what was seen."""
         if rec.fate is None:
             flow = self.flow_for(rec.first, rec.direction)
-            if rec.direction == "in" and any(h in ARRIVAL_HOOKS for h in rec.hooks):
-                self._settle(rec, flow, "unanswered" if rec.request else "delivered")
-            elif rec.direction == "through":
-                self._settle(rec, flow, "not-forwarded")
+            if rec.direction is Direction.IN and any(h in ARRIVAL_HOOKS for h in rec.hooks):
+                self._settle(rec, flow, Fate.UNANSWERED if rec.request else Fate.DELIVERED)
+            elif rec.direction is Direction.THROUGH:
+                self._settle(rec, flow, Fate.NOT_FORWARDED)
             else:
-                self._settle(rec, flow, "sent")
+                self._settle(rec, flow, Fate.SENT)
 
     def finish(self) -> list[Flow]:
         """Settle every open packet and return the flows, busiest first."""
@@ -674,9 +693,9 @@ class Correlator:
 def merge_flows(flows: list[Flow], ports: tuple[int, ...] = ()) -> list[Flow]:
     """One flow per peer and service: every connection from 10.0.1.2 to :80
     together, whatever its source port. Counts add up; members keeps the ids."""
-    groups: dict[tuple, Flow] = {}
+    groups: dict[FlowKey, Flow] = {}
     for flow in sorted(flows, key=lambda f: f.id):
-        key: tuple[str, str, int | None, str, int | None]
+        key: FlowKey
         if flow.local_port in ports or not ports or flow.peer_port not in ports:
             key = (flow.proto, flow.local, flow.local_port, flow.peer, None)
         else:
@@ -692,14 +711,18 @@ def merge_flows(flows: list[Flow], ports: tuple[int, ...] = ()) -> list[Flow]:
                 continue
             if isinstance(value, Counter):
                 getattr(group, name).update(value)
-            elif isinstance(value, int) and name not in ("id", "local_port", "peer_port"):
+            elif isinstance(value, int) and name not in _NOT_COUNTS:
                 setattr(group, name, getattr(group, name) + value)
         group.first_ts = min(group.first_ts, flow.first_ts)
         group.last_ts = max(group.last_ts, flow.last_ts)
     return list(groups.values())
 
 
-def _decrement(counter: Counter, key: str) -> None:
+# The int fields of a Flow that say which flow it is rather than count.
+_NOT_COUNTS = frozenset({"id", "proto", "local_port", "peer_port"})
+
+
+def _decrement(counter: Counter[Fate], key: Fate) -> None:
     """One fewer; a fate no packet has any more is not listed (a SYN forwarded to a
     container and reset there was reset, not also 'forwarded: 0')."""
     counter[key] -= 1

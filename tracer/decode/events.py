@@ -5,30 +5,22 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Optional
 
-from .raw import (
-    CSUM_VERDICTS,
-    HOOKS,
-    PROTOCOLS,
-    RING_FIELDS,
-    TCP_FLAG_LETTERS,
-    TCP_STATES,
-    EventRecord,
+from ..model.kinds import (
+    ARRIVAL_HOOKS,
+    VERDICTS,
+    CsumVerdict,
     Hook,
-    RawAggKey,
-    full_record,
-    ring_form,
+    Location,
+    StateChange,
 )
+from ..model.protocols import Proto, TcpFlags, TcpState, is_icmp_error
+from .raw import RING_FIELDS, EventRecord, RawAggKey, full_record, ring_form
 
-_ARRIVALS = frozenset({int(Hook.XDP), int(Hook.TC_INGRESS)})
-_ICMP = frozenset({"icmp", "icmpv6"})
 _ECHO_TYPES = frozenset({0, 8, 128, 129})  # echo request and reply, v4 and v6
-_REASON_HOOKS = frozenset({"drop", "rst-sent"})
-# The kernel's checksum verdict (bpf/parse.h pf_csum_verdict) by its byte's value:
-# one table for both decoding paths, a name for any value a newer kernel side sends.
-_CSUM_NAMES = CSUM_VERDICTS + tuple(f"verdict{value}"
-                                    for value in range(len(CSUM_VERDICTS), 256))
+_REASON_HOOKS = frozenset({Hook.KFREE_SKB, Hook.TCP_SEND_RESET})
 _new_event = tuple.__new__  # PacketEvent from its values, as _make does without the checks
 
 # A record's shape: the span of the raw fields every event of one hook, flow,
@@ -66,10 +58,6 @@ class Shape:
         self.checked = checked
 
 
-def tcp_flags_text(flags: int) -> str:
-    return "".join(letter for letter, bit in TCP_FLAG_LETTERS if flags & bit) or "."
-
-
 def _address(raw: bytes, family: int) -> str:
     """16 bytes as the C struct holds them (IPv4 in the first 4), as text."""
     if family == 4:
@@ -79,35 +67,46 @@ def _address(raw: bytes, family: int) -> str:
 
 # ---------------------------------------------------------------- ICMP errors
 
-ICMP_ERRORS = {"icmp": (3, 4, 5, 11, 12), "icmpv6": (1, 2, 3, 4)}
 
-
-def quoted_packet(proto: str, icmp_type: int, snap: bytes) -> dict | None:
+class Quoted(NamedTuple):
     """The start of the packet an ICMP error answers, as the error quotes it:
     addresses, protocol, TTL left, ports (TCP/UDP: sequence too; ICMP echo: id and
-    sequence in sport and dport). None for other ICMP messages or a short quote."""
-    if icmp_type not in ICMP_ERRORS.get(proto, ()):
+    sequence in sport and dport)."""
+
+    proto: Proto
+    src: str
+    dst: str
+    ttl: int
+    sport: Optional[int] = None
+    dport: Optional[int] = None
+    seq: Optional[int] = None
+
+
+def quoted_packet(proto: Proto, icmp_type: int, snap: bytes) -> Quoted | None:
+    """What an ICMP error quotes; None for other ICMP messages or a short quote."""
+    if not is_icmp_error(proto, icmp_type):
         return None
     inner = snap[8:]
-    if proto == "icmp" and len(inner) >= 20 and inner[0] >> 4 == 4:
+    if proto is Proto.ICMP and len(inner) >= 20 and inner[0] >> 4 == 4:
         ihl = (inner[0] & 0x0F) * 4
         number, ttl = inner[9], inner[8]
         src, dst = (str(ipaddress.IPv4Address(inner[i:i + 4])) for i in (12, 16))
-    elif proto == "icmpv6" and len(inner) >= 40:
+    elif proto is Proto.ICMPV6 and len(inner) >= 40:
         ihl, number, ttl = 40, inner[6], inner[7]
         src, dst = (str(ipaddress.IPv6Address(inner[i:i + 16])) for i in (8, 24))
     else:
         return None
-    out: dict = {"proto": PROTOCOLS.get(number, str(number)), "src": src, "dst": dst,
-                 "ttl": ttl, "sport": None, "dport": None, "seq": None}
+    quoted_proto = Proto(number)
     l4 = inner[ihl:ihl + 8]
-    if len(l4) >= 4 and out["proto"] in ("tcp", "udp"):
-        out["sport"], out["dport"] = struct.unpack("!HH", l4[:4])
-        if out["proto"] == "tcp" and len(l4) == 8:
-            out["seq"] = struct.unpack("!I", l4[4:8])[0]
-    elif len(l4) == 8 and out["proto"] in ("icmp", "icmpv6"):
-        out["sport"], out["dport"] = struct.unpack("!HH", l4[4:8])  # echo id, sequence
-    return out
+    if len(l4) >= 4 and quoted_proto.has_ports:
+        sport, dport = struct.unpack("!HH", l4[:4])
+        seq = struct.unpack("!I", l4[4:8])[0] if quoted_proto is Proto.TCP and len(l4) == 8 \
+            else None
+        return Quoted(quoted_proto, src, dst, ttl, sport, dport, seq)
+    if len(l4) == 8 and quoted_proto.is_icmp:
+        echo_id, sequence = struct.unpack("!HH", l4[4:8])
+        return Quoted(quoted_proto, src, dst, ttl, echo_id, sequence)
+    return Quoted(quoted_proto, src, dst, ttl)
 
 
 # ---------------------------------------------------------------- packet events
@@ -118,7 +117,8 @@ AnyRecord = Any
 
 
 class PacketEvent(NamedTuple):
-    """One sighting of one packet at one hook. Field by field in the README.
+    """One sighting of one packet at one hook, typed; the README documents its
+    JSON line field by field (output/jsonl.py writes it, recording.py reads it).
 
     A named tuple: immutable, its fields in the JSON lines' order, and small
     (about 250 bytes, where a dataclass's dictionary of 26 fields took 830). A
@@ -127,50 +127,41 @@ class PacketEvent(NamedTuple):
     the CPU's cache. The decoder builds one from its shape's values in one step."""
 
     ts: float
-    hook: str
-    iface: str | None
+    hook: Hook
+    iface: Optional[str]
     netns: int
     family: int
-    proto: str
+    proto: Proto
     src: str
     dst: str
-    sport: int | None
-    dport: int | None
+    sport: Optional[int]
+    dport: Optional[int]
     length: int
     ttl: int
-    ip_id: int | None
-    tcp_flags: str | None
-    seq: int | None
-    ack: int | None
-    icmp_type: int | None
-    icmp_code: int | None
-    reason: str | None
-    location: str | None
-    state: str | None
-    checksum: str | None
-    csum_field: int | None
-    skb: str | None
+    ip_id: Optional[int]
+    tcp_flags: Optional[TcpFlags]
+    seq: Optional[int]
+    ack: Optional[int]
+    icmp_type: Optional[int]
+    icmp_code: Optional[int]
+    reason: Optional[str]  # the kernel's own name for a drop (or RST) reason
+    location: Optional[Location]
+    state: Optional[StateChange]
+    checksum: Optional[CsumVerdict]
+    csum_field: Optional[int]
+    skb: Optional[int]  # the skb's address: one packet's identity inside one kernel
     # ICMP errors: the packet they answer, as quoted in them (see quoted_packet)
-    quoted: dict | None = None
+    quoted: Optional[Quoted] = None
     # Kept by its skb after a rewrite (NAT): its tuple no longer matches the filter.
     tracked: bool = False
 
-    def to_json(self) -> dict:
-        return {"kind": "packet", **self._asdict()}
-
-    @classmethod
-    def from_json(cls, obj: dict) -> PacketEvent:
-        fields: dict[str, Any] = {k: obj.get(k) for k in cls._fields}
-        fields["tracked"] = bool(fields["tracked"])
-        return cls(**fields)
-
     @property
     def is_tcp(self) -> bool:
-        return self.proto == "tcp"
+        return self.proto is Proto.TCP
 
     @property
     def is_icmp(self) -> bool:
-        return self.proto in ("icmp", "icmpv6")
+        return self.proto.is_icmp
 
 
 # Where each per-packet field is in a PacketEvent (and in its shape's values).
@@ -182,15 +173,33 @@ class PacketEvent(NamedTuple):
 Decoded = tuple[PacketEvent, Optional[Shape]]
 
 
+@dataclass(frozen=True)
+class KernelCount:
+    """One entry of the kernel's exact counts (pf_agg): packets of one kind at one
+    hook, counted in the kernel whether or not their events were sent."""
+
+    hook: Hook
+    proto: Proto
+    src: str
+    dst: str
+    sport: Optional[int]
+    dport: Optional[int]
+    tcp_flags: Optional[TcpFlags]
+    icmp_type: Optional[int]
+    reason: Optional[str]
+    count: int
+
+
 class Decoder:
     """RawEvent -> PacketEvent, with the kernel's names for reasons, code
     addresses and interfaces supplied by the caller."""
 
-    def __init__(self, drop_reason: Callable[[int], str | None], symbol: Callable[[int], str],
-                 ifname: Callable[[int], str], rst_reasons: dict[int, str] | None = None,
-                 boot_offset: float = 0.0, local_netns: int = 0):
+    def __init__(self, drop_reason: Callable[[int], str | None],
+                 locate: Callable[[int], Location], ifname: Callable[[int], str],
+                 rst_reasons: dict[int, str] | None = None, boot_offset: float = 0.0,
+                 local_netns: int = 0):
         self.drop_reason = drop_reason
-        self.symbol = symbol
+        self.locate = locate
         self.ifname = ifname
         self.rst_reasons = rst_reasons or {}
         self.boot_offset = boot_offset
@@ -200,8 +209,7 @@ class Decoder:
         self._offset_us = round(boot_offset * 1e6)
         self.local_netns = local_netns  # interface hooks see only this namespace
         self._addresses: dict[tuple[bytes, int], str] = {}
-        self._shapes: dict[tuple, Shape] = {}  # the raw shape fields -> Shape
-        self._skbs: dict[int, str] = {}
+        self._shapes: dict[bytes, Shape] = {}  # the raw shape fields -> Shape
 
     def _text(self, raw: bytes, family: int) -> str:
         """An address as text, remembered: a flow's packets repeat their two."""
@@ -220,19 +228,19 @@ class Decoder:
             raw = ring_form(raw)
         return self.decode_shaped(raw)[0]
 
-    def decode_shaped(self, raw: tuple) -> tuple[PacketEvent, Shape | None]:
+    def decode_shaped(self, raw: tuple[Any, ...]) -> Decoded:
         """The event and its shape (None for an ICMP error, whose quote makes every
         one differ), from a record in the ring reader's form (decode/raw.py
         RING_STRUCT)."""
         return self.decode_batch((raw,))[0]
 
-    def decode_batch(self, records: Iterable[tuple]) -> list[Decoded]:
+    def decode_batch(self, records: Iterable[tuple[Any, ...]]) -> list[Decoded]:
         """decode_shaped() for each record of a batch, in order: the ring reader's
         records of one drain. A record of a shape seen before takes the shared
         fields from the first one and works out only what changes from packet to
         packet. One loop for the batch: under a flood, a call per record would
         cost as much as the decoding."""
-        shapes, skbs, offset_us = self._shapes, self._skbs, self._offset_us
+        shapes, offset_us = self._shapes, self._offset_us
         decoded: list[Decoded] = []
         append = decoded.append
         for raw in records:
@@ -252,11 +260,8 @@ class Decoder:
             if shape.snap_len:
                 values[_F_CSUM_FIELD] = raw[_L4_CSUM]
                 if shape.checked:
-                    values[_F_CHECKSUM] = _CSUM_NAMES[raw[_CSUM_VERDICT]]
-            skb = raw[_SKB]
-            if skb:
-                text = skbs.get(skb)
-                values[_F_SKB] = text if text is not None else self._skb_text(skb)
+                    values[_F_CHECKSUM] = VERDICTS[raw[_CSUM_VERDICT]]
+            values[_F_SKB] = raw[_SKB] or None
             append((_new_event(PacketEvent, values), shape))
         return decoded
 
@@ -265,39 +270,32 @@ class Decoder:
         monotonic, in nanoseconds: the sub-microsecond part is cut off)."""
         return (ts_ns // 1000 + self._offset_us) / 1e6
 
-    def _skb_text(self, skb: int) -> str:
-        """An skb address as text, remembered: the kernel reuses a few thousand."""
-        if len(self._skbs) >= 65536:
-            self._skbs.clear()
-        text = self._skbs[skb] = f"{skb:#x}"
-        return text
-
-    def _decode_shape(self, record: tuple) -> tuple[PacketEvent, Shape | None]:
+    def _decode_shape(self, record: tuple[Any, ...]) -> Decoded:
         """The first record of its shape, decoded in full; the shape is remembered
         unless it is an ICMP error (what it quotes differs from packet to packet)."""
         raw: AnyRecord = full_record(record)
         ev = self._decode_all(raw)
-        if ev.icmp_type in ICMP_ERRORS.get(ev.proto, ()):
+        if is_icmp_error(ev.proto, ev.icmp_type):
             return ev, None
         if len(self._shapes) >= MAX_SHAPES:
             self._shapes.clear()
         values = list(ev)
         values[_F_SKB] = None  # set per record, where it has one
-        checked = bool(raw.snap_len) and raw.hook in _ARRIVALS and ev.proto in ("tcp", "udp")
+        checked = bool(raw.snap_len) and ev.hook in ARRIVAL_HOOKS and ev.proto.has_ports
         shape = self._shapes[record[_SHARED]] = Shape(
-            values, raw.family == 4, ev.proto == "tcp", raw.snap_len, checked)
+            values, raw.family == 4, ev.proto is Proto.TCP, raw.snap_len, checked)
         return ev, shape
 
     def _decode_all(self, raw: AnyRecord) -> PacketEvent:
         """Every field from the record."""
-        hook = HOOKS.get(raw.hook) or f"hook{raw.hook}"
-        proto = PROTOCOLS.get(raw.proto) or str(raw.proto)
+        hook = Hook(raw.hook)
+        proto = Proto(raw.proto)
         family = raw.family
         src, dst = self._text(raw.saddr, family), self._text(raw.daddr, family)
-        tcp = proto == "tcp"
-        icmp = proto in _ICMP or hook == "icmp-error-sent"
+        tcp = proto is Proto.TCP
+        icmp = proto.is_icmp or hook is Hook.ICMP_SEND
         icmp_type = raw.icmp_type
-        ports = tcp or proto == "udp" or (proto in _ICMP and icmp_type in _ECHO_TYPES)
+        ports = proto.has_ports or (proto.is_icmp and icmp_type in _ECHO_TYPES)
         snap_len = raw.snap_len
         return PacketEvent(
             ts=self._timestamp(raw.ts_ns),
@@ -313,43 +311,36 @@ class Decoder:
             length=raw.pkt_len,
             ttl=raw.ttl,
             ip_id=raw.ip_id if family == 4 else None,
-            tcp_flags=tcp_flags_text(raw.tcp_flags) if tcp else None,
+            tcp_flags=TcpFlags(raw.tcp_flags) if tcp else None,
             seq=raw.seq if tcp else None,
             ack=raw.ack_seq if tcp else None,
             icmp_type=icmp_type if icmp else None,
             icmp_code=raw.icmp_code if icmp else None,
-            reason=self._reason(raw, hook) if hook in _REASON_HOOKS else None,
-            location=self.symbol(raw.location) if raw.location else None,
-            state=self._state(raw) if hook == "tcp-state" else None,
-            checksum=_CSUM_NAMES[raw.csum_verdict],
+            reason=self._reason(raw.reason, hook) if hook in _REASON_HOOKS else None,
+            location=self.locate(raw.location) if raw.location else None,
+            state=StateChange(TcpState(raw.state_old), TcpState(raw.state_new))
+            if hook is Hook.SOCK_STATE else None,
+            checksum=VERDICTS[raw.csum_verdict],
             csum_field=raw.l4_csum if snap_len else None,
-            skb=self._skb_text(raw.skb) if raw.skb else None,
+            skb=raw.skb or None,
             quoted=quoted_packet(proto, icmp_type, bytes(raw.snap[:snap_len]))
-            if icmp_type in ICMP_ERRORS.get(proto, ()) and hook != "icmp-error-sent"
-            else None,
+            if hook is not Hook.ICMP_SEND else None,
             tracked=bool(raw.tracked),
         )
 
-    def aggregate(self, key: RawAggKey, count: int) -> dict:
-        """One entry of the kernel's exact counts, named as events are."""
-        hook = HOOKS.get(key.hook, f"hook{key.hook}")
-        proto = PROTOCOLS.get(key.proto, str(key.proto))
-        return {"hook": hook, "proto": proto, "src": _address(bytes(key.saddr), key.family),
-                "dst": _address(bytes(key.daddr), key.family),
-                "sport": key.sport or None, "dport": key.dport or None,
-                "tcp_flags": tcp_flags_text(key.tcp_flags) if proto == "tcp" else None,
-                "icmp_type": key.icmp_type if proto.startswith("icmp") else None,
-                "reason": self._reason(key, hook), "count": count}
+    def aggregate(self, key: RawAggKey, count: int) -> KernelCount:
+        """One entry of the kernel's exact counts, typed as events are."""
+        hook, proto = Hook(key.hook), Proto(key.proto)
+        return KernelCount(hook, proto, _address(bytes(key.saddr), key.family),
+                           _address(bytes(key.daddr), key.family), key.sport or None,
+                           key.dport or None,
+                           TcpFlags(key.tcp_flags) if proto is Proto.TCP else None,
+                           key.icmp_type if proto.is_icmp else None,
+                           self._reason(key.reason, hook), count)
 
-    def _reason(self, raw: AnyRecord | RawAggKey, hook: str) -> str | None:
-        if hook == "drop":
-            return self.drop_reason(raw.reason)
-        if hook == "rst-sent" and self.rst_reasons:
-            return self.rst_reasons.get(raw.reason, f"RST_REASON_{raw.reason}")
+    def _reason(self, number: int, hook: Hook) -> str | None:
+        if hook is Hook.KFREE_SKB:
+            return self.drop_reason(number)
+        if hook is Hook.TCP_SEND_RESET and self.rst_reasons:
+            return self.rst_reasons.get(number, f"RST_REASON_{number}")
         return None
-
-    @staticmethod
-    def _state(raw: AnyRecord) -> str:
-        old = TCP_STATES.get(raw.state_old, str(raw.state_old))
-        new = TCP_STATES.get(raw.state_new, str(raw.state_new))
-        return f"{old}>{new}"

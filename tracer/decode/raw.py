@@ -7,7 +7,10 @@ from __future__ import annotations
 import ctypes
 import struct
 from collections import namedtuple
-from enum import IntEnum
+
+from ..model.kinds import CsumVerdict, Hook
+
+__all__ = ["CsumVerdict", "Hook"]  # for the layout test: the enums the C mirrors
 
 SNAP_LEN = 64
 STAT_LOST = 16  # bpf/filter.h PF_STAT_LOST
@@ -27,54 +30,8 @@ def port_bitmap(ports) -> dict[int, int]:
 
 
 
-class Hook(IntEnum):
-    """enum pf_hook in bpf/event.h, member for member (PF_HOOK_<name>)."""
-
-    XDP = 1
-    TC_INGRESS = 2
-    TC_EGRESS = 3
-    KFREE_SKB = 4
-    TCP_BAD_CSUM = 5
-    TCP_SEND_RESET = 6
-    ICMP_SEND = 7
-    SOCK_STATE = 8
-
-
-# Each hook's name in events, output and JSON (the README's contract).
-HOOK_NAMES = {
-    Hook.XDP: "xdp",
-    Hook.TC_INGRESS: "tc-ingress",
-    Hook.TC_EGRESS: "tc-egress",
-    Hook.KFREE_SKB: "drop",
-    Hook.TCP_BAD_CSUM: "tcp-bad-csum",
-    Hook.TCP_SEND_RESET: "rst-sent",
-    Hook.ICMP_SEND: "icmp-error-sent",
-    Hook.SOCK_STATE: "tcp-state",
-}
-HOOKS = {int(hook): name for hook, name in HOOK_NAMES.items()}
-
-class CsumVerdict(IntEnum):
-    """enum pf_csum in bpf/event.h, member for member (PF_CSUM_<name>): what an
-    arriving TCP or UDP packet's checksum says, judged in the kernel."""
-
-    NONE = 0
-    GOOD = 1
-    BAD = 2
-    PSEUDO = 3
-    UNCHECKED = 4
-
-
-# Each verdict's name in events and JSON (the README's `checksum`), by value.
-CSUM_VERDICTS: tuple[str | None, ...] = (None, "good", "bad", "pseudo-header-only", "unchecked")
-
-PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
-TCP_FLAG_LETTERS = (("S", 0x02), ("F", 0x01), ("R", 0x04), ("P", 0x08), ("A", 0x10), ("U", 0x20))
-# include/net/tcp_states.h: the numbers are part of the tracepoint's ABI.
-TCP_STATES = {
-    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
-    6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN",
-    11: "CLOSING", 12: "NEW_SYN_RECV",
-}
+# The kinds the records' enums mirror (enum pf_hook, enum pf_csum) are pktfate's
+# own types: model/kinds.py. tests/unit/test_event_layout.py holds them equal.
 
 
 class RawEvent(ctypes.Structure):

@@ -10,12 +10,18 @@ meaning.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import BinaryIO
+from dataclasses import dataclass, field, replace
+from typing import Any, BinaryIO, Union
 
 from ..errors import PktfateError
-from .events import PacketEvent
+from ..model.host import FirewallRule, HostContext
+from ..model.kinds import CsumVerdict, Hook, Location, StateChange
+from ..model.protocols import Proto, TcpFlags
+from .events import KernelCount, PacketEvent, Quoted
+from .names import flags_of, hook_of, location_of, proto_of, state_of, verdict_of
+from .typed import BadLine, parse
 
 # A packet line is under 1 kB, a stats line with 16,384 kernel counts a few MB.
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -37,8 +43,8 @@ class ListOf:
 class Record:
     """A JSON object with known keys; `optional` ones may be missing."""
 
-    fields: dict
-    optional: frozenset = field(default_factory=frozenset)
+    fields: dict[str, object]
+    optional: frozenset[str] = field(default_factory=frozenset)
 
 
 INT = (int,)
@@ -46,24 +52,39 @@ NUMBER = (int, float)
 STR = (str,)
 OPT_INT = (int, type(None))
 OPT_STR = (str, type(None))
-OPT_BOOL = (bool, type(None))
+BOOL = (bool,)
 
-QUOTED = Record({"proto": STR, "src": STR, "dst": STR, "ttl": INT, "sport": OPT_INT,
-                 "dport": OPT_INT, "seq": OPT_INT})
+# What each of pktfate's types is in the JSON: its named values are strings.
+_JSON_TYPES: dict[object, tuple[type, ...]] = {
+    int: INT, float: NUMBER, str: STR, bool: BOOL, Hook: STR, Proto: STR, TcpFlags: STR,
+    Location: STR, StateChange: STR, CsumVerdict: STR}
 
-# Every field of PacketEvent, with the types the replay accepts.
-PACKET = Record({
-    "ts": NUMBER, "hook": STR, "iface": OPT_STR, "netns": INT, "family": INT, "proto": STR,
-    "src": STR, "dst": STR, "sport": OPT_INT, "dport": OPT_INT, "length": INT, "ttl": INT,
-    "ip_id": OPT_INT, "tcp_flags": OPT_STR, "seq": OPT_INT, "ack": OPT_INT,
-    "icmp_type": OPT_INT, "icmp_code": OPT_INT, "reason": OPT_STR, "location": OPT_STR,
-    "state": OPT_STR, "checksum": OPT_STR, "csum_field": OPT_INT, "skb": OPT_STR,
-    "quoted": (type(None), QUOTED), "tracked": (bool,),
-}, optional=frozenset({"quoted", "tracked"}))
 
-KERNEL_COUNT = Record({"hook": STR, "proto": STR, "src": STR, "dst": STR, "sport": OPT_INT,
-                       "dport": OPT_INT, "tcp_flags": OPT_STR, "icmp_type": OPT_INT,
-                       "reason": OPT_STR, "count": INT})
+def _spec_of(cls: type, optional: frozenset[str] = frozenset(),
+             written_as: dict[str, tuple[type, ...]] | None = None) -> Record:
+    """A line's spec from the NamedTuple that types it: the one description."""
+    specs: dict[str, object] = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        options = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
+        alternatives: tuple[object, ...] = ()
+        for option in options:
+            if option is type(None):
+                alternatives += (type(None),)
+            elif (written_as or {}).get(name):
+                alternatives += (written_as or {})[name]
+            elif option in _JSON_TYPES:
+                alternatives += _JSON_TYPES[option]
+            else:  # a nested record
+                alternatives += (_spec_of(option),)
+        specs[name] = alternatives
+    return Record(specs, optional)
+
+
+QUOTED = _spec_of(Quoted)
+# Every field of PacketEvent, with the types the replay accepts (the skb's
+# address is written in hex).
+PACKET = _spec_of(PacketEvent, frozenset({"quoted", "tracked"}), {"skb": STR})
+KERNEL_COUNT = _spec_of(KernelCount)
 
 SPECS = {
     "start": Record({"local_addrs": ListOf(STR), "ports": ListOf(INT)}),
@@ -73,51 +94,17 @@ SPECS = {
                      "flows_evicted": INT},
                     optional=frozenset({"sampled", "kernel_counts", "agg_full",
                                         "flows_evicted"})),
-    "counters": Record({
-        "delta": MapOf(INT),
-        "firewall": ListOf(Record({"rule": STR, "packets": INT, "verdict": STR})),
-    }, optional=frozenset({"firewall"})),
+    "counters": Record({"delta": MapOf(INT), "firewall": ListOf(object)},
+                       optional=frozenset({"firewall"})),
+    # The host's context: checked and built from its record (model/host.py).
+    "context": Record({}),
 }
 
-# The host's context (host/context.py), field by field in the README.
-ROUTE = Record({"oif": OPT_STR, "gateway": OPT_STR, "src": OPT_STR, "mtu": OPT_INT,
-                "rp_filter": MapOf(INT)},
-               optional=frozenset({"oif", "gateway", "src", "mtu", "rp_filter"}))
-PROCESS = Record({"pid": INT, "comm": STR, "cgroup": OPT_STR, "unit": OPT_STR,
-                  "cgroup_programs": ListOf(Record({"attach": STR, "id": INT, "name": STR}))})
-LISTENERS = MapOf(Record({
-    "listening": INT, "accept_queue": INT, "half_open": INT,
-    "sockets": ListOf(Record({"addr": STR, "accept_queue": INT, "backlog": INT,
-                              "processes": ListOf(PROCESS)}))}, optional=frozenset({"sockets"})))
-CONTEXT_FIELDS = {
-    "routes": MapOf(ROUTE),
-    "rewrite_routes": MapOf(ROUTE),
-    "neighbours": ListOf(Record({"addr": STR, "iface": OPT_STR, "state": STR,
-                                 "lladdr": OPT_STR, "for": ListOf(STR)})),
-    "listeners": LISTENERS,
-    "sysctls": MapOf(INT),
-    "programs": MapOf(MapOf(ListOf(Record({"id": OPT_INT, "name": STR})))),
-    "nat": ListOf(Record({"rule": STR, "target": STR, "to": STR, "proto": STR,
-                          "dport": STR}, optional=frozenset({"to", "proto", "dport"}))),
-    "offload": MapOf(OPT_BOOL),
-}
-SPECS["context"] = Record(CONTEXT_FIELDS, optional=frozenset(CONTEXT_FIELDS))
-# The list-valued fields; the other fields are objects.
-EMPTY_CONTEXT: dict[str, list] = {"neighbours": [], "nat": []}
 
-
-class BadLine(Exception):
-    """Where in a line the value does not fit, and why."""
-
-
-def _type_names(types: tuple) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             type(None): "null", dict: "an object", list: "a list"}
-    return " or ".join(names.get(t, "an object") for t in types if isinstance(t, type))
-
-
-def check(value, spec, path: str = "") -> None:
+def check(value: object, spec: object, path: str = "") -> None:
     """Raise BadLine when `value` does not match `spec`."""
+    if spec is object:
+        return
     if isinstance(spec, tuple):
         _check_alternatives(value, spec, path)
     elif isinstance(spec, ListOf):
@@ -131,10 +118,17 @@ def check(value, spec, path: str = "") -> None:
         for key, item in value.items():
             check(item, spec.value, f"{path}.{key}" if path else key)
     else:
+        assert isinstance(spec, Record)
         _check_record(value, spec, path)
 
 
-def _check_alternatives(value, spec: tuple, path: str) -> None:
+def _type_names(types: tuple[object, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             type(None): "null", dict: "an object", list: "a list"}
+    return " or ".join(names.get(t, "an object") for t in types if isinstance(t, type))
+
+
+def _check_alternatives(value: object, spec: tuple[object, ...], path: str) -> None:
     """One of several plain types, or (for an object) a nested spec."""
     plain = tuple(s for s in spec if isinstance(s, type))
     # bool is an int to Python, never to a recording.
@@ -149,7 +143,7 @@ def _check_alternatives(value, spec: tuple, path: str) -> None:
                   f"{_type_names((type(value),)) or type(value).__name__}")
 
 
-def _check_record(value: dict, spec: Record, path: str) -> None:
+def _check_record(value: dict[str, object], spec: Record, path: str) -> None:
     for name, sub in spec.fields.items():
         where = f"{path}.{name}" if path else name
         if name in value:
@@ -163,10 +157,10 @@ class Recording:
     """What a replay needs of a recorded watch, checked. Packet events are not
     kept: they stream to the caller as they are read."""
 
-    start: dict
-    stats: dict
-    counters: dict
-    context: dict
+    start: dict[str, Any]
+    stats: dict[str, Any]
+    counters: dict[str, int]
+    context: HostContext
 
 
 def _lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
@@ -208,7 +202,7 @@ def read_recording(stream: BinaryIO, our_version: str,
                    on_event: Callable[[dict, PacketEvent], None]) -> Recording:
     """Parse and check a recorded watch, handing each packet event (with the start
     record) to `on_event`. Raises PktfateError, one sentence."""
-    rec = Recording({}, {"matched": {}, "lost": {}}, {}, {})
+    rec = Recording({}, {"matched": {}, "lost": {}}, {}, HostContext())
     pending = None  # one line of lookahead: only the last line may be cut short
     for number, text in _lines(stream):
         if pending is not None:
@@ -235,21 +229,94 @@ def _take(rec: Recording, number: int, text: str, our_version: str,
     except BadLine as exc:
         newer = _newer_note(rec.start.get("version"), our_version)
         raise PktfateError(f"line {number} ('{kind}'): {exc}{newer}") from None
-    if kind == "start":
-        rec.start = obj
-    elif kind == "packet":
-        if not rec.start:
-            raise PktfateError(f"line {number}: a packet before the 'start' line: is this a "
-                               "'watch --json' recording?")
-        on_event(rec.start, PacketEvent.from_json(obj))
-    elif kind == "counters":
-        rec.counters = obj["delta"]
-        rec.context["firewall"] = obj.get("firewall", [])
-    elif kind == "context":
-        rec.context.update({key: obj.get(key, EMPTY_CONTEXT.get(key, {}))
-                            for key in CONTEXT_FIELDS})
-    elif kind == "stats":
-        rec.stats = {key: value for key, value in obj.items() if key != "kind"}
+    try:
+        _TAKERS[str(kind)](rec, obj, number, on_event)
+    except (BadLine, ValueError) as exc:
+        raise PktfateError(f"line {number} ('{kind}'): {exc}") from None
+
+
+def _take_start(rec: Recording, obj: dict[str, Any], _number: int, _on_event: OnEvent) -> None:
+    rec.start = obj
+
+
+def _take_packet(rec: Recording, obj: dict[str, Any], number: int, on_event: OnEvent) -> None:
+    if not rec.start:
+        raise PktfateError(f"line {number}: a packet before the 'start' line: is this a "
+                           "'watch --json' recording?")
+    on_event(rec.start, event_of_json(obj))
+
+
+def _take_counters(rec: Recording, obj: dict[str, Any], _number: int,
+                   _on_event: OnEvent) -> None:
+    rec.counters = obj["delta"]
+    rules = parse(tuple[FirewallRule, ...], obj.get("firewall", []), "firewall")
+    rec.context = replace(rec.context, firewall=rules)
+
+
+def _take_context(rec: Recording, obj: dict[str, Any], number: int,
+                  _on_event: OnEvent) -> None:
+    rec.context = context_of_json(obj, rec.context.firewall, number)
+
+
+def _take_stats(rec: Recording, obj: dict[str, Any], _number: int, _on_event: OnEvent) -> None:
+    rec.stats = {key: value for key, value in obj.items() if key != "kind"}
+    rec.stats["kernel_counts"] = [count_of_json(entry) for entry in obj.get("kernel_counts", [])]
+
+
+OnEvent = Callable[[dict, PacketEvent], None]
+_TAKERS: dict[str, Callable[[Recording, dict[str, Any], int, OnEvent], None]] = {
+    "start": _take_start, "packet": _take_packet, "counters": _take_counters,
+    "context": _take_context, "stats": _take_stats}
+
+
+def context_of_json(obj: dict[str, Any], firewall: tuple[FirewallRule, ...] = (),
+                    number: int = 0) -> HostContext:
+    """A context line (or the live watch's gathered context) as its record."""
+    try:
+        context: HostContext = parse(HostContext, {k: v for k, v in obj.items()
+                                                   if k not in ("kind", "firewall")})
+    except BadLine as exc:
+        raise PktfateError(f"line {number} ('context'): {exc}" if number else
+                           f"the host's context: {exc}") from None
+    return replace(context, firewall=firewall)
+
+
+def _state(text: str) -> StateChange:
+    old, arrow, new = text.partition(">")
+    if not arrow:
+        raise ValueError(f"state {text!r} is not OLD>NEW")
+    return StateChange(state_of(old), state_of(new))
+
+
+def event_of_json(obj: dict[str, Any]) -> PacketEvent:
+    """A packet line (checked against PACKET) as the typed event the decoder makes;
+    ValueError for a name pktfate does not write."""
+    q = obj.get("quoted")
+    flags, location, state = obj["tcp_flags"], obj["location"], obj["state"]
+    checksum, skb = obj["checksum"], obj["skb"]
+    return PacketEvent(
+        ts=obj["ts"], hook=hook_of(obj["hook"]), iface=obj["iface"], netns=obj["netns"],
+        family=obj["family"], proto=proto_of(obj["proto"]), src=obj["src"], dst=obj["dst"],
+        sport=obj["sport"], dport=obj["dport"], length=obj["length"], ttl=obj["ttl"],
+        ip_id=obj["ip_id"], tcp_flags=flags_of(flags) if flags is not None else None,
+        seq=obj["seq"], ack=obj["ack"], icmp_type=obj["icmp_type"],
+        icmp_code=obj["icmp_code"], reason=obj["reason"],
+        location=location_of(location) if location is not None else None,
+        state=_state(state) if state is not None else None,
+        checksum=verdict_of(checksum) if checksum is not None else None,
+        csum_field=obj["csum_field"], skb=int(skb, 16) if skb is not None else None,
+        quoted=Quoted(proto_of(q["proto"]), q["src"], q["dst"], q["ttl"], q["sport"],
+                      q["dport"], q["seq"]) if q is not None else None,
+        tracked=bool(obj.get("tracked")))
+
+
+def count_of_json(obj: dict[str, Any]) -> KernelCount:
+    """An entry of the stats line's kernel_counts (checked against KERNEL_COUNT)."""
+    flags = obj["tcp_flags"]
+    return KernelCount(hook_of(obj["hook"]), proto_of(obj["proto"]), obj["src"], obj["dst"],
+                       obj["sport"], obj["dport"],
+                       flags_of(flags) if flags is not None else None, obj["icmp_type"],
+                       obj["reason"], obj["count"])
 
 
 def _newer_note(recorded: object, ours: str) -> str:

@@ -5,49 +5,58 @@ and no drop, and `healthy` only when every request was answered."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
-from ..correlate.correlator import Flow
+from ..correlate.correlator import UNKNOWN_REASON, Flow
+from ..model.kinds import Fate
+from ..model.protocols import Proto
+from .causes import Cause
 from .context import next_hop_lines, socket_filter_lines
-from .evidence import Evidence, Finding
-from .registry import CAUSES, Cause, declare, explained_reasons
-from .rules import (
-    _dropped_line,
-    _iface,
-    _port,
-    _what,
+from .evidence import Evidence, Finding, FlowRef, attempts, incomplete
+from .tables import counter_meanings, fill, reason_info
+from .wording import (
     arrivals,
     contrast,
+    counter_evidence,
     drop_functions,
+    dropped_line,
+    flow_label,
     flow_ref,
+    iface_of,
+    port_text,
+    what,
 )
-from .tables import counter_meanings, fill, reason_info
 
-UNKNOWN = declare(Cause("unknown", 10, "the kernel dropped watched packets for a reason this "
-                        "pktfate's table does not know (a newer kernel): reason, place, counts"))
-UNANSWERED = declare(Cause("unanswered", 50, "requests that arrived and got no answer and no "
-                           "drop: what this host did, the counters that moved, what that "
-                           "points to"))
-HEALTHY = declare(Cause("healthy", 0, "every watched request was answered and every "
-                        "connection established; nothing dropped for a reason that matters"))
-
-
-def attempts(flow: Flow) -> int:
-    """Connection attempts: SYNs, not counting the peer's retries of one."""
-    return max(flow.syn_in - flow.syn_retrans_in, 0)
+UNKNOWN = Cause("unknown", 10, "the kernel dropped watched packets for a reason this "
+                "pktfate's table does not know (a newer kernel): reason, place, counts")
+UNANSWERED = Cause("unanswered", 50, "requests that arrived and got no answer and no drop: "
+                   "what this host did, the counters that moved, what that points to")
+HEALTHY = Cause("healthy", 0, "every watched request was answered and every connection "
+                "established; nothing dropped for a reason that matters")
+CAUSES = (UNKNOWN, UNANSWERED, HEALTHY)
+# The table's causes whose findings get the host's context said about them.
+SOCKET_FILTER, NEXT_HOP_CAUSES = "socket-filter", ("neighbour-failed", "not-for-this-host")
 
 
-def incomplete(flow: Flow) -> int:
-    """Attempts this host answered whose handshake never completed."""
-    return max(min(attempts(flow), flow.syn_fates.get("answered", 0)) - flow.completed, 0)
+def explained_reasons(findings: list[Finding], flow_id: int,
+                      causes: Mapping[str, Cause]) -> set[str]:
+    """The drop reasons the findings about a flow (or about no flow in particular)
+    account for."""
+    reasons: set[str] = set()
+    for finding in findings:
+        if finding.about(flow_id):
+            reasons.update(causes[finding.cause].reasons)
+    return reasons
 
 
-def _unexplained(ev: Evidence, findings: list[Finding]) -> dict[str, list[tuple[Flow, int]]]:
+def _unexplained(ev: Evidence, findings: list[Finding],
+                 causes: Mapping[str, Cause]) -> dict[str, list[tuple[Flow, int]]]:
     """Known reasons, not normal, that no finding's cause accounts for."""
     left: dict[str, list[tuple[Flow, int]]] = {}
     for flow in ev.flows:
         if not flow.drops:
             continue
-        explained = explained_reasons(findings, flow.id)
+        explained = explained_reasons(findings, flow.id, causes)
         for reason, n in flow.drops.items():
             info = reason_info(reason)
             if info is None or info.normal or reason in explained or n <= 0:
@@ -56,26 +65,27 @@ def _unexplained(ev: Evidence, findings: list[Finding]) -> dict[str, list[tuple[
     return left
 
 
-def rule_reason_table(ev: Evidence, findings: list[Finding]) -> list[Finding]:
+def rule_reason_table(ev: Evidence, findings: list[Finding],
+                      causes: Mapping[str, Cause]) -> list[Finding]:
     """Every drop with a known reason that the specific rules did not explain, in the
     table's words: what it means, the usual cause, where to look, the fix."""
     found = []
-    for reason, flows in _unexplained(ev, findings).items():
+    for reason, flows in _unexplained(ev, findings, causes).items():
         info = reason_info(reason)
         assert info is not None
         for flow, dropped in flows:
             inferred = reason in flow._inferred
-            iface = _iface(flow)
+            iface = iface_of(flow)
             values = {"iface": iface, "port": flow.local_port, "src": flow.peer,
                       "dst": flow.peer}
             finding = Finding(
-                info.cause, f"{_what(flow)} from {flow.peer} to {_port(flow) or flow.local} "
+                info.cause, f"{what(flow)} from {flow.peer} to {port_text(flow) or flow.local} "
                 f"are dropped ({dropped}/{flow.packets_in}): {info.meaning}.",
                 flows=[flow_ref(flow, dropped)], count=dropped,
                 confidence="medium" if inferred else "high")
-            finding.evidence.append(_dropped_line(flow, dropped, reason))
+            finding.evidence.append(dropped_line(flow, dropped, reason))
             finding.evidence.append(f"{reason} usually means: {info.usual}")
-            finding.evidence += counter_evidence(ev, CAUSES[info.cause].counters)
+            finding.evidence += counter_evidence(ev, causes[info.cause].counters)
             finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
                                                    f"({reason})")
             finding.fix = [f"look: {fill(info.look, **values)}", fill(info.fix, **values)]
@@ -86,26 +96,20 @@ def rule_reason_table(ev: Evidence, findings: list[Finding]) -> list[Finding]:
 
 def _add_context(ev: Evidence, flow: Flow, finding: Finding) -> None:
     """What the host's recorded context says about a table finding's cause."""
-    if finding.cause == "socket-filter":
+    if finding.cause == SOCKET_FILTER:
         lines, fixes = socket_filter_lines(ev, flow)
         finding.evidence += lines
         finding.fix = fixes + finding.fix
-    elif finding.cause in ("neighbour-failed", "not-for-this-host"):
+    elif finding.cause in NEXT_HOP_CAUSES:
         finding.evidence += next_hop_lines(ev, flow.peer)
-
-
-def counter_evidence(ev: Evidence, names: tuple[str, ...]) -> list[str]:
-    meanings = counter_meanings()
-    return [f"kernel counter {name} +{ev.counters[name]} during the watch: "
-            f"{meanings[name].meaning}" for name in names if ev.counters.get(name)]
 
 
 def rule_unknown(ev: Evidence) -> list[Finding]:
     """Drops for reasons the table does not know, still reported with reason,
     place and count."""
-    left: Counter = Counter()
-    where: dict[str, Counter] = {}
-    flows: list[dict] = []
+    left: Counter[str] = Counter()
+    where: dict[str, Counter[str]] = {}
+    flows: list[FlowRef] = []
     for flow in ev.flows:
         for reason, n in flow.drops.items():
             if reason_info(reason) is None and n > 0:
@@ -114,13 +118,13 @@ def rule_unknown(ev: Evidence) -> list[Finding]:
                 flows.append(flow_ref(flow, n))
     if not left:
         return []
-    if set(left) == {"UNKNOWN"}:  # a kernel before 5.17: it names no reason at all
-        places = where["UNKNOWN"]
+    if set(left) == {UNKNOWN_REASON}:  # a kernel before 5.17: it names no reason at all
+        places = where[UNKNOWN_REASON]
         at = ", ".join(f"{f} x{n}" for f, n in places.most_common(3))
         finding = Finding(
-            "unknown", f"The kernel dropped {left['UNKNOWN']} watched packets in {at}; it names "
-            "no drop reasons (before 5.17), and neither that place nor the counters tell "
-            "pktfate why.", flows=flows, count=left["UNKNOWN"], confidence="low")
+            UNKNOWN.id, f"The kernel dropped {left[UNKNOWN_REASON]} watched packets in {at}; it "
+            "names no drop reasons (before 5.17), and neither that place nor the counters tell "
+            "pktfate why.", flows=flows, count=left[UNKNOWN_REASON], confidence="low")
         finding.evidence += ["kernel counters that moved: " + ", ".join(
             f"{k} +{v}" for k, v in sorted(ev.counters.items())[:8])] if ev.counters else []
         finding.fix = [f"read the kernel source of {places.most_common(1)[0][0]} for this "
@@ -128,7 +132,7 @@ def rule_unknown(ev: Evidence) -> list[Finding]:
                        "compare nstat -az before and after sending one packet"]
         return [finding]
     reasons = ", ".join(f"{r} x{n}" for r, n in left.most_common())
-    finding = Finding("unknown", f"The kernel dropped watched packets for reasons this "
+    finding = Finding(UNKNOWN.id, f"The kernel dropped watched packets for reasons this "
                       f"pktfate does not know: {reasons}.", flows=flows,
                       count=sum(left.values()), confidence="low")
     for reason, places in where.items():
@@ -138,12 +142,10 @@ def rule_unknown(ev: Evidence) -> list[Finding]:
     return [finding]
 
 
-def _explains_unanswered(findings: list[Finding], flow: Flow) -> bool:
-    for finding in findings:
-        if CAUSES[finding.cause].explains_unanswered and \
-                (not finding.flows or any(ref["flow"] == flow.id for ref in finding.flows)):
-            return True
-    return False
+def _explains_unanswered(findings: list[Finding], flow: Flow,
+                         causes: Mapping[str, Cause]) -> bool:
+    return any(causes[finding.cause].explains_unanswered and finding.about(flow.id)
+               for finding in findings)
 
 
 def _what_this_host_did(flow: Flow) -> str:
@@ -163,28 +165,30 @@ def _pointers(ev: Evidence) -> list[tuple[str, str, int]]:
             if name in meanings and meanings[name].cause != "normal" and n > 0]
 
 
-def rule_unanswered(ev: Evidence, findings: list[Finding]) -> list[Finding]:
+def rule_unanswered(ev: Evidence, findings: list[Finding],
+                    causes: Mapping[str, Cause]) -> list[Finding]:
     """SYNs (and echo requests) that arrived and got neither an answer nor a drop that
     any finding explains: never left out, never called healthy."""
     found = []
     pointers = _pointers(ev)
     for flow in ev.watched:
-        silent = flow.syn_fates.get("unanswered", 0)
+        silent = flow.syn_fates.get(Fate.UNANSWERED, 0)
         # SYNs freed for a reason that is normal elsewhere: no finding speaks for them.
         freed = {r: n for r, n in flow.syn_drops.items()
                  if (info := reason_info(r)) is not None and info.normal}
         # Answered, yet the handshake never completed (and no rule said why).
         stalled = incomplete(flow)
         waiting = silent + sum(freed.values()) + stalled
-        if flow.proto != "tcp" or not waiting or _explains_unanswered(findings, flow):
+        if flow.proto is not Proto.TCP or not waiting or \
+                _explains_unanswered(findings, flow, causes):
             continue
         parts = [f"{silent} got no answer and no drop was reported" if silent else "",
                  f"{sum(freed.values())} were freed without a telling reason" if freed else "",
                  f"{stalled} were answered but the handshake never completed" if stalled
                  else ""]
         finding = Finding(
-            "unanswered",
-            f"{waiting} of {flow.syn_in} {_what(flow)} from {flow.peer} to {_port(flow)} are "
+            UNANSWERED.id,
+            f"{waiting} of {flow.syn_in} {what(flow)} from {flow.peer} to {port_text(flow)} are "
             f"not accounted for: {'; '.join(p for p in parts if p)}.",
             flows=[flow_ref(flow, waiting)], count=waiting, confidence="low")
         finding.evidence.append(f"{arrivals(flow)}; {_what_this_host_did(flow)}")
@@ -197,8 +201,8 @@ def rule_unanswered(ev: Evidence, findings: list[Finding]) -> list[Finding]:
         finding.evidence += contrast(ev, flow, f"unanswered {waiting}/{flow.syn_in}")
         if pointers:
             finding.confidence = "medium"
-            causes = ", ".join(sorted({cause for cause, _, _ in pointers}))
-            finding.fix = [f"the counters point to: {causes}; check that first"]
+            pointed = ", ".join(sorted({cause for cause, _, _ in pointers}))
+            finding.fix = [f"the counters point to: {pointed}; check that first"]
         finding.fix += [f"see the listener: ss -ltnp 'sport = :{flow.local_port}' (is it "
                         "there, is its queue full?)",
                         "watch the kernel's counters while it happens: nstat -az | grep -i "
@@ -211,12 +215,12 @@ def _unanswered_echoes(ev: Evidence, findings: list[Finding]) -> list[Finding]:
     """Echo requests that arrived and got no reply, with no drop reported."""
     found = []
     for flow in ev.flows:
-        waiting = flow.fates.get("unanswered", 0)
-        if not flow.proto.startswith("icmp") or not waiting or \
-                any(ref["flow"] == flow.id for f in findings for ref in f.flows):
+        waiting = flow.fates.get(Fate.UNANSWERED, 0)
+        if not flow.proto.is_icmp or not waiting or \
+                any(ref.flow == flow.id for f in findings for ref in f.flows):
             continue
         finding = Finding(
-            "unanswered", f"{waiting} of {flow.echo_requests_in} ICMP echo requests from "
+            UNANSWERED.id, f"{waiting} of {flow.echo_requests_in} ICMP echo requests from "
             f"{flow.peer} got no reply, and the kernel reported no drop for them.",
             flows=[flow_ref(flow, waiting)], count=waiting, confidence="low")
         finding.evidence.append(f"{arrivals(flow)}; {flow.echo_replies_out} echo replies sent")
@@ -238,7 +242,7 @@ def rule_healthy(ev: Evidence) -> list[Finding]:
     if not flows:
         return []
     syns = sum(f.syn_in for f in flows)
-    answered = sum(f.syn_fates.get("answered", 0) for f in flows)
+    answered = sum(f.syn_fates.get(Fate.ANSWERED, 0) for f in flows)
     established = sum(f.established for f in flows)
     forwarded = sum(f.forwarded for f in flows)
     packets = sum(f.packets_in + f.packets_out for f in flows)
@@ -255,7 +259,7 @@ def rule_healthy(ev: Evidence) -> list[Finding]:
         parts.append(f"{established} connections established")
     parts.append(f"{packets} packets in {len(flows)} flows, none dropped for a reason that "
                  "matters")
-    return [Finding("healthy", "Healthy: " + "; ".join(parts) + ".",
+    return [Finding(HEALTHY.id, "Healthy: " + "; ".join(parts) + ".",
                     flows=[flow_ref(f, f.packets_in + f.packets_out) for f in flows],
-                    evidence=[f"{f.label}: {arrivals(f)}, {f.packets_out} sent"
+                    evidence=[f"{flow_label(f)}: {arrivals(f)}, {f.packets_out} sent"
                               for f in flows[:5]], count=packets)]

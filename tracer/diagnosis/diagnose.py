@@ -4,11 +4,11 @@ left; the findings ranked by their cause's severity, then by count."""
 
 from __future__ import annotations
 
-from . import handshakes, nat, rules  # noqa: F401  (they register their rules)
+from . import nat
 from .accounting import rule_healthy, rule_reason_table, rule_unanswered, rule_unknown
 from .evidence import Evidence, Finding
 from .locations import inferred_lines
-from .registry import RULES, severity
+from .registry import CAUSES, RULES, severity
 
 
 def _partial_events_note(ev: Evidence) -> str:
@@ -27,7 +27,7 @@ def _annotate_inferred(ev: Evidence, findings: list[Finding]) -> None:
     the reason was told from; its confidence is then medium at most."""
     by_id = {flow.id: flow for flow in ev.flows}
     for finding in findings:
-        flows = [by_id[ref["flow"]] for ref in finding.flows if ref.get("flow") in by_id]
+        flows = [by_id[ref.flow] for ref in finding.flows if ref.flow in by_id]
         lines = [line for flow in flows for line in inferred_lines(flow)]
         if lines:
             finding.evidence += lines
@@ -38,11 +38,11 @@ def _annotate_inferred(ev: Evidence, findings: list[Finding]) -> None:
 def diagnose(ev: Evidence) -> list[Finding]:
     """Every finding, the most important first; 'healthy' only when nothing is wrong."""
     findings: list[Finding] = []
-    for fn, _causes in RULES:
-        findings += fn(ev)
-    findings += rule_reason_table(ev, findings)
+    for rule in RULES:
+        findings += rule.check(ev)
+    findings += rule_reason_table(ev, findings, CAUSES)
     findings += rule_unknown(ev)
-    findings += rule_unanswered(ev, findings)
+    findings += rule_unanswered(ev, findings, CAUSES)
     if not findings:
         findings = rule_healthy(ev)
     findings.sort(key=lambda f: (-severity(f.cause), -f.count))

@@ -5,30 +5,37 @@ they rest on what it sent, what came back, and the kernel's counters."""
 
 from __future__ import annotations
 
-from ..correlate.correlator import Flow, IcmpCode
-from .accounting import attempts, counter_evidence, incomplete
+from ..correlate.correlator import Flow
+from ..model.kinds import Fate
+from ..model.protocols import TOO_BIG, Proto
+from .causes import Cause
 from .context import next_hop_lines, queue_lines
-from .evidence import Evidence, Finding
-from .registry import CAUSES, Cause, rule
-from .rules import _port, arrivals, contrast, flow_ref
+from .evidence import Evidence, Finding, attempts, incomplete
+from .wording import arrivals, contrast, counter_evidence, flow_ref, icmp_of, port_text
 
-FRAG_NEEDED = IcmpCode(3, 4)
-PACKET_TOO_BIG = IcmpCode(2, 0)  # ICMPv6
 LARGE = 1200  # IP length from which a lost segment points to the path's MTU
+ANSWERS_LOST = Cause("answers-lost", 72, "SYNs arrive and SYN-ACKs leave, but the peer keeps "
+                     "retrying and never acknowledges: the answers die on the way back",
+                     explains_unanswered=True)
+SYN_QUEUE_FULL = Cause("syn-queue-full", 78, "the listener's SYN queue is full (a SYN flood, "
+                       "syncookies off): new SYNs are discarded without a trace",
+                       explains_unanswered=True)
+PMTU_BLACKHOLE = Cause("pmtu-blackhole", 74, "connections open and small exchanges work, but "
+                       "full-size segments are sent again and again, never acknowledged, and no "
+                       "ICMP 'fragmentation needed' comes back", explains_unanswered=False)
+CAUSES = (ANSWERS_LOST, SYN_QUEUE_FULL, PMTU_BLACKHOLE)
 
 
-@rule(Cause("answers-lost", 72, "SYNs arrive and SYN-ACKs leave, but the peer keeps retrying "
-            "and never acknowledges: the answers die on the way back", explains_unanswered=True))
 def rule_answers_lost(ev: Evidence) -> list[Finding]:
     findings = []
     for flow in ev.watched:
         lost = incomplete(flow)
         retried = flow.syn_retrans_in or flow.synack_retrans_out
-        if flow.proto != "tcp" or not lost or not retried or flow.acks_in:
+        if flow.proto is not Proto.TCP or not lost or not retried or flow.acks_in:
             continue
         finding = Finding(
-            "answers-lost",
-            f"SYNs from {flow.peer} to {_port(flow)} arrive and this host answers them, but "
+            ANSWERS_LOST.id,
+            f"SYNs from {flow.peer} to {port_text(flow)} arrive and this host answers them, but "
             f"{flow.peer} never acknowledges: the SYN-ACKs are lost on the way back "
             f"({lost}/{attempts(flow)} connections never completed).",
             flows=[flow_ref(flow, lost)], count=lost, confidence="medium")
@@ -37,7 +44,7 @@ def rule_answers_lost(ev: Evidence) -> list[Finding]:
             + (f" and {flow.synack_retrans_out} retransmissions of them"
                if flow.synack_retrans_out else "")
             + f"; the peer sent its SYNs {flow.syn_retrans_in} more times and no ACK")
-        finding.evidence += counter_evidence(ev, CAUSES["answers-lost"].counters)
+        finding.evidence += counter_evidence(ev, ANSWERS_LOST.counters)
         finding.evidence += next_hop_lines(ev, flow.peer)
         finding.evidence += _echo_story(ev, flow)
         finding.fix = [
@@ -62,20 +69,18 @@ def _echo_story(ev: Evidence, flow: Flow) -> list[str]:
             "on the same way back"]
 
 
-@rule(Cause("syn-queue-full", 78, "the listener's SYN queue is full (a SYN flood, syncookies "
-            "off): new SYNs are discarded without a trace", explains_unanswered=True))
 def rule_syn_queue_full(ev: Evidence) -> list[Finding]:
     dropped = ev.counters.get("TcpExtTCPReqQFullDrop", 0)
     if not dropped:
         return []
-    flows = [f for f in ev.watched if f.proto == "tcp" and f.syn_in]
+    flows = [f for f in ev.watched if f.proto is Proto.TCP and f.syn_in]
     port = flows[0].local_port if flows else (ev.ports[0] if ev.ports else "?")
-    unanswered = sum(f.syn_fates.get("unanswered", 0) for f in flows)
+    unanswered = sum(f.syn_fates.get(Fate.UNANSWERED, 0) for f in flows)
     finding = Finding(
-        "syn-queue-full",
+        SYN_QUEUE_FULL.id,
         f"The SYN queue of the listener on :{port} is full and syncookies are off: the kernel "
         f"discarded {dropped} SYNs without answering and without a drop reason.",
-        flows=[flow_ref(f, f.syn_fates.get("unanswered", 0)) for f in flows],
+        flows=[flow_ref(f, f.syn_fates.get(Fate.UNANSWERED, 0)) for f in flows],
         count=max(dropped, unanswered))
     finding.evidence += counter_evidence(ev, ("TcpExtTCPReqQFullDrop", "TcpExtListenDrops"))
     for flooder in sorted(flows, key=lambda f: -f.syn_in)[:2]:
@@ -84,8 +89,8 @@ def rule_syn_queue_full(ev: Evidence) -> list[Finding]:
                 f"{flooder.peer} sent {flooder.syn_in} SYNs and completed no handshake: "
                 "half-open connections that fill the queue")
     for flow in flows:
-        if flow.syn_fates.get("unanswered") and flow.acks_in == 0 and flow.syn_retrans_in:
-            finding.evidence.append(f"{flow.peer}: {flow.syn_fates['unanswered']} SYNs "
+        if flow.syn_fates.get(Fate.UNANSWERED) and flow.acks_in == 0 and flow.syn_retrans_in:
+            finding.evidence.append(f"{flow.peer}: {flow.syn_fates[Fate.UNANSWERED]} SYNs "
                                     "unanswered, retried by the peer")
     finding.evidence += queue_lines(ev, port)
     finding.fix = [
@@ -99,21 +104,18 @@ def rule_syn_queue_full(ev: Evidence) -> list[Finding]:
     return [finding]
 
 
-@rule(Cause("pmtu-blackhole", 74, "connections open and small exchanges work, but full-size "
-            "segments are sent again and again, never acknowledged, and no ICMP 'fragmentation "
-            "needed' comes back", explains_unanswered=False))
 def rule_pmtu_blackhole(ev: Evidence) -> list[Finding]:
     findings = []
     for flow in ev.watched:
         large = sum(n for length, n in flow.retrans_out_lengths.items() if int(length) >= LARGE)
         told = flow.errors_in.keys()
-        if flow.proto != "tcp" or not flow.completed or large < 2 or \
-                any(e.icmp in (FRAG_NEEDED, PACKET_TOO_BIG) for e in told):
+        if flow.proto is not Proto.TCP or not flow.completed or large < 2 or \
+                any(e.icmp == TOO_BIG[icmp_of(flow)] for e in told):
             continue
         sizes = sorted({int(n) for n in flow.retrans_out_lengths if int(n) >= LARGE})
         finding = Finding(
-            "pmtu-blackhole",
-            f"Connections from {flow.peer} to {_port(flow)} open, but this host's full-size "
+            PMTU_BLACKHOLE.id,
+            f"Connections from {flow.peer} to {port_text(flow)} open, but this host's full-size "
             f"segments ({', '.join(map(str, sizes))} bytes) never get through: they are sent "
             f"again {large} times and no ICMP 'fragmentation needed' comes back (a path-MTU "
             "black hole).", flows=[flow_ref(flow, large)], count=large, confidence="medium")
@@ -124,7 +126,7 @@ def rule_pmtu_blackhole(ev: Evidence) -> list[Finding]:
         finding.evidence.append("no ICMP 'fragmentation needed' (or ICMPv6 'packet too big') "
                                 "arrived: a link on the way has a smaller MTU and its "
                                 "router's ICMP errors are filtered")
-        finding.evidence += counter_evidence(ev, CAUSES["pmtu-blackhole"].counters)
+        finding.evidence += counter_evidence(ev, PMTU_BLACKHOLE.counters)
         finding.evidence += contrast(ev, flow, "opens, then stalls")
         finding.fix = [
             f"find the link: tracepath {flow.peer} (or ping -M do -s 1472 {flow.peer}, lowering "

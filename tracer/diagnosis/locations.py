@@ -9,10 +9,14 @@ so, with what it rests on."""
 
 from __future__ import annotations
 
-from ..correlate.correlator import DropSite, Flow
+from collections.abc import Mapping
+
+from ..correlate.correlator import UNKNOWN_REASON, DropSite, Flow
+from ..model.host import Listener
+from ..model.kinds import verdict_name
 from .tables import LocationReason, drop_locations
 
-UNNAMED = ("UNKNOWN", "NOT_SPECIFIED")
+UNNAMED = (UNKNOWN_REASON, "NOT_SPECIFIED")
 # The table's 'host' grounds: facts of the watch's recorded context about the
 # flow's port, and how a finding words them.
 HOST_FACTS = {
@@ -22,15 +26,16 @@ HOST_FACTS = {
 }
 
 
-def host_facts(listeners: dict, port: object) -> dict[str, int]:
+def host_facts(listeners: Mapping[str, Listener], port: object) -> dict[str, int]:
     """The HOST_FACTS that hold for a port, from the context's listeners."""
-    sockets = listeners.get(str(port), {}).get("sockets", [])
-    programs = [prog for sock in sockets for proc in sock.get("processes", [])
-                for prog in proc.get("cgroup_programs", []) if prog.get("attach") == "ingress"]
+    listener = listeners.get(str(port))
+    sockets = listener.sockets if listener is not None else ()
+    programs = [prog for sock in sockets for proc in sock.processes
+                for prog in proc.cgroup_programs if prog.attach == "ingress"]
     return {"listener_ingress_programs": len(programs), "listeners": len(sockets)}
 
 
-def _grounds(candidate: LocationReason, flow: Flow, counters: dict[str, int],
+def _grounds(candidate: LocationReason, flow: Flow, counters: Mapping[str, int],
              facts: dict[str, int]) -> list[str]:
     """What supports `candidate` for this flow ([] when it does not hold). 'host'
     facts and 'silent' counters are conditions, every one required; counters,
@@ -43,7 +48,7 @@ def _grounds(candidate: LocationReason, flow: Flow, counters: dict[str, int],
             (candidate.unanswered and answers):
         return []
     grounds = [f"{name} +{counters[name]}" for name in candidate.counters if counters.get(name)]
-    grounds += [f"{flow.checksums[v]} with a {v} checksum by pktfate's own check"
+    grounds += [f"{flow.checksums[v]} with a {verdict_name(v)} checksum by pktfate's own check"
                 for v in candidate.checksums if flow.checksums.get(v)]
     sent = {"rst_out": (flow.rst_out, "RSTs sent back"),
             "icmp_errors": (sum(flow.icmp_errors_sent.values()), "ICMP errors sent back"),
@@ -58,12 +63,13 @@ def _grounds(candidate: LocationReason, flow: Flow, counters: dict[str, int],
     if candidate.unanswered:
         grounds.append("nothing was sent back")
     if grounds:
-        grounds += [f"{flow.checksums[v]} with a {v} checksum at arrival"
+        grounds += [f"{flow.checksums[v]} with a {verdict_name(v)} checksum at arrival"
                     for v in candidate.supporting if flow.checksums.get(v)]
     return grounds
 
 
-def infer(function: str, flow: Flow, counters: dict[str, int], unnamed: str = "UNKNOWN",
+def infer(function: str, flow: Flow, counters: Mapping[str, int],
+          unnamed: str = UNKNOWN_REASON,
           facts: dict[str, int] | None = None) -> tuple[str, str] | None:
     """(reason, what it rests on) for drops freed in `function`, or None. Drops a
     kernel with reasons left NOT_SPECIFIED are named only by places that say it
@@ -71,7 +77,7 @@ def infer(function: str, flow: Flow, counters: dict[str, int], unnamed: str = "U
     # A compiler's copy of a function keeps its name with a suffix
     # (ip_rcv_finish_core.constprop.0): the table names the function.
     for candidate in drop_locations().get(function.split(".", 1)[0], ()):
-        if unnamed != "UNKNOWN" and not candidate.always:
+        if unnamed != UNKNOWN_REASON and not candidate.always:
             continue
         grounds = _grounds(candidate, flow, counters, facts or {})
         if grounds:
@@ -79,7 +85,7 @@ def infer(function: str, flow: Flow, counters: dict[str, int], unnamed: str = "U
     return None
 
 
-def name_unnamed_drops(flow: Flow, counters: dict[str, int],
+def name_unnamed_drops(flow: Flow, counters: Mapping[str, int],
                        facts: dict[str, int] | None = None) -> None:
     """Move a flow's unnamed drops to the reason their place tells, and note on
     the flow what each rests on."""
@@ -97,7 +103,8 @@ def name_unnamed_drops(flow: Flow, counters: dict[str, int],
         syns = min(count, flow.syn_drops.get(site.reason, 0))
         flow.syn_drops[site.reason] -= syns
         flow.syn_drops[reason] += syns
-        kernel = "this kernel names no drop reasons (before 5.17)" if site.reason == "UNKNOWN" \
+        kernel = "this kernel names no drop reasons (before 5.17)" \
+            if site.reason == UNKNOWN_REASON \
             else "the kernel gave no reason (NOT_SPECIFIED)"
         flow._inferred[reason] = f"{reason} inferred: {kernel}; {how}"
     for counter in (flow.drops, flow.drop_sites, flow.syn_drops):

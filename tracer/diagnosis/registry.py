@@ -1,84 +1,58 @@
-"""The rule registry: every cause pktfate can name, declared by the rule that
-finds it (id, severity, a one-line title), with the kernel drop reasons and
-counters it explains taken from the tables. The README's cause list and the lab's
+"""The rule registry: every rule, in the order they run, with the causes each may
+name, listed here and nowhere else; and every cause pktfate can name (the
+table's, the rules', the accounting's). The README's cause list and the lab's
 expected causes are held equal to it by tests."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable
+from collections.abc import Iterable
+from typing import Callable, NamedTuple
 
+from . import accounting, firewall, handshakes, listeners, nat, paths
+from .causes import Cause, from_table, table_cause
 from .evidence import Evidence, Finding
-from .tables import counter_meanings, drop_reasons, table_causes
 
 
-@dataclass(frozen=True)
-class Cause:
-    id: str
-    severity: int  # ranks findings: the higher, the more it matters
-    title: str  # one line: what the cause is (the README lists these)
-    # Whether a finding of this cause explains SYNs that got no answer (so that
-    # they are not reported again as `unanswered`).
-    explains_unanswered: bool = False
-    # Reasons it explains beyond those the table gives it: a REJECT is netfilter's
-    # drop (NETFILTER_DROP, counted toward firewall-drop) with an answer.
-    also_explains: tuple[str, ...] = ()
-
-    @property
-    def reasons(self) -> tuple[str, ...]:
-        """The kernel drop reasons this cause explains (from the table)."""
-        return _reasons_by_cause().get(self.id, ()) + self.also_explains
-
-    @property
-    def counters(self) -> tuple[str, ...]:
-        return tuple(c.name for c in counter_meanings().values() if c.cause == self.id)
+class Rule(NamedTuple):
+    check: Callable[[Evidence], list[Finding]]
+    causes: tuple[Cause, ...]  # what its findings may name
 
 
-@lru_cache(maxsize=1)
-def _reasons_by_cause() -> dict[str, tuple[str, ...]]:
-    by_cause: dict[str, tuple[str, ...]] = {}
-    for reason in drop_reasons().values():
-        by_cause[reason.cause] = by_cause.get(reason.cause, ()) + (reason.name,)
-    return by_cause
+RULES: tuple[Rule, ...] = (
+    Rule(paths.rule_tcp_bad_checksum, (paths.TCP_BAD_CHECKSUM,)),
+    Rule(paths.rule_udp_bad_checksum, (paths.UDP_BAD_CHECKSUM,)),
+    Rule(paths.rule_ip_bad_checksum, (paths.IP_BAD_CHECKSUM,)),
+    Rule(firewall.rule_firewall, firewall.CAUSES),
+    Rule(listeners.rule_no_listener, (listeners.NO_LISTENER, listeners.LOCALHOST_ONLY)),
+    Rule(listeners.rule_listen_overflow, (listeners.LISTEN_OVERFLOW,)),
+    Rule(paths.rule_no_route_back, (table_cause(paths.NO_ROUTE),)),
+    Rule(paths.rule_rp_filter, (firewall.RP_FILTER,)),
+    Rule(paths.rule_ttl_expired, (paths.TTL_EXPIRED,)),
+    Rule(paths.rule_never_arrived, (paths.NEVER_ARRIVED,)),
+    Rule(paths.rule_answers_from_path, (paths.FORGED_RESET, paths.FORGED_ICMP_ERROR,
+                                        paths.REFUSED_ON_PATH)),
+    Rule(handshakes.rule_answers_lost, (handshakes.ANSWERS_LOST,)),
+    Rule(handshakes.rule_syn_queue_full, (handshakes.SYN_QUEUE_FULL,)),
+    Rule(handshakes.rule_pmtu_blackhole, (handshakes.PMTU_BLACKHOLE,)),
+    Rule(nat.rule_forwarding_off, (nat.FORWARDING_OFF,)),
+    Rule(nat.rule_nat_backend_unreachable, (nat.NAT_BACKEND_UNREACHABLE,)),
+)
 
 
-Rule = Callable[[Evidence], list[Finding]]
-CAUSES: dict[str, Cause] = {}
-RULES: list[tuple[Rule, tuple[str, ...]]] = []  # each rule and the causes it may name
+def _gather(causes: Iterable[Cause]) -> dict[str, Cause]:
+    found: dict[str, Cause] = {}
+    for cause in causes:
+        known = found.setdefault(cause.id, cause)
+        if known != cause:
+            raise ValueError(f"cause {cause.id} declared twice, differently")
+    return found
 
 
-def declare(cause: Cause) -> Cause:
-    known = CAUSES.setdefault(cause.id, cause)
-    if known != cause:
-        raise ValueError(f"cause {cause.id} declared twice, differently")
-    return cause
-
-
-for _entry in table_causes():  # causes the drop-reason table alone explains
-    declare(Cause(_entry.id, _entry.severity, _entry.title, _entry.explains_unanswered))
-
-
-def rule(*causes: Cause | str) -> Callable[[Rule], Rule]:
-    """Register a rule with the causes it may name: a Cause it declares, or the id
-    of one declared already (by the table or another rule)."""
-    ids = tuple(declare(c).id if isinstance(c, Cause) else CAUSES[c].id for c in causes)
-
-    def register(fn: Rule) -> Rule:
-        RULES.append((fn, ids))
-        return fn
-    return register
+CAUSES: dict[str, Cause] = _gather([
+    *from_table(), *(cause for rule in RULES for cause in rule.causes),
+    *firewall.CAUSES, *listeners.CAUSES, *paths.CAUSES, *handshakes.CAUSES, *nat.CAUSES,
+    *accounting.CAUSES])
 
 
 def severity(cause_id: str) -> int:
     return CAUSES[cause_id].severity
-
-
-def explained_reasons(findings: list[Finding], flow_id: int) -> set[str]:
-    """The drop reasons the findings about a flow (or about no flow in particular)
-    account for."""
-    reasons: set[str] = set()
-    for finding in findings:
-        if not finding.flows or any(ref["flow"] == flow_id for ref in finding.flows):
-            reasons.update(CAUSES[finding.cause].reasons)
-    return reasons

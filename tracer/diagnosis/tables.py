@@ -5,9 +5,13 @@ read once, handed on as typed records."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
+from typing import Any
+
+from ..decode.names import verdict_of
+from ..model.kinds import CsumVerdict
 
 NORMAL = "normal"  # the cause of reasons seen in healthy operation: never a finding
 
@@ -51,9 +55,9 @@ class LocationReason:
     reason: str
     always: bool = False
     counters: tuple[str, ...] = ()
-    checksums: tuple[str, ...] = ()
+    checksums: tuple[CsumVerdict, ...] = ()
     answers: tuple[str, ...] = ()
-    supporting: tuple[str, ...] = ()  # checksum verdicts that add to other grounds only
+    supporting: tuple[CsumVerdict, ...] = ()  # checksum verdicts that add to other grounds only
     host: tuple[str, ...] = ()  # facts of the host's recorded context (locations.HOST_FACTS)
     silent: tuple[str, ...] = ()  # counters of the place's other drop paths: none moved
     unanswered: bool = False  # the flow sent nothing back (no SYN-ACK, RST or ICMP error)
@@ -85,12 +89,14 @@ def counter_meanings() -> dict[str, CounterMeaning]:
 @lru_cache(maxsize=1)
 def drop_locations() -> dict[str, tuple[LocationReason, ...]]:
     """function -> its candidate reasons, in order (tables/drop_locations.json)."""
-    lists = ("counters", "checksums", "answers", "supporting", "host", "silent")
+    lists = ("counters", "answers", "host", "silent")
 
-    def candidate(entry: dict) -> LocationReason:
-        return LocationReason(reason=entry["reason"], always=entry.get("always", False),
-                              unanswered=entry.get("unanswered", False),
-                              **{key: tuple(entry.get(key, ())) for key in lists})
+    def candidate(entry: dict[str, Any]) -> LocationReason:
+        found = LocationReason(reason=entry["reason"], always=entry.get("always", False),
+                               unanswered=entry.get("unanswered", False),
+                               **{key: tuple(entry.get(key, ())) for key in lists})
+        return replace(found, checksums=tuple(map(verdict_of, entry.get("checksums", ()))),
+                       supporting=tuple(map(verdict_of, entry.get("supporting", ()))))
 
     return {func: tuple(map(candidate, entries))
             for func, entries in _load("drop_locations.json")["locations"].items()}

@@ -9,6 +9,10 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+R = TypeVar("R")
 
 VERDICTS = ("DROP", "REJECT", "drop", "reject")
 _IPT_RULE = re.compile(r"^\[(\d+):(\d+)\] (-A \S+ .*)$")
@@ -320,12 +324,14 @@ def _covers(parsed: tuple[int | None, str | None, dict[str, str]], packet: dict)
     return None if unknown else True
 
 
-def attribute(rules: list[dict], packets: list[dict]) -> tuple[list[dict], list[dict]]:
+def attribute(rules: Iterable[R], packets: list[dict],
+              text: Callable[[R], str]) -> tuple[list[R], list[R]]:
     """The rules (of those whose counters moved) that cover any of `packets`, and
-    those that might: ([certain], [cannot tell])."""
-    mine, unclear = [], []
+    those that might: ([certain], [cannot tell]). `text` gives a rule's own text."""
+    mine: list[R] = []
+    unclear: list[R] = []
     for rule in rules:
-        parsed = _parsed(rule["rule"])
+        parsed = _parsed(text(rule))
         verdicts = [_covers(parsed, packet) for packet in packets]
         if True in verdicts:
             mine.append(rule)

@@ -26,10 +26,10 @@ class KernelSymbols:
         except OSError:
             return cls("")
 
-    def name(self, addr: int) -> str:
-        """'function+0xoff', or the bare address when it cannot be named (for
-        example when kallsyms hides addresses from non-root readers)."""
+    def locate(self, addr: int) -> tuple[str, int | None]:
+        """(function, offset into it), or (the bare address, None) when it cannot
+        be named (for example when kallsyms hides addresses from non-root readers)."""
         i = bisect.bisect_right(self._addrs, addr) - 1
         if i < 0:
-            return f"{addr:#x}"
-        return f"{self._names[i]}+{addr - self._addrs[i]:#x}"
+            return f"{addr:#x}", None
+        return self._names[i], addr - self._addrs[i]

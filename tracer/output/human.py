@@ -10,8 +10,18 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from ..correlate.correlator import Flow
-from ..decode.events import Decoded, PacketEvent
+from ..decode.events import Decoded, KernelCount, PacketEvent
 from ..diagnosis.evidence import Finding
+from ..diagnosis.wording import flow_label, proto_label
+from ..model.kinds import (
+    INTERFACE_HOOKS,
+    CsumVerdict,
+    Hook,
+    hook_name,
+    state_text,
+    verdict_name,
+)
+from ..model.protocols import ICMP_FAMILIES, Proto, TcpFlags, flags_text
 
 WIDTH = 99
 MAX_LINES_PER_SECOND = 40  # live lines; beyond that they are counted, not printed
@@ -25,52 +35,63 @@ def _endpoint(addr: str, port: int | None) -> str:
 
 def describe(ev: PacketEvent) -> str:
     """'TCP 10.0.1.2:40312 > 10.0.2.2:80 [S]' and the like."""
-    if ev.proto.startswith("icmp"):
-        names = {0: "echo reply", 8: "echo request", 3: "unreachable", 11: "time exceeded",
-                 128: "echo request", 129: "echo reply", 1: "unreachable"}
-        what = names.get(ev.icmp_type or 0, f"type {ev.icmp_type}")
-        if ev.hook == "icmp-error-sent":
+    family = ICMP_FAMILIES.get(ev.proto)
+    if family is not None:
+        # Each family's own names: ICMPv6's type 3 is time exceeded, not unreachable.
+        what = family.type_name(ev.icmp_type)
+        if ev.hook is Hook.ICMP_SEND:
             what = "?"
         return f"ICMP {ev.src} > {ev.dst} {what}"
-    text = f"{ev.proto.upper()} {_endpoint(ev.src, ev.sport)} > {_endpoint(ev.dst, ev.dport)}"
-    if ev.tcp_flags:
-        text += f" [{ev.tcp_flags}]"
+    text = f"{proto_label(ev.proto)} {_endpoint(ev.src, ev.sport)} > " \
+        f"{_endpoint(ev.dst, ev.dport)}"
+    if ev.tcp_flags is not None:
+        text += f" [{flags_text(ev.tcp_flags)}]"
     return text
 
 
 def noteworthy(ev: PacketEvent, first: bool) -> bool:
     """Arrivals of connection starts and ends, every fate, every answer; not each
     segment of a healthy transfer."""
-    if ev.hook in ("drop", "rst-sent", "icmp-error-sent", "tcp-bad-csum", "tcp-state"):
+    if ev.hook not in INTERFACE_HOOKS:  # a fate, an answer, a state change
         return True
     if not first:
         return False
-    flags = ev.tcp_flags or ""
-    return ev.proto != "tcp" or any(f in flags for f in "SRF")
+    return ev.proto is not Proto.TCP or bool(
+        (ev.tcp_flags or 0) & (TcpFlags.SYN | TcpFlags.RST | TcpFlags.FIN))
 
 
 def event_line(ev: PacketEvent) -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(ev.ts)) + f".{int(ev.ts * 1000) % 1000:03d}"
-    where = {"xdp": "arrived", "tc-ingress": "arrived", "tc-egress": "sent"}.get(ev.hook, "")
-    packet = describe(ev) if ev.hook != "tcp-state" else \
+    packet = describe(ev) if ev.hook is not Hook.SOCK_STATE else \
         f"TCP {_endpoint(ev.src, ev.sport)} - {_endpoint(ev.dst, ev.dport)}"
-    if ev.hook in ("xdp", "tc-ingress", "tc-egress"):
-        # "tc": "arrived" or "sent" already says which way (the JSON names the hook).
-        tail = f"{where} {'xdp' if ev.hook == 'xdp' else 'tc'} {ev.iface or ''} ttl {ev.ttl}"
-        if ev.checksum in ("bad", "pseudo-header-only"):
-            tail += f" csum {ev.checksum}"
-    elif ev.hook == "drop":
-        tail = f"DROPPED {ev.reason} at {(ev.location or '?').split('+')[0]}"
-    elif ev.hook == "rst-sent":
-        tail = "answered by the kernel with RST"
-    elif ev.hook == "icmp-error-sent":
-        tail = f"answered by the kernel with ICMP {ev.icmp_type}/{ev.icmp_code}"
-    elif ev.hook == "tcp-bad-csum":
-        tail = "bad TCP checksum"
-    else:
-        tail = f"state {ev.state}"
-    line = f"{clock} {packet}  {tail}"
+    line = f"{clock} {packet}  {_tail(ev)}"
     return line[:WIDTH]
+
+
+_ON_THE_WIRE = {Hook.XDP: "arrived xdp", Hook.TC_INGRESS: "arrived tc", Hook.TC_EGRESS: "sent tc"}
+_WORTH_SAYING = (CsumVerdict.BAD, CsumVerdict.PSEUDO)
+
+
+def _tail(ev: PacketEvent) -> str:
+    """What happened to the packet at this hook, in words."""
+    hook = ev.hook
+    if hook in _ON_THE_WIRE:
+        # "tc": "arrived" or "sent" already says which way (the JSON names the hook).
+        tail = f"{_ON_THE_WIRE[hook]} {ev.iface or ''} ttl {ev.ttl}"
+        if ev.checksum in _WORTH_SAYING:
+            tail += f" csum {verdict_name(ev.checksum)}"
+        return tail
+    if hook is Hook.KFREE_SKB:
+        return f"DROPPED {ev.reason} at {ev.location.function if ev.location else '?'}"
+    if hook is Hook.TCP_SEND_RESET:
+        return "answered by the kernel with RST"
+    if hook is Hook.ICMP_SEND:
+        return f"answered by the kernel with ICMP {ev.icmp_type}/{ev.icmp_code}"
+    if hook is Hook.TCP_BAD_CSUM:
+        return "bad TCP checksum"
+    if ev.state is not None:
+        return f"state {state_text(ev.state)}"
+    return f"seen at hook {int(hook)}"
 
 
 def partial_events_lines(stats: dict) -> list[str]:
@@ -83,11 +104,15 @@ def partial_events_lines(stats: dict) -> list[str]:
     lines = [f"  (events: {sampled} sampled out, {lost} lost in the ring buffer; per flow "
              "above, counts are of the events received)"]
     totals: dict[str, int] = {}
-    for e in stats.get("kernel_counts", []):
-        if e["hook"] in ("drop", "xdp", "tc-ingress"):
-            what = f"{e['proto'].upper()} " + (f"dropped {e['reason']}" if e["hook"] == "drop"
-                                                else f"arrived at {e['hook']}")
-            totals[what] = totals.get(what, 0) + e["count"]
+    count: KernelCount
+    for count in stats.get("kernel_counts", []):
+        if count.hook is Hook.KFREE_SKB:
+            what = f"{proto_label(count.proto)} dropped {count.reason}"
+        elif count.hook.is_arrival:
+            what = f"{proto_label(count.proto)} arrived at {hook_name(count.hook)}"
+        else:
+            continue
+        totals[what] = totals.get(what, 0) + count.count
     if totals:
         lines.append("  kernel's exact counts: " + ", ".join(
             f"{what} {n}" for what, n in sorted(totals.items(), key=lambda kv: -kv[1])[:6]))
@@ -167,7 +192,7 @@ class HumanOutput:
             self._finding(n, finding)
 
     def _flow(self, flow: Flow) -> None:
-        self._write(f"  #{flow.id} {flow.label}")
+        self._write(f"  #{flow.id} {flow_label(flow)}")
         parts = [f"in {flow.packets_in}", f"out {flow.packets_out}"]
         if flow.syn_in:
             parts.append(f"SYN in {flow.syn_in}")

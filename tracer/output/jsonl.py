@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import asdict
 from functools import lru_cache
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 from typing import Any, Callable, Optional, TextIO
 
 from ..correlate.correlator import Flow
-from ..decode.events import PER_PACKET_FIELDS, Decoded, PacketEvent, Shape
+from ..decode.events import PER_PACKET_FIELDS, Decoded, KernelCount, PacketEvent, Quoted, Shape
+from ..decode.typed import to_json
 from ..diagnosis.evidence import Finding
+from ..model.host import HostContext
+from ..model.kinds import (
+    CSUM_NAMES,
+    CsumVerdict,
+    Hook,
+    Location,
+    StateChange,
+    hook_name,
+    location_text,
+    state_text,
+    verdict_name,
+)
+from ..model.protocols import Proto, TcpFlags, flags_text, proto_name
 
 # A packet line is the busiest thing pktfate writes: one per event. Its keys are
 # fixed, so the line is a template with the values filled in, each encoded as
@@ -21,10 +37,26 @@ _FIELDS = PacketEvent._fields
 _PACKET_LINE = ('{"kind": "packet", ' + ", ".join(f'"{name}": %s' for name in _FIELDS)
                 + "}\n")
 _STRINGS: dict[str, str] = {}
+_SKB = _FIELDS.index("skb")
+
+
+def _quoted_json(quoted: Quoted) -> dict[str, object]:
+    return {**quoted._asdict(), "proto": proto_name(quoted.proto)}
+
+
+# The typed values of an event, as the JSON contract names them (model/).
+_NAMED: dict[type, Callable[[Any], object]] = {
+    Hook: hook_name, Proto: proto_name, TcpFlags: flags_text, Location: location_text,
+    StateChange: state_text, CsumVerdict: verdict_name, Quoted: _quoted_json,
+}
 
 
 def _json_value(value, _str=str, _int=int, _float=float) -> str:
     kind = type(value)
+    named = _NAMED.get(kind)
+    if named is not None:
+        value = named(value)
+        kind = type(value)
     if kind is _str:
         text = _STRINGS.get(value)
         if text is None:
@@ -64,7 +96,7 @@ def _seconds_text(seconds: float) -> str:
 # Templates are bytes, written to the byte stream under the text one: formatting
 # bytes costs about 60% of formatting the same str here, and nothing is left to
 # encode. Bytes formatting takes bytes for %s, so a template's values come from a
-# getter made for its fields, which takes each string's bytes from _ASCII.
+# getter made for its fields, which takes the checksum verdict's name as bytes.
 _PER_PACKET = PER_PACKET_FIELDS
 _shape_of = itemgetter(*(n for n, name in enumerate(_FIELDS)
                          if name not in _PER_PACKET and name != "quoted"))
@@ -76,28 +108,16 @@ LineTemplate = Optional[tuple[bytes, Callable[[PacketEvent], tuple]]]
 _LINES: dict[tuple, LineTemplate] = {}
 MAX_LINE_SHAPES = 4096
 # A float (the time) takes two placeholders: whole seconds and microseconds, as
-# _seconds_text writes it.
-_PLACEHOLDER = {float: "%d.%06d", int: "%d", str: '"%s"'}
-
-
-class _AsciiCache(dict):
-    """str -> its ASCII bytes, made on first use: skb addresses (the kernel reuses
-    a few thousand) and checksum verdicts. Bounded: a long watch starts again."""
-
-    def __missing__(self, text: str) -> bytes:
-        if type(text) is not str:  # a field null where the template has a string
-            raise KeyError(text)
-        if len(self) >= 65536:
-            self.clear()
-        data = self[text] = text.encode("ascii")
-        return data
-
-
-_ASCII = _AsciiCache()
+# _seconds_text writes it; the skb's address is written in hex, as a string.
+_PLACEHOLDER: dict[object, str] = {float: "%d.%06d", int: "%d", CsumVerdict: '"%s"',
+                                   "skb": '"%#x"'}
+# Each checksum verdict's name, as bytes (the one per-packet value with a name).
+_VERDICT_BYTES = {verdict: verdict_name(verdict).encode("ascii") for verdict in
+                  [*CSUM_NAMES, *(CsumVerdict(n) for n in range(len(CSUM_NAMES) + 1, 256))]}
 
 
 @lru_cache(maxsize=256)
-def _getter(places: tuple[int, ...], kinds: tuple[type, ...]) -> Callable[[PacketEvent], tuple]:
+def _getter(places: tuple[int, ...], kinds: tuple[object, ...]) -> Callable[[PacketEvent], tuple]:
     """event -> the tuple of the values a template takes, strings as bytes, a time
     as its whole seconds and microseconds: a function written for these places in
     the event (our own field numbers, not input), one subscript per value, the
@@ -111,8 +131,8 @@ def _getter(places: tuple[int, ...], kinds: tuple[type, ...]) -> Callable[[Packe
             lines.append(f"    s{place}, us{place} = divmod(round(e[{place}] * 1e6), 1_000_000)\n")
             items.append(f"s{place}, us{place}")
         else:
-            items.append(f"A[e[{place}]]" if kind is str else f"e[{place}]")
-    namespace: dict = {"A": _ASCII}
+            items.append(f"V[e[{place}]]" if kind is CsumVerdict else f"e[{place}]")
+    namespace: dict = {"V": _VERDICT_BYTES}
     exec(f"def get(e):\n{''.join(lines)}    return ({', '.join(items)},)\n", namespace)
     return namespace["get"]
 
@@ -121,11 +141,12 @@ def _line_template(ev: PacketEvent) -> LineTemplate:
     parts, places, kinds = [], [], []
     for place, (name, value) in enumerate(zip(_FIELDS, ev)):
         if name in _PER_PACKET and value is not None:
-            text = _PLACEHOLDER.get(type(value))
+            kind = "skb" if place == _SKB else type(value)
+            text = _PLACEHOLDER.get(kind)
             if text is None:
                 return None
             places.append(place)
-            kinds.append(type(value))
+            kinds.append(kind)
         else:
             text = _json_value(value).replace("%", "%%")
         parts.append(f'"{name}": {text}')
@@ -152,7 +173,10 @@ def _packet_bytes(ev: PacketEvent) -> bytes:
             template = _remember(_LINES, shape, ev)
         if template is not None:
             return template[0] % template[1](ev)
-    return (_PACKET_LINE % tuple(map(_json_value, ev))).encode("ascii")
+    values = list(ev)
+    if values[_SKB] is not None:
+        values[_SKB] = f"{values[_SKB]:#x}"
+    return (_PACKET_LINE % tuple(map(_json_value, values))).encode("ascii")
 
 
 def packet_line(ev: PacketEvent) -> str:
@@ -211,16 +235,67 @@ class JsonOutput:
         self.stream.flush()
 
     def finish(self, flows: list[Flow], findings: list[Finding], stats: dict,
-               counters: dict[str, int], context: dict) -> None:
+               counters: dict[str, int], context: HostContext) -> None:
         for flow in flows:
-            self._emit(flow.to_json())
-        self._emit({"kind": "stats", **stats})
-        self._emit({"kind": "counters", "delta": counters,
-                    "firewall": context.get("firewall", [])})
-        self._emit({"kind": "context",
-                    **{key: value for key, value in context.items() if key != "firewall"}})
-        self._emit({"kind": "diagnosis", "findings": [f.to_json() for f in findings]})
+            self._emit(flow_json(flow))
+        self._emit({"kind": "stats", **stats,
+                    "kernel_counts": [count_json(c) for c in stats.get("kernel_counts", [])]})
+        host = to_json(context)
+        self._emit({"kind": "counters", "delta": counters, "firewall": host.pop("firewall")})
+        self._emit({"kind": "context", **host})
+        self._emit({"kind": "diagnosis", "findings": [finding_json(f) for f in findings]})
 
     def _emit(self, obj: dict) -> None:
         self.stream.write(json.dumps(obj) + "\n")
         self.stream.flush()
+
+
+def event_json(ev: PacketEvent) -> dict[str, object]:
+    """A packet event as its JSON line's object (what packet_line writes)."""
+    out: dict[str, object] = json.loads(packet_line(ev))
+    return out
+
+
+def count_json(count: KernelCount) -> dict[str, object]:
+    """An entry of the kernel's exact counts, named as events are."""
+    return {**asdict(count), "hook": hook_name(count.hook), "proto": proto_name(count.proto),
+            "tcp_flags": flags_text(count.tcp_flags) if count.tcp_flags is not None else None}
+
+
+# Counters keyed by records: in JSON, lists of the key's fields and `count`.
+RECORD_COUNTERS = ("drop_sites", "icmp_errors_sent", "arrived_on", "errors_in", "rewrites")
+# Counters keyed by an enum whose JSON name is not its value.
+_NAMED_KEYS = {"checksums": verdict_name}
+
+
+def flow_json(flow: Flow) -> dict[str, object]:
+    """A flow's line: every public field, counters as objects (or lists of records)."""
+    out: dict[str, object] = {"kind": "flow"}
+    for name, value in flow.__dict__.items():
+        if name.startswith("_"):
+            continue
+        if name in RECORD_COUNTERS:
+            out[name] = [{**_record_json(key), "count": n} for key, n in value.items()]
+        elif name in _NAMED_KEYS:
+            out[name] = {_NAMED_KEYS[name](key): n for key, n in value.items()}
+        elif name == "proto":
+            out[name] = proto_name(value)
+        else:
+            out[name] = dict(value) if isinstance(value, Counter) else value
+    return out
+
+
+def _record_json(key: Any) -> dict[str, object]:
+    fields: dict[str, object] = key._asdict()
+    hook = fields.get("hook")
+    if isinstance(hook, Hook):
+        fields["hook"] = hook_name(hook)
+    return fields
+
+
+def finding_json(finding: Finding) -> dict[str, object]:
+    """A finding as the diagnosis line lists it (the README's fields)."""
+    return {"cause": finding.cause, "summary": finding.summary,
+            "flows": [{**asdict(ref), "flows": list(ref.flows)} for ref in finding.flows],
+            "evidence": finding.evidence, "fix": finding.fix,
+            "confidence": finding.confidence, "count": finding.count}

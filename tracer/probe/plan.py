@@ -18,9 +18,10 @@ from typing import Any
 
 from ..decode.checksum import ones_sum, pseudo_header_sum
 from ..decode.events import Decoded, PacketEvent
-from ..decode.raw import PROTOCOLS
 from ..diagnosis.origin import answered_by, forged_sentence, hop_of, ttl_story
 from ..host.firewall import attribute
+from ..model.kinds import ARRIVAL_HOOKS, Hook
+from ..model.protocols import ICMP_BY_FAMILY, PROTO_NAMES, Proto, TcpFlags, proto_name
 
 PROBE_PROTOCOLS = ("tcp", "udp", "icmp")
 FULL_TTL = 64  # a probe sent as an ordinary packet: what answers at the end
@@ -29,31 +30,8 @@ WINDOW = 4  # TTLs per later round
 SILENT_GAP = 3  # hops in a row without an answer: the path is taken as ended
 TRIES = 3  # sends of a silent TTL (or full probe) at most
 TERMINAL = ("syn-ack", "rst", "icmp-unreachable", "echo-reply", "udp-reply", "icmp-error")
-UNREACHABLE_CODES = {0: "net unreachable", 1: "host unreachable", 2: "protocol unreachable",
-                     3: "port unreachable", 4: "fragmentation needed", 9: "net prohibited",
-                     10: "host prohibited", 13: "administratively prohibited"}
-UNREACHABLE_CODES_V6 = {0: "no route", 1: "administratively prohibited",
-                        2: "beyond the source's scope", 3: "address unreachable",
-                        4: "port unreachable", 5: "source address failed policy",
-                        6: "reject route"}
-
-
-@dataclass(frozen=True)
-class IcmpTypes:
-    """The ICMP message types a probe sends and reads, per IP version."""
-
-    proto: str  # the protocol's name in events
-    number: int  # its IP protocol number
-    echo_request: int
-    echo_reply: int
-    unreachable: int
-    time_exceeded: int
-    codes: dict[int, str]
-
-
-ICMP_TYPES = {4: IcmpTypes("icmp", 1, 8, 0, 3, 11, UNREACHABLE_CODES),
-              6: IcmpTypes("icmpv6", 58, 128, 129, 1, 3, UNREACHABLE_CODES_V6)}
-ICMP_PROTOS = frozenset(t.proto for t in ICMP_TYPES.values())
+# ICMP's and ICMPv6's types and codes: model/protocols.py, per family.
+ICMP_TYPES = ICMP_BY_FAMILY
 
 
 def family_of(addr: str) -> int:
@@ -138,7 +116,8 @@ def icmp_echo(ident: int, seq: int, src: str = "", dst: str = "") -> bytes:
     icmp = ICMP_TYPES[family_of(dst) if dst else 4]
     header = bytearray(struct.pack("!BBHHH", icmp.echo_request, 0, 0, ident, seq) +
                        b"pktfate probe\n")
-    pseudo = pseudo_header_sum(src, dst, icmp.number, len(header)) if icmp.number == 58 else 0
+    pseudo = pseudo_header_sum(src, dst, icmp.proto, len(header)) \
+        if icmp.proto is Proto.ICMPV6 else 0
     return _with_checksum(header, 2, pseudo)
 
 
@@ -164,7 +143,7 @@ def answer_text(kind: str, icmp_type: int | None, icmp_code: int | None,
     """'SYN-ACK', 'ICMP port unreachable', 'time exceeded'..."""
     icmp = "ICMPv6" if v6 else "ICMP"
     if kind == "icmp-unreachable":
-        codes = ICMP_TYPES[6 if v6 else 4].codes
+        codes = ICMP_TYPES[6 if v6 else 4].unreachable_codes
         return f"{icmp} {codes.get(icmp_code or 0, f'unreachable code {icmp_code}')}"
     if kind == "icmp-error":
         return f"{icmp} error {icmp_type}/{icmp_code}"
@@ -197,22 +176,24 @@ def answer_key(ev: PacketEvent, target: str, echo_id: int) -> tuple[tuple[str, i
     """The probe an arriving packet answers, as (key, kind), or None. ICMP and
     ICMPv6 probes are both keyed "icmp", the name `--proto` gives them."""
     icmp = ICMP_TYPES[ev.family]
-    if ev.quoted and ev.quoted["dst"] == target:
-        q = ev.quoted
-        echo = q["proto"] in ICMP_PROTOS
-        if echo and q["sport"] != echo_id:
+    q = ev.quoted
+    if q is not None and q.dst == target:
+        echo = q.proto.is_icmp
+        if echo and q.sport != echo_id:
             return None
         kind = "time-exceeded" if ev.icmp_type == icmp.time_exceeded else \
             "icmp-unreachable" if ev.icmp_type == icmp.unreachable else "icmp-error"
-        ident = q["dport"] if echo else q["sport"]
-        return (("icmp" if echo else q["proto"], ident), kind) if ident is not None else None
+        ident = q.dport if echo else q.sport
+        return (("icmp" if echo else proto_name(q.proto), ident), kind) \
+            if ident is not None else None
     if ev.src != target:
         return None
-    if ev.proto == "tcp" and ev.dport is not None:
-        flags = ev.tcp_flags or ""
-        reply = "rst" if "R" in flags else "syn-ack" if "S" in flags and "A" in flags else ""
+    if ev.proto is Proto.TCP and ev.dport is not None:
+        flags = ev.tcp_flags or 0
+        reply = "rst" if flags & TcpFlags.RST else \
+            "syn-ack" if flags & TcpFlags.SYN and flags & TcpFlags.ACK else ""
         return (("tcp", ev.dport), reply) if reply else None
-    if ev.proto == "udp" and ev.dport is not None:
+    if ev.proto is Proto.UDP and ev.dport is not None:
         return ("udp", ev.dport), "udp-reply"
     if ev.proto == icmp.proto and ev.icmp_type == icmp.echo_reply and ev.sport == echo_id \
             and ev.dport is not None:
@@ -222,8 +203,8 @@ def answer_key(ev: PacketEvent, target: str, echo_id: int) -> tuple[tuple[str, i
 
 def probe_key(ev: PacketEvent, echo_id: int) -> tuple[str, int] | None:
     """The key of one of our own probes, as BPF saw it leaving or being dropped."""
-    if ev.proto in ("tcp", "udp") and ev.sport is not None:
-        return (ev.proto, ev.sport)
+    if ev.proto.has_ports and ev.sport is not None:
+        return (proto_name(ev.proto), ev.sport)
     icmp = ICMP_TYPES[ev.family]
     if ev.proto == icmp.proto and ev.icmp_type == icmp.echo_request and ev.sport == echo_id \
             and ev.dport is not None:
@@ -248,15 +229,15 @@ class Matcher:
             self.feed(ev)
 
     def feed(self, ev: PacketEvent) -> None:
-        if ev.hook in ("xdp", "tc-ingress") and ev.dst in self.local:
+        if ev.hook in ARRIVAL_HOOKS and ev.dst in self.local:
             self._arrival(ev)
         elif ev.src in self.local and ev.dst == self.target:
             probe = self.probes.get(probe_key(ev, self.echo_id) or ("", -1))
             if probe is None:
                 return
-            if ev.hook == "tc-egress" and probe.left_ts is None:
+            if ev.hook is Hook.TC_EGRESS and probe.left_ts is None:
                 probe.left_ts = ev.ts
-            elif ev.hook == "drop":
+            elif ev.hook is Hook.KFREE_SKB:
                 probe.local_drop = ev.reason or "UNKNOWN"
 
     def _arrival(self, ev: PacketEvent) -> None:
@@ -267,7 +248,7 @@ class Matcher:
             return
         if probe.answer is None:  # the first answer counts (a retransmitted SYN-ACK does not)
             rtt = round((ev.ts - probe.left_ts) * 1000, 3) if probe.left_ts else None
-            icmp = ev.proto in ICMP_PROTOS
+            icmp = ev.proto.is_icmp
             probe.answer = Answer(found[1], ev.src, ev.ttl, rtt,
                                   ev.icmp_type if icmp else None, ev.icmp_code if icmp else None)
 
@@ -376,7 +357,8 @@ def target_hop(tracks: list[Track], target: str) -> tuple[int | None, str]:
 def track_packets(track: Track, source: str, target: str, oif: str | None) -> list[dict]:
     """The probes of a track as firewall.covers() reads packets."""
     v6 = family_of(target) == 6
-    proto = ICMP_TYPES[6 if v6 else 4].proto if track.proto == "icmp" else track.proto
+    proto = proto_name(ICMP_TYPES[6 if v6 else 4].proto) if track.proto == "icmp" \
+        else track.proto
     base = {"family": 6 if v6 else 4, "direction": "out", "proto": proto, "src": source,
             "dst": target, "dport": track.port, "oif": oif}
     if track.proto == "icmp":
@@ -423,7 +405,8 @@ def result(track: Track, target: str, target_hops: int | None,
         drops = Counter(p.local_drop for p in track.probes if p.local_drop)
         # Only the rules whose own match covers this track's probes: another
         # protocol's rule moving in the same run is not this one's cause.
-        mine, unclear = attribute(local_rules, track_packets(track, source, target, oif))
+        mine, unclear = attribute(local_rules, track_packets(track, source, target, oif),
+                                  lambda rule: rule["rule"])
         out["blocked_here"] = {"error": errors.most_common(1)[0][0] if errors else None,
                                "drop_reason": drops.most_common(1)[0][0] if drops else None,
                                "rules": [r["rule"] for r in mine],
@@ -521,4 +504,4 @@ def _answer_text(r: dict, v6: bool = False) -> str:
 
 
 def proto_number(name: str) -> int:
-    return next(n for n, p in PROTOCOLS.items() if p == name)
+    return next(int(p) for p, text in PROTO_NAMES.items() if text == name)

@@ -75,7 +75,7 @@ class Sender:
             payload = tcp_syn(self.source, self.target, ident, port, random.getrandbits(32)) \
                 if proto == "tcp" else udp_datagram(self.source, self.target, ident, port)
         probe = Probe(proto, port, ttl, ident, random.randrange(1, 0xFFFF))
-        number = ICMP_TYPES[family_of(self.target)].number if proto == "icmp" else \
+        number = int(ICMP_TYPES[family_of(self.target)].proto) if proto == "icmp" else \
             proto_number(proto)
         packet = ip_header(self.source, self.target, number, ttl, probe.ip_id,
                            len(payload)) + payload
