@@ -35,9 +35,10 @@ vm-test: setup-dev ## Every lab scenario under Debian's 5.10, 6.1, 6.12 (docs/KE
 bench: setup-dev ## Measure overhead, capacity, startup, CPU, memory; table into docs/BENCHMARKS.md (root)
 	$(PY) bench/run.py --update-docs
 
-lint: ## ruff and mypy on the package, the tests and the bench; shellcheck on the scripts
+lint: ## ruff and mypy on the package, the tests and the bench (strict on the typed model); shellcheck
 	$(VENV)/bin/ruff check tracer tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict --follow-imports=silent tracer/model tracer/decode tracer/correlate tracer/diagnosis
 	shellcheck scripts/*.sh vagrant/*.sh tests/vm/*.sh .ci/run
 
 dump-bpf: ## Print the final BPF C source and compile flags for a watch of :80

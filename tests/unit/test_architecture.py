@@ -104,3 +104,72 @@ def test_the_walk_sees_a_bad_import(tmp_path):
                     "def f():\n    from ..output.human import WIDTH\n")
     assert _imports(fake, tmp_path / "tracer") == [("lab", True), ("lab", True),
                                                    ("output", False)]
+
+
+# ------------------------------------------------ no display text inside (issue 32)
+
+def _vocabulary() -> frozenset[str]:
+    """The JSON contract's names of hooks, fates, checksum verdicts and TCP states,
+    and TCP flag letters: compared as text anywhere inside, they would be a model
+    kept as strings."""
+    from pktfate.model.kinds import CSUM_NAMES, HOOK_NAMES, Fate
+    from pktfate.model.protocols import TcpState
+
+    return frozenset([*HOOK_NAMES.values(), *(f.value for f in Fate), *CSUM_NAMES.values(),
+                      *TcpState.__members__, "S", "SA", "R", "RA", "A", "F", "FA", "PA"])
+
+
+# Where text is made or read: the output and the decoder (and the model, which
+# declares the names). The lab stands apart from the product.
+TEXT_ROOMS = {"output", "decode", "model", "lab"}
+LOCATION_PARSERS = {"split", "rsplit", "partition", "rpartition"}
+
+
+def _strings(node: ast.AST) -> list[str]:
+    """The string constants a comparison operand is or holds (a tuple, set, list)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, (ast.Tuple, ast.Set, ast.List)):
+        return [s for element in node.elts for s in _strings(element)]
+    return []
+
+
+def text_comparisons(source: str, vocabulary: frozenset[str]) -> list[str]:
+    """Each comparison of a value with one of the vocabulary's names, each test of
+    a prefix or suffix against them, and each split on '+' (a location's text):
+    'line N: what', for a module's source."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            named = [s for operand in operands for s in _strings(operand) if s in vocabulary]
+            if named:
+                found.append(f"line {node.lineno}: compares with {named[0]!r}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            args = [s for arg in node.args for s in _strings(arg)]
+            if node.func.attr in ("startswith", "endswith") and \
+                    any(s in vocabulary or s.startswith(">") for s in args):
+                found.append(f"line {node.lineno}: {node.func.attr}({args[0]!r})")
+            elif node.func.attr in LOCATION_PARSERS and "+" in args:
+                found.append(f"line {node.lineno}: {node.func.attr}('+')")
+    return found
+
+
+@pytest.mark.parametrize("path", [p for p in PRODUCT if _room(p) not in TEXT_ROOMS],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_fate_hook_flag_state_or_location_is_compared_as_text(path):
+    assert text_comparisons(path.read_text(), _vocabulary()) == []
+
+
+def test_the_text_check_sees_what_the_model_replaced():
+    """The check is not blind: each way the correlator once read its own display
+    strings back is found."""
+    old = ('def f(ev, rec, flags):\n'
+           '    if rec.fate in ("answered", "rejected", "reset"):\n'
+           '        pass\n'
+           '    if "S" in flags and ev.hook == "tc-egress":\n'
+           '        pass\n'
+           '    if ev.state.endswith(">ESTABLISHED"):\n'
+           '        return (ev.location or "?").split("+")[0]\n')
+    assert len(text_comparisons(old, _vocabulary())) == 5
+    assert text_comparisons("if rec.fate is Fate.ANSWERED:\n    pass\n", _vocabulary()) == []

@@ -15,6 +15,8 @@ from pktfate.diagnosis.origin import answered_by, hop_of, initial_ttl, usual_hop
 from pktfate.model.protocols import Proto
 from pktfate.probe.plan import (
     FULL_TTL,
+    AnswerKind,
+    Blocked,
     Matcher,
     Probe,
     ProbeConfig,
@@ -129,21 +131,21 @@ def test_results_trace_the_forged_rst_to_the_router():
     results = [result(t, SERVER, hops, []) for t in tracks]
     conclude(results, SERVER, what)
     rst, web, dns, icmp = results
-    assert rst["answer"] == "rst" and rst["answered_by"] == "path"
-    assert (rst["answer_ttl"], rst["answer_initial_ttl"], rst["answer_hops"]) == (64, 64, 1)
-    assert rst["origin"] == ROUTER and rst["last_hop"] == 2
-    assert "the device at hop 1 (10.0.1.1), closer than 10.0.2.2, sent it" in rst["conclusion"]
-    assert web["answered_by"] == "target" and web["conclusion"].endswith("open")
-    assert dns["answer"] == "none" and dns["last_hop"] == 1 and dns["last_hop_from"] == ROUTER
-    assert "TCP :22, TCP :80 get through" not in dns["conclusion"]
-    assert "TCP :80, ICMP get through to 10.0.2.2" in dns["conclusion"]
-    assert icmp["answer"] == "echo-reply" and icmp["answered_by"] == "target"
+    assert rst.answer == "rst" and rst.answered_by == "path"
+    assert (rst.answer_ttl, rst.answer_initial_ttl, rst.answer_hops) == (64, 64, 1)
+    assert rst.origin == ROUTER and rst.last_hop == 2
+    assert "the device at hop 1 (10.0.1.1), closer than 10.0.2.2, sent it" in rst.conclusion
+    assert web.answered_by == "target" and web.conclusion.endswith("open")
+    assert dns.answer == "none" and dns.last_hop == 1 and dns.last_hop_from == ROUTER
+    assert "TCP :22, TCP :80 get through" not in dns.conclusion
+    assert "TCP :80, ICMP get through to 10.0.2.2" in dns.conclusion
+    assert icmp.answer == "echo-reply" and icmp.answered_by == "target"
 
 
 def test_without_the_targets_own_distance_the_origin_is_unknown():
     tracks, _ = _forged_lab()
     rst = result(tracks[0], SERVER, None, [])
-    assert rst["answered_by"] == "unknown" and rst["target_hops"] is None
+    assert rst.answered_by == "unknown" and rst.target_hops is None
 
 
 def test_answers_that_are_not_ours_are_ignored():
@@ -178,9 +180,8 @@ def test_probes_blocked_here_are_not_sent_again():
     rule = "iptables -t filter -A OUTPUT -p udp -m udp --dport 53 -j DROP"
     r = result(track, SERVER, 2, [{"rule": rule}])
     conclude([r], SERVER, "echo replies")
-    assert r["blocked_here"] == {"error": "Operation not permitted", "drop_reason": None,
-                                 "rules": [rule], "rules_unclear": []}
-    assert r["conclusion"].startswith("UDP :53 probes never leave this host")
+    assert r.blocked_here == Blocked("Operation not permitted", None, (rule,), ())
+    assert r.conclusion.startswith("UDP :53 probes never leave this host")
 
 
 def test_ports_with_and_without_protocol():
@@ -260,18 +261,18 @@ def test_each_blocked_protocol_names_only_the_rule_that_matches_it():
     udp, icmp = (result(_blocked(p, port), SERVER, None, moved, CLIENT, "eth0")
                  for p, port in (("udp", 443), ("icmp", None)))
     conclude([udp, icmp], SERVER, "")
-    assert udp["blocked_here"]["rules"] == [OUTPUT_443[2]]
-    assert icmp["blocked_here"]["rules"] == [OUTPUT_443[1]]
-    assert udp["conclusion"].endswith("the rule: " + OUTPUT_443[2])
-    assert "-p icmp" not in udp["conclusion"] and "-p udp" not in icmp["conclusion"]
+    assert udp.blocked_here.rules == (OUTPUT_443[2],)
+    assert icmp.blocked_here.rules == (OUTPUT_443[1],)
+    assert udp.conclusion.endswith("the rule: " + OUTPUT_443[2])
+    assert "-p icmp" not in udp.conclusion and "-p udp" not in icmp.conclusion
 
 
 def test_a_rule_whose_match_cannot_be_read_is_named_as_such():
     unclear = "iptables -t filter -A OUTPUT -m set --match-set blocked dst -j DROP"
     udp = result(_blocked("udp", 53), SERVER, None, [{"rule": unclear}], CLIENT, "eth0")
     conclude([udp], SERVER, "")
-    assert udp["blocked_here"]["rules"] == [] and udp["blocked_here"]["rules_unclear"] == [unclear]
-    assert "cannot tell from its match whether it is this one: " + unclear in udp["conclusion"]
+    assert udp.blocked_here.rules == () and udp.blocked_here.rules_unclear == (unclear,)
+    assert "cannot tell from its match whether it is this one: " + unclear in udp.conclusion
 
 
 @pytest.mark.parametrize(("rule", "packet", "expected"), [
@@ -354,12 +355,13 @@ def test_ipv6_answers_pair_with_their_probes_and_tell_a_forged_rst():
     results = [result(t, SERVER6, hops, []) for t in tracks]
     conclude(results, SERVER6, what)
     forged, port, echo = results
-    assert forged["answered_by"] == "path" and forged["origin"] == ROUTER6
-    assert "arrived with hop limit 64 (initial 64, hop 1)" in forged["conclusion"]
-    assert port["answer"] == "icmp-unreachable" and port["answered_by"] == "target"
-    assert port["icmp_type"] == 1 and port["icmp_code"] == 4
-    assert echo["answer"] == "echo-reply" and echo["answered_by"] == "target"
-    assert port["conclusion"] == ("UDP :9 reaches fd00:2::2 (hop 2): closed (the host itself "
+    assert forged.answered_by == "path" and forged.origin == ROUTER6
+    assert "arrived with hop limit 64 (initial 64, hop 1)" in forged.conclusion
+    assert port.answer == "icmp-unreachable" and port.answered_by == "target"
+    assert port.icmp_type == 1 and port.icmp_code == 4
+    assert echo.answer == "echo-reply" and echo.answered_by == "target"
+    assert port.conclusion == ("UDP :9 reaches fd00:2::2 (hop 2): closed (the host itself "
                                   "answers unreachable)")
-    assert answer_text("icmp-unreachable", 1, 4, v6=True) == "ICMPv6 port unreachable"
-    assert answer_text("icmp-unreachable", 1, 1, v6=True) == "ICMPv6 administratively prohibited"
+    unreachable = AnswerKind.ICMP_UNREACHABLE
+    assert answer_text(unreachable, 1, 4, v6=True) == "ICMPv6 port unreachable"
+    assert answer_text(unreachable, 1, 1, v6=True) == "ICMPv6 administratively prohibited"

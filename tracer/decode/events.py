@@ -50,7 +50,7 @@ class Shape:
 
     __slots__ = ("values", "v4", "tcp", "snap_len", "checked")
 
-    def __init__(self, values: list, v4: bool, tcp: bool, snap_len: int, checked: bool):
+    def __init__(self, values: list[Any], v4: bool, tcp: bool, snap_len: int, checked: bool):
         self.values = values
         self.v4, self.tcp = v4, tcp
         self.snap_len = snap_len  # bytes of the segment captured: 0 for none

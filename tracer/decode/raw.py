@@ -7,10 +7,17 @@ from __future__ import annotations
 import ctypes
 import struct
 from collections import namedtuple
+from collections.abc import Iterable, Sequence
+from typing import Any, Union
 
 from ..model.kinds import CsumVerdict, Hook
 
 __all__ = ["CsumVerdict", "Hook"]  # for the layout test: the enums the C mirrors
+
+# What the ring's bytes come in (a memoryview of the ring, or bytes in tests), and a
+# record as the ring reader hands it over: RING_STRUCT's values, ints and bytes.
+Buffer = Union[bytes, bytearray, memoryview]
+RingRecord = tuple[Any, ...]
 
 SNAP_LEN = 64
 STAT_LOST = 16  # bpf/filter.h PF_STAT_LOST
@@ -21,7 +28,7 @@ SETTING_NETNS = 0  # bpf/filter.h PF_SETTING_NETNS: index in pf_settings
 PORT_WORDS = 1024  # bpf/filter.h PF_PORT_WORDS: the watched ports' bitmap, 64 per word
 
 
-def port_bitmap(ports) -> dict[int, int]:
+def port_bitmap(ports: Iterable[int]) -> dict[int, int]:
     """pf_ports's words that have a bit set: word (port // 64) -> bits."""
     words: dict[int, int] = {}
     for port in ports:
@@ -72,7 +79,7 @@ class RawEvent(ctypes.Structure):
     ]
 
 
-def _struct_of(fields: list) -> struct.Struct:
+def _struct_of(fields: Sequence[tuple[Any, ...]]) -> struct.Struct:
     """A struct.Struct with the ctypes mirror's layout (little-endian, no padding:
     the C struct spells its padding out). Arrays read as bytes; the padding
     (members named _...) is skipped."""
@@ -100,7 +107,7 @@ _unpack_event = EVENT_STRUCT.unpack_from
 _new_record = tuple.__new__  # _make() without its length check: the unpack fits by construction
 
 
-def event_record(buffer, offset: int = 0) -> EventRecord:
+def event_record(buffer: Buffer, offset: int = 0) -> EventRecord:
     return _new_record(EventRecord, _unpack_event(buffer, offset))
 
 
@@ -116,17 +123,17 @@ RING_FIELDS = (*(field[0] for field in _PER_PACKET_RAW if not field[0].startswit
                "shared", "snap")
 
 
-def ring_record(buffer, offset: int = 0) -> tuple:
+def ring_record(buffer: Buffer, offset: int = 0) -> RingRecord:
     """A record as the ring reader hands it over (RING_STRUCT's tuple)."""
     return RING_STRUCT.unpack_from(buffer, offset)
 
 
-def full_record(record: tuple) -> EventRecord:
+def full_record(record: RingRecord) -> EventRecord:
     """The EventRecord of a record in the ring reader's form: the same bytes."""
     return event_record(RING_STRUCT.pack(*record))
 
 
-def ring_form(record: EventRecord) -> tuple:
+def ring_form(record: EventRecord) -> RingRecord:
     """A record in the ring reader's form, from its EventRecord."""
     return RING_STRUCT.unpack(EVENT_STRUCT.pack(*record))
 

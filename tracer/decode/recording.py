@@ -181,7 +181,7 @@ def _lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
         yield number, text
 
 
-def _parse(number: int, text: str, cut_short: bool):
+def _parse(number: int, text: str, cut_short: bool) -> dict[str, Any]:
     import json
 
     try:
@@ -199,7 +199,7 @@ def _parse(number: int, text: str, cut_short: bool):
 
 
 def read_recording(stream: BinaryIO, our_version: str,
-                   on_event: Callable[[dict, PacketEvent], None]) -> Recording:
+                   on_event: Callable[[dict[str, Any], PacketEvent], None]) -> Recording:
     """Parse and check a recorded watch, handing each packet event (with the start
     record) to `on_event`. Raises PktfateError, one sentence."""
     rec = Recording({}, {"matched": {}, "lost": {}}, {}, HostContext())
@@ -216,7 +216,7 @@ def read_recording(stream: BinaryIO, our_version: str,
 
 
 def _take(rec: Recording, number: int, text: str, our_version: str,
-          on_event: Callable[[dict, PacketEvent], None]) -> None:
+          on_event: Callable[[dict[str, Any], PacketEvent], None]) -> None:
     if not text.strip():
         return
     obj = _parse(number, text, cut_short=not text.endswith("\n"))
@@ -263,7 +263,7 @@ def _take_stats(rec: Recording, obj: dict[str, Any], _number: int, _on_event: On
     rec.stats["kernel_counts"] = [count_of_json(entry) for entry in obj.get("kernel_counts", [])]
 
 
-OnEvent = Callable[[dict, PacketEvent], None]
+OnEvent = Callable[[dict[str, Any], PacketEvent], None]
 _TAKERS: dict[str, Callable[[Recording, dict[str, Any], int, OnEvent], None]] = {
     "start": _take_start, "packet": _take_packet, "counters": _take_counters,
     "context": _take_context, "stats": _take_stats}

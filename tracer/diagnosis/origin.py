@@ -30,9 +30,9 @@ def ttl_story(ttl: int, v6: bool = False) -> str:
     return f"{'hop limit' if v6 else 'TTL'} {ttl} (initial {initial_ttl(ttl)}, hop {hop_of(ttl)})"
 
 
-def usual_hop(ttls: Counter) -> int | None:
+def usual_hop(ttls: Counter[int]) -> int | None:
     """The hop most of these received TTLs point to, None without any."""
-    hops: Counter = Counter()
+    hops: Counter[int] = Counter()
     for ttl, count in ttls.items():
         hops[hop_of(int(ttl))] += count
     return hops.most_common(1)[0][0] if hops else None

@@ -63,9 +63,10 @@ class LocationReason:
     unanswered: bool = False  # the flow sent nothing back (no SYN-ACK, RST or ICMP error)
 
 
-def _load(name: str) -> dict:
+def _load(name: str) -> dict[str, Any]:
     text = resources.files(__package__).joinpath("tables", name).read_text()
-    return json.loads(text)
+    table: dict[str, Any] = json.loads(text)
+    return table
 
 
 @lru_cache(maxsize=1)

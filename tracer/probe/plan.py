@@ -20,7 +20,7 @@ from ..decode.checksum import ones_sum, pseudo_header_sum
 from ..decode.events import Decoded, PacketEvent
 from ..diagnosis.origin import answered_by, forged_sentence, hop_of, ttl_story
 from ..host.firewall import attribute
-from ..model.kinds import ARRIVAL_HOOKS, Hook
+from ..model.kinds import ARRIVAL_HOOKS, Hook, TextEnum
 from ..model.protocols import ICMP_BY_FAMILY, PROTO_NAMES, Proto, TcpFlags, proto_name
 
 PROBE_PROTOCOLS = ("tcp", "udp", "icmp")
@@ -29,7 +29,6 @@ FIRST_WINDOW = 2  # TTLs in the first round: a LAN target answers without extra 
 WINDOW = 4  # TTLs per later round
 SILENT_GAP = 3  # hops in a row without an answer: the path is taken as ended
 TRIES = 3  # sends of a silent TTL (or full probe) at most
-TERMINAL = ("syn-ack", "rst", "icmp-unreachable", "echo-reply", "udp-reply", "icmp-error")
 # ICMP's and ICMPv6's types and codes: model/protocols.py, per family.
 ICMP_TYPES = ICMP_BY_FAMILY
 
@@ -124,9 +123,29 @@ def icmp_echo(ident: int, seq: int, src: str = "", dst: str = "") -> bytes:
 # ---------------------------------------------------------------- probes and answers
 
 
+class AnswerKind(TextEnum):
+    """What came back for a probe (its name in the probe's JSON)."""
+
+    SYN_ACK = "syn-ack"
+    RST = "rst"
+    ICMP_UNREACHABLE = "icmp-unreachable"
+    ECHO_REPLY = "echo-reply"
+    UDP_REPLY = "udp-reply"
+    ICMP_ERROR = "icmp-error"
+    TIME_EXCEEDED = "time-exceeded"  # from a router on the way, at the probe's TTL
+    NONE = "none"  # nothing came back
+
+
+# Answers that end the path: the target, or a device that refuses for it.
+TERMINAL = frozenset(AnswerKind) - {AnswerKind.TIME_EXCEEDED, AnswerKind.NONE}
+ANSWER_TEXT = {AnswerKind.SYN_ACK: "SYN-ACK", AnswerKind.RST: "RST",
+               AnswerKind.ECHO_REPLY: "echo reply", AnswerKind.UDP_REPLY: "UDP reply",
+               AnswerKind.TIME_EXCEEDED: "time exceeded", AnswerKind.NONE: "no answer"}
+
+
 @dataclass
 class Answer:
-    kind: str  # "time-exceeded" or one of TERMINAL
+    kind: AnswerKind
     src: str
     ttl: int
     rtt_ms: float | None  # from leaving this host to the answer's arrival, both seen by BPF
@@ -138,17 +157,16 @@ class Answer:
         return hop_of(self.ttl)
 
 
-def answer_text(kind: str, icmp_type: int | None, icmp_code: int | None,
+def answer_text(kind: AnswerKind, icmp_type: int | None, icmp_code: int | None,
                 v6: bool = False) -> str:
     """'SYN-ACK', 'ICMP port unreachable', 'time exceeded'..."""
     icmp = "ICMPv6" if v6 else "ICMP"
-    if kind == "icmp-unreachable":
+    if kind is AnswerKind.ICMP_UNREACHABLE:
         codes = ICMP_TYPES[6 if v6 else 4].unreachable_codes
         return f"{icmp} {codes.get(icmp_code or 0, f'unreachable code {icmp_code}')}"
-    if kind == "icmp-error":
+    if kind is AnswerKind.ICMP_ERROR:
         return f"{icmp} error {icmp_type}/{icmp_code}"
-    return {"syn-ack": "SYN-ACK", "rst": "RST", "echo-reply": "echo reply",
-            "udp-reply": "UDP reply", "time-exceeded": "time exceeded"}.get(kind, kind)
+    return ANSWER_TEXT[kind]
 
 
 @dataclass
@@ -172,7 +190,8 @@ class Probe:
         return self.ttl == FULL_TTL
 
 
-def answer_key(ev: PacketEvent, target: str, echo_id: int) -> tuple[tuple[str, int], str] | None:
+def answer_key(ev: PacketEvent, target: str,
+               echo_id: int) -> tuple[tuple[str, int], AnswerKind] | None:
     """The probe an arriving packet answers, as (key, kind), or None. ICMP and
     ICMPv6 probes are both keyed "icmp", the name `--proto` gives them."""
     icmp = ICMP_TYPES[ev.family]
@@ -181,8 +200,9 @@ def answer_key(ev: PacketEvent, target: str, echo_id: int) -> tuple[tuple[str, i
         echo = q.proto.is_icmp
         if echo and q.sport != echo_id:
             return None
-        kind = "time-exceeded" if ev.icmp_type == icmp.time_exceeded else \
-            "icmp-unreachable" if ev.icmp_type == icmp.unreachable else "icmp-error"
+        kind = AnswerKind.TIME_EXCEEDED if ev.icmp_type == icmp.time_exceeded else \
+            AnswerKind.ICMP_UNREACHABLE if ev.icmp_type == icmp.unreachable else \
+            AnswerKind.ICMP_ERROR
         ident = q.dport if echo else q.sport
         return (("icmp" if echo else proto_name(q.proto), ident), kind) \
             if ident is not None else None
@@ -190,14 +210,14 @@ def answer_key(ev: PacketEvent, target: str, echo_id: int) -> tuple[tuple[str, i
         return None
     if ev.proto is Proto.TCP and ev.dport is not None:
         flags = ev.tcp_flags or 0
-        reply = "rst" if flags & TcpFlags.RST else \
-            "syn-ack" if flags & TcpFlags.SYN and flags & TcpFlags.ACK else ""
+        reply = AnswerKind.RST if flags & TcpFlags.RST else \
+            AnswerKind.SYN_ACK if flags & TcpFlags.SYN and flags & TcpFlags.ACK else None
         return (("tcp", ev.dport), reply) if reply else None
     if ev.proto is Proto.UDP and ev.dport is not None:
-        return ("udp", ev.dport), "udp-reply"
+        return ("udp", ev.dport), AnswerKind.UDP_REPLY
     if ev.proto == icmp.proto and ev.icmp_type == icmp.echo_reply and ev.sport == echo_id \
             and ev.dport is not None:
-        return ("icmp", ev.dport), "echo-reply"
+        return ("icmp", ev.dport), AnswerKind.ECHO_REPLY
     return None
 
 
@@ -319,7 +339,7 @@ class Track:
     def router_hops(self) -> set[int]:
         """TTLs a router answered with 'time exceeded'."""
         return {ttl for ttl, p in self.hops().items()
-                if p.answer and p.answer.kind == "time-exceeded"}
+                if p.answer and p.answer.kind is AnswerKind.TIME_EXCEEDED}
 
     def _path_over(self, max_hops: int) -> bool:
         if self.next_ttl > max_hops or any(p.answer and p.answer.kind in TERMINAL and not p.full
@@ -344,9 +364,9 @@ class Track:
 def target_hop(tracks: list[Track], target: str) -> tuple[int | None, str]:
     """The target's own hop: from its echo replies, else its SYN-ACKs or UDP replies
     (answers a firewall on the way rarely forges). Returns (hop, what it came from)."""
-    for kinds, what in ((("echo-reply",), "echo replies"),
-                        (("syn-ack", "udp-reply"), "SYN-ACKs and replies")):
-        hops: Counter = Counter(p.answer.hop for t in tracks for p in t.probes
+    for kinds, what in (((AnswerKind.ECHO_REPLY,), "echo replies"),
+                        ((AnswerKind.SYN_ACK, AnswerKind.UDP_REPLY), "SYN-ACKs and replies")):
+        hops: Counter[int] = Counter(p.answer.hop for t in tracks for p in t.probes
                                 if p.answer and p.answer.kind in kinds
                                 and p.answer.src == target)
         if hops:
@@ -367,69 +387,116 @@ def track_packets(track: Track, source: str, target: str, oif: str | None) -> li
         or [base]
 
 
+@dataclass(frozen=True)
+class HopResult:
+    """One TTL of a track: who answered it, and how."""
+
+    hop: int
+    from_addr: str | None = field(metadata={"json": "from"})
+    answer: AnswerKind | None
+    ttl: int | None
+    rtt_ms: float | None
+    icmp_code: int | None
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Probes that never left this host: what sending said, what the kernel's drop
+    said, and the OUTPUT rules whose counters moved (covering them, or perhaps)."""
+
+    error: str | None
+    drop_reason: str | None
+    rules: tuple[str, ...]
+    rules_unclear: tuple[str, ...]
+
+
+@dataclass
+class ProbeResult:
+    """One protocol and port of a probe: the README's `results` entry, field by field."""
+
+    proto: str  # as --proto names it: tcp, udp, icmp (ICMPv6 for an IPv6 target)
+    port: int | None
+    answer: AnswerKind
+    answer_from: str | None
+    answer_ttl: int | None
+    answer_initial_ttl: int | None
+    answer_hops: int | None
+    icmp_type: int | None
+    icmp_code: int | None
+    target_hops: int | None
+    answered_by: str  # "target", "path" or "unknown" (diagnosis.origin.answered_by)
+    last_hop: int | None
+    last_hop_from: str | None
+    origin: str | None
+    hops: tuple[HopResult, ...]
+    probes: int
+    blocked_here: Blocked | None
+    conclusion: str = ""
+
+
 def result(track: Track, target: str, target_hops: int | None,
-           local_rules: list[dict], source: str = "", oif: str | None = None) -> dict:
+           local_rules: list[dict[str, Any]], source: str = "",
+           oif: str | None = None) -> ProbeResult:
     """One protocol and port: the JSON contract's fields and the conclusion."""
     final = track.final()
     answer = final.answer if final else None
     last = track.last_hop()
-    hop_list = [{"hop": ttl, "from": p.answer.src if p.answer else None,
-                 "answer": p.answer.kind if p.answer else None,
-                 "ttl": p.answer.ttl if p.answer else None,
-                 "rtt_ms": p.answer.rtt_ms if p.answer else None,
-                 "icmp_code": p.answer.icmp_code if p.answer else None}
-                for ttl, p in sorted(track.hops().items())]
-    out: dict[str, Any] = {
-        "proto": track.proto, "port": track.port,
-        "answer": answer.kind if answer else "none",
-        "answer_from": answer.src if answer else None,
-        "answer_ttl": answer.ttl if answer else None,
-        "answer_initial_ttl": answer.ttl + answer.hop - 1 if answer else None,
-        "answer_hops": answer.hop if answer else None,
-        "icmp_type": answer.icmp_type if answer else None,
-        "icmp_code": answer.icmp_code if answer else None,
-        "target_hops": target_hops,
-        "answered_by": answered_by(answer.src if answer else None,
-                                   answer.hop if answer else None, target, target_hops),
-        "last_hop": last.ttl if last else None,
-        "last_hop_from": last.answer.src if last and last.answer else None,
-        "origin": None,
-        "hops": hop_list,
-        "probes": len(track.probes),
-        "blocked_here": None,
-    }
-    if answer and out["answered_by"] == "path":
-        out["origin"] = _origin_device(track, answer, target)
-    if track.blocked_here:
-        errors = Counter(p.send_error for p in track.probes if p.send_error)
-        drops = Counter(p.local_drop for p in track.probes if p.local_drop)
-        # Only the rules whose own match covers this track's probes: another
-        # protocol's rule moving in the same run is not this one's cause.
-        mine, unclear = attribute(local_rules, track_packets(track, source, target, oif),
-                                  lambda rule: rule["rule"])
-        out["blocked_here"] = {"error": errors.most_common(1)[0][0] if errors else None,
-                               "drop_reason": drops.most_common(1)[0][0] if drops else None,
-                               "rules": [r["rule"] for r in mine],
-                               "rules_unclear": [r["rule"] for r in unclear]}
-    return out
+    hop_list = tuple(HopResult(ttl, p.answer.src if p.answer else None,
+                               p.answer.kind if p.answer else None,
+                               p.answer.ttl if p.answer else None,
+                               p.answer.rtt_ms if p.answer else None,
+                               p.answer.icmp_code if p.answer else None)
+                     for ttl, p in sorted(track.hops().items()))
+    by = answered_by(answer.src if answer else None, answer.hop if answer else None, target,
+                     target_hops)
+    return ProbeResult(
+        proto=track.proto, port=track.port,
+        answer=answer.kind if answer else AnswerKind.NONE,
+        answer_from=answer.src if answer else None,
+        answer_ttl=answer.ttl if answer else None,
+        answer_initial_ttl=answer.ttl + answer.hop - 1 if answer else None,
+        answer_hops=answer.hop if answer else None,
+        icmp_type=answer.icmp_type if answer else None,
+        icmp_code=answer.icmp_code if answer else None,
+        target_hops=target_hops, answered_by=by,
+        last_hop=last.ttl if last else None,
+        last_hop_from=last.answer.src if last and last.answer else None,
+        origin=_origin_device(track, answer, target) if answer and by == "path" else None,
+        hops=hop_list, probes=len(track.probes),
+        blocked_here=_blocked(track, local_rules, source, target, oif))
 
 
-def conclude(results: list[dict], target: str, reference: str) -> None:
+def _blocked(track: Track, local_rules: list[dict[str, Any]], source: str, target: str,
+             oif: str | None) -> Blocked | None:
+    if not track.blocked_here:
+        return None
+    errors = Counter(p.send_error for p in track.probes if p.send_error)
+    drops = Counter(p.local_drop for p in track.probes if p.local_drop)
+    # Only the rules whose own match covers this track's probes: another
+    # protocol's rule moving in the same run is not this one's cause.
+    mine, unclear = attribute(local_rules, track_packets(track, source, target, oif),
+                              lambda rule: str(rule["rule"]))
+    return Blocked(errors.most_common(1)[0][0] if errors else None,
+                   drops.most_common(1)[0][0] if drops else None,
+                   tuple(r["rule"] for r in mine), tuple(r["rule"] for r in unclear))
+
+
+def conclude(results: list[ProbeResult], target: str, reference: str) -> None:
     """Give each result its conclusion, with what the other results add: a port that
     gets no answer while another of the same protocol reaches the target is filtered
     for that port alone."""
     v6 = family_of(target) == 6
     for r in results:
-        r["conclusion"] = conclusion(r, target, reference)
-        if r["answer"] != "none" or r["blocked_here"]:
+        r.conclusion = conclusion(r, target, reference)
+        if r.answer is not AnswerKind.NONE or r.blocked_here:
             continue
-        through = [o for o in results if o["answered_by"] == "target"]
-        same = [o for o in through if o["proto"] == r["proto"]]
+        through = [o for o in results if o.answered_by == "target"]
+        same = [o for o in through if o.proto == r.proto]
         if same:
-            r["conclusion"] += (f"; {service_name(same[0], v6)} gets through to {target}, so "
-                                f"{service_name(r, v6)} alone is filtered")
+            r.conclusion += (f"; {service_name(same[0], v6)} gets through to {target}, so "
+                             f"{service_name(r, v6)} alone is filtered")
         elif through:
-            r["conclusion"] += "; " + ", ".join(service_name(o, v6) for o in through) + \
+            r.conclusion += "; " + ", ".join(service_name(o, v6) for o in through) + \
                 f" {'gets' if len(through) == 1 else 'get'} through to {target}"
 
 
@@ -439,7 +506,7 @@ def _origin_device(track: Track, answer: Answer, target: str) -> str | None:
     if answer.src != target:
         return answer.src
     probe = track.hops().get(answer.hop)
-    if probe and probe.answer and probe.answer.kind == "time-exceeded":
+    if probe and probe.answer and probe.answer.kind is AnswerKind.TIME_EXCEEDED:
         return probe.answer.src
     return None
 
@@ -455,52 +522,55 @@ def rules_clause(rules: list[str], unclear: list[str]) -> str:
     return ""
 
 
-def service_name(r: dict, v6: bool = False) -> str:
+def service_name(r: ProbeResult, v6: bool = False) -> str:
     """'TCP :22', 'UDP :53', 'ICMP' (ICMPv6 for an IPv6 target)."""
-    name = "ICMPv6" if v6 and r["proto"] == "icmp" else r["proto"].upper()
-    return f"{name} :{r['port']}" if r["port"] else name
+    name = "ICMPv6" if v6 and r.proto == "icmp" else r.proto.upper()
+    return f"{name} :{r.port}" if r.port else name
 
 
-def conclusion(r: dict, target: str, reference: str) -> str:
+# What an answer from the target itself says of the port.
+PORT_STATES = {AnswerKind.SYN_ACK: "open", AnswerKind.RST: "closed (the host itself resets)",
+               AnswerKind.ECHO_REPLY: "reachable", AnswerKind.UDP_REPLY: "open",
+               AnswerKind.ICMP_UNREACHABLE: "closed (the host itself answers unreachable)"}
+
+
+def conclusion(r: ProbeResult, target: str, reference: str) -> str:
     """What an operator would write in the incident channel about this result."""
     v6 = family_of(target) == 6
     what = service_name(r, v6)
-    if r["blocked_here"]:
-        b = r["blocked_here"]
+    if r.blocked_here:
+        b = r.blocked_here
         how = " and ".join(part for part in (
-            f"sending fails with '{b['error']}'" if b["error"] else "",
-            f"the kernel drops them ({b['drop_reason']})" if b["drop_reason"] else "") if part)
+            f"sending fails with '{b.error}'" if b.error else "",
+            f"the kernel drops them ({b.drop_reason})" if b.drop_reason else "") if part)
         return f"{what} probes never leave this host: {how}, a local firewall (OUTPUT)" + \
-            rules_clause(b["rules"], b["rules_unclear"])
-    last = f"hop {r['last_hop']} ({r['last_hop_from']})" if r["last_hop"] else None
-    if r["answer"] == "none":
-        if not last:
+            rules_clause(list(b.rules), list(b.rules_unclear))
+    last = f"hop {r.last_hop} ({r.last_hop_from})" if r.last_hop else None
+    if r.answer is AnswerKind.NONE or r.answer_ttl is None:
+        if not last or r.last_hop is None:
             return f"{what}: no answer at all, not even from the first hop"
-        where = (f"{target} is hop {r['target_hops']}, right after it: the probes are dropped "
-                 f"by {r['last_hop_from']} on the way or by {target} itself (run pktfate watch "
-                 f"on {target} to tell)") if r["target_hops"] == r["last_hop"] + 1 else \
+        where = (f"{target} is hop {r.target_hops}, right after it: the probes are dropped "
+                 f"by {r.last_hop_from} on the way or by {target} itself (run pktfate watch "
+                 f"on {target} to tell)") if r.target_hops == r.last_hop + 1 else \
             f"they are dropped after {last}"
         return f"{what}: no answer; the probes get as far as {last} and no farther: {where}"
-    said = f"{_answer_text(r, v6)} from {r['answer_from']}"
-    if r["answered_by"] == "target":
-        state = {"syn-ack": "open", "rst": "closed (the host itself resets)",
-                 "echo-reply": "reachable", "udp-reply": "open",
-                 "icmp-unreachable": "closed (the host itself answers unreachable)"}
-        return f"{what} reaches {target} (hop {r['answer_hops']}): {state.get(r['answer'], said)}"
-    if r["answered_by"] == "path" and r["answer_from"] == target:
-        device = r["origin"]
-        return forged_sentence(f"The {_answer_text(r, v6)} for {what}", target, r["answer_ttl"],
-                               r["target_hops"], reference, device) + \
+    said = f"{_answer_text(r, v6)} from {r.answer_from}"
+    if r.answered_by == "target":
+        return f"{what} reaches {target} (hop {r.answer_hops}): " \
+            f"{PORT_STATES.get(r.answer, said)}"
+    if r.answered_by == "path" and r.answer_from == target and r.target_hops is not None:
+        return forged_sentence(f"The {_answer_text(r, v6)} for {what}", target, r.answer_ttl,
+                               r.target_hops, reference, r.origin) + \
             f". {target} itself may never see these probes"
-    if r["answered_by"] == "path":
-        return (f"{what} is refused on the way: {said} ({ttl_story(r['answer_ttl'], v6)}), "
+    if r.answered_by == "path":
+        return (f"{what} is refused on the way: {said} ({ttl_story(r.answer_ttl, v6)}), "
                 f"a device on the path, not {target}")
-    return (f"{what}: {said} ({ttl_story(r['answer_ttl'], v6)}); {target}'s own distance is "
+    return (f"{what}: {said} ({ttl_story(r.answer_ttl, v6)}); {target}'s own distance is "
             "unknown (no echo replies or SYN-ACKs), so its origin cannot be told")
 
 
-def _answer_text(r: dict, v6: bool = False) -> str:
-    return answer_text(r["answer"], r["icmp_type"], r["icmp_code"], v6)
+def _answer_text(r: ProbeResult, v6: bool = False) -> str:
+    return answer_text(r.answer, r.icmp_type, r.icmp_code, v6)
 
 
 def proto_number(name: str) -> int:
