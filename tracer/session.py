@@ -11,10 +11,11 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .config import WatchConfig
-from .decode.events import Decoded, Decoder
+from .decode.events import Decoded, Decoder, WatchStats
 from .errors import PktfateError
 from .model.kinds import Location
 
@@ -166,13 +167,11 @@ class WatchSession:
             if done is not None and done():
                 return
 
-    def final_stats(self) -> dict:
+    def final_stats(self) -> WatchStats:
         """One last bounded drain, then the kernel's counters and exact counts."""
         # Once stopped, one bounded drain: the time to stop does not grow with
         # the flood that may be going on.
         stopping = self.drain()
-        stats = self.tracer.stats()
-        stats["stopping_events"] = stopping
-        stats["kernel_counts"] = [self.decoder.aggregate(key, count)
-                                  for key, count in self.tracer.aggregates()]
-        return stats
+        return replace(self.tracer.stats(), stopping_events=stopping,
+                       kernel_counts=tuple(self.decoder.aggregate(key, count)
+                                           for key, count in self.tracer.aggregates()))

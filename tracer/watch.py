@@ -12,8 +12,8 @@ from typing import BinaryIO, TextIO
 
 from . import __version__
 from .correlate.correlator import Correlator
-from .decode.events import Decoded, PacketEvent
-from .decode.recording import context_of_json, read_recording
+from .decode.events import Decoded, PacketEvent, WatchStats
+from .decode.recording import RecordedStart, context_of_json, read_recording
 from .decode.typed import parse
 from .diagnosis.diagnose import diagnose
 from .diagnosis.evidence import Evidence
@@ -72,7 +72,7 @@ def run_watch(config, stream: TextIO) -> int:
     counters = delta(before, read_counters())
     moved = firewall.moved_verdict_rules(rules_before, firewall.snapshot())
     flows = correlator.finish()
-    stats["flows_evicted"] = correlator.evicted_flows
+    stats.flows_evicted = correlator.evicted_flows
     gathered = host_context.gather(flows, config.ports, _checksum_drop_ifaces(flows))
     # Through the recording reader's road: what the rules see live is what a
     # replay of this watch's JSON will see.
@@ -97,13 +97,11 @@ def _checksum_drop_ifaces(flows) -> set[str]:
             for where in f.arrived_on if where.iface}
 
 
-def _finish(out, flows, counters: dict[str, int], stats: dict, ports: Iterable[int],
+def _finish(out, flows, counters: dict[str, int], stats: WatchStats, ports: Iterable[int],
             context: HostContext) -> None:
-    lost = sum(stats.get("lost", {}).values())
-    findings = diagnose(Evidence(flows, counters, tuple(ports), lost,
-                                 sampled=sum(stats.get("sampled", {}).values()),
-                                 kernel_counts=stats.get("kernel_counts", []),
-                                 host=context))
+    findings = diagnose(Evidence(flows, counters, tuple(ports), sum(stats.lost.values()),
+                                 sampled=sum(stats.sampled.values()),
+                                 kernel_counts=list(stats.kernel_counts), host=context))
     out.finish(flows, findings, stats, counters, context)
 
 
@@ -111,22 +109,22 @@ def run_explain(stream: BinaryIO, out_stream: TextIO, json_out: bool) -> int:
     """Diagnose again from a recorded `watch --json` output."""
     correlator: Correlator | None = None
 
-    def on_event(start: dict, ev: PacketEvent) -> None:
+    def on_event(start: RecordedStart, ev: PacketEvent) -> None:
         nonlocal correlator
         if correlator is None:
-            correlator = Correlator(set(start["local_addrs"]), tuple(start["ports"]))
+            correlator = Correlator(set(start.local_addrs), start.ports)
             # As the watch decided: no icmp_send events without the tracepoint, nor
             # without BTF (then no tracepoint is attached at all).
             correlator.errors_from_egress = any(
                 m == f"tracepoint {ICMP_SEND}" or m.startswith("kernel BTF")
-                for m in start.get("missing", []))
+                for m in start.missing)
         correlator.feed(ev)
 
-    rec = read_recording(stream, __version__, on_event)
+    start, rec = read_recording(stream, __version__, on_event)
     if correlator is None:
-        correlator = Correlator(set(rec.start["local_addrs"]), tuple(rec.start["ports"]))
+        correlator = Correlator(set(start.local_addrs), start.ports)
     out = _formatter(json_out, out_stream, False)
-    _finish(out, correlator.finish(), rec.counters, rec.stats, rec.start["ports"], rec.context)
+    _finish(out, correlator.finish(), rec.counters, rec.stats, start.ports, rec.context)
     return 0
 
 

@@ -6,6 +6,10 @@ output); the lab and the bench are never imported by the product, but for the
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
+import re
+from enum import Enum
 from pathlib import Path
 
 import pytest
@@ -173,3 +177,44 @@ def test_the_text_check_sees_what_the_model_replaced():
            '        return (ev.location or "?").split("+")[0]\n')
     assert len(text_comparisons(old, _vocabulary())) == 5
     assert text_comparisons("if rec.fate is Fate.ANSWERED:\n    pass\n", _vocabulary()) == []
+
+
+# ------------------------------------------------ records are typed (issue 32)
+
+TYPED_ROOMS = ("model", "decode", "correlate", "diagnosis")
+# An untyped field: Any, a bare dict or list, a dict or list of dicts or of Any.
+UNTYPED = re.compile(r"\bAny\b|\b(dict|list)\b(?!\[)|\b(dict|list)\[[^\]]*\b(dict|Any)\b")
+
+
+def _record_fields(module) -> dict[str, str]:
+    """'Class.field' -> its annotation, for the dataclasses and NamedTuples a module
+    defines (and a plain class's annotated slots)."""
+    found = {}
+    for name, cls in vars(module).items():
+        if not inspect.isclass(cls) or cls.__module__ != module.__name__:
+            continue
+        if issubclass(cls, Enum):
+            continue
+        for field_name, annotation in getattr(cls, "__annotations__", {}).items():
+            found[f"{name}.{field_name}"] = str(annotation)
+    return found
+
+
+def _typed_modules() -> list[str]:
+    return sorted(f"pktfate.{'.'.join(p.relative_to(PACKAGE).with_suffix('').parts)}"
+                  for p in PACKAGE.rglob("*.py")
+                  if _room(p) in TYPED_ROOMS and p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("name", _typed_modules())
+def test_the_records_passed_between_layers_have_typed_fields(name):
+    fields = _record_fields(importlib.import_module(name))
+    assert {f: a for f, a in fields.items() if UNTYPED.search(a)} == {}
+
+
+def test_the_field_check_sees_an_untyped_record():
+    for untyped in ("dict", "list[dict]", "Any", "dict[str, Any]", "list", "Mapping[str, Any]"):
+        assert UNTYPED.search(untyped), untyped
+    for typed in ("dict[str, int]", "Counter[Fate]", "tuple[FlowRef, ...]",
+                  "Mapping[str, RouteInfo]", "OrderedDict[tuple[object, ...], bool]"):
+        assert not UNTYPED.search(typed), typed

@@ -136,17 +136,12 @@ def _shaped(events: list[PacketEvent]) -> list[tuple[PacketEvent, Shape | None]]
 def test_what_the_correlator_works_out_once_per_shape_changes_no_count(recording):
     # A shape's direction, flow and handler are remembered (Correlator._route); every
     # recorded watch must give the same flows, counted the same, with shapes as without.
-    start: dict = {}
     events: list[PacketEvent] = []
-
-    def take(first: dict, ev: PacketEvent) -> None:
-        start.update(first)
-        events.append(ev)
-
-    read_recording(io.BytesIO((DATA / recording).read_bytes()), "", take)
+    start, _ = read_recording(io.BytesIO((DATA / recording).read_bytes()), "",
+                              lambda _start, ev: events.append(ev))
     assert events
-    plain = Correlator(set(start["local_addrs"]), tuple(start["ports"]))
-    shaped = Correlator(set(start["local_addrs"]), tuple(start["ports"]))
+    plain = Correlator(set(start.local_addrs), start.ports)
+    shaped = Correlator(set(start.local_addrs), start.ports)
     for ev in events:
         plain.feed(ev)
     for ev, shape in _shaped(events):

@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from pktfate.decode.events import Decoder, PacketEvent
+from pktfate.decode.events import Decoder, PacketEvent, WatchStats
 from pktfate.decode.raw import CsumVerdict, Hook, RawEvent, event_record, ring_record
 from pktfate.model.host import HostContext
 from pktfate.model.kinds import CSUM_NAMES, HOOK_NAMES, Location, StateChange
@@ -294,7 +294,7 @@ def test_packet_lines_written_as_bytes_keep_their_place_among_the_text_lines():
     out.events(batch)
     expected += [_json_line(ev).rstrip("\n") for ev, _shape in batch]
     out.flush()
-    out.finish([], [], {"events": 3}, {}, HostContext())
+    out.finish([], [], WatchStats(), {}, HostContext())
     stream.flush()
     lines = data.getvalue().decode().splitlines()
     assert lines[:len(expected)] == expected

@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 
 from pktfate.correlate.correlator import Correlator, merge_flows
+from pktfate.decode.events import WatchStats
 from pktfate.diagnosis.diagnose import diagnose
 from pktfate.diagnosis.evidence import Evidence
+from pktfate.model.host import HostContext
 from pktfate.model.kinds import Hook
 from pktfate.output.human import WIDTH, HumanOutput, banner, event_line
 
@@ -27,7 +29,8 @@ def _report(rec: Recorder, show_all: bool = False) -> list[str]:
     human.events(batch, correlator.feed_batch(batch))
     flows = correlator.finish()
     evidence = Evidence(flows, {"TcpInCsumErrors": 6}, (80,))
-    human.finish(merge_flows(flows, (80,)), diagnose(evidence), {}, {}, {})
+    human.finish(merge_flows(flows, (80,)), diagnose(evidence), WatchStats(), {},
+                 HostContext())
     return out.getvalue().splitlines()
 
 

@@ -12,6 +12,7 @@ from contextlib import ExitStack, suppress
 from typing import Any
 
 from ..config import KFUNC_MARKS, WatchConfig
+from ..decode.events import WatchStats
 from ..decode.raw import (
     AGG_HOT_SLOTS,
     RING_STRUCT,
@@ -29,7 +30,7 @@ from ..errors import PktfateError
 from ..host.netlink import Interface, pyroute2, select_interfaces
 from ..kernel.bpfsys import BpfError
 from ..kernel.discovery import KernelInfo
-from ..model.kinds import HOOK_NAMES
+from ..model.kinds import Hook
 from .hooks import AttachReport, tc_attached, xdp_attached
 from .loader import LoadedObject, verifier_reason
 from .objects import (
@@ -209,7 +210,7 @@ class Tracer:
             self.on_records(records)
         return len(records)
 
-    def stats(self) -> dict:
+    def stats(self) -> WatchStats:
         """Per hook, summed over CPUs: events that matched the filter, events lost
         (no room in the ring buffer), events sampled out; and the events the
         aggregation table had no room for."""
@@ -218,11 +219,10 @@ class Tracer:
         for slot in range(STAT_SLOTS):
             value = table.lookup(struct.pack("=i", slot)) or b""
             totals.append(sum(struct.unpack("=Q", v)[0] for v in table.per_cpu(value)))
-        hooks = HOOK_NAMES.items()
-        return {"matched": {name: totals[num] for num, name in hooks},
-                "lost": {name: totals[STAT_LOST + num] for num, name in hooks},
-                "sampled": {name: totals[STAT_SAMPLED + num] for num, name in hooks},
-                "agg_full": totals[STAT_AGG_FULL]}
+        return WatchStats(matched={hook: totals[hook] for hook in Hook},
+                          lost={hook: totals[STAT_LOST + hook] for hook in Hook},
+                          sampled={hook: totals[STAT_SAMPLED + hook] for hook in Hook},
+                          agg_full=totals[STAT_AGG_FULL])
 
     def aggregates(self) -> list[tuple[RawAggKey, int]]:
         """The kernel's exact counts, per hook, reason and flow: pf_agg's, with each

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Optional
 
 from ..model.kinds import (
@@ -50,7 +50,8 @@ class Shape:
 
     __slots__ = ("values", "v4", "tcp", "snap_len", "checked")
 
-    def __init__(self, values: list[Any], v4: bool, tcp: bool, snap_len: int, checked: bool):
+    def __init__(self, values: list[object], v4: bool, tcp: bool, snap_len: int,
+                 checked: bool):
         self.values = values
         self.v4, self.tcp = v4, tcp
         self.snap_len = snap_len  # bytes of the segment captured: 0 for none
@@ -188,6 +189,22 @@ class KernelCount:
     icmp_type: Optional[int]
     reason: Optional[str]
     count: int
+
+
+@dataclass
+class WatchStats:
+    """What the kernel counted of a watch: events matched, lost in the ring buffer
+    and sampled out, per hook; events that found the exact-count table full; the
+    last drain's events; the exact counts themselves; flows the correlator let go.
+    The README's `stats` line."""
+
+    matched: Mapping[Hook, int] = field(default_factory=dict)
+    lost: Mapping[Hook, int] = field(default_factory=dict)
+    sampled: Mapping[Hook, int] = field(default_factory=dict)
+    agg_full: int = 0
+    stopping_events: int = 0
+    kernel_counts: tuple[KernelCount, ...] = ()
+    flows_evicted: int = 0
 
 
 class Decoder:

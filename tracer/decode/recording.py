@@ -13,13 +13,13 @@ from __future__ import annotations
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO, Union
+from typing import Any, BinaryIO, Optional, Union
 
 from ..errors import PktfateError
 from ..model.host import FirewallRule, HostContext
 from ..model.kinds import CsumVerdict, Hook, Location, StateChange
 from ..model.protocols import Proto, TcpFlags
-from .events import KernelCount, PacketEvent, Quoted
+from .events import KernelCount, PacketEvent, Quoted, WatchStats
 from .names import flags_of, hook_of, location_of, proto_of, state_of, verdict_of
 from .typed import BadLine, parse
 
@@ -87,7 +87,7 @@ PACKET = _spec_of(PacketEvent, frozenset({"quoted", "tracked"}), {"skb": STR})
 KERNEL_COUNT = _spec_of(KernelCount)
 
 SPECS = {
-    "start": Record({"local_addrs": ListOf(STR), "ports": ListOf(INT)}),
+    "start": Record({}),  # checked and built from RecordedStart
     "packet": PACKET,
     "stats": Record({"matched": MapOf(INT), "lost": MapOf(INT), "sampled": MapOf(INT),
                      "kernel_counts": ListOf(KERNEL_COUNT), "agg_full": INT,
@@ -152,13 +152,24 @@ def _check_record(value: dict[str, object], spec: Record, path: str) -> None:
             raise BadLine(f"{where} is missing")
 
 
+@dataclass(frozen=True)
+class RecordedStart:
+    """What a replay needs of the start line: the watch's own addresses and ports,
+    the version that recorded it, and what its kernel lacked."""
+
+    local_addrs: tuple[str, ...]
+    ports: tuple[int, ...]
+    version: Optional[str] = None
+    missing: tuple[str, ...] = ()
+
+
 @dataclass
 class Recording:
     """What a replay needs of a recorded watch, checked. Packet events are not
     kept: they stream to the caller as they are read."""
 
-    start: dict[str, Any]
-    stats: dict[str, Any]
+    start: Optional[RecordedStart]
+    stats: WatchStats
     counters: dict[str, int]
     context: HostContext
 
@@ -199,10 +210,10 @@ def _parse(number: int, text: str, cut_short: bool) -> dict[str, Any]:
 
 
 def read_recording(stream: BinaryIO, our_version: str,
-                   on_event: Callable[[dict[str, Any], PacketEvent], None]) -> Recording:
+                   on_event: OnEvent) -> tuple[RecordedStart, Recording]:
     """Parse and check a recorded watch, handing each packet event (with the start
     record) to `on_event`. Raises PktfateError, one sentence."""
-    rec = Recording({}, {"matched": {}, "lost": {}}, {}, HostContext())
+    rec = Recording(None, WatchStats(), {}, HostContext())
     pending = None  # one line of lookahead: only the last line may be cut short
     for number, text in _lines(stream):
         if pending is not None:
@@ -210,13 +221,13 @@ def read_recording(stream: BinaryIO, our_version: str,
         pending = (number, text)
     if pending is not None:
         _take(rec, *pending, our_version, on_event)
-    if not rec.start:
+    if rec.start is None:
         raise PktfateError("no 'start' line found: record with 'pktfate watch --json > FILE'")
-    return rec
+    return rec.start, rec
 
 
 def _take(rec: Recording, number: int, text: str, our_version: str,
-          on_event: Callable[[dict[str, Any], PacketEvent], None]) -> None:
+          on_event: OnEvent) -> None:
     if not text.strip():
         return
     obj = _parse(number, text, cut_short=not text.endswith("\n"))
@@ -227,7 +238,7 @@ def _take(rec: Recording, number: int, text: str, our_version: str,
     try:
         check(obj, spec)
     except BadLine as exc:
-        newer = _newer_note(rec.start.get("version"), our_version)
+        newer = _newer_note(rec.start.version if rec.start else None, our_version)
         raise PktfateError(f"line {number} ('{kind}'): {exc}{newer}") from None
     try:
         _TAKERS[str(kind)](rec, obj, number, on_event)
@@ -236,11 +247,11 @@ def _take(rec: Recording, number: int, text: str, our_version: str,
 
 
 def _take_start(rec: Recording, obj: dict[str, Any], _number: int, _on_event: OnEvent) -> None:
-    rec.start = obj
+    rec.start = parse(RecordedStart, obj)
 
 
 def _take_packet(rec: Recording, obj: dict[str, Any], number: int, on_event: OnEvent) -> None:
-    if not rec.start:
+    if rec.start is None:
         raise PktfateError(f"line {number}: a packet before the 'start' line: is this a "
                            "'watch --json' recording?")
     on_event(rec.start, event_of_json(obj))
@@ -259,11 +270,26 @@ def _take_context(rec: Recording, obj: dict[str, Any], number: int,
 
 
 def _take_stats(rec: Recording, obj: dict[str, Any], _number: int, _on_event: OnEvent) -> None:
-    rec.stats = {key: value for key, value in obj.items() if key != "kind"}
-    rec.stats["kernel_counts"] = [count_of_json(entry) for entry in obj.get("kernel_counts", [])]
+    rec.stats = WatchStats(
+        matched=_by_hook(obj["matched"]), lost=_by_hook(obj["lost"]),
+        sampled=_by_hook(obj.get("sampled", {})), agg_full=obj.get("agg_full", 0),
+        kernel_counts=tuple(count_of_json(entry) for entry in obj.get("kernel_counts", [])),
+        stopping_events=obj.get("stopping_events", 0),
+        flows_evicted=obj.get("flows_evicted", 0))
 
 
-OnEvent = Callable[[dict[str, Any], PacketEvent], None]
+def _by_hook(counts: dict[str, int]) -> dict[Hook, int]:
+    """Per-hook counts by the hooks' names; a newer version's hooks are left out."""
+    found = {}
+    for name, n in counts.items():
+        try:
+            found[hook_of(name)] = n
+        except ValueError:
+            continue
+    return found
+
+
+OnEvent = Callable[[RecordedStart, PacketEvent], None]
 _TAKERS: dict[str, Callable[[Recording, dict[str, Any], int, OnEvent], None]] = {
     "start": _take_start, "packet": _take_packet, "counters": _take_counters,
     "context": _take_context, "stats": _take_stats}

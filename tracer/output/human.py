@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from ..correlate.correlator import Flow
-from ..decode.events import Decoded, KernelCount, PacketEvent
+from ..decode.events import Decoded, PacketEvent, WatchStats
 from ..diagnosis.evidence import Finding
 from ..diagnosis.wording import flow_label, proto_label
 from ..model.kinds import (
@@ -94,18 +94,17 @@ def _tail(ev: PacketEvent) -> str:
     return f"seen at hook {int(hook)}"
 
 
-def partial_events_lines(stats: dict) -> list[str]:
+def partial_events_lines(stats: WatchStats) -> list[str]:
     """What the flows above miss when events were sampled or lost, and the kernel's
     exact counts of what matters then: drops per reason and arrivals."""
-    lost = sum(stats.get("lost", {}).values())
-    sampled = sum(stats.get("sampled", {}).values())
+    lost = sum(stats.lost.values())
+    sampled = sum(stats.sampled.values())
     if not lost and not sampled:
         return []
     lines = [f"  (events: {sampled} sampled out, {lost} lost in the ring buffer; per flow "
              "above, counts are of the events received)"]
     totals: dict[str, int] = {}
-    count: KernelCount
-    for count in stats.get("kernel_counts", []):
+    for count in stats.kernel_counts:
         if count.hook is Hook.KFREE_SKB:
             what = f"{proto_label(count.proto)} dropped {count.reason}"
         elif count.hook.is_arrival:
@@ -116,8 +115,8 @@ def partial_events_lines(stats: dict) -> list[str]:
     if totals:
         lines.append("  kernel's exact counts: " + ", ".join(
             f"{what} {n}" for what, n in sorted(totals.items(), key=lambda kv: -kv[1])[:6]))
-    if stats.get("agg_full"):
-        lines.append(f"  ({stats['agg_full']} events found the kernel's count table full)")
+    if stats.agg_full:
+        lines.append(f"  ({stats.agg_full} events found the kernel's count table full)")
     return lines
 
 
@@ -171,7 +170,7 @@ class HumanOutput:
             return
         self._write(event_line(ev))
 
-    def finish(self, flows: list[Flow], findings: list[Finding], stats: dict,
+    def finish(self, flows: list[Flow], findings: list[Finding], stats: WatchStats,
                _counters: dict[str, int], _context: dict) -> None:
         if self.suppressed:
             self._write(f"({self.suppressed} more event lines not shown: over "

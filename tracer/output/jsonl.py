@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from functools import lru_cache
 from json.encoder import encode_basestring_ascii
@@ -12,7 +12,15 @@ from operator import itemgetter
 from typing import Any, Callable, Optional, TextIO
 
 from ..correlate.correlator import Flow
-from ..decode.events import PER_PACKET_FIELDS, Decoded, KernelCount, PacketEvent, Quoted, Shape
+from ..decode.events import (
+    PER_PACKET_FIELDS,
+    Decoded,
+    KernelCount,
+    PacketEvent,
+    Quoted,
+    Shape,
+    WatchStats,
+)
 from ..decode.typed import to_json
 from ..diagnosis.evidence import Finding
 from ..model.host import HostContext
@@ -234,12 +242,11 @@ class JsonOutput:
     def flush(self) -> None:
         self.stream.flush()
 
-    def finish(self, flows: list[Flow], findings: list[Finding], stats: dict,
+    def finish(self, flows: list[Flow], findings: list[Finding], stats: WatchStats,
                counters: dict[str, int], context: HostContext) -> None:
         for flow in flows:
             self._emit(flow_json(flow))
-        self._emit({"kind": "stats", **stats,
-                    "kernel_counts": [count_json(c) for c in stats.get("kernel_counts", [])]})
+        self._emit({"kind": "stats", **stats_json(stats)})
         host = to_json(context)
         self._emit({"kind": "counters", "delta": counters, "firewall": host.pop("firewall")})
         self._emit({"kind": "context", **host})
@@ -254,6 +261,17 @@ def event_json(ev: PacketEvent) -> dict[str, object]:
     """A packet event as its JSON line's object (what packet_line writes)."""
     out: dict[str, object] = json.loads(packet_line(ev))
     return out
+
+
+def stats_json(stats: WatchStats) -> dict[str, object]:
+    """The stats line's fields: per-hook counts by the hooks' names."""
+    def by_name(counts: Mapping[Hook, int]) -> dict[str, int]:
+        return {hook_name(hook): n for hook, n in counts.items()}
+    return {"matched": by_name(stats.matched), "lost": by_name(stats.lost),
+            "sampled": by_name(stats.sampled), "agg_full": stats.agg_full,
+            "stopping_events": stats.stopping_events,
+            "kernel_counts": [count_json(c) for c in stats.kernel_counts],
+            "flows_evicted": stats.flows_evicted}
 
 
 def count_json(count: KernelCount) -> dict[str, object]:
