@@ -11,7 +11,7 @@ from pktfate.diagnosis.diagnose import diagnose
 from pktfate.diagnosis.evidence import Evidence
 from pktfate.model.host import HostContext
 from pktfate.model.kinds import Hook
-from pktfate.output.human import WIDTH, HumanOutput, banner, event_line
+from pktfate.output.human import WIDTH, HumanOutput, banner, describe, event_line
 
 from .recorded import SERVER, Recorder, event
 
@@ -89,3 +89,16 @@ def test_banner_says_where_generic_xdp_was_left_out():
     assert "  XDP on none; tc on eth0" in lines
     assert "  generic XDP left out on eth0, eth1: tc ingress sees the same packets" in lines
     assert not any("left out" in line for line in banner(START))
+
+
+def test_icmp_types_are_named_by_their_own_family():
+    # ICMPv6's type 3 is time exceeded and its type 1 unreachable; ICMP's type 3 is
+    # unreachable. One merged table once printed ICMPv6 time exceeded as unreachable.
+    v6 = dict(proto="icmpv6", family=6, src="fd00:1::1", dst="fd00:2::2", tcp_flags=None,
+              seq=None, ack=None, ip_id=None, checksum=None, icmp_code=0)
+    assert describe(event(**v6, icmp_type=3)).endswith("time exceeded")
+    assert describe(event(**v6, icmp_type=1)).endswith("unreachable")
+    assert describe(event(**v6, icmp_type=2)).endswith("packet too big")
+    v4 = dict(proto="icmp", tcp_flags=None, seq=None, ack=None, checksum=None, icmp_code=0)
+    assert describe(event(**v4, icmp_type=3)).endswith("unreachable")
+    assert describe(event(**v4, icmp_type=11)).endswith("time exceeded")
