@@ -58,7 +58,7 @@ def test_each_syn_gets_exactly_one_fate():
 def test_a_later_weaker_sighting_never_overrides_a_drop():
     rec = Recorder()
     rec.syn(1, drop={"reason": "TCP_CSUM", "location": "tcp_v4_rcv+0x1a"})
-    rec.add(hook="tc-ingress", ip_id=100, seq=1000)  # the same packet seen again
+    rec.add(hook="tc-ingress", iface="br0", ip_id=100, seq=1000)  # the same, on the bridge
     (flow,) = _flows(rec)
     assert dict(+flow.fates) == {"dropped": 1}
     assert flow.drops == {"TCP_CSUM": 1}

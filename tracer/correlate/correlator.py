@@ -106,7 +106,8 @@ class Route:
 
     __slots__ = ("hook", "direction", "flow_key", "handler", "prefix", "tcp", "special",
                  "arrival", "site", "answers", "request", "syn", "flags", "echo", "synack",
-                 "rst", "ack_only", "opens_or_ends", "bare_ack", "echo_request", "echo_reply")
+                 "rst", "ack_only", "opens_or_ends", "bare_ack", "echo_request", "echo_reply",
+                 "on_interface")
 
     def __init__(self, correlator: Correlator, ev: PacketEvent):
         self.hook = ev.hook
@@ -118,6 +119,7 @@ class Route:
         # Events feed() does not take by the common path: state changes (no packet)
         # and packets the kernel followed by their skb after a rewrite.
         self.special = ev.hook is Hook.SOCK_STATE or ev.tracked
+        self.on_interface = ev.hook in INTERFACE_HOOKS
         self.arrival = Arrival(ev.hook, ev.iface)
         self.site = DropSite(ev.reason or UNKNOWN_REASON,
                              ev.location.function if ev.location else "?")
@@ -149,8 +151,8 @@ class PacketRecord:
     A plain class with slots: one is made per packet, the busiest allocation of
     the correlator."""
 
-    __slots__ = ("key", "first", "direction", "request", "syn", "hooks", "fate", "reason",
-                 "location", "bad_csum", "rewritten")
+    __slots__ = ("key", "first", "direction", "request", "syn", "hooks", "passed", "fate",
+                 "reason", "location", "bad_csum", "rewritten")
 
     def __init__(self, key: PacketKey, first: PacketEvent, direction: Direction,
                  request: bool = False, syn: bool = False):
@@ -160,6 +162,7 @@ class PacketRecord:
         self.request = request  # it asks for an answer: a SYN, an echo request
         self.syn = syn  # it is a SYN
         self.hooks: list[Hook] = []
+        self.passed: list[Arrival] = []  # the interfaces' hooks it passed, and where
         self.fate: Fate | None = None
         self.reason: str | None = None
         self.location: Location | None = None
@@ -380,9 +383,22 @@ class Correlator:
             ip_id = ev.ip_id
             key = (route.prefix, ip_id if ip_id is not None else ev.ack, ev.seq)  # packet_key
             rec = packets.get(key)
-            first = rec is None
-            if rec is None:
-                rec = self._new_record(key, ev, route)
+            if route.on_interface:
+                if rec is not None and route.arrival in rec.passed:
+                    # One packet passes an interface's hook once: this is the same
+                    # one sent again (an IPv6 retransmission has no id to tell it by).
+                    self._supersede(rec)
+                    rec = None
+                if rec is None:
+                    rec = self._new_record(key, ev, route)
+                    first = True
+                else:
+                    first = False
+                rec.passed.append(route.arrival)
+            else:
+                first = rec is None
+                if rec is None:
+                    rec = self._new_record(key, ev, route)
             rec.hooks.append(route.hook)
             skb = ev.skb
             if skb and self._skbs.get(skb) is not rec:
@@ -402,6 +418,17 @@ class Correlator:
             route.handler(rec, flow, ev, route)
             noted(first)
         return firsts
+
+    def _supersede(self, rec: PacketRecord) -> None:
+        """A packet whose key a later one takes: it leaves the tables with the fate
+        seen so far (a request sent again got no answer in time)."""
+        del self.packets[rec.key]
+        if rec.request:
+            first = rec.first
+            bucket = self.requests.get((first.proto, first.src, first.dst))
+            if bucket is not None and rec in bucket:
+                bucket.remove(rec)
+        self._retire(rec)
 
     def _note_skb(self, skb: int, rec: PacketRecord) -> None:
         """The packet an skb address carries now. Two generations of notes, the
