@@ -383,22 +383,17 @@ class Correlator:
             ip_id = ev.ip_id
             key = (route.prefix, ip_id if ip_id is not None else ev.ack, ev.seq)  # packet_key
             rec = packets.get(key)
-            if route.on_interface:
-                if rec is not None and route.arrival in rec.passed:
-                    # One packet passes an interface's hook once: this is the same
-                    # one sent again (an IPv6 retransmission has no id to tell it by).
-                    self._supersede(rec)
-                    rec = None
-                if rec is None:
-                    rec = self._new_record(key, ev, route)
-                    first = True
-                else:
-                    first = False
+            on_interface = route.on_interface
+            if on_interface and rec is not None and route.arrival in rec.passed:
+                # One packet passes an interface's hook once: this is the same one
+                # sent again (an IPv6 retransmission has no id to tell it by).
+                self._supersede(rec)
+                rec = None
+            first = rec is None
+            if rec is None:
+                rec = self._new_record(key, ev, route)
+            if on_interface:
                 rec.passed.append(route.arrival)
-            else:
-                first = rec is None
-                if rec is None:
-                    rec = self._new_record(key, ev, route)
             rec.hooks.append(route.hook)
             skb = ev.skb
             if skb and self._skbs.get(skb) is not rec:
