@@ -4,7 +4,7 @@
  * the port and address sets, whose size varies, and the watched namespace, which
  * changes from one run to the next, arrive in maps that the loader fills before
  * attaching anything (a compiled object then serves every namespace: see
- * tracer/attach/objcache.py).
+ * tracer/attach/objects.py).
  */
 #ifndef PKTFATE_FILTER_H
 #define PKTFATE_FILTER_H
@@ -16,7 +16,7 @@
 /* Counter slots in pf_stats: [hook] events that matched, [PF_STAT_LOST + hook]
  * events the ring buffer had no room for, [PF_STAT_SAMPLED + hook] events not
  * sent because of sampling, [PF_STAT_AGG_FULL] events the aggregation table had
- * no room for. Mirrored in tracer/decode.py. */
+ * no room for. Mirrored in tracer/decode/raw.py. */
 #define PF_STAT_LOST 16
 #define PF_STAT_SAMPLED 32
 #define PF_STAT_AGG_FULL 48

@@ -2,7 +2,7 @@
  *
  * No struct from a kernel header is dereferenced: the headers on disk may
  * describe another kernel. Every member is read with bpf_probe_read_kernel at an
- * offset that tracer/kernel.py took from the running kernel's BTF and passed in
+ * offset that tracer/kernel/discovery.py took from the running kernel's BTF and passed in
  * as a -D define (PF_OFF_*).
  */
 #ifndef PKTFATE_SKB_H

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pktfate.correlate.correlator import Correlator
 from pktfate.decode.events import PacketEvent
 from pktfate.decode.recording import context_of_json, event_of_json
@@ -9,6 +11,7 @@ from pktfate.decode.typed import parse
 from pktfate.diagnosis.diagnose import diagnose
 from pktfate.diagnosis.evidence import Evidence
 from pktfate.model.host import FirewallRule, HostContext
+from pktfate.output.jsonl import packet_line
 
 CLIENT, SERVER = "10.0.1.2", "10.0.2.2"
 # An event as its JSON line has it: tests write fields the way recordings do, and
@@ -19,6 +22,11 @@ _BASE = {"ts": 1000.0, "hook": "xdp", "iface": "eth0", "netns": 1, "family": 4,
          "icmp_type": None, "icmp_code": None, "reason": None, "location": None,
          "state": None, "checksum": "good", "csum_field": 0, "skb": None, "quoted": None,
          "tracked": False}
+
+
+def event_json(ev: PacketEvent) -> dict:
+    """A packet event as its JSON line's object (what the output writes)."""
+    return json.loads(packet_line(ev))
 
 
 def event(**fields) -> PacketEvent:

@@ -127,7 +127,7 @@ def _shaped(events: list[PacketEvent]) -> list[tuple[PacketEvent, Shape | None]]
             out.append((ev, None))
             continue
         key = tuple(v for k, v in ev._asdict().items() if k not in _PER_PACKET)
-        shape = shapes.setdefault(key, Shape([], ev.family == 4, ev.is_tcp, 0, False))
+        shape = shapes.setdefault(key, Shape([], ev.family == 4, ev.proto is Proto.TCP, 0, False))
         out.append((ev, shape))
     return out
 

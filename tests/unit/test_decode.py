@@ -12,11 +12,14 @@ import struct
 import pytest
 
 from pktfate.decode.events import Decoder, PacketEvent, WatchStats
-from pktfate.decode.raw import CsumVerdict, Hook, RawEvent, event_record, ring_record
+from pktfate.decode.raw import CsumVerdict, Hook, RawEvent, event_record
 from pktfate.model.host import HostContext
 from pktfate.model.kinds import CSUM_NAMES, HOOK_NAMES, Location, StateChange
 from pktfate.model.protocols import PROTO_NAMES, Proto, TcpFlags, TcpState
-from pktfate.output.jsonl import JsonOutput, _seconds_text, event_json, packet_line
+from pktfate.output.jsonl import JsonOutput, _seconds_text, packet_line
+
+from ..kernel_side import decode_one, ring_record
+from .recorded import event_json
 
 
 def _raw(**fields) -> bytes:
@@ -41,7 +44,7 @@ def test_a_dropped_syn_from_raw_bytes():
                 saddr="10.0.1.2", daddr="10.0.2.2", netns=0, ifindex=2, reason=69,
                 seq=1234, pkt_len=60, sport=45854, dport=80, ip_id=7, hook=Hook.KFREE_SKB,
                 family=4, proto=6, tcp_flags=0x02, ttl=63)
-    ev = _decoder().decode(event_record(data))
+    ev = decode_one(_decoder(), event_record(data))
     assert (ev.hook, ev.proto, ev.src, ev.dst, ev.sport, ev.dport) == \
         (Hook.KFREE_SKB, Proto.TCP, "10.0.1.2", "10.0.2.2", 45854, 80)
     assert (ev.reason, ev.location, ev.tcp_flags, ev.seq) == \
@@ -64,7 +67,7 @@ def test_timestamps_are_to_the_microsecond_whatever_the_boot_offset():
             data = _raw(ts_ns=ts_ns, saddr="10.0.1.2", daddr="10.0.2.2", family=4, proto=17,
                         hook=Hook.KFREE_SKB, ip_id=n)
             for _ in range(2):  # first of its shape, then known
-                ts = decoder.decode(event_record(data)).ts
+                ts = decode_one(decoder, event_record(data)).ts
                 assert ts == (ts_ns // 1000 + micro) / 1e6
                 assert round(ts, 6) == ts, repr(ts)
 
@@ -81,7 +84,7 @@ def test_an_arrival_carries_the_kernels_checksum_verdict_by_name():
             data = _raw(saddr="10.0.1.2", daddr="10.0.2.2", hook=Hook.XDP, family=4, proto=6,
                         l4_csum=0x1234, l4_len=40, snap_len=20, ifindex=3, ttl=63,
                         ip_id=ip_id, csum_verdict=verdict)
-            ev = decoder.decode(event_record(data))
+            ev = decode_one(decoder, event_record(data))
             line = event_json(ev)
             assert (line["hook"], line["checksum"], line["csum_field"]) == ("xdp", name, 0x1234)
 
@@ -89,7 +92,7 @@ def test_an_arrival_carries_the_kernels_checksum_verdict_by_name():
 def test_an_ipv6_echo_request():
     data = _raw(saddr="fd00:1::2", daddr="fd00:2::2", hook=Hook.TC_INGRESS, family=6,
                 proto=58, icmp_type=128, sport=7, dport=3, ttl=63)
-    ev = _decoder().decode(event_record(data))
+    ev = decode_one(_decoder(), event_record(data))
     assert (ev.proto, ev.src, ev.icmp_type, ev.sport, ev.dport, ev.ip_id) == \
         (Proto.ICMPV6, "fd00:1::2", 128, 7, 3, None)
 
@@ -101,7 +104,7 @@ def test_a_decoded_event_is_the_named_tuple_it_claims_to_be():
     decoder = _decoder()
     data = _raw(saddr="10.0.1.2", daddr="10.0.2.2", hook=Hook.TC_INGRESS, family=4, proto=17,
                 sport=5353, dport=53, ip_id=9, ttl=63, pkt_len=40, ifindex=2)
-    first, again = (decoder.decode(event_record(data)) for _ in range(2))  # again: by shape
+    first, again = (decode_one(decoder, event_record(data)) for _ in range(2))  # again: by shape
     for ev in (first, again):
         assert type(ev) is PacketEvent and len(ev) == len(PacketEvent._fields)
         assert ev == PacketEvent(**ev._asdict())
@@ -168,7 +171,7 @@ def test_the_packet_line_is_what_json_dumps_writes():
              icmp_type=11, snap_len=36, snap=snap, tracked=1),
     ]
     for data in records:
-        ev = decoder.decode(event_record(data))
+        ev = decode_one(decoder, event_record(data))
         assert packet_line(ev) == _json_line(ev)
     odd = ev._replace(iface='we"ird\\é',
                       state=StateChange(TcpState.SYN_SENT, TcpState.ESTABLISHED))
@@ -207,7 +210,7 @@ def test_events_of_a_known_shape_decode_as_the_first_of_it_did():
     checksums = set()
     for data in _flood_records():
         record = event_record(data)
-        ev, full = decoder.decode(record), reference._decode_all(record)
+        ev, full = decode_one(decoder, record), reference._decode_all(record)
         assert ev == full and ev._asdict() == full._asdict()
         checksums.add(ev.checksum)
     assert len(decoder._shapes) == 3
@@ -232,14 +235,14 @@ def test_a_record_differing_in_any_one_field_decodes_as_itself():
     assert set(changed) == names
     for name, value in changed.items():
         decoder, reference = _decoder(), _decoder()
-        decoder.decode(event_record(_raw(**base)))
+        decode_one(decoder, event_record(_raw(**base)))
         record = event_record(_raw(**{**base, name: value}))
-        assert decoder.decode(record) == reference._decode_all(record), name
+        assert decode_one(decoder, record) == reference._decode_all(record), name
 
 
 def test_lines_of_a_known_shape_are_what_json_dumps_writes():
     decoder = _decoder()
-    events = [decoder.decode(event_record(data)) for data in _flood_records()]
+    events = [decode_one(decoder, event_record(data)) for data in _flood_records()]
     # Per-packet fields null in one event and not in another of the same flow and hook.
     events += [events[1]._replace(skb=None, checksum=None, csum_field=None),
                events[1]._replace(ts=5, ip_id=None)]  # an int time: made whole

@@ -5,10 +5,9 @@ import json
 
 from pktfate.model.kinds import CsumVerdict, Hook
 from pktfate.model.protocols import Proto
-from pktfate.output.jsonl import event_json
 from pktfate.watch import run_explain
 
-from .recorded import CLIENT, SERVER, Recorder
+from .recorded import CLIENT, SERVER, Recorder, event_json
 
 
 def _causes(findings):

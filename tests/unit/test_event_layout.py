@@ -27,15 +27,14 @@ from pktfate.decode.raw import (
     RawAggHot,
     RawAggKey,
     RawEvent,
-    RawTrackSlot,
     event_record,
     full_record,
     merge_agg_counts,
     port_bitmap,
-    ring_form,
-    ring_record,
 )
 from pktfate.model.kinds import CSUM_NAMES, HOOK_NAMES
+
+from ..kernel_side import RawTrackSlot, ring_form, ring_record
 
 BPF = Path(__file__).resolve().parents[2] / "bpf"
 

@@ -4,11 +4,21 @@ itself is the kernel's: tests/integration (every watch loads through it)."""
 
 import os
 import struct
+import sys
+import types
 
 import pytest
 
 from pktfate.attach import objects
-from pktfate.attach.objects import CompiledObject, MapSpec, ProgramSpec
+from pktfate.attach.objects import (
+    LIBBCC_CALLS,
+    CompiledObject,
+    MapSpec,
+    ProgramSpec,
+    bcc_version,
+    compile_object,
+)
+from pktfate.errors import PktfateError
 
 
 def _insn(code: int, regs: int = 0, off: int = 0, imm: int = 0) -> bytes:
@@ -105,3 +115,26 @@ def test_kfunc_marks_become_calls_of_the_kernels_function():
     # the ld_imm64 holding the same number, the helper call and the unknown mark stay
     assert out[:3 * 8] == code[:3 * 8] and out[4 * 8:] == code[4 * 8:]
     assert objects.with_kfuncs(code, {}) == code
+
+
+def test_the_distros_libbcc_has_every_call_pktfate_reads():
+    from bcc.libbcc import lib
+
+    assert [name for name in LIBBCC_CALLS if not hasattr(lib, name)] == []
+
+
+def test_a_bcc_whose_libbcc_changed_is_one_line_naming_its_version(monkeypatch):
+    class Lib:  # a libbcc without bpf_function_start (renamed, say)
+        def __getattr__(self, name):
+            if name == "bpf_function_start":
+                raise AttributeError(name)
+            return lambda *_args: 0
+
+    fake = types.ModuleType("bcc.libbcc")
+    fake.lib = Lib()
+    monkeypatch.setitem(sys.modules, "bcc.libbcc", fake)
+    with pytest.raises(PktfateError) as caught:
+        compile_object(None, "", [])
+    message = str(caught.value)
+    assert f"bcc {bcc_version()} is not what pktfate knows" in message
+    assert "bpf_function_start" in message and "\n" not in message

@@ -10,9 +10,8 @@ import sys
 import pytest
 
 from pktfate.decode.recording import MAX_LINE_BYTES
-from pktfate.output.jsonl import event_json
 
-from .recorded import SERVER, Recorder
+from .recorded import SERVER, Recorder, event_json
 
 
 def _good_lines() -> list[str]:

@@ -8,6 +8,21 @@ instruction, the name of the map it refers to; loading creates the maps again an
 writes the new fds there (attach/loader.py). The cache key covers everything the
 instructions depend on: the C text, the defines (struct offsets from BTF and the
 tracepoints' formats included), the kernel's build and bcc's version.
+
+Why pktfate reads bcc's compiled module itself (libbcc's bpf_table_* and
+bpf_function_* calls, which bcc's Python API does not expose as a stable
+interface) and patches instructions, rather than let bcc load and attach:
+- Links. bcc 0.26 attaches XDP by netlink and tc by clsact filters and has no
+  tcx, XDP or raw-tracepoint links; only a link goes away with the process that
+  holds it, so that `kill -9` leaves nothing attached (test_lifecycle). Loading
+  the programs ourselves (attach/loader.py) is what makes the links possible.
+- The compile cache. Compiling the BPF C with bcc's clang takes most of a start:
+  measured here, `watch --duration 0.2` from exec to exit takes 3.1-3.3 s with
+  PKTFATE_BPF_CACHE=off and 1.0-1.1 s from the cache. bcc cannot load a program
+  it did not compile in the same process, so the cache needs our own loader.
+A libbcc that lacks one of the calls read here (a newer bcc renaming them) or
+writes map references another way ends in one PktfateError naming bcc's version
+(bcc_interface_error), never in an AttributeError deep in a start.
 """
 
 from __future__ import annotations
@@ -24,6 +39,7 @@ import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import PktfateError
 from ..kernel import bpfsys
 
 OBJECT_FORMAT = 1
@@ -154,6 +170,9 @@ def compile_object(bcc, text: str, cflags: list[str]) -> CompiledObject:
     closed (its maps and programs go with it)."""
     from bcc.libbcc import lib
 
+    missing = [name for name in LIBBCC_CALLS if not hasattr(lib, name)]
+    if missing:
+        raise bcc_interface_error(f"its libbcc has no {', '.join(missing)}")
     lib.bpf_table_name.restype = ctypes.c_char_p
     lib.bpf_function_name.restype = ctypes.c_char_p
     bpf = bcc.BPF(text=text, cflags=cflags)
@@ -173,13 +192,32 @@ def compile_object(bcc, text: str, cflags: list[str]) -> CompiledObject:
             name = lib.bpf_function_name(module, i).decode()
             start = lib.bpf_function_start(module, name.encode())
             insns = ctypes.string_at(start, lib.bpf_function_size(module, name.encode()))
-            programs.append(ProgramSpec(name, program_type(name), insns,
-                                        map_references(insns, fd_names)))
+            try:
+                refs = map_references(insns, fd_names)
+            except ValueError as exc:
+                raise bcc_interface_error(f"{name}'s map references are not bcc's usual "
+                                          f"map fds ({exc})") from exc
+            programs.append(ProgramSpec(name, program_type(name), insns, refs))
         return CompiledObject(lib.bpf_module_license(module).decode(),
                               lib.bpf_module_kern_version(module),
                               tuple(maps), tuple(programs))
     finally:
         bpf.cleanup()
+
+
+# The calls of bcc's compiled-module interface (libbcc) read by compile_object.
+LIBBCC_CALLS = ("bpf_num_tables", "bpf_table_name", "bpf_table_fd_id", "bpf_table_type_id",
+                "bpf_table_key_size_id", "bpf_table_leaf_size_id", "bpf_table_max_entries_id",
+                "bpf_table_flags_id", "bpf_num_functions", "bpf_function_name",
+                "bpf_function_start", "bpf_function_size", "bpf_module_license",
+                "bpf_module_kern_version")
+
+
+def bcc_interface_error(what: str) -> PktfateError:
+    """The one-line error for a bcc whose internals pktfate reads have changed."""
+    return PktfateError(f"bcc {bcc_version()} is not what pktfate knows: {what}; pktfate reads "
+                        "bcc's compiled object through libbcc (tested with the distro's "
+                        "0.26): install that bcc, or report the version")
 
 
 def bcc_version() -> str:

@@ -17,7 +17,7 @@ from ..model.kinds import (
     StateChange,
 )
 from ..model.protocols import Proto, TcpFlags, TcpState, is_icmp_error
-from .raw import RING_FIELDS, EventRecord, RawAggKey, full_record, ring_form
+from .raw import RING_FIELDS, RawAggKey, full_record
 
 _ECHO_TYPES = frozenset({0, 8, 128, 129})  # echo request and reply, v4 and v6
 _REASON_HOOKS = frozenset({Hook.KFREE_SKB, Hook.TCP_SEND_RESET})
@@ -157,10 +157,6 @@ class PacketEvent(NamedTuple):
     tracked: bool = False
 
     @property
-    def is_tcp(self) -> bool:
-        return self.proto is Proto.TCP
-
-    @property
     def is_icmp(self) -> bool:
         return self.proto.is_icmp
 
@@ -238,19 +234,6 @@ class Decoder:
             text = self._addresses[key] = _address(raw, family)
         return text
 
-    def decode(self, raw: AnyRecord) -> PacketEvent:
-        """From a record (decode/raw.py: an EventRecord, or a tuple in the ring
-        reader's form)."""
-        if type(raw) is EventRecord:
-            raw = ring_form(raw)
-        return self.decode_shaped(raw)[0]
-
-    def decode_shaped(self, raw: tuple[Any, ...]) -> Decoded:
-        """The event and its shape (None for an ICMP error, whose quote makes every
-        one differ), from a record in the ring reader's form (decode/raw.py
-        RING_STRUCT)."""
-        return self.decode_batch((raw,))[0]
-
     def decode_batch(self, records: Iterable[tuple[Any, ...]]) -> list[Decoded]:
         """decode_shaped() for each record of a batch, in order: the ring reader's
         records of one drain. A record of a shape seen before takes the shared
@@ -296,7 +279,7 @@ class Decoder:
             return ev, None
         if len(self._shapes) >= MAX_SHAPES:
             self._shapes.clear()
-        values = list(ev)
+        values: list[object] = list(ev)
         values[_F_SKB] = None  # set per record, where it has one
         checked = bool(raw.snap_len) and ev.hook in ARRIVAL_HOOKS and ev.proto.has_ports
         shape = self._shapes[record[_SHARED]] = Shape(

@@ -123,19 +123,9 @@ RING_FIELDS = (*(field[0] for field in _PER_PACKET_RAW if not field[0].startswit
                "shared", "snap")
 
 
-def ring_record(buffer: Buffer, offset: int = 0) -> RingRecord:
-    """A record as the ring reader hands it over (RING_STRUCT's tuple)."""
-    return RING_STRUCT.unpack_from(buffer, offset)
-
-
 def full_record(record: RingRecord) -> EventRecord:
     """The EventRecord of a record in the ring reader's form: the same bytes."""
     return event_record(RING_STRUCT.pack(*record))
-
-
-def ring_form(record: EventRecord) -> RingRecord:
-    """A record in the ring reader's form, from its EventRecord."""
-    return RING_STRUCT.unpack(EVENT_STRUCT.pack(*record))
 
 
 class RawAggKey(ctypes.Structure):
@@ -184,13 +174,3 @@ def merge_agg_counts(hot: dict[tuple[bytes, int], int],
     for (key, _cpu), n in hot.items():
         leftover[key] = leftover.get(key, 0) + n
     return totals + list(leftover.items())
-
-
-class RawTrackSlot(ctypes.Structure):
-    """struct pf_track_slot in bpf/event.h: one slot of the skb tracking table."""
-
-    _fields_ = [
-        ("skb", ctypes.c_uint64),
-        ("fp", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
-    ]

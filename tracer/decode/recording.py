@@ -50,8 +50,6 @@ class Record:
 INT = (int,)
 NUMBER = (int, float)
 STR = (str,)
-OPT_INT = (int, type(None))
-OPT_STR = (str, type(None))
 BOOL = (bool,)
 
 # What each of pktfate's types is in the JSON: its named values are strings.
@@ -80,7 +78,6 @@ def _spec_of(cls: type, optional: frozenset[str] = frozenset(),
     return Record(specs, optional)
 
 
-QUOTED = _spec_of(Quoted)
 # Every field of PacketEvent, with the types the replay accepts (the skb's
 # address is written in hex).
 PACKET = _spec_of(PacketEvent, frozenset({"quoted", "tracked"}), {"skb": STR})

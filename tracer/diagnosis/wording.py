@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 from ..correlate.correlator import Flow
-from ..model.kinds import HOOK_NAMES, CsumVerdict, Fate
+from ..model.kinds import HOOK_NAMES, Fate
 from ..model.protocols import PROTO_NAMES, Proto
 from .evidence import Evidence, FlowRef
 from .tables import counter_meanings
@@ -108,11 +108,6 @@ def counter_evidence(ev: Evidence, names: Iterable[str]) -> list[str]:
 
 def ttls_text(ttls: Mapping[int, int]) -> str:
     return ", ".join(f"{ttl} x{n}" for ttl, n in sorted(ttls.items())) or "none"
-
-
-def verdict_count(flow: Flow, verdict: CsumVerdict) -> int:
-    """Arrivals of the flow whose checksum the kernel judged so."""
-    return flow.checksums.get(verdict, 0)
 
 
 def icmp_of(flow: Flow) -> Proto:

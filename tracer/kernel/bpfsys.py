@@ -24,7 +24,6 @@ _SYSCALLS = {"x86_64": (321, 298), "aarch64": (280, 241), "s390x": (351, 331),
 # enum bpf_cmd
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 4
 PROG_LOAD, PROG_GET_NEXT_ID, PROG_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD = 5, 11, 13, 15
-MAP_GET_FD_BY_ID = 14
 PROG_QUERY, RAW_TRACEPOINT_OPEN, LINK_CREATE, ENABLE_STATS = 16, 17, 28, 32
 # enum bpf_prog_type
 PROG_SCHED_CLS, PROG_TRACEPOINT, PROG_XDP, PROG_TRACING = 3, 5, 6, 26
@@ -266,25 +265,6 @@ def held_by(pid: int) -> dict[str, set[int]]:
         elif "map_id" in fields:
             held["maps"].add(int(fields["map_id"]))
     return held
-
-
-def map_fd_by_id(map_id: int) -> int:
-    return call(MAP_GET_FD_BY_ID, _attr(12, ("I", 0, map_id)), "opening a map")
-
-
-# struct bpf_map_info: the members read here, at their uapi offsets
-_MAP_INFO_SIZE = 40
-_MAP_INFO_ID, _MAP_INFO_KEY, _MAP_INFO_VALUE, _MAP_INFO_ENTRIES, _MAP_INFO_NAME = 4, 8, 12, 16, 24
-
-
-def map_info(fd: int) -> dict:
-    """A map's id, name, key and value sizes, and its entries at most."""
-    buf = _obj_info(fd, _MAP_INFO_SIZE, "reading a map's info")
-    name = buf.raw[_MAP_INFO_NAME:_MAP_INFO_NAME + OBJ_NAME_LEN].split(b"\0", 1)[0]
-    return {"id": struct.unpack_from("I", buf, _MAP_INFO_ID)[0], "name": name.decode(),
-            "key_size": struct.unpack_from("I", buf, _MAP_INFO_KEY)[0],
-            "value_size": struct.unpack_from("I", buf, _MAP_INFO_VALUE)[0],
-            "max_entries": struct.unpack_from("I", buf, _MAP_INFO_ENTRIES)[0]}
 
 
 def info_by_id(prog_id: int) -> dict | None:

@@ -37,11 +37,6 @@ class Hook(IntEnum):
     def is_arrival(self) -> bool:
         return self in ARRIVAL_HOOKS
 
-    @property
-    def is_interface(self) -> bool:
-        """A hook on an interface (XDP, tc): it sees the packet on the wire."""
-        return self in INTERFACE_HOOKS
-
 
 ARRIVAL_HOOKS = frozenset({Hook.XDP, Hook.TC_INGRESS})
 INTERFACE_HOOKS = frozenset({Hook.XDP, Hook.TC_INGRESS, Hook.TC_EGRESS})

@@ -157,10 +157,6 @@ TIME_EXCEEDED = {Proto.ICMP: IcmpCode(11, 0), Proto.ICMPV6: IcmpCode(3, 0)}
 TOO_BIG = {Proto.ICMP: IcmpCode(3, 4), Proto.ICMPV6: IcmpCode(2, 0)}
 
 
-def icmp_family(proto: Proto) -> IcmpFamily | None:
-    return ICMP_FAMILIES.get(proto)
-
-
 def is_icmp_error(proto: Proto, icmp_type: int | None) -> bool:
     family = ICMP_FAMILIES.get(proto)
     return family is not None and icmp_type in family.errors

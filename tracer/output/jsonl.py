@@ -257,12 +257,6 @@ class JsonOutput:
         self.stream.flush()
 
 
-def event_json(ev: PacketEvent) -> dict[str, object]:
-    """A packet event as its JSON line's object (what packet_line writes)."""
-    out: dict[str, object] = json.loads(packet_line(ev))
-    return out
-
-
 def stats_json(stats: WatchStats) -> dict[str, object]:
     """The stats line's fields: per-hook counts by the hooks' names."""
     def by_name(counts: Mapping[Hook, int]) -> dict[str, int]:

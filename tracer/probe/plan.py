@@ -4,7 +4,7 @@ what the answers say about the path.
 Every probe is recognisable in its answers: TCP and UDP probes by their own source
 port, ICMP echo probes by their sequence number. A router's "time exceeded"
 quotes the probe it answers, so it pairs the same way. The live part (raw
-sockets, BPF) is tracer/prober.py; this module runs without root or kernel.
+sockets, BPF) is probe/run.py; this module runs without root or kernel.
 """
 
 from __future__ import annotations
