@@ -168,3 +168,11 @@ def test_a_packet_counts_on_the_flow_of_the_way_it_was_first_seen(shaped):
     assert (began_out.packets_out, began_out.rst_out, began_out.kernel_resets) == (1, 1, 2)
     syn = flows[(SERVER, 80, CLIENT, 40001)]
     assert (syn.packets_in, syn.syn_in, syn.kernel_resets) == (1, 1, 0)
+
+
+def test_every_hook_of_a_packet_has_its_handler():
+    # Handlers are found in a table keyed by Hook, not by method names: a hook
+    # added to the kernel side without one would send its events nowhere.
+    handlers = Correlator()._handlers
+    assert set(handlers) == set(Hook) - {Hook.SOCK_STATE}  # a state change carries no packet
+    assert all(callable(handler) for handler in handlers.values())

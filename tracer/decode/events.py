@@ -16,10 +16,12 @@ from ..model.kinds import (
     Location,
     StateChange,
 )
-from ..model.protocols import Proto, TcpFlags, TcpState, is_icmp_error
+from ..model.protocols import ICMP_FAMILIES, Proto, TcpFlags, TcpState, is_icmp_error
 from .raw import RING_FIELDS, RawAggKey, full_record
 
-_ECHO_TYPES = frozenset({0, 8, 128, 129})  # echo request and reply, v4 and v6
+# Echo requests and replies of both families: their id and sequence ride in the ports.
+_ECHO_TYPES = frozenset(t for family in ICMP_FAMILIES.values()
+                        for t in (family.echo_request, family.echo_reply))
 _REASON_HOOKS = frozenset({Hook.KFREE_SKB, Hook.TCP_SEND_RESET})
 _new_event = tuple.__new__  # PacketEvent from its values, as _make does without the checks
 

@@ -12,6 +12,8 @@ import subprocess
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from ..model.protocols import PROTO_NAMES
+
 R = TypeVar("R")
 
 VERDICTS = ("DROP", "REJECT", "drop", "reject")
@@ -178,8 +180,9 @@ def nat_rules() -> list[dict]:
 # (named sets, a port given by name) leaves the answer open rather than guessed.
 
 _NFT_PORT_PROTOS = ("tcp", "udp", "sctp", "udplite", "dccp", "th")
-_PROTO_ALIASES = {"1": "icmp", "6": "tcp", "17": "udp", "58": "icmpv6", "ipv6-icmp": "icmpv6",
-                  "icmp6": "icmpv6", "all": "", "0": ""}
+# A rule's protocol by number or another name -> pktfate's name (model/protocols.py).
+_PROTO_ALIASES = {**{str(int(proto)): name for proto, name in PROTO_NAMES.items()},
+                  "ipv6-icmp": "icmpv6", "icmp6": "icmpv6", "all": "", "0": ""}
 
 
 def _nft_value(words: list[str], i: int) -> tuple[str, int]:
