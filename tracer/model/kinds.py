@@ -5,13 +5,13 @@ output writes it and the recording reader reads it back by the same table."""
 
 from __future__ import annotations
 
-from enum import Enum, IntEnum
+from enum import Enum
 from typing import NamedTuple
 
-from .protocols import TcpState
+from .protocols import OpenIntEnum, TcpState
 
 
-class Hook(IntEnum):
+class Hook(OpenIntEnum):
     """enum pf_hook in bpf/event.h, member for member (PF_HOOK_<name>)."""
 
     XDP = 1
@@ -24,14 +24,9 @@ class Hook(IntEnum):
     SOCK_STATE = 8
 
     @classmethod
-    def _missing_(cls, value: object) -> Hook | None:
+    def _unknown_name(cls, value: int) -> str:
         """A hook a newer kernel side sends: kept by number, handled by no one."""
-        if not isinstance(value, int) or not 0 <= value <= 255:
-            return None
-        member = int.__new__(cls, value)
-        member._name_ = f"HOOK{value}"
-        member._value_ = value
-        return member
+        return f"HOOK{value}"
 
     @property
     def is_arrival(self) -> bool:
@@ -112,7 +107,7 @@ class NatKind(TextEnum):
     SNAT = "snat"
 
 
-class CsumVerdict(IntEnum):
+class CsumVerdict(OpenIntEnum):
     """enum pf_csum in bpf/event.h, member for member (PF_CSUM_<name>): what an
     arriving TCP or UDP packet's checksum says, judged in the kernel."""
 
@@ -123,13 +118,8 @@ class CsumVerdict(IntEnum):
     UNCHECKED = 4
 
     @classmethod
-    def _missing_(cls, value: object) -> CsumVerdict | None:
-        if not isinstance(value, int) or not 0 <= value <= 255:
-            return None
-        member = int.__new__(cls, value)
-        member._name_ = f"VERDICT{value}"
-        member._value_ = value
-        return member
+    def _unknown_name(cls, value: int) -> str:
+        return f"VERDICT{value}"
 
 
 # Each verdict's name in events and JSON (the README's `checksum`).

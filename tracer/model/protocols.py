@@ -8,7 +8,27 @@ from enum import IntEnum, IntFlag
 from typing import NamedTuple
 
 
-class Proto(IntEnum):
+class OpenIntEnum(IntEnum):
+    """An IntEnum that keeps a byte's value it has no member for (a newer kernel's
+    state, hook or verdict, a protocol the kernel side does not send today) as a
+    member of its own, named by _unknown_name: the event still decodes, and says
+    the number."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> OpenIntEnum | None:
+        if not isinstance(value, int) or not 0 <= value <= 255:
+            return None
+        member = int.__new__(cls, value)
+        member._name_ = cls._unknown_name(value)
+        member._value_ = value
+        return member
+
+    @classmethod
+    def _unknown_name(cls, value: int) -> str:
+        return str(value)
+
+
+class Proto(OpenIntEnum):
     """IP protocol numbers (the event's `proto`); the JSON names them."""
 
     ICMP = 1
@@ -17,14 +37,8 @@ class Proto(IntEnum):
     ICMPV6 = 58
 
     @classmethod
-    def _missing_(cls, value: object) -> Proto | None:
-        """A number the kernel side does not send today: kept, by number."""
-        if not isinstance(value, int) or not 0 <= value <= 255:
-            return None
-        member = int.__new__(cls, value)
-        member._name_ = f"PROTO_{value}"
-        member._value_ = value
-        return member
+    def _unknown_name(cls, value: int) -> str:
+        return f"PROTO_{value}"
 
     @property
     def is_icmp(self) -> bool:
@@ -162,7 +176,7 @@ def is_icmp_error(proto: Proto, icmp_type: int | None) -> bool:
     return family is not None and icmp_type in family.errors
 
 
-class TcpState(IntEnum):
+class TcpState(OpenIntEnum):
     """include/net/tcp_states.h: the numbers are part of the tracepoint's ABI."""
 
     ESTABLISHED = 1
@@ -177,13 +191,3 @@ class TcpState(IntEnum):
     LISTEN = 10
     CLOSING = 11
     NEW_SYN_RECV = 12
-
-    @classmethod
-    def _missing_(cls, value: object) -> TcpState | None:
-        """A state a newer kernel adds: kept, by number."""
-        if not isinstance(value, int) or not 0 <= value <= 255:
-            return None
-        member = int.__new__(cls, value)
-        member._name_ = str(value)
-        member._value_ = value
-        return member
