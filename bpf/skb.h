@@ -410,11 +410,16 @@ static __always_inline struct pf_event *pf_skb_event_from(__u8 hook, __u64 skb, 
 		if (!found)
 			return 0;
 	}
-	/* Tracked packets too: a veth hands the same skb to another namespace, and
-	 * it is followed there only when every namespace is watched (--all-netns). */
+	/* Another namespace's packets are left out, but for a tracked one: a veth
+	 * hands the same skb to a namespace this host runs (a container behind a port
+	 * mapping), and its fate there is the watched request's. */
 	netns = pf_skb_netns(skb, sk_hint, &dev, direct);
-	if (!pf_netns_ok(netns))
-		return 0;
+	if (!pf_netns_ok(netns)) {
+		if (found < 0)
+			fp = pf_track_find(skb, &found);
+		if (!found)
+			return 0;
+	}
 	if (picked && ok) {
 		early = pf_skb_early(hook, skb, head, reason, watched, direct);
 		if (early == PF_EARLY_SAMPLED)

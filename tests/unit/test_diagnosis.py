@@ -276,19 +276,42 @@ def test_a_drop_without_reason_or_known_place_stays_unknown_and_says_where():
     assert "dropreason" not in said  # no advice pointing at a file this kernel lacks
 
 
-def test_healthy_on_a_router_speaks_of_forwarding():
+def _router(answered: bool) -> list:
+    """Two connections through a router (10.0.1.1 / 10.0.2.1): SYNs in on eth-c and
+    on out eth-s; with `answered`, the server's SYN-ACKs back the other way and the
+    client's ACKs on after them."""
     from pktfate.correlate.correlator import Correlator
     from pktfate.diagnosis.diagnose import diagnose
     from pktfate.diagnosis.evidence import Evidence
 
     rec = Recorder()
     for i in range(2):
-        ident = {"ip_id": 30 + i, "seq": 300 + i}
+        ident = {"ip_id": 30 + i, "seq": 300 + i, "sport": 40000 + i}
         rec.add(hook="xdp", iface="eth-c", **ident)
         rec.add(hook="tc-egress", iface="eth-s", **ident)
+        if answered:
+            back = {"src": SERVER, "dst": CLIENT, "sport": 80, "dport": 40000 + i,
+                    "tcp_flags": "SA", "seq": 900 + i, "ack": 301 + i, "ip_id": 0}
+            rec.add(hook="xdp", iface="eth-s", **back)
+            rec.add(hook="tc-egress", iface="eth-c", **back)
+            on = {**ident, "tcp_flags": "A", "seq": 301 + i, "ack": 901 + i, "ip_id": 40 + i}
+            rec.add(hook="xdp", iface="eth-c", **on)
+            rec.add(hook="tc-egress", iface="eth-s", **on)
     correlator = Correlator({"10.0.1.1", "10.0.2.1"}, (80,))
     for ev in rec.events:
         correlator.feed(ev)
-    findings = diagnose(Evidence(correlator.finish(), {}, (80,)))
+    return diagnose(Evidence(correlator.finish(), {}, (80,)))
+
+
+def test_healthy_on_a_router_speaks_of_forwarding():
+    findings = _router(answered=True)
     assert [f.cause for f in findings] == ["healthy"]
-    assert "2 packets forwarded" in findings[0].summary
+    assert "SYNs answered 2/2; 6 packets forwarded" in findings[0].summary
+
+
+def test_forwarded_syns_whose_answers_never_came_back_are_not_healthy():
+    # Forwarding is not answering: a router (or a port mapping) that passed SYNs on
+    # and saw nothing come back must say so, never 'healthy'.
+    findings = _router(answered=False)
+    assert [f.cause for f in findings] == ["unanswered"]
+    assert "2 were forwarded and no answer came back through this host" in findings[0].summary

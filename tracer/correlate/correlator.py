@@ -38,6 +38,9 @@ UNKNOWN_REASON = "UNKNOWN"  # a drop whose kernel named no reason (before 5.17)
 NO_SOCKET = "NO_SOCKET"  # the kernel's reason for a segment no socket wants
 # A packet's fates a later answer or drop may still settle.
 OPEN_FATES = frozenset({None, Fate.DROPPED, Fate.SENT})
+# A request's fates a refusal coming back may still settle: forwarded too (the far
+# end it was forwarded or translated to resets it).
+REFUSABLE = OPEN_FATES | {Fate.FORWARDED}
 # A bare ACK's IP length at most (header, TCP header, timestamps): the same one
 # again is a duplicate ACK, not a retransmission. By IP version.
 BARE_ACK_LENGTH = {4: 20 + 32, 6: 40 + 32}
@@ -152,7 +155,7 @@ class PacketRecord:
     the correlator."""
 
     __slots__ = ("key", "first", "direction", "request", "syn", "hooks", "passed", "fate",
-                 "reason", "location", "bad_csum", "rewritten")
+                 "reason", "location", "bad_csum", "rewritten", "forwarded")
 
     def __init__(self, key: PacketKey, first: PacketEvent, direction: Direction,
                  request: bool = False, syn: bool = False):
@@ -168,6 +171,7 @@ class PacketRecord:
         self.location: Location | None = None
         self.bad_csum = False
         self.rewritten = False  # its rewrites are counted on its flow already
+        self.forwarded = False  # this host sent it on (routed, or translated onward)
 
 
 @dataclass
@@ -469,6 +473,7 @@ class Correlator:
         if ev.hook is Hook.TC_EGRESS and rec.direction is Direction.IN:
             if rec.fate is not Fate.FORWARDED:  # on to where the rewrite sent it
                 flow.forwarded += 1
+                rec.forwarded = True
                 self._settle(rec, flow, Fate.FORWARDED)
             return
         handler = self._handlers.get(ev.hook)
@@ -584,7 +589,9 @@ class Correlator:
         if rec.direction is Direction.THROUGH and any(h in ARRIVAL_HOOKS for h in rec.hooks):
             if rec.fate is not Fate.FORWARDED:
                 flow.forwarded += 1
+                rec.forwarded = True
                 self._settle(rec, flow, Fate.FORWARDED)
+            self._answer(ev, route)  # an answer passing back settles what it answers
             return
         if rec.direction is not Direction.OUT:
             return
@@ -600,10 +607,12 @@ class Correlator:
         elif route.rst:
             # Going out, a RST that TCP did not send (no rst-sent event settled the
             # SYN) comes from netfilter's REJECT, which sends it before dropping the
-            # SYN. Coming in, it refuses this host's own SYN.
+            # SYN; unless the SYN was forwarded (or translated to a container): then
+            # the far end reset it, and its RST comes back through here. Coming in,
+            # it refuses this host's own SYN.
             fate = Fate.REJECTED if ev.hook is Hook.TC_EGRESS else Fate.RESET
             self._settle_request(ev, lambda r: r.tcp_flags == TcpFlags.SYN, fate,
-                                 open_only=True)
+                                 open_only=True, if_forwarded=Fate.RESET)
         elif route.echo_reply:
             family = ICMP_FAMILIES[ev.proto]
             self._settle_request(
@@ -611,17 +620,20 @@ class Correlator:
                 (ev.sport, ev.dport), Fate.ANSWERED, same_ports=False)
 
     def _settle_request(self, ev: PacketEvent, matches: Callable[[PacketEvent], bool],
-                        fate: Fate, open_only: bool = False, same_ports: bool = True) -> None:
-        """Settle the newest incoming packet, from the peer ev goes to, that ev answers."""
+                        fate: Fate, open_only: bool = False, same_ports: bool = True,
+                        if_forwarded: Fate | None = None) -> None:
+        """Settle the newest incoming packet, from the peer ev goes to, that ev answers
+        (with `if_forwarded` instead of `fate` if this host had forwarded it)."""
         for rec in reversed(self.requests.get((ev.proto, ev.dst, ev.src), ())):
             first = rec.first
             if same_ports and (first.sport, first.dport) != (ev.dport, ev.sport):
                 continue
             if not matches(first) or rec.fate in FINAL_ANSWERS:
                 continue
-            if open_only and rec.fate not in OPEN_FATES:
+            if open_only and rec.fate not in REFUSABLE:
                 continue
-            self._settle(rec, self.flow_for(first, rec.direction), fate)
+            self._settle(rec, self.flow_for(first, rec.direction),
+                         if_forwarded if rec.forwarded and if_forwarded else fate)
             return
 
     def _settle(self, rec: PacketRecord, flow: Flow, fate: Fate, reason: str | None = None,

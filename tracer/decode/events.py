@@ -302,7 +302,10 @@ class Decoder:
         return PacketEvent(
             ts=self._timestamp(raw.ts_ns),
             hook=hook,
-            iface=self.ifname(raw.ifindex) if raw.ifindex else None,
+            # An interface index is this namespace's to name; another's (a packet
+            # followed into a container) would name the wrong one.
+            iface=self.ifname(raw.ifindex) if raw.ifindex and
+            raw.netns in (0, self.local_netns) else None,
             netns=raw.netns or self.local_netns,
             family=family,
             proto=proto,

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from ..correlate.correlator import UNKNOWN_REASON, Flow
-from ..model.kinds import Fate
+from ..model.kinds import Fate, NatKind
 from ..model.protocols import Proto
 from .causes import Cause
 from .context import next_hop_lines, socket_filter_lines
@@ -173,16 +173,20 @@ def rule_unanswered(ev: Evidence, findings: list[Finding],
     pointers = _pointers(ev)
     for flow in ev.watched:
         silent = flow.syn_fates.get(Fate.UNANSWERED, 0)
+        # Forwarded (or translated to a container) and no answer came back this way.
+        onward = flow.syn_fates.get(Fate.FORWARDED, 0)
         # SYNs freed for a reason that is normal elsewhere: no finding speaks for them.
         freed = {r: n for r, n in flow.syn_drops.items()
                  if (info := reason_info(r)) is not None and info.normal}
         # Answered, yet the handshake never completed (and no rule said why).
         stalled = incomplete(flow)
-        waiting = silent + sum(freed.values()) + stalled
+        waiting = silent + onward + sum(freed.values()) + stalled
         if flow.proto is not Proto.TCP or not waiting or \
                 _explains_unanswered(findings, flow, causes):
             continue
         parts = [f"{silent} got no answer and no drop was reported" if silent else "",
+                 f"{onward} were forwarded{_to_where(flow)} and no answer came back through "
+                 "this host" if onward else "",
                  f"{sum(freed.values())} were freed without a telling reason" if freed else "",
                  f"{stalled} were answered but the handshake never completed" if stalled
                  else ""]
@@ -235,9 +239,17 @@ def _unanswered_echoes(ev: Evidence, findings: list[Finding]) -> list[Finding]:
     return found
 
 
+def _to_where(flow: Flow) -> str:
+    """' to 172.30.0.2:80' where this host's DNAT sent the flow's packets."""
+    dnat = next((r for r in flow.rewrites if r.kind is NatKind.DNAT), None)
+    return f" to {dnat.addr}:{dnat.port}" if dnat is not None else ""
+
+
 def rule_healthy(ev: Evidence) -> list[Finding]:
     """Only when every watched SYN was answered, the connections completed, and
-    nothing was dropped that matters (the caller runs it when no finding is left)."""
+    nothing was dropped that matters (the caller runs it when no finding is left).
+    A SYN this host forwarded is answered only when its answer came back through
+    here: forwarding alone is not an answer."""
     flows = [f for f in ev.watched if f.packets_in or f.packets_out]
     if not flows:
         return []
@@ -248,13 +260,13 @@ def rule_healthy(ev: Evidence) -> list[Finding]:
     packets = sum(f.packets_in + f.packets_out for f in flows)
     tried = sum(attempts(f) for f in flows)
     completed = sum(f.completed for f in flows)
-    if syns and not forwarded and (answered < tried or completed < tried):
+    if syns and (answered < tried or completed < tried):
         return []  # not every connection answered and completed: never healthy
     parts = []
-    if forwarded:  # a router passes SYNs on rather than answering them
-        parts.append(f"{forwarded} packets forwarded")
-    elif syns:
+    if syns:
         parts.append(f"SYNs answered {answered}/{syns}")
+    if forwarded:  # a router or a port mapping passes them on: the answers came back
+        parts.append(f"{forwarded} packets forwarded")
     if established:
         parts.append(f"{established} connections established")
     parts.append(f"{packets} packets in {len(flows)} flows, none dropped for a reason that "

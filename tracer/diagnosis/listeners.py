@@ -3,8 +3,8 @@ a service bound to another address, an accept queue that does not drain."""
 
 from __future__ import annotations
 
-from ..correlate.correlator import NO_SOCKET, Flow
-from ..model.host import ListenerSocket
+from ..correlate.correlator import NO_SOCKET, Flow, Rewrite
+from ..model.host import Backend, ListenerSocket, backend_key
 from ..model.kinds import Fate, NatKind
 from ..model.protocols import PORT_UNREACHABLE, Proto
 from .causes import Cause
@@ -42,13 +42,19 @@ def rule_no_listener(ev: Evidence) -> list[Finding]:
         else:
             answered = flow.icmp_errors_sent.get(PORT_UNREACHABLE[icmp_of(flow)], 0)
             how = "ICMP port unreachable"
-        if not answered or not (no_socket or flow.kernel_resets):
+        dnat = next((r for r in flow.rewrites if r.kind is NatKind.DNAT), None)
+        # A mapped port's refusal comes back from the backend: its kernel's own
+        # events are seen only where the backend is a namespace of this host.
+        if not answered or not (no_socket or flow.kernel_resets or dnat):
             continue
-        elsewhere = listening_elsewhere(ev, flow)
+        backend = backend_of(ev, dnat) if dnat else None
+        if backend is not None and backend_elsewhere(backend):
+            findings.append(_backend_listens_elsewhere(ev, flow, answered, how, backend))
+            continue
+        elsewhere = listening_elsewhere(ev, flow) if not dnat else []
         if elsewhere:
             findings.append(_listens_elsewhere(ev, flow, answered, how, elsewhere))
             continue
-        dnat = next((r for r in flow.rewrites if r.kind is NatKind.DNAT), None)
         where = f"on {dnat.addr}:{dnat.port}, where this host's DNAT sends port " \
             f"{flow.local_port}" if dnat else \
             f"on {proto_label(flow.proto)} port {flow.local_port} here"
@@ -62,6 +68,10 @@ def rule_no_listener(ev: Evidence) -> list[Finding]:
         finding.evidence += contrast(ev, flow, f"refused {answered}/{flow.packets_in} ({how})")
         opt = "t" if flow.proto is Proto.TCP else "u"
         if dnat:
+            if backend is not None:
+                finding.evidence.append(
+                    f"{dnat.addr} is this host's network namespace {backend.netns} (process "
+                    f"{backend.pid} is in it): nothing listens on TCP port {dnat.port} there")
             finding.fix = [f"start the service on {dnat.addr} port {dnat.port} (the container or "
                            "backend behind the mapping), or point the mapping at its port"]
             findings.append(finding)
@@ -76,6 +86,44 @@ def rule_no_listener(ev: Evidence) -> list[Finding]:
 
 
 WILDCARDS = ("0.0.0.0", "::")
+
+
+def backend_of(ev: Evidence, dnat: Rewrite) -> Backend | None:
+    """The local namespace behind a port mapping, as the context read it."""
+    return ev.host.backends.get(backend_key(dnat.addr, dnat.port))
+
+
+def backend_elsewhere(backend: Backend) -> bool:
+    """Whether the backend's listeners on the mapped port all take another address
+    than the one the mapping sends to (its own 127.0.0.1, say)."""
+    takes = {backend.addr, f"::ffff:{backend.addr}", *WILDCARDS}
+    return bool(backend.sockets) and not any(s.addr in takes for s in backend.sockets)
+
+
+def _backend_listens_elsewhere(ev: Evidence, flow: Flow, answered: int, how: str,
+                               backend: Backend) -> Finding:
+    where = ", ".join(s.addr for s in backend.sockets)
+    mapped = backend_key(backend.addr, backend.port)
+    finding = Finding(
+        LOCALHOST_ONLY.id,
+        f"Port {flow.local_port} is mapped to {mapped}, a network namespace of this host "
+        f"(a container), where the service listens on {where} only: the mapped "
+        f"connections are refused ({answered} {what(flow)} from {flow.peer} answered with "
+        f"{how}).", flows=[flow_ref(flow, answered)], count=answered)
+    finding.evidence.append(f"{arrivals(flow)}; {answered} answered with {how} from "
+                            f"{backend.addr}")
+    for sock in backend.sockets:
+        finding.evidence.append(f"in namespace {backend.netns}: listening on "
+                                f"{sock.addr}:{backend.port}: {owners_text(sock)}")
+    finding.evidence += contrast(ev, flow, f"refused {answered}/{flow.packets_in} ({how})")
+    finding.fix = [
+        f"make the service in that namespace listen on {backend.addr} or on every address "
+        f"(0.0.0.0 or ::): a port mapping reaches the container's own address, never its "
+        f"127.0.0.1 (its bind setting, e.g. --bind 0.0.0.0)",
+        f"then verify: nsenter --net=/proc/{backend.pid}/ns/net ss -ltnp "
+        f"'sport = :{backend.port}' shows 0.0.0.0 or {backend.addr}",
+    ]
+    return finding
 
 
 def listening_elsewhere(ev: Evidence, flow: Flow) -> list[ListenerSocket]:

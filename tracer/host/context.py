@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import firewall, netlink, sockets
+from ..model.host import backend_key
+from ..model.kinds import NatKind
+from . import firewall, namespaces, netlink, sockets
 
 MAX_PEERS = 16  # routes and neighbours for the busiest peers only: a scan has thousands
 
@@ -38,7 +40,28 @@ def _peers(flows) -> list[str]:
 
 
 def _rewrite_targets(flows) -> list[str]:
-    return sorted({r.addr for f in flows for r in f.rewrites if r.kind == "dnat"})
+    return sorted({r.addr for f in flows for r in f.rewrites if r.kind is NatKind.DNAT})
+
+
+def backends(flows) -> dict[str, dict]:
+    """The port mappings' targets that are namespaces of this host (containers):
+    which namespace, and what listens on the mapped port there."""
+    found: dict[str, dict] = {}
+    for rewrite in sorted({r for f in flows for r in f.rewrites if r.kind is NatKind.DNAT},
+                          key=lambda r: (r.addr, r.port or 0)):
+        holder = namespaces.holder_of(rewrite.addr)
+        if holder is None or rewrite.port is None:
+            continue
+        inode, pid = holder
+        rows = namespaces.listening(pid, rewrite.port)
+        owners = sockets.socket_owners({row[2] for row in rows})
+        mount = sockets.cgroup2_mount()
+        found[backend_key(rewrite.addr, rewrite.port)] = {
+            "addr": rewrite.addr, "port": rewrite.port, "netns": inode, "pid": pid,
+            "sockets": [{"addr": addr, "accept_queue": queue, "backlog": 0,
+                         "processes": [sockets.process(p, mount) for p in owners.get(ino, [])]}
+                        for addr, queue, ino in rows]}
+    return found
 
 
 def _flow_ifaces(flows) -> set[str]:
@@ -89,4 +112,5 @@ def gather(flows, ports: Iterable[int], checksum_ifaces: Iterable[str] = ()) -> 
         "programs": {i: p for i in sorted(ifaces) if (p := netlink.interface_programs(i))},
         "nat": _safe(firewall.nat_rules, []),
         "offload": {i: netlink.tx_checksum_offload(i) for i in sorted(set(checksum_ifaces))},
+        "backends": _safe(lambda: backends(flows), {}),
     }

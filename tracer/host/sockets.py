@@ -154,7 +154,7 @@ def socket_owners(inodes: set[int], proc: Path = Path("/proc")) -> dict[int, lis
     return owners
 
 
-def _process(pid: int, mount: str | None) -> dict:
+def process(pid: int, mount: str | None) -> dict:
     try:
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
@@ -205,5 +205,5 @@ def listening_sockets(ports: Iterable[int], processes: bool = True) -> dict[str,
         entry["accept_queue"] += row["queue"]
         entry["sockets"].append({
             "addr": row["addr"], "accept_queue": row["queue"], "backlog": row["backlog"],
-            "processes": [_process(pid, mount) for pid in owners.get(row["inode"], [])]})
+            "processes": [process(pid, mount) for pid in owners.get(row["inode"], [])]})
     return found

@@ -97,6 +97,8 @@ def port_mapping(forward: int, target: str = "{backend_ip}") -> tuple[str, ...]:
 
 BACKEND_SERVICE = ("ip netns exec {backend_ns} python3 -m http.server --bind 0.0.0.0 {port} "
                    "--directory {www}")
+BACKEND_LOOPBACK_SERVICE = ("ip netns exec {backend_ns} python3 -m http.server --bind 127.0.0.1 "
+                            "{port} --directory {www}")
 BACKEND_READY = ("ip netns exec {backend_ns} ss -Hltn 'sport = :{port}' | grep -q LISTEN",)
 CURL_NAT_PORT = (
     "ping -c 2 -i 0.3 -W 1 {server_ip}",
@@ -475,6 +477,18 @@ SCENARIOS = {s.name: s for s in (
         setup={"server": port_mapping(1, "{backend_absent}")},
         traffic=("ping -c 2 -i 0.3 -W 1 {server_ip}",
                  "curl -sS -m 5 -o /dev/null http://{server_ip}:{nat_port}/"),
+        watch_port="{nat_port}",
+    ),
+    Scenario(
+        "nat-backend-loopback",
+        "The server maps its port 8100 to a container (DNAT to 172.30.0.2:80) and forwards, "
+        "but the container's service listens on its own 127.0.0.1 only: the container's "
+        "kernel answers each SYN with a RST, which comes back through the server.",
+        expect="localhost-only",
+        setup={"server": port_mapping(1)},
+        services={"server": (BACKEND_LOOPBACK_SERVICE,)},
+        ready={"server": BACKEND_READY},
+        traffic=CURL_NAT_PORT,
         watch_port="{nat_port}",
     ),
     Scenario(

@@ -68,6 +68,25 @@ class Listener:
     sockets: tuple[ListenerSocket, ...] = ()
 
 
+def backend_key(addr: str, port: int | None) -> str:
+    """'172.30.0.2:80', '[fd00::2]:80': how the context names a mapping's target."""
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a port mapping (DNAT) of this host sends packets, when that address
+    is another network namespace of this host (a container): the namespace, and
+    the TCP sockets listening on the mapped port there (read through /proc, the
+    processes holding each; the backlog is not shown there: 0)."""
+
+    addr: str
+    port: int
+    netns: int  # the namespace's inode number
+    pid: int  # a process in it (nsenter --net=/proc/PID/ns/net reaches it)
+    sockets: tuple[ListenerSocket, ...] = ()
+
+
 @dataclass(frozen=True)
 class Program:
     """Another tool's BPF program on an interface."""
@@ -113,3 +132,5 @@ class HostContext:
     nat: tuple[NatRule, ...] = ()
     offload: Mapping[str, Optional[bool]] = field(default_factory=dict)
     firewall: tuple[FirewallRule, ...] = ()  # in the JSON: the counters line's
+    # "ADDR:PORT" -> the local namespace a port mapping sends packets to
+    backends: Mapping[str, Backend] = field(default_factory=dict)
