@@ -118,13 +118,28 @@ MAX_LINE_SHAPES = 4096
 # A float (the time) takes two placeholders: whole seconds and microseconds, as
 # _seconds_text writes it; the skb's address is written in hex, as a string.
 _PLACEHOLDER: dict[object, str] = {float: "%d.%06d", int: "%d", CsumVerdict: '"%s"',
-                                   "skb": '"%#x"'}
+                                   "skb": '"%s"'}
 # Each checksum verdict's name, as bytes (the one per-packet value with a name).
 _VERDICT_BYTES = {verdict: verdict_name(verdict).encode("ascii") for verdict in
                   [*CSUM_NAMES, *(CsumVerdict(n) for n in range(len(CSUM_NAMES) + 1, 256))]}
 
 
 @lru_cache(maxsize=256)
+class _HexCache(dict):  # type: ignore[type-arg]
+    """An skb's address -> its hex text as bytes, made on first use: formatting it
+    costs 130 ns a packet here, the lookup 17 (the kernel reuses a few thousand
+    addresses). Bounded: a long watch starts again."""
+
+    def __missing__(self, skb: int) -> bytes:
+        if len(self) >= 65536:
+            self.clear()
+        text = self[skb] = b"%#x" % skb
+        return text
+
+
+_HEX = _HexCache()
+
+
 def _getter(places: tuple[int, ...], kinds: tuple[object, ...]) -> Callable[[PacketEvent], tuple]:
     """event -> the tuple of the values a template takes, strings as bytes, a time
     as its whole seconds and microseconds: a function written for these places in
@@ -139,8 +154,9 @@ def _getter(places: tuple[int, ...], kinds: tuple[object, ...]) -> Callable[[Pac
             lines.append(f"    s{place}, us{place} = divmod(round(e[{place}] * 1e6), 1_000_000)\n")
             items.append(f"s{place}, us{place}")
         else:
-            items.append(f"V[e[{place}]]" if kind is CsumVerdict else f"e[{place}]")
-    namespace: dict = {"V": _VERDICT_BYTES}
+            items.append(f"V[e[{place}]]" if kind is CsumVerdict else
+                         f"X[e[{place}]]" if kind == "skb" else f"e[{place}]")
+    namespace: dict = {"V": _VERDICT_BYTES, "X": _HEX}
     exec(f"def get(e):\n{''.join(lines)}    return ({', '.join(items)},)\n", namespace)
     return namespace["get"]
 
