@@ -125,7 +125,7 @@ _VERDICT_BYTES = {verdict: verdict_name(verdict).encode("ascii") for verdict in
 
 
 @lru_cache(maxsize=256)
-class _HexCache(dict):  # type: ignore[type-arg]
+class _HexCache(dict[int, bytes]):
     """An skb's address -> its hex text as bytes, made on first use: formatting it
     costs 130 ns a packet here, the lookup 17 (the kernel reuses a few thousand
     addresses). Bounded: a long watch starts again."""
