@@ -102,3 +102,9 @@ def test_icmp_types_are_named_by_their_own_family():
     v4 = dict(proto="icmp", tcp_flags=None, seq=None, ack=None, checksum=None, icmp_code=0)
     assert describe(event(**v4, icmp_type=3)).endswith("unreachable")
     assert describe(event(**v4, icmp_type=11)).endswith("time exceeded")
+
+
+def test_a_drop_the_kernel_names_no_reason_for_says_so():
+    # Kernels before 5.17 give kfree_skb no reason: never 'DROPPED None'.
+    line = event_line(event(hook="drop", reason=None, location="tcp_v4_rcv+0x9", skb="0x1"))
+    assert line.endswith("DROPPED without a reason at tcp_v4_rcv")

@@ -4,11 +4,13 @@ left; the findings ranked by their cause's severity, then by count."""
 
 from __future__ import annotations
 
+from ..correlate.correlator import Flow
 from . import nat
 from .accounting import rule_healthy, rule_reason_table, rule_unanswered, rule_unknown
 from .evidence import Evidence, Finding
 from .locations import inferred_lines
 from .registry import CAUSES, RULES, severity
+from .wording import remote_class
 
 
 def _partial_events_note(ev: Evidence) -> str:
@@ -35,6 +37,25 @@ def _annotate_inferred(ev: Evidence, findings: list[Finding]) -> None:
                 finding.confidence = "medium"
 
 
+def _flows_of(ev: Evidence, finding: Finding) -> list[Flow]:
+    by_id = {flow.id: flow for flow in ev.flows}
+    return [by_id[ref.flow] for ref in finding.flows if ref.flow in by_id]
+
+
+def _remote_only(ev: Evidence, finding: Finding) -> bool:
+    """Whether every flow the finding is about is of the lower class: packets from a
+    peer's watched port, not to the watched service here."""
+    flows = _flows_of(ev, finding)
+    return bool(flows) and all(remote_class(flow, ev.ports) for flow in flows)
+
+
+def _remote_note(ev: Evidence, finding: Finding) -> str:
+    ports = sorted({flow.peer_port for flow in _flows_of(ev, finding) if flow.peer_port})
+    watched = ", ".join(f":{p}" for p in ev.ports)
+    return (f"not the watched service ({watched} on this host): these packets come from "
+            f"port {', '.join(map(str, ports))} on the peer's side, and are listed after it")
+
+
 def diagnose(ev: Evidence) -> list[Finding]:
     """Every finding, the most important first; 'healthy' only when nothing is wrong."""
     findings: list[Finding] = []
@@ -45,7 +66,16 @@ def diagnose(ev: Evidence) -> list[Finding]:
     findings += rule_unanswered(ev, findings, CAUSES)
     if not findings:
         findings = rule_healthy(ev)
-    findings.sort(key=lambda f: (-severity(f.cause), -f.count))
+    # Where this host is the watched service, its findings come first, whatever the
+    # severity of one about packets that only come from a peer's watched port, and
+    # those say so. (On a client, watching its own connections to a port
+    # elsewhere, those packets are the point: ranked as any.)
+    serving = any(flow.local_port in ev.ports for flow in ev.watched)
+    remote = {id(f): serving and _remote_only(ev, f) for f in findings}
+    findings.sort(key=lambda f: (remote[id(f)], -severity(f.cause), -f.count))
+    for finding in findings:
+        if remote[id(finding)]:
+            finding.evidence.insert(0, _remote_note(ev, finding))
     nat.annotate_rewrites(ev, findings)
     _annotate_inferred(ev, findings)
     if ev.lost or ev.sampled:

@@ -126,9 +126,17 @@ def _counts_for(flow: Flow, entry: KernelCount) -> bool:
     this (merged) flow."""
     if not flow.proto.has_ports:
         return True
-    ports = {entry.sport, entry.dport} - {None}
-    wanted = {flow.local_port, flow.peer_port} - {None}
-    return not wanted or bool(ports & wanted)
+    inbound = entry.dst == flow.local
+    local_port, peer_port = (entry.dport, entry.sport) if inbound else \
+        (entry.sport, entry.dport)
+    # The kernel keeps the watched side's port only: the service's own port for a
+    # flow to it, the peer's for one to a watched port elsewhere. A flood whose
+    # source port happens to be the service's is the peer's port, not this flow's.
+    if flow.local_port is not None:
+        return local_port == flow.local_port
+    if flow.peer_port is not None:
+        return peer_port == flow.peer_port
+    return True
 
 
 def exact_counts(flow: Flow, kernel_counts: list[KernelCount]) -> None:

@@ -39,7 +39,6 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
         if not dropped:
             continue
         rejected = flow.fates.get(Fate.REJECTED, 0) + sum(flow.icmp_errors_sent.values())
-        port = flow.local_port
         # The rules whose counters moved and whose own match covers this flow's
         # packets: another flow's rule moving in the same watch is not this one's.
         mine, unclear = flow_rules(ev.firewall, flow)
@@ -86,13 +85,22 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
         elif matched:
             finding.fix = [f"remove or narrow that rule: {delete_command(matched[0].rule)}"]
         else:
-            finding.fix = [
-                f"find the rule: iptables -L -v -n --line-numbers | grep 'dpt:{port}' or "
-                f"nft -a list ruleset | grep 'dport {port}'",
-                "then delete or narrow it",
-            ]
+            finding.fix = [_find_the_rule(flow), "then delete or narrow it"]
         findings.append(finding)
     return findings
+
+
+def _find_the_rule(flow: Flow) -> str:
+    """How to find the rule by hand: by the flow's port on this host, else by the
+    peer's port, else by the peer."""
+    if flow.local_port is not None:
+        iptables, nft = f"dpt:{flow.local_port}", f"dport {flow.local_port}"
+    elif flow.peer_port is not None:
+        iptables, nft = f"spt:{flow.peer_port}", f"sport {flow.peer_port}"
+    else:
+        iptables = nft = flow.peer
+    return (f"find the rule: iptables -L -v -n --line-numbers | grep '{iptables}' or "
+            f"nft -a list ruleset | grep '{nft}'")
 
 
 def flow_rules(rules: Sequence[FirewallRule],

@@ -27,6 +27,7 @@ from .wording import (
     peer_port_text,
     port_text,
     proto_label,
+    remote_class,
     ttls_text,
     what,
 )
@@ -195,7 +196,10 @@ def rule_ttl_expired(ev: Evidence) -> list[Finding]:
 
 
 def rule_never_arrived(ev: Evidence) -> list[Finding]:
-    if any(f.packets_in for f in ev.watched):
+    """Nothing reached the watched service here. Not said where this host is the
+    client (it sent to a peer's watched port): its own packets left."""
+    if any(f.packets_in for f in ev.watched) or \
+            any(f.packets_out for f in ev.watched if remote_class(f, ev.ports)):
         return []
     ports = ", ".join(f":{p}" for p in ev.ports) or "the watched flows"
     finding = Finding(

@@ -27,8 +27,18 @@ def flow_label(flow: Flow) -> str:
 
 
 def port_text(flow: Flow) -> str:
-    """':80', or nothing for a flow without ports."""
-    return f":{flow.local_port}" if flow.local_port is not None else ""
+    """Where the flow's packets go on this host: ':80', or this host's address for a
+    flow without a local port of its own (ICMP; packets to any port from a peer's
+    watched port), never an empty word."""
+    return f":{flow.local_port}" if flow.local_port is not None else flow.local
+
+
+def remote_class(flow: Flow, ports: tuple[int, ...]) -> bool:
+    """Whether the flow is one whose watched port is the peer's, not this host's:
+    `watch --port N` is about the service on N here; a peer's packets from its own
+    port N (a flood whose source port happens to be N, this host's own client
+    connections to N elsewhere) are a lower class of flow."""
+    return bool(ports) and flow.local_port not in ports and flow.peer_port in ports
 
 
 def peer_port_text(flow: Flow) -> str:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from typing import TextIO
 
-from ..correlate.correlator import Flow
+from ..correlate.correlator import UNKNOWN_REASON, Flow
 from ..decode.events import Decoded, PacketEvent, WatchStats
 from ..diagnosis.evidence import Finding
 from ..diagnosis.wording import flow_label, proto_label
@@ -72,6 +72,13 @@ _ON_THE_WIRE = {Hook.XDP: "arrived xdp", Hook.TC_INGRESS: "arrived tc", Hook.TC_
 _WORTH_SAYING = (CsumVerdict.BAD, CsumVerdict.PSEUDO)
 
 
+def _reason_text(reason: str | None) -> str:
+    """A drop reason as the kernel named it, or what it means that it named none
+    (kernels before 5.17 give the tracepoint no reason: the diagnosis tells it
+    from the place)."""
+    return "without a reason" if reason in (None, UNKNOWN_REASON) else str(reason)
+
+
 def _tail(ev: PacketEvent) -> str:
     """What happened to the packet at this hook, in words."""
     hook = ev.hook
@@ -82,7 +89,8 @@ def _tail(ev: PacketEvent) -> str:
             tail += f" csum {verdict_name(ev.checksum)}"
         return tail
     if hook is Hook.KFREE_SKB:
-        return f"DROPPED {ev.reason} at {ev.location.function if ev.location else '?'}"
+        where = ev.location.function if ev.location else "an unknown place"
+        return f"DROPPED {_reason_text(ev.reason)} at {where}"
     if hook is Hook.TCP_SEND_RESET:
         return "answered by the kernel with RST"
     if hook is Hook.ICMP_SEND:
@@ -204,7 +212,8 @@ class HumanOutput:
         fates = ", ".join(f"{k} {v}" for k, v in flow.fates.items() if v)
         if fates:
             parts.append(f"fates: {fates}")
-        drops = ", ".join(f"{k} {v}" for k, v in flow.drops.items())
+        drops = ", ".join(f"{v} {_reason_text(k)}" if k == UNKNOWN_REASON else f"{k} {v}"
+                          for k, v in flow.drops.items())
         if drops:
             parts.append(f"drops: {drops}")
         self._wrapped("; ".join(parts), "     ")
