@@ -146,3 +146,18 @@ def test_the_noisy_servers_texts_say_no_none_either():
     texts = [text for finding in _noisy_server()
              for text in (finding.summary, *finding.evidence, *finding.fix)]
     assert [text for text in texts if EMPTY.search(text)] == []
+
+
+def test_answers_this_host_drops_on_the_way_out_are_not_sent():
+    # Recorded live: another tool's tc program at the server's egress drops its
+    # SYN-ACKs (TC_EGRESS in __dev_queue_xmit, on the server): dropped here, by that
+    # program, never 'sent', and no guess at the path back.
+    lines = _explain(DATA / "lab" / "tc-egress-drop.jsonl")
+    findings = lines[-1]["findings"]
+    assert [f["cause"] for f in findings] == ["tc-drop"]
+    top = findings[0]
+    assert "drops its own SYN-ACKs on the way out" in top["summary"]
+    assert "tc egress program on eth0: drop_synack" in top["evidence"]
+    (flow,) = [line for line in lines if line["kind"] == "flow" and line["proto"] == "tcp"]
+    assert flow["drops_out"] == {"TC_EGRESS": flow["synack_out"]}
+    assert "answered" not in flow["syn_fates"] and flow["syn_fates"]["answer-dropped"] > 0

@@ -40,6 +40,7 @@ _IN = Direction.IN
 _OUT = Direction.OUT
 _THROUGH = Direction.THROUGH
 _ANSWERED = Fate.ANSWERED
+_ANSWER_DROPPED = Fate.ANSWER_DROPPED
 _DELIVERED = Fate.DELIVERED
 _DROPPED = Fate.DROPPED
 _FORWARDED = Fate.FORWARDED
@@ -177,7 +178,7 @@ class PacketRecord:
     the correlator."""
 
     __slots__ = ("key", "first", "direction", "request", "syn", "hooks", "fate",
-                 "reason", "location", "bad_csum", "rewritten", "forwarded")
+                 "reason", "location", "bad_csum", "rewritten", "forwarded", "answers")
 
     def __init__(self, key: PacketKey, first: PacketEvent, direction: Direction,
                  request: bool = False, syn: bool = False):
@@ -193,6 +194,7 @@ class PacketRecord:
         self.bad_csum = False
         self.rewritten = False  # its rewrites are counted on its flow already
         self.forwarded = False  # this host sent it on (routed, or translated onward)
+        self.answers: PacketRecord | None = None  # the request this packet answered
 
 
 @dataclass
@@ -228,6 +230,9 @@ class Flow:
     drop_locations: Counter[str] = field(default_factory=Counter)  # function -> count
     drop_sites: Counter[DropSite] = field(default_factory=Counter)
     drop_ifaces: Counter[str] = field(default_factory=Counter)  # interface of dropped packets
+    # reason -> packets this host sent (its answers) that it dropped itself, on the
+    # way out: they are in `drops` too
+    drops_out: Counter[str] = field(default_factory=Counter)
     syn_drops: Counter[str] = field(default_factory=Counter)  # reason -> SYNs dropped for it
     icmp_errors_sent: Counter[IcmpCode] = field(default_factory=Counter)
     arrived_on: Counter[Arrival] = field(default_factory=Counter)
@@ -602,7 +607,7 @@ class Correlator:
         if checksum:
             flow.checksums[checksum] += 1
         if route.answers and rec.direction is _IN:
-            self._answer(ev, route)  # an answer to what this host sent (a client's SYN)
+            self._answer(ev, route, rec)  # an answer to what this host sent (a client's SYN)
 
     def _on_tc_egress(self, rec: PacketRecord, flow: Flow, ev: PacketEvent,
                       route: Route) -> None:
@@ -611,19 +616,19 @@ class Correlator:
                 flow.forwarded += 1
                 rec.forwarded = True
                 self._settle(rec, flow, _FORWARDED)
-            self._answer(ev, route)  # an answer passing back settles what it answers
+            self._answer(ev, route, rec)  # an answer passing back settles what it answers
             return
         if rec.direction is not _OUT:
             return
         self._settle(rec, flow, _SENT)
-        self._answer(ev, route)
+        self._answer(ev, route, rec)
 
-    def _answer(self, ev: PacketEvent, route: Route) -> None:
+    def _answer(self, ev: PacketEvent, route: Route, rec: PacketRecord) -> None:
         """An outgoing packet may settle the fate of the incoming one it answers."""
         if route.synack:
             want_seq = (ev.ack - 1) & 0xFFFFFFFF if ev.ack is not None else None
-            self._settle_request(ev, lambda r: r.tcp_flags == TcpFlags.SYN and
-                                 r.seq == want_seq, _ANSWERED)
+            rec.answers = self._settle_request(ev, lambda r: r.tcp_flags == TcpFlags.SYN and
+                                               r.seq == want_seq, _ANSWERED)
         elif route.rst:
             # Going out, a RST that TCP did not send (no rst-sent event settled the
             # SYN) comes from netfilter's REJECT, which sends it before dropping the
@@ -635,15 +640,16 @@ class Correlator:
                                  open_only=True, if_forwarded=_RESET)
         elif route.echo_reply:
             family = ICMP_FAMILIES[ev.proto]
-            self._settle_request(
+            rec.answers = self._settle_request(
                 ev, lambda r: r.icmp_type == family.echo_request and (r.sport, r.dport) ==
                 (ev.sport, ev.dport), _ANSWERED, same_ports=False)
 
     def _settle_request(self, ev: PacketEvent, matches: Callable[[PacketEvent], bool],
                         fate: Fate, open_only: bool = False, same_ports: bool = True,
-                        if_forwarded: Fate | None = None) -> None:
+                        if_forwarded: Fate | None = None) -> PacketRecord | None:
         """Settle the newest incoming packet, from the peer ev goes to, that ev answers
-        (with `if_forwarded` instead of `fate` if this host had forwarded it)."""
+        (with `if_forwarded` instead of `fate` if this host had forwarded it); that
+        packet's record, or None."""
         for rec in reversed(self.requests.get((ev.proto, ev.dst, ev.src), ())):
             first = rec.first
             if same_ports and (first.sport, first.dport) != (ev.dport, ev.sport):
@@ -654,7 +660,8 @@ class Correlator:
                 continue
             self._settle(rec, self.flow_for(first, rec.direction),
                          if_forwarded if rec.forwarded and if_forwarded else fate)
-            return
+            return rec
+        return None
 
     def _settle(self, rec: PacketRecord, flow: Flow, fate: Fate, reason: str | None = None,
                 location: Location | None = None) -> None:
@@ -687,6 +694,12 @@ class Correlator:
         flow.drop_sites[site] += 1
         if ev.iface:
             flow.drop_ifaces[ev.iface] += 1
+        if rec.direction is _OUT:
+            flow.drops_out[site.reason] += 1
+            request = rec.answers
+            if request is not None and request.fate is _ANSWERED:  # it never left
+                self._settle(request, self.flow_for(request.first, request.direction),
+                             _ANSWER_DROPPED)
         if rec.syn and rec.fate in OPEN_FATES:
             flow.syn_drops[site.reason] += 1
         if rec.fate is _REJECTED and func in TCP_RECEIVE and \

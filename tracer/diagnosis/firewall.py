@@ -35,8 +35,10 @@ CAUSES = (FIREWALL_DROP, RP_FILTER, CONNTRACK_FULL, CONNTRACK_INVALID, FIREWALL_
 def rule_firewall(ev: Evidence) -> list[Finding]:
     findings = []
     for flow in ev.watched:
-        dropped = flow.drops.get(NETFILTER_DROP, 0)
-        if not dropped:
+        # The packets coming in: this host's own answers dropped on the way out are
+        # paths.rule_answers_dropped_here's.
+        dropped = flow.drops.get(NETFILTER_DROP, 0) - flow.drops_out.get(NETFILTER_DROP, 0)
+        if dropped <= 0:
             continue
         rejected = flow.fates.get(Fate.REJECTED, 0) + sum(flow.icmp_errors_sent.values())
         # The rules whose counters moved and whose own match covers this flow's

@@ -31,7 +31,8 @@ def rule_answers_lost(ev: Evidence) -> list[Finding]:
     for flow in ev.watched:
         lost = incomplete(flow)
         retried = flow.syn_retrans_in or flow.synack_retrans_out
-        if flow.proto is not Proto.TCP or not lost or not retried or flow.acks_in:
+        if flow.proto is not Proto.TCP or not lost or not retried or flow.acks_in or \
+                flow.drops_out:  # dropped here, on the way out: another rule's
             continue
         finding = Finding(
             ANSWERS_LOST.id,

@@ -16,6 +16,7 @@ from .causes import Cause, table_cause
 from .evidence import Evidence, Finding
 from .firewall import RP_FILTER
 from .origin import forged_sentence, hop_of, ttl_story, usual_hop
+from .tables import fill, reason_info
 from .wording import (
     arrivals,
     contrast,
@@ -30,6 +31,7 @@ from .wording import (
     remote_class,
     ttls_text,
     what,
+    where_dropped,
 )
 
 Rule = Callable[[Evidence], list[Finding]]
@@ -287,6 +289,57 @@ def _error_from_path(flow: Flow, error: ErrorIn, count: int, own: int | None) ->
             fix=[f"find the device at hop {hop_of(ttl)}: pktfate probe {flow.peer} --port "
                  f"{flow.peer_port or '<port>'}/{flow.proto}"])]
     return []
+
+
+def rule_answers_dropped_here(ev: Evidence) -> list[Finding]:
+    """This host's own answers (SYN-ACKs, RSTs, replies) that it dropped itself on
+    the way out: a tc program or qdisc at egress, an OUTPUT rule, a route or a
+    neighbour that failed. Not 'sent': the peer never sees them."""
+    findings = []
+    for flow in ev.watched:
+        for reason, dropped in flow.drops_out.most_common():
+            info = reason_info(reason)
+            if info is None or info.normal:
+                continue
+            findings.append(_answers_dropped(ev, flow, reason, dropped, info.cause))
+    return findings
+
+
+def _answers_dropped(ev: Evidence, flow: Flow, reason: str, dropped: int,
+                     cause: str) -> Finding:
+    info = reason_info(reason)
+    assert info is not None
+    answers = "SYN-ACKs" if flow.synack_out else "answers"
+    iface = _way_out(ev, flow)
+    finding = Finding(
+        cause,
+        f"This host answers {what(flow)} from {flow.peer} to {port_text(flow)}, but drops its "
+        f"own {answers} on the way out ({dropped}/{flow.packets_out}): {info.meaning}.",
+        flows=[flow_ref(flow, dropped)], count=dropped)
+    finding.evidence.append(
+        f"{arrivals(flow)}; {flow.packets_out} sent by this host ({flow.synack_out} SYN-ACKs), "
+        f"{dropped} of them dropped here{where_dropped(flow, reason)} with reason {reason}, "
+        "after they left the socket: the peer never sees them")
+    finding.evidence += _egress_programs(ev, iface)
+    finding.evidence += contrast(ev, flow, f"answers dropped here {dropped}/{flow.packets_out}")
+    values = {"iface": iface, "port": flow.local_port, "src": flow.local, "dst": flow.peer}
+    finding.fix = [f"look: {fill(info.look, **values)}", fill(info.fix, **values)]
+    return finding
+
+
+def _way_out(ev: Evidence, flow: Flow) -> str:
+    """The interface this host's answers to the peer leave by."""
+    route = ev.routes.get(flow.peer)
+    if route is not None and route.oif:
+        return route.oif
+    return next(iter(flow.drop_ifaces), "<iface>")
+
+
+def _egress_programs(ev: Evidence, iface: str) -> list[str]:
+    """Other tools' programs at the interface's egress, as the context read them."""
+    programs = ev.programs.get(iface, {}).get("tc-egress", ())
+    return [f"tc egress program on {iface}: {prog.name}"
+            + (f" (id {prog.id})" if prog.id is not None else "") for prog in programs]
 
 
 CAUSES = (TCP_BAD_CHECKSUM, UDP_BAD_CHECKSUM, IP_BAD_CHECKSUM, TTL_EXPIRED, NEVER_ARRIVED,

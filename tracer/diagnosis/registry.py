@@ -29,6 +29,9 @@ RULES: tuple[Rule, ...] = (
     Rule(paths.rule_rp_filter, (firewall.RP_FILTER,)),
     Rule(paths.rule_ttl_expired, (paths.TTL_EXPIRED,)),
     Rule(paths.rule_never_arrived, (paths.NEVER_ARRIVED,)),
+    Rule(paths.rule_answers_dropped_here, tuple(
+        table_cause(c) for c in ("tc-drop", "qdisc-drop", "neighbour-failed", "no-route")) +
+        (firewall.FIREWALL_DROP,)),
     Rule(paths.rule_answers_from_path, (paths.FORGED_RESET, paths.FORGED_ICMP_ERROR,
                                         paths.REFUSED_ON_PATH)),
     Rule(handshakes.rule_answers_lost, (handshakes.ANSWERS_LOST,)),

@@ -142,6 +142,8 @@ class HostLab(Lab):
         self.sh(self.role, f"ip route del blackhole {ADDRESSES['spoofed_net']}", check=False)
         self.sh(self.role, "sysctl -qw net.netfilter.nf_conntrack_tcp_loose=1", check=False)
         self.sh(self.role, f"ip link del {SPOOFED_ROUTE_LINK}", check=False)
+        for name in base["mtu"]:  # another tool's tc filters (tc-egress-drop)
+            self.sh(self.role, f"tc qdisc del dev {name} clsact", check=False)
         for name, mtu in base["mtu"].items():
             self.sh(self.role, f"ip link set {name} mtu {mtu}")
             self.sh(self.role, f"ip link set {name} xdpgeneric off", check=False)

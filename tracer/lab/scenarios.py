@@ -75,6 +75,22 @@ XDP_DROP_SERVICE = (
     "return XDP_DROP; return XDP_PASS; }}'); "
     "b.attach_xdp('{server_if}', b.load_func('drop_port', BPF.XDP), BPF.XDP_FLAGS_SKB_MODE); "
     "time.sleep(86400)\"")
+# Another tool's tc program on the server's egress that drops the SYN-ACKs of {port}
+# (IPv4 without options): a cls_bpf filter on a clsact qdisc, loaded with bcc and
+# attached with pyroute2 by the lab's interpreter (which sees both). The filter
+# stays with the interface after the process ends; the namespace goes with the lab.
+TC_EGRESS_DROP_SERVICE = (
+    "{python} -c \"import time; from bcc import BPF; from pyroute2 import IPRoute; "
+    "b = BPF(text='int drop_synack(struct __sk_buff *s) {{ "
+    "unsigned char *p = (void *)(long)s->data; "
+    "if ((void *)(p + 48) > (void *)(long)s->data_end) return 0; "
+    "if (p[12] == 8 && p[13] == 0 && p[23] == 6 && p[34] == 0 && p[35] == {port} "
+    "&& (p[47] & 0x12) == 0x12) return 2; return 0; }}'); "
+    "f = b.load_func('drop_synack', BPF.SCHED_CLS); ip = IPRoute(); "
+    "i = ip.link_lookup(ifname='{server_if}')[0]; ip.tc('add', 'clsact', i); "
+    "ip.tc('add-filter', 'bpf', i, ':1', fd=f.fd, name=f.name, parent='ffff:fff3', "
+    "classid=1, direct_action=True); time.sleep(86400)\"")
+TC_EGRESS_READY = ("tc filter show dev {server_if} egress | grep -q drop_synack",)
 # The server maps its port {nat_port} to a container, as Docker's -p does: a
 # namespace behind a veth, and a DNAT rule. `ip netns add` inside the server's
 # namespace makes a namespace like any other; the veth's far end goes into it.
@@ -264,6 +280,15 @@ SCENARIOS = {s.name: s for s in (
         expect="xdp-drop",
         services={"server": (HTTP_SERVICE, XDP_DROP_SERVICE)},
         ready={"server": ("ip link show {server_if} | grep -q xdp",)},
+    ),
+    Scenario(
+        "tc-egress-drop",
+        "Another tool's tc program on the server's egress drops the SYN-ACKs of :80: the "
+        "server answers every SYN, and its answers never leave (TC_EGRESS in "
+        "__dev_queue_xmit, on the server itself).",
+        expect="tc-drop",
+        services={"server": (HTTP_SERVICE, TC_EGRESS_DROP_SERVICE)},
+        ready={"server": TC_EGRESS_READY},
     ),
     Scenario(
         "no-route",

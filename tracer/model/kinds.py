@@ -74,6 +74,7 @@ class Fate(TextEnum):
     REJECTED = "rejected"
     DROPPED = "dropped"
     ANSWERED = "answered"
+    ANSWER_DROPPED = "answer-dropped"  # answered, and this host dropped the answer itself
     FORWARDED = "forwarded"
     DELIVERED = "delivered"
     SENT = "sent"
@@ -86,8 +87,8 @@ class Fate(TextEnum):
 
 
 FATE_RANK = {Fate.RESET: 6, Fate.ICMP_ERROR: 6, Fate.REJECTED: 6, Fate.DROPPED: 5,
-             Fate.ANSWERED: 4, Fate.FORWARDED: 3, Fate.DELIVERED: 2, Fate.SENT: 1,
-             Fate.UNANSWERED: 0, Fate.NOT_FORWARDED: 0}
+             Fate.ANSWERED: 4, Fate.ANSWER_DROPPED: 4, Fate.FORWARDED: 3, Fate.DELIVERED: 2,
+             Fate.SENT: 1, Fate.UNANSWERED: 0, Fate.NOT_FORWARDED: 0}
 # A request's fates that end it: an answer or a refusal.
 FINAL_ANSWERS = frozenset({Fate.ANSWERED, Fate.REJECTED, Fate.RESET})
 
