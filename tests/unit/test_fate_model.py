@@ -161,3 +161,27 @@ def test_answers_this_host_drops_on_the_way_out_are_not_sent():
     (flow,) = [line for line in lines if line["kind"] == "flow" and line["proto"] == "tcp"]
     assert flow["drops_out"] == {"TC_EGRESS": flow["synack_out"]}
     assert "answered" not in flow["syn_fates"] and flow["syn_fates"]["answer-dropped"] > 0
+
+
+def test_a_default_deny_chain_gets_an_accept_rule_not_a_grep_for_a_port():
+    # Recorded live: INPUT's policy DROP (what ufw and firewalld leave), no rule
+    # naming :80. The policy's counter moved; the fix lets the service in.
+    findings = _explain(DATA / "lab" / "default-deny.jsonl")[-1]["findings"]
+    top = findings[0]
+    assert top["cause"] == "firewall-drop"
+    assert any(line.startswith("the INPUT chain's policy is DROP") for line in top["evidence"])
+    assert top["fix"][0].startswith("let it in ahead of the policy: iptables -I INPUT -p tcp "
+                                    "--dport 80 -j ACCEPT")
+    assert not any("grep" in fix for fix in top["fix"])
+
+
+def test_a_chains_policy_is_read_with_its_counter():
+    from pktfate.host.firewall import chain_of, is_policy, moved_verdict_rules, parse_iptables_save
+
+    before = parse_iptables_save("*filter\n:INPUT DROP [2:120]\n:OUTPUT ACCEPT [9:540]\n"
+                                 "[0:0] -A INPUT -p icmp -j ACCEPT\nCOMMIT\n")
+    after = parse_iptables_save("*filter\n:INPUT DROP [5:300]\n:OUTPUT ACCEPT [12:720]\n"
+                                "[4:240] -A INPUT -p icmp -j ACCEPT\nCOMMIT\n")
+    (moved,) = moved_verdict_rules(before, after)
+    assert moved == {"rule": "iptables -t filter -P INPUT DROP", "packets": 3, "verdict": "DROP"}
+    assert is_policy(moved["rule"]) and chain_of(moved["rule"]) == "INPUT"

@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..correlate.correlator import Flow
-from ..host.firewall import attribute, delete_command
+from ..host.firewall import attribute, chain_of, delete_command, is_policy
 from ..model.host import FirewallRule
 from ..model.kinds import Fate
 from ..model.protocols import proto_name
 from .causes import Cause
 from .evidence import Evidence, Finding
-from .wording import contrast, dropped_line, flow_ref, iface_of, port_text, what
+from .wording import contrast, dropped_line, flow_ref, iface_of, port_text, proto_label, what
 
 NETFILTER_DROP = "NETFILTER_DROP"  # the kernel's reason for whatever netfilter drops
 
@@ -71,25 +71,57 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
                                                   ", nothing sent back"))
         finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
                                                "(NETFILTER_DROP)")
-        verdict = "REJECT" if rejected else "DROP"
-        matched = [r for r in mine if r.verdict == verdict]
-        for fw in matched[:3]:
-            finding.evidence.append(f"rule that matched {fw.packets} packets during the "
-                                    f"watch: {fw.rule}")
-        if not matched:
-            for fw in [r for r in unclear if r.verdict == verdict][:3]:
-                finding.evidence.append(
-                    f"rule whose counter moved ({fw.packets} packets) during the watch, "
-                    f"though pktfate cannot tell from its match whether it is this flow's: "
-                    f"{fw.rule}")
-        if finding.cause in (CONNTRACK_INVALID.id, RP_FILTER.id, CONNTRACK_FULL.id):
-            pass  # its own fix: the rule does what it should; the route or state is off
-        elif matched:
-            finding.fix = [f"remove or narrow that rule: {delete_command(matched[0].rule)}"]
-        else:
-            finding.fix = [_find_the_rule(flow), "then delete or narrow it"]
+        _name_the_rule(finding, flow, mine, unclear, "REJECT" if rejected else "DROP")
         findings.append(finding)
     return findings
+
+
+def _name_the_rule(finding: Finding, flow: Flow, mine: list[FirewallRule],
+                   unclear: list[FirewallRule], verdict: str) -> None:
+    """The rules that dropped the flow's packets, in the evidence, and the fix: a
+    rule's removal, or an ACCEPT rule ahead of a chain's policy. A rule of its own
+    comes before a policy, which also counts other flows' packets."""
+    matched = sorted((r for r in mine if r.verdict == verdict), key=lambda r: is_policy(r.rule))
+    for fw in matched[:3]:
+        finding.evidence.append(_matched_line(fw, flow))
+    if not matched:
+        for fw in [r for r in unclear if r.verdict == verdict][:3]:
+            finding.evidence.append(
+                f"rule whose counter moved ({fw.packets} packets) during the watch, "
+                f"though pktfate cannot tell from its match whether it is this flow's: "
+                f"{fw.rule}")
+    if finding.cause in (CONNTRACK_INVALID.id, RP_FILTER.id, CONNTRACK_FULL.id):
+        return  # its own fix: the rule does what it should; the route or state is off
+    if matched and is_policy(matched[0].rule):
+        finding.fix = _accept_fix(matched[0], flow)
+    elif matched:
+        finding.fix = [f"remove or narrow that rule: {delete_command(matched[0].rule)}"]
+    else:
+        finding.fix = [_find_the_rule(flow), "then delete or narrow it"]
+
+
+def _matched_line(rule: FirewallRule, flow: Flow) -> str:
+    if is_policy(rule.rule):
+        return (f"the {chain_of(rule.rule)} chain's policy is {rule.verdict}: it dropped "
+                f"{rule.packets} packets during the watch, those no rule of the chain "
+                f"accepted ({rule.rule}); no rule accepts {proto_label(flow.proto)} "
+                f"{port_text(flow)}")
+    return f"rule that matched {rule.packets} packets during the watch: {rule.rule}"
+
+
+def _accept_fix(policy: FirewallRule, flow: Flow) -> list[str]:
+    """A default-deny chain: the fix is a rule that lets the service in, not the
+    policy's removal."""
+    tool = policy.rule.split()[0]
+    proto = proto_name(flow.proto)
+    port = flow.local_port
+    chain = chain_of(policy.rule)
+    allow = f"-p {proto} --dport {port}" if port is not None else f"-s {flow.peer}"
+    return [f"let it in ahead of the policy: {tool} -I {chain} {allow} -j ACCEPT (with ufw: "
+            f"ufw allow {port}/{proto}; with firewalld: firewall-cmd --add-port={port}/{proto}"
+            " and --permanent)" if port is not None else
+            f"let it in ahead of the policy: {tool} -I {chain} {allow} -j ACCEPT",
+            f"then verify: {tool} -L {chain} -v -n shows the ACCEPT rule counting"]
 
 
 def _find_the_rule(flow: Flow) -> str:

@@ -18,12 +18,16 @@ R = TypeVar("R")
 
 VERDICTS = ("DROP", "REJECT", "drop", "reject")
 _IPT_RULE = re.compile(r"^\[(\d+):(\d+)\] (-A \S+ .*)$")
+# A built-in chain's policy and the packets it decided: ':INPUT DROP [12:720]'.
+_IPT_POLICY = re.compile(r"^:(\S+) (ACCEPT|DROP) \[(\d+):\d+\]$")
 _NFT_COUNTER = re.compile(r"\s*counter packets (\d+) bytes \d+")
 _NFT_HANDLE = re.compile(r"\s*# handle \d+$")
 
 
 def parse_iptables_save(text: str, family: str = "ip") -> dict[str, int]:
-    """'iptables -t TABLE -A CHAIN ...' -> packets, for each rule of `iptables-save -c`."""
+    """'iptables -t TABLE -A CHAIN ...' -> packets, for each rule of `iptables-save -c`;
+    a built-in chain's policy as 'iptables -t TABLE -P CHAIN DROP', with the packets
+    no rule of the chain decided (what a default-deny firewall drops)."""
     rules: dict[str, int] = {}
     table = "filter"
     tool = "iptables" if family == "ip" else "ip6tables"
@@ -34,6 +38,11 @@ def parse_iptables_save(text: str, family: str = "ip") -> dict[str, int]:
         match = _IPT_RULE.match(line)
         if match:
             rules[f"{tool} -t {table} {match.group(3)}"] = int(match.group(1))
+            continue
+        policy = _IPT_POLICY.match(line)
+        if policy:
+            chain, verdict, packets = policy.groups()
+            rules[f"{tool} -t {table} -P {chain} {verdict}"] = int(packets)
     return rules
 
 
@@ -286,7 +295,15 @@ def chain_of(rule: str) -> str:
     if rule.startswith("nft table "):
         return rule.split(" chain ", 1)[1].split(":", 1)[0] if " chain " in rule else ""
     words = rule.split()
-    return words[words.index("-A") + 1] if "-A" in words[:-1] else ""
+    for verb in ("-A", "-P"):  # a rule, or the chain's policy
+        if verb in words[:-1]:
+            return words[words.index(verb) + 1]
+    return ""
+
+
+def is_policy(rule: str) -> bool:
+    """Whether it is a chain's policy ('iptables -t filter -P INPUT DROP')."""
+    return " -P " in rule
 
 
 def covers(rule: str, packet: dict) -> bool | None:

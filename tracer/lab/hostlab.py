@@ -131,6 +131,7 @@ class HostLab(Lab):
         self.stop_processes()
         self._forget()
         for chain in ("INPUT", "FORWARD", "OUTPUT"):
+            self.sh(self.role, f"iptables -P {chain} ACCEPT", check=False)  # default-deny
             self.sh(self.role, f"iptables -F {chain}", check=False)
             self.sh(self.role, f"ip6tables -F {chain}", check=False)
         self.sh(self.role, "ip6tables -t raw -F PREROUTING", check=False)

@@ -282,6 +282,19 @@ SCENARIOS = {s.name: s for s in (
         ready={"server": ("ip link show {server_if} | grep -q xdp",)},
     ),
     Scenario(
+        "default-deny",
+        "The server's INPUT chain drops by policy (what ufw and firewalld leave): ping and "
+        "established connections are accepted, no rule names :80, and its SYNs fall to the "
+        "policy, silently.",
+        expect="firewall-drop",
+        setup={"server": ("iptables -A INPUT -i lo -j ACCEPT",
+                          "iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED "
+                          "-j ACCEPT",
+                          "iptables -A INPUT -p icmp -j ACCEPT",
+                          "iptables -P INPUT DROP")},
+        services={"server": (HTTP_SERVICE,)},
+    ),
+    Scenario(
         "tc-egress-drop",
         "Another tool's tc program on the server's egress drops the SYN-ACKs of :80: the "
         "server answers every SYN, and its answers never leave (TC_EGRESS in "
