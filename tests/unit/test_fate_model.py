@@ -118,7 +118,10 @@ def test_a_flood_from_the_watched_port_neither_leads_nor_changes_the_services_co
     assert (flood.cause, flood.count) == ("firewall-drop", 82)
     assert flood.evidence[0].startswith("not the watched service (:8118 on this host): these "
                                         "packets come from port 8118 on the peer's side")
-    assert "grep 'spt:8118'" in flood.fix[0]
+    # Its rule is the one that moved without matching the service: :9999's.
+    assert flood.fix == ["if these packets should pass, the rule whose counter moved may be "
+                         "the one: iptables -t filter -D INPUT -p tcp -m tcp --dport 9999 -j "
+                         "DROP removes it"]
 
 
 # Words that say a value was missing where text was made of it.
@@ -185,3 +188,20 @@ def test_a_chains_policy_is_read_with_its_counter():
     (moved,) = moved_verdict_rules(before, after)
     assert moved == {"rule": "iptables -t filter -P INPUT DROP", "packets": 3, "verdict": "DROP"}
     assert is_policy(moved["rule"]) and chain_of(moved["rule"]) == "INPUT"
+
+
+def test_a_busy_servers_service_leads_with_its_own_count_live():
+    # Recorded live (busy-server): 200 SYNs from the client's port 8118 to a
+    # firewalled :9999, UDP and ACKs from it to closed ports, and curl to :8118,
+    # whose SYNs the firewall drops.
+    lines = _explain(DATA / "lab" / "busy-server.jsonl")
+    recorded = [json.loads(line) for line in
+                (DATA / "lab" / "busy-server.jsonl").read_text().splitlines()]
+    syns = [p for p in recorded if p["kind"] == "packet" and p["hook"] == "tc-ingress" and
+            p["dport"] == 8118 and p["tcp_flags"] == "S"]
+    findings = lines[-1]["findings"]
+    top = findings[0]
+    assert (top["cause"], top["count"]) == ("firewall-drop", len(syns))
+    assert top["fix"] == ["remove or narrow that rule: iptables -t filter -D INPUT -p tcp -m "
+                          "tcp --dport 8118 -j DROP"]
+    assert all(f["evidence"][0].startswith("not the watched service") for f in findings[1:])

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..correlate.correlator import Flow
-from ..host.firewall import attribute, chain_of, delete_command, is_policy
+from ..host.firewall import ANY, attribute, chain_of, delete_command, is_policy
 from ..model.host import FirewallRule
 from ..model.kinds import Fate
 from ..model.protocols import proto_name
@@ -34,6 +34,9 @@ CAUSES = (FIREWALL_DROP, RP_FILTER, CONNTRACK_FULL, CONNTRACK_INVALID, FIREWALL_
 
 def rule_firewall(ev: Evidence) -> list[Finding]:
     findings = []
+    # Rules whose match covers some watched flow for certain: not another flow's
+    # 'perhaps' (a flood from the service's port is not dropped by the service's rule).
+    claimed = {rule for flow in ev.watched for rule in flow_rules(ev.firewall, flow)[0]}
     for flow in ev.watched:
         # The packets coming in: this host's own answers dropped on the way out are
         # paths.rule_answers_dropped_here's.
@@ -44,6 +47,7 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
         # The rules whose counters moved and whose own match covers this flow's
         # packets: another flow's rule moving in the same watch is not this one's.
         mine, unclear = flow_rules(ev.firewall, flow)
+        unclear = sorted((r for r in unclear if r not in claimed), key=lambda r: -r.packets)
         if rejected:
             finding = Finding(
                 FIREWALL_REJECT.id,
@@ -96,6 +100,9 @@ def _name_the_rule(finding: Finding, flow: Flow, mine: list[FirewallRule],
         finding.fix = _accept_fix(matched[0], flow)
     elif matched:
         finding.fix = [f"remove or narrow that rule: {delete_command(matched[0].rule)}"]
+    elif unclear_moved := [r for r in unclear if r.verdict == verdict]:
+        finding.fix = ["if these packets should pass, the rule whose counter moved may be "
+                       f"the one: {delete_command(unclear_moved[0].rule)} removes it"]
     else:
         finding.fix = [_find_the_rule(flow), "then delete or narrow it"]
 
@@ -144,11 +151,15 @@ def flow_rules(rules: Sequence[FirewallRule],
     iface = next((a.iface for a, _ in flow.arrived_on.most_common() if a.iface), None)
     family = 6 if ":" in flow.local else 4
     proto = proto_name(flow.proto)
+    # A flow merged over this host's ports (from a peer's watched port) went to any.
+    local_port: int | str | None = flow.local_port
+    if local_port is None and flow.proto.has_ports:
+        local_port = ANY
     arriving = {"family": family, "direction": "in", "proto": proto, "src": flow.peer,
-                "dst": flow.local, "sport": flow.peer_port, "dport": flow.local_port,
+                "dst": flow.local, "sport": flow.peer_port, "dport": local_port,
                 "iif": iface}
     leaving = {"family": family, "direction": "out", "proto": proto, "src": flow.local,
-               "dst": flow.peer, "sport": flow.local_port, "dport": flow.peer_port,
+               "dst": flow.peer, "sport": local_port, "dport": flow.peer_port,
                "oif": iface}
     return attribute(rules, [arriving, leaving], lambda rule: rule.rule)
 

@@ -55,6 +55,9 @@ def rule_no_listener(ev: Evidence) -> list[Finding]:
         if elsewhere:
             findings.append(_listens_elsewhere(ev, flow, answered, how, elsewhere))
             continue
+        if flow.local_port is None:  # from a peer's watched port to ports of this host
+            findings.append(_refused_ports(flow, answered, how, no_socket))
+            continue
         where = f"on {dnat.addr}:{dnat.port}, where this host's DNAT sends port " \
             f"{flow.local_port}" if dnat else \
             f"on {proto_label(flow.proto)} port {flow.local_port} here"
@@ -86,6 +89,25 @@ def rule_no_listener(ev: Evidence) -> list[Finding]:
 
 
 WILDCARDS = ("0.0.0.0", "::")
+
+
+def _refused_ports(flow: Flow, answered: int, how: str,
+                   no_socket: int) -> Finding:
+    """The kernel refused packets from a peer's watched port to ports of this host
+    where nothing listens (merged over those ports)."""
+    sent = what(flow, NO_SOCKET)
+    finding = Finding(
+        NO_LISTENER.id,
+        f"Nothing listens on the {proto_label(flow.proto)} ports of {flow.local} that "
+        f"{sent} from {flow.peer}:{flow.peer_port} went to: the kernel answered {answered} "
+        f"of them with {how}.", flows=[flow_ref(flow, answered)], count=answered,
+        confidence="medium")
+    finding.evidence.append(f"{arrivals(flow)}; {answered} answered by the kernel with "
+                            f"{how}, {no_socket} freed with reason NO_SOCKET")
+    finding.fix = [f"if {flow.peer} should reach a service here, start it on the port it "
+                   "sends to; if not, nothing here needs fixing: these are the peer's doing "
+                   "(a scan or a misdirected client)"]
+    return finding
 
 
 def backend_of(ev: Evidence, dnat: Rewrite) -> Backend | None:

@@ -277,7 +277,14 @@ def _iface_is(spec: str, iface: str) -> bool:
                for part in spec.split(","))
 
 
+# A packet description's value for a field that may be anything (a flow merged over
+# the ports of this host): whether a rule's match on it covers the packet is unknown.
+ANY = "any"
+
+
 def _field_ok(name: str, spec: str, value) -> bool | None:
+    if value == ANY:
+        return None
     if name == "proto":
         return not _proto_name(spec) or _proto_name(spec) == value
     if name in ("sport", "dport"):

@@ -282,6 +282,21 @@ SCENARIOS = {s.name: s for s in (
         ready={"server": ("ip link show {server_if} | grep -q xdp",)},
     ),
     Scenario(
+        "busy-server",
+        "The server's firewall drops TCP :8118, while noise from the client's source port "
+        "8118 floods it: SYNs to a firewalled :9999, UDP to closed ports, ACKs to a closed "
+        "port (answered with RSTs). Watching :8118, the service's drops come first and keep "
+        "their own count.",
+        expect="firewall-drop",
+        setup={"server": ("iptables -A INPUT -p tcp --dport 8118 -j DROP",
+                          "iptables -A INPUT -p tcp --dport 9999 -j DROP")},
+        traffic=("hping3 -q -S -s 8118 -k -p 9999 -c 200 -i u2000 {server_ip}",
+                 "hping3 -q -2 -s 8118 -k -p 7001 -c 20 -i u20000 {server_ip}",
+                 "hping3 -q -A -s 8118 -k -p 7100 -c 20 -i u20000 {server_ip}",
+                 "curl -sS -m 5 -o /dev/null http://{server_ip}:8118/"),
+        watch_port="8118",
+    ),
+    Scenario(
         "default-deny",
         "The server's INPUT chain drops by policy (what ufw and firewalld leave): ping and "
         "established connections are accepted, no rule names :80, and its SYNs fall to the "
