@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SCENARIO ?= checksum
 
-.PHONY: help setup setup-dev demo test unit integration vm-test bench lint dump-bpf clean
+.PHONY: help setup setup-dev demo test unit integration fault-matrix vm-test bench lint dump-bpf clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ unit: ## Run the unit tests only (no root needed)
 
 integration: ## Run the integration tests only (root), the kernel matrix smoke included
 	$(PY) -m pytest -v -rs -m "not vm" tests/integration
+
+fault-matrix: setup-dev ## Every cell of the fault matrix (topology x family x fault x noise), live; table in docs/FAULTS.md (root)
+	PKTFATE_FAULTS=all PKTFATE_FAULTS_TABLE=docs/FAULTS.md $(PY) -m pytest -v -rs tests/integration/test_fault_matrix.py
 
 vm-test: setup-dev ## Every lab scenario under Debian's 5.10, 6.1, 6.12 (docs/KERNELS.md); the three-VM lab (root)
 	$(PY) tests/vm/matrix.py --update-docs

@@ -245,12 +245,13 @@ def _to_where(flow: Flow) -> str:
     return f" to {dnat.addr}:{dnat.port}" if dnat is not None else ""
 
 
-def rule_healthy(ev: Evidence) -> list[Finding]:
+def rule_healthy(ev: Evidence, of: list[Flow] | None = None) -> list[Finding]:
     """Only when every watched SYN was answered, the connections completed, and
-    nothing was dropped that matters (the caller runs it when no finding is left).
+    nothing was dropped that matters (the caller runs it when no finding is left,
+    or none about the flows `of`: the watched service's, beside others' noise).
     A SYN this host forwarded is answered only when its answer came back through
     here: forwarding alone is not an answer."""
-    flows = [f for f in ev.watched if f.packets_in or f.packets_out]
+    flows = [f for f in (ev.watched if of is None else of) if f.packets_in or f.packets_out]
     if not flows:
         return []
     syns = sum(f.syn_in for f in flows)

@@ -64,14 +64,20 @@ def diagnose(ev: Evidence) -> list[Finding]:
     findings += rule_reason_table(ev, findings, CAUSES)
     findings += rule_unknown(ev)
     findings += rule_unanswered(ev, findings, CAUSES)
-    if not findings:
-        findings = rule_healthy(ev)
     # Where this host is the watched service, its findings come first, whatever the
     # severity of one about packets that only come from a peer's watched port, and
     # those say so. (On a client, watching its own connections to a port
     # elsewhere, those packets are the point: ranked as any.)
     serving = any(flow.local_port in ev.ports for flow in ev.watched)
     remote = {id(f): serving and _remote_only(ev, f) for f in findings}
+    if not findings:
+        findings = rule_healthy(ev)
+        remote = {id(f): False for f in findings}
+    elif serving and all(remote.values()):  # nothing about the service: is it healthy?
+        served = [flow for flow in ev.watched if not remote_class(flow, ev.ports)]
+        healthy = rule_healthy(ev, served)
+        remote.update({id(f): False for f in healthy})
+        findings = healthy + findings
     findings.sort(key=lambda f: (remote[id(f)], -severity(f.cause), -f.count))
     for finding in findings:
         if remote[id(finding)]:

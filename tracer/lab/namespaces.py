@@ -94,15 +94,19 @@ class Lab:
         return Path(f"/run/netns/{self.ns('router')}").exists()
 
     def up(self, scenario: str = "healthy") -> Lab:
-        if os.geteuid() != 0:
-            raise PktfateError("the lab needs root: run it with sudo")
         if scenario not in SCENARIOS:
             raise PktfateError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
+        return self.up_with(SCENARIOS[scenario])
+
+    def up_with(self, scenario: Scenario) -> Lab:
+        """Build the lab (again) with a scenario given whole (the fault matrix's)."""
+        if os.geteuid() != 0:
+            raise PktfateError("the lab needs root: run it with sudo")
         if self.exists():
             self.down()
         try:
             self._build()
-            self.apply(SCENARIOS[scenario])
+            self.apply(scenario)
         except BaseException:
             self.down()
             raise

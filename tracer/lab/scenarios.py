@@ -37,6 +37,8 @@ ADDRESSES = {
     # target of the server's port mappings: nat_port on the server -> backend_ip:port.
     "backend_gw": "172.30.0.1",
     "backend_ip": "172.30.0.2",
+    "backend_gw6": "fd00:30::1",
+    "backend_ip6": "fd00:30::2",
     "backend_absent": "172.30.0.9",  # in the backend's network, held by nobody
     "nat_port": "8100",
 }
