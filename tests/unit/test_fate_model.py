@@ -16,10 +16,12 @@ import pytest
 
 from pktfate.correlate.correlator import Correlator
 from pktfate.decode.events import KernelCount
+from pktfate.decode.recording import event_of_json
 from pktfate.diagnosis.diagnose import diagnose
 from pktfate.diagnosis.evidence import Evidence
 from pktfate.model.kinds import Hook
 from pktfate.model.protocols import Proto, TcpFlags
+from pktfate.output.human import event_line
 from pktfate.watch import run_explain
 
 from .recorded import CLIENT, SERVER, Recorder, host_context
@@ -142,7 +144,14 @@ def test_no_text_says_none_or_leaves_a_port_or_address_empty(path):
     with path.open("rb") as stream:
         run_explain(stream, out, False)
     texts += out.getvalue().splitlines()  # the flows and the diagnosis, as printed
+    texts += event_lines(path)  # each packet as the live watch prints it
     assert [text for text in texts if EMPTY.search(text)] == []
+
+
+def event_lines(path: Path) -> list[str]:
+    """The human output's line for every packet event of a recording."""
+    return [event_line(event_of_json(line)) for line in map(json.loads,
+            path.read_text().splitlines()) if line["kind"] == "packet"]
 
 
 def test_the_noisy_servers_texts_say_no_none_either():
