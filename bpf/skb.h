@@ -410,11 +410,16 @@ static __always_inline struct pf_event *pf_skb_event_from(__u8 hook, __u64 skb, 
 		if (!found)
 			return 0;
 	}
-	/* Another namespace's packets are left out, but for a tracked one: a veth
-	 * hands the same skb to a namespace this host runs (a container behind a port
-	 * mapping), and its fate there is the watched request's. */
+	/* Another namespace's packets are left out, but for a tracked one rewritten
+	 * since it matched (the filter refuses its tuple now): a veth hands the same
+	 * skb to a namespace this host runs, a container behind a port mapping, and
+	 * its fate there is the watched request's. One that still matches was only
+	 * routed on: another host's (a lab's namespaces stand for hosts), followed
+	 * with --all-netns alone. */
 	netns = pf_skb_netns(skb, sk_hint, &dev, direct);
 	if (!pf_netns_ok(netns)) {
+		if (ok)
+			return 0;
 		if (found < 0)
 			fp = pf_track_find(skb, &found);
 		if (!found)

@@ -133,7 +133,7 @@ class Route:
     __slots__ = ("hook", "direction", "flow_key", "handler", "prefix", "tcp", "special",
                  "arrival", "site", "answers", "request", "syn", "flags", "echo", "synack",
                  "rst", "ack_only", "opens_or_ends", "bare_ack", "echo_request", "echo_reply",
-                 "on_interface")
+                 "on_interface", "v4")
 
     def __init__(self, correlator: Correlator, ev: PacketEvent):
         self.hook = ev.hook
@@ -146,6 +146,7 @@ class Route:
         # and packets the kernel followed by their skb after a rewrite.
         self.special = ev.hook is _SOCK_STATE or ev.tracked
         self.on_interface = ev.hook in INTERFACE_HOOKS
+        self.v4 = ev.ip_id is not None  # the packet key takes the IPv4 id
         self.arrival = Arrival(ev.hook, ev.iface)
         self.site = DropSite(ev.reason or UNKNOWN_REASON,
                              ev.location.function if ev.location else "?")
@@ -172,13 +173,18 @@ class Route:
         self.request = self.syn or self.echo_request
 
 
+# PacketRecord.marks
+REWRITTEN = 1  # its rewrites are counted on its flow already
+FORWARDED = 2  # this host sent it on (routed, or translated onward)
+
+
 class PacketRecord:
     """One packet followed across hooks: where it was seen and its fate so far.
     A plain class with slots: one is made per packet, the busiest allocation of
     the correlator."""
 
     __slots__ = ("key", "first", "direction", "request", "syn", "hooks", "fate",
-                 "reason", "location", "bad_csum", "rewritten", "forwarded", "answers")
+                 "reason", "location", "marks", "answers")
 
     def __init__(self, key: PacketKey, first: PacketEvent, direction: Direction,
                  request: bool = False, syn: bool = False):
@@ -191,9 +197,7 @@ class PacketRecord:
         self.fate: Fate | None = None
         self.reason: str | None = None
         self.location: Location | None = None
-        self.bad_csum = False
-        self.rewritten = False  # its rewrites are counted on its flow already
-        self.forwarded = False  # this host sent it on (routed, or translated onward)
+        self.marks = 0  # REWRITTEN, FORWARDED: one field, one store per packet
         self.answers: PacketRecord | None = None  # the request this packet answered
 
 
@@ -227,7 +231,8 @@ class Flow:
     bad_csum: int = 0
     fates: Counter[Fate] = field(default_factory=Counter)
     drops: Counter[str] = field(default_factory=Counter)  # reason -> count
-    drop_locations: Counter[str] = field(default_factory=Counter)  # function -> count
+    # function -> count: drop_sites by function, made by finish() (not per drop)
+    drop_locations: Counter[str] = field(default_factory=Counter)
     drop_sites: Counter[DropSite] = field(default_factory=Counter)
     drop_ifaces: Counter[str] = field(default_factory=Counter)  # interface of dropped packets
     # reason -> packets this host sent (its answers) that it dropped itself, on the
@@ -410,8 +415,9 @@ class Correlator:
             if route.special and self._feed_special(ev):
                 noted(False)
                 continue
-            ip_id = ev.ip_id
-            key = (route.prefix, ip_id if ip_id is not None else ev.ack, ev.seq)  # packet_key
+            # packet_key(ev): IPv6 has no id, the acknowledgment number stands in
+            key = (route.prefix, ev.ip_id, ev.seq) if route.v4 else \
+                (route.prefix, ev.ack, ev.seq)
             rec = packets.get(key)
             if rec is not None and route.on_interface and route.hook is rec.first.hook and \
                     ev.iface == rec.first.iface:
@@ -488,8 +494,8 @@ class Correlator:
         """A packet seen again after NAT rewrote it: its fate is the original's."""
         rec.hooks.append(ev.hook)
         flow = self.flow_for(rec.first, rec.direction)
-        if not rec.rewritten:
-            rec.rewritten = True
+        if not rec.marks & REWRITTEN:
+            rec.marks |= REWRITTEN
             first = rec.first
             if (ev.dst, ev.dport) != (first.dst, first.dport):
                 flow.rewrites[Rewrite(NatKind.DNAT, ev.dst, ev.dport)] += 1
@@ -498,7 +504,7 @@ class Correlator:
         if ev.hook is _TC_EGRESS and rec.direction is _IN:
             if rec.fate is not _FORWARDED:  # on to where the rewrite sent it
                 flow.forwarded += 1
-                rec.forwarded = True
+                rec.marks |= FORWARDED
                 self._settle(rec, flow, _FORWARDED)
             return
         handler = self._handlers.get(ev.hook)
@@ -614,7 +620,7 @@ class Correlator:
         if rec.direction is _THROUGH and any(h in ARRIVAL_HOOKS for h in rec.hooks):
             if rec.fate is not _FORWARDED:
                 flow.forwarded += 1
-                rec.forwarded = True
+                rec.marks |= FORWARDED
                 self._settle(rec, flow, _FORWARDED)
             self._answer(ev, route, rec)  # an answer passing back settles what it answers
             return
@@ -659,7 +665,7 @@ class Correlator:
             if open_only and rec.fate not in REFUSABLE:
                 continue
             self._settle(rec, self.flow_for(first, rec.direction),
-                         if_forwarded if rec.forwarded and if_forwarded else fate)
+                         if_forwarded if rec.marks & FORWARDED and if_forwarded else fate)
             return rec
         return None
 
@@ -690,7 +696,6 @@ class Correlator:
         site = route.site
         func = site.function
         flow.drops[site.reason] += 1
-        flow.drop_locations[func] += 1
         flow.drop_sites[site] += 1
         if ev.iface:
             flow.drop_ifaces[ev.iface] += 1
@@ -711,9 +716,8 @@ class Correlator:
             self._settle(rec, flow, _RESET)
         self._settle(rec, flow, _DROPPED, ev.reason, ev.location)
 
-    def _on_tcp_bad_csum(self, rec: PacketRecord, flow: Flow, _ev: PacketEvent,
+    def _on_tcp_bad_csum(self, _rec: PacketRecord, flow: Flow, _ev: PacketEvent,
                          _route: Route) -> None:
-        rec.bad_csum = True
         flow.bad_csum += 1
 
     def _on_rst_sent(self, rec: PacketRecord, flow: Flow, _ev: PacketEvent,
@@ -753,6 +757,10 @@ class Correlator:
             self._retire(self._pop_oldest())
         for flow in self.flows.values():  # one connection per flow (per peer port)
             flow.completed = int(bool(flow.syn_in and (flow.established or flow.acks_in)))
+            locations: Counter[str] = Counter()
+            for site, n in flow.drop_sites.items():
+                locations[site.function] += n
+            flow.drop_locations = locations
         return sorted(self.flows.values(), key=lambda f: (-(f.packets_in + f.packets_out), f.id))
 
 
