@@ -28,7 +28,7 @@ apt_install() {
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
 }
 
-packages="python3-bpfcc python3-venv python3-pip iproute2 iptables nftables ethtool \
+packages="python3-bpfcc python3-venv python3-pip iproute2 iptables nftables ipset ethtool \
 curl netcat-openbsd iputils-ping tcpdump hping3 traceroute make gcc libc6-dev shellcheck"
 if [ "$dev" = 1 ]; then
 	packages="$packages vagrant vagrant-libvirt bpfcc-tools bpftrace dropwatch \

@@ -74,6 +74,7 @@ def run_watch(config, stream: TextIO) -> int:
     flows = correlator.finish()
     stats.flows_evicted = correlator.evicted_flows
     gathered = host_context.gather(flows, config.ports, _checksum_drop_ifaces(flows))
+    gathered["ipsets"] = firewall.ipsets(rule["rule"] for rule in moved)
     # Through the recording reader's road: what the rules see live is what a
     # replay of this watch's JSON will see.
     context = context_of_json(gathered, parse(tuple[FirewallRule, ...], moved))

@@ -214,3 +214,27 @@ def test_a_busy_servers_service_leads_with_its_own_count_live():
     assert top["fix"] == ["remove or narrow that rule: iptables -t filter -D INPUT -p tcp -m "
                           "tcp --dport 8118 -j DROP"]
     assert all(f["evidence"][0].startswith("not the watched service") for f in findings[1:])
+
+
+def test_a_ban_list_names_the_set_and_the_peers_entry():
+    # Recorded live: the client's address in an ipset an INPUT rule drops (the rule
+    # names no port): the fix takes the peer out of the set.
+    top = _explain(DATA / "lab" / "ipset-ban.jsonl")[-1]["findings"][0]
+    assert top["cause"] == "firewall-drop"
+    assert f"{CLIENT} is in the ipset pktfate-banned (its entry {CLIENT}), which that rule " \
+           "matches on" in top["evidence"]
+    assert top["fix"][0].startswith(f"if {CLIENT} should pass, take it out of the set: ipset "
+                                    f"del pktfate-banned {CLIENT}")
+
+
+def test_a_set_rule_covers_a_peer_by_its_membership_only():
+    from pktfate.host.firewall import covers
+
+    rule = "iptables -t filter -A INPUT -p tcp -m set --match-set banned src -j DROP"
+    packet = {"family": 4, "direction": "in", "proto": "tcp", "src": CLIENT, "dst": SERVER,
+              "dport": 80}
+    assert covers(rule, packet) is None  # the set's entries unknown
+    from pktfate.host.firewall import _covers, _parsed
+
+    assert _covers(_parsed(rule), packet, {"banned": ["10.0.1.0/24"]}) is True
+    assert _covers(_parsed(rule), packet, {"banned": ["192.0.2.1"]}) is False

@@ -4,10 +4,10 @@ INVALID state, a reverse-path match) and by conntrack's table."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..correlate.correlator import Flow
-from ..host.firewall import ANY, attribute, chain_of, delete_command, is_policy
+from ..host.firewall import ANY, attribute, chain_of, delete_command, is_policy, set_entry
 from ..model.host import FirewallRule
 from ..model.kinds import Fate
 from ..model.protocols import proto_name
@@ -36,7 +36,8 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
     findings = []
     # Rules whose match covers some watched flow for certain: not another flow's
     # 'perhaps' (a flood from the service's port is not dropped by the service's rule).
-    claimed = {rule for flow in ev.watched for rule in flow_rules(ev.firewall, flow)[0]}
+    sets = ev.host.ipsets
+    claimed = {rule for flow in ev.watched for rule in flow_rules(ev.firewall, flow, sets)[0]}
     for flow in ev.watched:
         # The packets coming in: this host's own answers dropped on the way out are
         # paths.rule_answers_dropped_here's.
@@ -46,7 +47,7 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
         rejected = flow.fates.get(Fate.REJECTED, 0) + sum(flow.icmp_errors_sent.values())
         # The rules whose counters moved and whose own match covers this flow's
         # packets: another flow's rule moving in the same watch is not this one's.
-        mine, unclear = flow_rules(ev.firewall, flow)
+        mine, unclear = flow_rules(ev.firewall, flow, sets)
         unclear = sorted((r for r in unclear if r not in claimed), key=lambda r: -r.packets)
         if rejected:
             finding = Finding(
@@ -75,19 +76,24 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
                                                   ", nothing sent back"))
         finding.evidence += contrast(ev, flow, f"dropped {dropped}/{flow.packets_in} "
                                                "(NETFILTER_DROP)")
-        _name_the_rule(finding, flow, mine, unclear, "REJECT" if rejected else "DROP")
+        _name_the_rule(finding, flow, mine, unclear, "REJECT" if rejected else "DROP", sets)
         findings.append(finding)
     return findings
 
 
 def _name_the_rule(finding: Finding, flow: Flow, mine: list[FirewallRule],
-                   unclear: list[FirewallRule], verdict: str) -> None:
+                   unclear: list[FirewallRule], verdict: str,
+                   sets: Mapping[str, Sequence[str]]) -> None:
     """The rules that dropped the flow's packets, in the evidence, and the fix: a
     rule's removal, or an ACCEPT rule ahead of a chain's policy. A rule of its own
     comes before a policy, which also counts other flows' packets."""
     matched = sorted((r for r in mine if r.verdict == verdict), key=lambda r: is_policy(r.rule))
     for fw in matched[:3]:
         finding.evidence.append(_matched_line(fw, flow))
+    banned = _in_set(matched[0], flow, sets) if matched else None
+    if banned is not None:
+        finding.evidence.append(f"{flow.peer} is in the ipset {banned[0]} (its entry "
+                                f"{banned[1]}), which that rule matches on")
     if not matched:
         for fw in [r for r in unclear if r.verdict == verdict][:3]:
             finding.evidence.append(
@@ -96,7 +102,12 @@ def _name_the_rule(finding: Finding, flow: Flow, mine: list[FirewallRule],
                 f"{fw.rule}")
     if finding.cause in (CONNTRACK_INVALID.id, RP_FILTER.id, CONNTRACK_FULL.id):
         return  # its own fix: the rule does what it should; the route or state is off
-    if matched and is_policy(matched[0].rule):
+    if banned is not None:
+        finding.fix = [f"if {flow.peer} should pass, take it out of the set: ipset del "
+                       f"{banned[0]} {banned[1]} (whatever fills the set, a ban list such as "
+                       "fail2ban, may add it again)",
+                       f"or narrow the rule: {delete_command(matched[0].rule)}"]
+    elif matched and is_policy(matched[0].rule):
         finding.fix = _accept_fix(matched[0], flow)
     elif matched:
         finding.fix = [f"remove or narrow that rule: {delete_command(matched[0].rule)}"]
@@ -105,6 +116,21 @@ def _name_the_rule(finding: Finding, flow: Flow, mine: list[FirewallRule],
                        f"the one: {delete_command(unclear_moved[0].rule)} removes it"]
     else:
         finding.fix = [_find_the_rule(flow), "then delete or narrow it"]
+
+
+def _in_set(rule: FirewallRule, flow: Flow,
+            sets: Mapping[str, Sequence[str]]) -> tuple[str, str] | None:
+    """(set, entry) when the rule matches the flow's peer by its membership in an
+    ipset (`-m set --match-set NAME src`, as a ban list is kept)."""
+    words = rule.rule.split()
+    if "--match-set" not in words[:-2]:
+        return None
+    i = words.index("--match-set")
+    name, side = words[i + 1], words[i + 2]
+    if side != "src" or name not in sets:
+        return None
+    entry = set_entry(sets[name], flow.peer)
+    return (name, entry) if entry is not None else None
 
 
 def _matched_line(rule: FirewallRule, flow: Flow) -> str:
@@ -144,8 +170,9 @@ def _find_the_rule(flow: Flow) -> str:
             f"nft -a list ruleset | grep '{nft}'")
 
 
-def flow_rules(rules: Sequence[FirewallRule],
-               flow: Flow) -> tuple[list[FirewallRule], list[FirewallRule]]:
+def flow_rules(rules: Sequence[FirewallRule], flow: Flow,
+               sets: Mapping[str, Sequence[str]] | None = None,
+               ) -> tuple[list[FirewallRule], list[FirewallRule]]:
     """Of the rules whose counters moved, those whose match covers the flow's packets
     (either way: arriving, or its answers leaving), and those pktfate cannot tell."""
     iface = next((a.iface for a, _ in flow.arrived_on.most_common() if a.iface), None)
@@ -161,7 +188,7 @@ def flow_rules(rules: Sequence[FirewallRule],
     leaving = {"family": family, "direction": "out", "proto": proto, "src": flow.local,
                "dst": flow.peer, "sport": local_port, "dport": flow.peer_port,
                "oif": iface}
-    return attribute(rules, [arriving, leaving], lambda rule: rule.rule)
+    return attribute(rules, [arriving, leaving], lambda rule: rule.rule, sets)
 
 
 def _invalid_rules(rules: list[FirewallRule]) -> list[FirewallRule]:

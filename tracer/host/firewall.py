@@ -9,7 +9,7 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from ..model.protocols import PROTO_NAMES
@@ -240,8 +240,15 @@ def match_of(rule: str) -> tuple[int | None, dict[str, str]]:
     """The IP version a rule applies to (None: both, as nft's inet tables) and its match."""
     if rule.startswith(("iptables ", "ip6tables ")):
         match = rule_match(rule)
-        if "--match-set" in rule:
-            match["unreadable"] = "an ipset"
+        words = rule.split()
+        if "--match-set" in words:
+            i = words.index("--match-set")
+            negated = "!" if words[i - 1] == "!" else ""
+            side = words[i + 2] if i + 2 < len(words) else ""
+            if side in ("src", "dst"):  # one address of the packet, in a set of addresses
+                match[f"set_{side}"] = negated + words[i + 1]
+            else:
+                match["unreadable"] = "an ipset"
         return (4 if rule.startswith("iptables ") else 6), match
     family = rule[len("nft table "):].split(" ", 1)[0] if rule.startswith("nft table ") else ""
     body = rule.split(": ", 1)[1] if ": " in rule else rule
@@ -328,13 +335,23 @@ def _parsed(rule: str) -> tuple[int | None, str | None, dict[str, str]]:
     return family, _CHAIN_DIRECTIONS.get(chain_of(rule).lower()), match
 
 
-def _covers(parsed: tuple[int | None, str | None, dict[str, str]], packet: dict) -> bool | None:
+def _covers(parsed: tuple[int | None, str | None, dict[str, str]], packet: dict,
+            sets: Mapping[str, Sequence[str]] | None = None) -> bool | None:
     family, direction, match = parsed
     if family and packet.get("family") and family != packet["family"]:
         return False
     if direction and packet.get("direction") and direction != packet["direction"]:
         return False
     unknown = "unreadable" in match
+    for side in ("src", "dst"):
+        spec = match.get(f"set_{side}")
+        if spec is None:
+            continue
+        negated, name = spec.startswith("!"), spec.lstrip("!")
+        if sets is None or name not in sets or packet.get(side) is None:
+            unknown = True
+        elif (set_entry(sets[name], packet[side]) is not None) == negated:
+            return False
     for name in ("proto", "sport", "dport", "src", "dst", "iif", "oif"):
         if name not in match:
             continue
@@ -351,15 +368,47 @@ def _covers(parsed: tuple[int | None, str | None, dict[str, str]], packet: dict)
     return None if unknown else True
 
 
-def attribute(rules: Iterable[R], packets: list[dict],
-              text: Callable[[R], str]) -> tuple[list[R], list[R]]:
+def set_entry(entries: Sequence[str], addr: str) -> str | None:
+    """The entry of an ipset (addresses and networks, as `ipset save` lists them)
+    that holds `addr`, or None."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    for entry in entries:
+        try:
+            if ip in ipaddress.ip_network(entry.split(",")[0], strict=False):
+                return entry
+        except ValueError:
+            continue
+    return None
+
+
+MAX_SET_ENTRIES = 65536  # read of one set at most: a ban list can be large
+
+
+def ipsets(rules: Iterable[str]) -> dict[str, list[str]]:
+    """The entries of the ipsets these rules match on (`ipset save NAME`), read only."""
+    names = sorted({words[words.index("--match-set") + 1] for words in map(str.split, rules)
+                    if "--match-set" in words[:-1]})
+    found: dict[str, list[str]] = {}
+    for name in names:
+        entries = [line.split()[2] for line in _run(["ipset", "save", name]).splitlines()
+                   if line.startswith(f"add {name} ") and len(line.split()) > 2]
+        found[name] = entries[:MAX_SET_ENTRIES]
+    return found
+
+
+def attribute(rules: Iterable[R], packets: list[dict], text: Callable[[R], str],
+              sets: Mapping[str, Sequence[str]] | None = None) -> tuple[list[R], list[R]]:
     """The rules (of those whose counters moved) that cover any of `packets`, and
-    those that might: ([certain], [cannot tell]). `text` gives a rule's own text."""
+    those that might: ([certain], [cannot tell]). `text` gives a rule's own text;
+    `sets`, the ipsets' entries, by name, that rules match addresses against."""
     mine: list[R] = []
     unclear: list[R] = []
     for rule in rules:
         parsed = _parsed(text(rule))
-        verdicts = [_covers(parsed, packet) for packet in packets]
+        verdicts = [_covers(parsed, packet, sets) for packet in packets]
         if True in verdicts:
             mine.append(rule)
         elif None in verdicts:

@@ -136,6 +136,7 @@ class HostLab(Lab):
             self.sh(self.role, f"ip6tables -F {chain}", check=False)
         self.sh(self.role, "ip6tables -t raw -F PREROUTING", check=False)
         self.sh(self.role, "iptables -t nat -F PREROUTING", check=False)  # port mappings
+        self.sh(self.role, "ipset destroy pktfate-banned", check=False)  # ipset-ban
         self.sh(self.role, f"ip netns del {self.interfaces['backend_ns']}", check=False)
         # Scenarios' own neighbour entries and routes (answers-lost, syn-queue-full).
         for name in base["mtu"]:  # the lab's interfaces of this machine

@@ -299,6 +299,18 @@ SCENARIOS = {s.name: s for s in (
         watch_port="8118",
     ),
     Scenario(
+        "ipset-ban",
+        "The client's address is in an ipset the server's firewall drops (a ban list, "
+        "as fail2ban keeps one): its SYNs to :80 are dropped silently; the rule names no "
+        "port.",
+        expect="firewall-drop",
+        setup={"server": ("ipset create pktfate-banned hash:ip",
+                          "ipset add pktfate-banned {client_ip}",
+                          "iptables -I INPUT -p tcp -m set --match-set pktfate-banned src "
+                          "-j DROP")},
+        services={"server": (HTTP_SERVICE,)},
+    ),
+    Scenario(
         "default-deny",
         "The server's INPUT chain drops by policy (what ufw and firewalld leave): ping and "
         "established connections are accepted, no rule names :80, and its SYNs fall to the "

@@ -134,3 +134,5 @@ class HostContext:
     firewall: tuple[FirewallRule, ...] = ()  # in the JSON: the counters line's
     # "ADDR:PORT" -> the local namespace a port mapping sends packets to
     backends: Mapping[str, Backend] = field(default_factory=dict)
+    # the ipsets the moved rules match on: name -> its entries (addresses, networks)
+    ipsets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
