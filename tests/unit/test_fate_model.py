@@ -238,3 +238,17 @@ def test_a_set_rule_covers_a_peer_by_its_membership_only():
 
     assert _covers(_parsed(rule), packet, {"banned": ["10.0.1.0/24"]}) is True
     assert _covers(_parsed(rule), packet, {"banned": ["192.0.2.1"]}) is False
+
+
+def test_a_syn_answered_on_its_retry_is_one_attempt_answered():
+    # The first SYN finds a neighbour entry being resolved and goes unanswered; the
+    # peer sends it again (same sequence), that one is answered and the connection
+    # completes: healthy, not 'unanswered' for the first copy.
+    rec = Recorder()
+    for ip_id in (10, 11):  # the same SYN, sent twice
+        rec.add(hook="tc-ingress", ip_id=ip_id, seq=500)
+    rec.add(hook="tc-egress", src=SERVER, dst=CLIENT, sport=80, dport=40000, tcp_flags="SA",
+            seq=900, ack=501, ip_id=0)
+    rec.add(hook="tc-ingress", tcp_flags="A", ip_id=12, seq=501, ack=901)
+    findings = rec.findings()
+    assert [f.cause for f in findings] == ["healthy"]

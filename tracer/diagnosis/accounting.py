@@ -172,9 +172,13 @@ def rule_unanswered(ev: Evidence, findings: list[Finding],
     found = []
     pointers = _pointers(ev)
     for flow in ev.watched:
+        # A SYN the peer sent again, whose retry was answered, is one attempt: its
+        # first copy's silence is a delay, not a request left unanswered.
+        retried = min(flow.syn_retrans_in, flow.syn_fates.get(Fate.ANSWERED, 0))
         silent = flow.syn_fates.get(Fate.UNANSWERED, 0)
         # Forwarded (or translated to a container) and no answer came back this way.
         onward = flow.syn_fates.get(Fate.FORWARDED, 0)
+        silent, onward = _less(silent, onward, retried)
         # SYNs freed for a reason that is normal elsewhere: no finding speaks for them.
         freed = {r: n for r, n in flow.syn_drops.items()
                  if (info := reason_info(r)) is not None and info.normal}
@@ -237,6 +241,12 @@ def _unanswered_echoes(ev: Evidence, findings: list[Finding]) -> list[Finding]:
                        "net.ipv4.icmp_ratelimit, and the OUTPUT rules for ICMP"]
         found.append(finding)
     return found
+
+
+def _less(silent: int, onward: int, retried: int) -> tuple[int, int]:
+    """The SYNs without an answer, less the retried ones whose retry was answered."""
+    cut = min(silent, retried)
+    return silent - cut, max(onward - (retried - cut), 0)
 
 
 def _to_where(flow: Flow) -> str:
