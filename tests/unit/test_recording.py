@@ -4,6 +4,7 @@ line and status 2, never a traceback; what a newer version adds is ignored."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -110,3 +111,21 @@ def test_a_bad_recording_is_one_line_and_status_2(name, tmp_path):
     assert len(lines) == 1, proc.stderr[-2000:]
     assert lines[0].startswith("pktfate: error:") and words in lines[0], lines[0]
     assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(("kind", "words"), [
+    ("proc", "cannot be read (Input/output error)"),  # /proc/self/mem: EIO on read
+    ("fifo", "is not a regular file"),  # would wait for a writer forever
+    ("device", "is not a regular file"),  # /dev/zero: never ends
+    ("directory", "Is a directory"),
+])
+def test_a_path_that_is_no_recording_is_one_line_and_status_2(kind, words, tmp_path):
+    path = {"proc": "/proc/self/mem", "device": "/dev/zero", "directory": str(tmp_path)}.get(kind)
+    if kind == "fifo":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    proc = subprocess.run([sys.executable, "-m", "pktfate", "explain", path],
+                          capture_output=True, text=True, timeout=30)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith("pktfate: error:") and words in lines[0], lines[0]

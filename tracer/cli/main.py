@@ -13,7 +13,7 @@ from .. import __version__
 from ..config import PROTOCOLS, WatchConfig
 from ..errors import PktfateError
 from .lab import lab
-from .options import DURATION, HOST, PORT, NewFileType, ProbePortType, json_option
+from .options import DURATION, HOST, PORT, NewFileType, ProbePortType, RecordingType, json_option
 
 
 class OutputClosed(Exception):
@@ -151,7 +151,7 @@ def probe(host, ports, protos, max_hops, wait, json_out) -> None:
 
 
 @cli.command()
-@click.argument("recording", type=click.File("rb"))
+@click.argument("recording", type=RecordingType())
 @json_option
 def explain(recording, json_out) -> None:
     """Diagnose again from a recorded 'pktfate watch --json' output (no root needed).

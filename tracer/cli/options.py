@@ -45,6 +45,28 @@ class DurationType(click.ParamType):
         return seconds
 
 
+class RecordingType(click.File):
+    """A recording to read: a regular file, or '-' for standard input. A FIFO
+    would wait for a writer and a device never end: both refused before opening."""
+
+    def __init__(self) -> None:
+        super().__init__("rb")
+
+    def convert(self, value, param, ctx):
+        import os
+        import stat
+
+        if value != "-" and isinstance(value, str):
+            try:
+                mode = os.stat(value).st_mode
+            except OSError:
+                mode = None  # click's own open says why
+            if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+                self.fail(f"{value!r} is not a regular file: a recording is one "
+                          "('pktfate watch --json > FILE')", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class NewFileType(click.ParamType):
     """A file pktfate will create: its directory must exist and be writable."""
 

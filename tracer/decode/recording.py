@@ -174,7 +174,11 @@ class Recording:
 def _lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
     number = 0
     while True:
-        raw = stream.readline(MAX_LINE_BYTES + 1)
+        try:
+            raw = stream.readline(MAX_LINE_BYTES + 1)
+        except OSError as exc:  # /proc/self/mem and the like: not a file to read
+            raise PktfateError(f"line {number + 1} cannot be read ({exc.strerror}): this is "
+                               "not a 'watch --json' recording") from None
         if not raw:
             return
         number += 1
