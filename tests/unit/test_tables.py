@@ -53,7 +53,7 @@ def test_the_counter_table_names_counters_the_kernel_has():
     recorded = parse_snmp((DATA / "proc-net-snmp.txt").read_text())
     recorded |= parse_snmp((DATA / "proc-net-netstat.txt").read_text())
     recorded |= parse_snmp((DATA / "proc-net-snmp6.txt").read_text())
-    assert recorded["TcpExtTCPReqQFullDrop"] >= 0 and "Ip6InReceives" in recorded
+    assert "TcpExtTCPReqQFullDrop" in recorded and "Ip6InReceives" in recorded
     assert set(counter_meanings()) - set(recorded) == set()
     for counter in counter_meanings().values():
         assert counter.cause == NORMAL or counter.cause in CAUSES, counter.name
