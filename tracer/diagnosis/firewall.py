@@ -37,7 +37,9 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
     # Rules whose match covers some watched flow for certain: not another flow's
     # 'perhaps' (a flood from the service's port is not dropped by the service's rule).
     sets = ev.host.ipsets
-    claimed = {rule for flow in ev.watched for rule in flow_rules(ev.firewall, flow, sets)[0]}
+    # Each flow's rules, attributed once (the rules' texts are parsed per flow).
+    attributed = {flow.id: flow_rules(ev.firewall, flow, sets) for flow in ev.watched}
+    claimed = {rule for mine, _unclear in attributed.values() for rule in mine}
     for flow in ev.watched:
         # The packets coming in: this host's own answers dropped on the way out are
         # paths.rule_answers_dropped_here's.
@@ -47,7 +49,7 @@ def rule_firewall(ev: Evidence) -> list[Finding]:
         rejected = flow.fates.get(Fate.REJECTED, 0) + sum(flow.icmp_errors_sent.values())
         # The rules whose counters moved and whose own match covers this flow's
         # packets: another flow's rule moving in the same watch is not this one's.
-        mine, unclear = flow_rules(ev.firewall, flow, sets)
+        mine, unclear = attributed[flow.id]
         unclear = sorted((r for r in unclear if r not in claimed), key=lambda r: -r.packets)
         if rejected:
             finding = Finding(

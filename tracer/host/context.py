@@ -47,15 +47,19 @@ def backends(flows) -> dict[str, dict]:
     """The port mappings' targets that are namespaces of this host (containers):
     which namespace, and what listens on the mapped port there."""
     found: dict[str, dict] = {}
-    for rewrite in sorted({r for f in flows for r in f.rewrites if r.kind is NatKind.DNAT},
-                          key=lambda r: (r.addr, r.port or 0)):
-        holder = namespaces.holder_of(rewrite.addr)
+    rewrites = sorted({r for f in flows for r in f.rewrites if r.kind is NatKind.DNAT},
+                      key=lambda r: (r.addr, r.port or 0))
+    if not rewrites:
+        return found
+    spaces = namespaces.namespaces()  # one pass over /proc for every target
+    mount = sockets.cgroup2_mount()
+    for rewrite in rewrites:
+        holder = namespaces.holder_of(rewrite.addr, spaces=spaces)
         if holder is None or rewrite.port is None:
             continue
         inode, pid = holder
         rows = namespaces.listening(pid, rewrite.port)
         owners = sockets.socket_owners({row[2] for row in rows})
-        mount = sockets.cgroup2_mount()
         found[backend_key(rewrite.addr, rewrite.port)] = {
             "addr": rewrite.addr, "port": rewrite.port, "netns": inode, "pid": pid,
             "sockets": [{"addr": addr, "accept_queue": queue, "backlog": 0,

@@ -59,13 +59,15 @@ def local_addresses(pid: int, proc: Path = Path("/proc")) -> set[str]:
     return found
 
 
-def holder_of(addr: str, proc: Path = Path("/proc")) -> tuple[int, int] | None:
+def holder_of(addr: str, proc: Path = Path("/proc"),
+              spaces: dict[int, int] | None = None) -> tuple[int, int] | None:
     """(namespace inode, a process in it) of the other namespace on this host that
     holds `addr`; None when none does, or when several do (two container networks
     reusing one range): which of them this host's mapping reaches is not told by
-    the address alone."""
+    the address alone. `spaces`: namespaces() already read, for several addresses."""
     wanted = str(ipaddress.ip_address(addr))
-    holders = [(inode, pid) for inode, pid in sorted(namespaces(proc).items())
+    spaces = namespaces(proc) if spaces is None else spaces
+    holders = [(inode, pid) for inode, pid in sorted(spaces.items())
                if wanted in local_addresses(pid, proc)]
     return holders[0] if len(holders) == 1 else None
 
