@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SCENARIO ?= checksum
 
-.PHONY: help setup setup-dev demo test unit integration fault-matrix vm-test bench lint dump-bpf clean
+.PHONY: help setup setup-dev demo test unit integration fault-matrix vm-test fresh-test bench lint dump-bpf clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ fault-matrix: setup-dev ## Every cell of the fault matrix (topology x family x f
 vm-test: setup-dev ## Every lab scenario under Debian's 5.10, 6.1, 6.12 (docs/KERNELS.md); the three-VM lab (root)
 	$(PY) tests/vm/matrix.py --update-docs
 	$(PY) -m pytest -v -rs -m vm tests/integration
+
+fresh-test: ## The README's commands in a fresh Debian 12 guest built from Debian's packages alone (root; ~1 h)
+	sh tests/vm/fresh.sh docs/FRESH.txt
 
 bench: setup-dev ## Measure overhead, capacity, startup, CPU, memory; table into docs/BENCHMARKS.md (root)
 	$(PY) bench/run.py --update-docs

@@ -24,15 +24,20 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 2
 fi
 
+# A fresh cloud machine may be running its daily apt job: wait for its lock.
 apt_install() {
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y \
+		--no-install-recommends "$@"
 }
 
+# procps: sysctl, which every lab build uses. Nothing is assumed present: a
+# minimal Debian has none of these.
 packages="python3-bpfcc python3-venv python3-pip iproute2 iptables nftables ipset ethtool \
-curl netcat-openbsd iputils-ping tcpdump hping3 traceroute make gcc libc6-dev shellcheck"
+curl ca-certificates netcat-openbsd iputils-ping tcpdump hping3 traceroute procps make gcc \
+libc6-dev git shellcheck"
 if [ "$dev" = 1 ]; then
 	packages="$packages vagrant vagrant-libvirt bpfcc-tools bpftrace dropwatch \
-qemu-system-x86 qemu-utils debootstrap"
+qemu-system-x86 qemu-utils debootstrap e2fsprogs debian-archive-keyring"
 fi
 # Only when something is missing: a rerun needs no package index.
 missing=""
@@ -43,7 +48,7 @@ for package in $packages; do
 done
 if [ -n "$missing" ]; then
 	log "installing distro packages:$missing"
-	apt-get update -qq
+	apt-get -o DPkg::Lock::Timeout=600 update -qq
 	# shellcheck disable=SC2086 # one word per package
 	apt_install $missing >/dev/null
 fi

@@ -39,9 +39,12 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def built_wheel(tmp_path_factory) -> Path:
-    """pktfate's wheel, built once per test session from this checkout."""
+    """pktfate's wheel, built once per test session from this checkout, offline: the
+    build backend is the virtualenv's own (make setup-dev installs it), never one
+    fetched for an isolated build, so make unit needs no network."""
     out = tmp_path_factory.mktemp("wheel")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                           "--no-build-isolation", "--no-index",
                            "--wheel-dir", str(out), str(ROOT)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

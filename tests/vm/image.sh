@@ -25,9 +25,8 @@ for tool in debootstrap qemu-system-x86_64 mkfs.ext4; do
 	command -v "$tool" >/dev/null || { echo "vm image: $tool is missing: run make setup-dev" >&2; exit 2; }
 done
 
-# The Debian mirror this host's apt already uses (deb822 or one-line sources).
-mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-[ -n "$mirror" ] || mirror=$(awk '/^deb /{print $2; exit}' /etc/apt/sources.list)
+# A Debian mirror this machine can reach (the host's own when it serves Debian).
+mirror=$(sh "$here/mirror.sh")
 security=$(echo "$mirror" | sed 's#/debian/*$#/debian-security#')
 
 root=$out/rootfs
