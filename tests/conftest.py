@@ -53,14 +53,14 @@ def built_wheel(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def as_nobody(built_wheel):
-    """argv that runs pktfate as the unprivileged user nobody, whoever can or cannot
-    read the checkout: the package and its pure-Python dependencies are installed
-    into a world-readable temporary folder first (the checkout may live under
-    /root, mode 700, where nobody reaches neither it nor its virtualenv)."""
+def packaged_apart(built_wheel):
+    """A world-readable temporary folder holding pktfate (from its wheel) and its
+    pure-Python dependencies, nothing else: whoever can or cannot read the checkout
+    (it may live under /root, mode 700, where nobody reaches neither it nor its
+    virtualenv) runs pktfate from it with PYTHONPATH."""
     if os.geteuid() != 0:
-        pytest.skip("switching to the user nobody needs root")
-    target = Path(tempfile.mkdtemp(prefix="pktfate-nobody-"))
+        pytest.skip("installing for another user needs root")
+    target = Path(tempfile.mkdtemp(prefix="pktfate-apart-"))
     try:
         proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                                "--no-index", "--target", str(target), str(built_wheel)],
@@ -72,8 +72,24 @@ def as_nobody(built_wheel):
             shutil.copytree(list(spec.submodule_search_locations)[0], target / dependency)
         for path in [target, *target.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-        interpreter = os.path.realpath(sys.executable)  # the venv's base, world-readable
-        yield [*NOBODY, "env", f"PYTHONPATH={target}", "PYTHONDONTWRITEBYTECODE=1",
-               interpreter, "-s", "-m", "pktfate"]
+        yield target
     finally:
         shutil.rmtree(target, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def as_nobody(packaged_apart):
+    """argv that runs pktfate as the unprivileged user nobody."""
+    interpreter = os.path.realpath(sys.executable)  # the venv's base, world-readable
+    return [*NOBODY, "env", f"PYTHONPATH={packaged_apart}", "PYTHONDONTWRITEBYTECODE=1",
+            interpreter, "-s", "-m", "pktfate"]
+
+
+@pytest.fixture(scope="session")
+def without_bcc(packaged_apart):
+    """argv that runs pktfate, as root, where bcc cannot be imported: the system's
+    interpreter without its site packages (where the distro's bcc lives), as a
+    virtualenv made without --system-site-packages would be."""
+    interpreter = os.path.realpath(sys.executable)
+    return ["env", f"PYTHONPATH={packaged_apart}", "PYTHONDONTWRITEBYTECODE=1",
+            interpreter, "-S", "-m", "pktfate"]

@@ -12,6 +12,7 @@ import pytest
 
 from pktfate.decode.recording import MAX_LINE_BYTES
 
+from ..readme import status_of
 from .recorded import SERVER, Recorder, event_json
 
 
@@ -118,14 +119,16 @@ def test_a_bad_recording_is_one_line_and_status_2(name, tmp_path):
     ("fifo", "is not a regular file"),  # would wait for a writer forever
     ("device", "is not a regular file"),  # /dev/zero: never ends
     ("directory", "Is a directory"),
+    ("missing", "No such file"),
 ])
-def test_a_path_that_is_no_recording_is_one_line_and_status_2(kind, words, tmp_path):
-    path = {"proc": "/proc/self/mem", "device": "/dev/zero", "directory": str(tmp_path)}.get(kind)
+def test_not_a_recording(kind, words, tmp_path):
+    path = {"proc": "/proc/self/mem", "device": "/dev/zero", "directory": str(tmp_path),
+            "missing": str(tmp_path / "gone.jsonl")}.get(kind)
     if kind == "fifo":
         path = str(tmp_path / "fifo")
         os.mkfifo(path)
     proc = subprocess.run([sys.executable, "-m", "pktfate", "explain", path],
                           capture_output=True, text=True, timeout=30)
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert proc.returncode == status_of("not a recording") and len(lines) == 1, proc.stderr
     assert lines[0].startswith("pktfate: error:") and words in lines[0], lines[0]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ..errors import PktfateError
 from ..host.netlink import Interface, interface_of
 from ..kernel import bpfsys
+from ..kernel.features import link_forms
 
 if TYPE_CHECKING:
     from .state import StateFile
@@ -120,6 +121,8 @@ def _xdp_link(iface: Interface, fd: int, modes: list[tuple[str, int]]
               ) -> tuple[int, str] | None:
     """An XDP link in the first of `modes` the interface takes: (link fd, mode);
     None when the kernel has no XDP links."""
+    if not link_forms().xdp:
+        return None
     last: bpfsys.BpfError | None = None
     for mode, flag in modes:
         try:
@@ -242,6 +245,8 @@ def delete_filter(ipr, index: int, parent: int, flt) -> None:
 def _tcx_links(iface: Interface, fds: dict[str, int]) -> list[int] | None:
     """tcx links for both directions, appended after the programs already there;
     None when the kernel has no tcx (before 6.6)."""
+    if not link_forms().tcx:
+        return None
     links: list[int] = []
     try:
         for direction, fd in fds.items():

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..kernel import bpfsys
+from ..kernel.features import link_forms
 from .objects import CompiledObject, MapSpec, ProgramSpec, with_kfuncs, with_map_fds
 
 _PERCPU_TYPES = {5, 6, 10}  # BPF_MAP_TYPE_PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
@@ -146,6 +147,10 @@ class LoadedObject:
             tp_id = int((tracefs / "events" / name / "id").read_text())
             perf_fd = bpfsys.perf_tracepoint(tp_id)
             self._fds.append(perf_fd)
+            if not link_forms().perf:
+                bpfsys.perf_set_bpf(perf_fd, self.programs[prog.name])
+                self.tracepoints[name] = "perf event"
+                continue
             try:
                 self._fds.append(bpfsys.link_create(self.programs[prog.name], perf_fd,
                                                     bpfsys.ATTACH_PERF_EVENT))

@@ -1,0 +1,31 @@
+"""What the tests read of the README: its tables are contracts, and the tests hold
+the product to them (rather than a copy of them kept in a test)."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@lru_cache(maxsize=1)
+def conditions() -> dict[str, int]:
+    """The table of "When pktfate cannot do all of its job": condition -> status."""
+    text = README.read_text()
+    start = text.index("<!-- conditions:")
+    rows = {}
+    for line in text[start:].splitlines()[3:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        match = re.fullmatch(r"`([^`]+)`", cells[0])
+        assert match, f"README conditions table: {line}"
+        rows[match.group(1)] = int(cells[-1])
+    return rows
+
+
+def status_of(condition: str) -> int:
+    """The exit status the README gives for a condition."""
+    return conditions()[condition]
