@@ -95,18 +95,19 @@ for dir in "$root"/usr/lib/modules/*; do
 done
 
 # pktfate's Python dependencies, in a virtualenv that sees the distro's bcc. The
-# wheels are fetched by the host's pip (its certificates and settings), installed
-# in the chroot from them alone; the guest has no network, so each boot installs
+# wheels (and pytest's, for the suite's tests run inside the guests) are fetched by
+# the host's pip (its certificates and settings), installed in the chroot from them alone; the guest has no network, so each boot installs
 # only pktfate itself from the shared source (--no-deps, no build isolation).
 log "baking the virtualenv"
 mkdir -p "$root/tmp/src" "$root/tmp/wheels"
 cp -a "$project/pyproject.toml" "$project/README.md" "$project/tracer" "$project/bpf" "$root/tmp/src/"
 python3 -m pip download -q -d "$root/tmp/wheels" pip "setuptools>=77" "click>=8.0" "pyroute2>=0.7" \
+	"pytest>=7" \
 	>"$out/pip.log" 2>&1
 chroot "$root" env -u PIP_FIND_LINKS PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels sh -c '
 	python3 -m venv --system-site-packages /opt/pktfate &&
 	/opt/pktfate/bin/pip install -q --upgrade pip setuptools &&
-	/opt/pktfate/bin/pip install -q /tmp/src && rm -rf /tmp/src /tmp/wheels' >>"$out/pip.log" 2>&1
+	/opt/pktfate/bin/pip install -q /tmp/src pytest && rm -rf /tmp/src /tmp/wheels' >>"$out/pip.log" 2>&1
 chroot "$root" apt-get clean
 
 # Unattended: the guest mounts the shares, runs the job, powers off.

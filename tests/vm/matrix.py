@@ -5,6 +5,8 @@ against the scenario's expected cause.
 
     python tests/vm/matrix.py --smoke          the subset `make test` runs
     python tests/vm/matrix.py --update-docs    every scenario; table into docs/KERNELS.md
+    python tests/vm/matrix.py --no-scenarios --pytest tests/integration/test_lifecycle.py \
+        --kernels 6.1                           the suite's own tests inside a guest
 
 Prints the kernel x scenario table; exits 1 when a cell is wrong, 2 when the
 matrix cannot run here (no qemu: `make setup-dev`)."""
@@ -91,16 +93,56 @@ def top_finding(lines_path: Path) -> tuple[str, bool]:
     return top["cause"], any("inferred" in line for line in top["evidence"])
 
 
-def run_kernel(image: Path, version: str, scenarios: list[str], duration: float,
-               keep: Path | None) -> tuple[dict[str, Cell], dict]:
+@dataclass
+class TestRun:
+    """The suite's tests run inside one guest (guest-job.sh's pytest.xml)."""
 
+    passed: int = 0
+    skipped: int = 0
+    failed: tuple[str, ...] = ()  # the failed and erroring tests' names
+    ran: bool = False  # pytest.xml was written
+
+    @property
+    def ok(self) -> bool:
+        return self.ran and not self.failed and self.passed > 0
+
+    def text(self) -> str:
+        if not self.ran:
+            return "NO RESULT (pytest.xml missing)"
+        said = f"{self.passed} passed, {self.skipped} skipped"
+        return said if not self.failed else f"{said}, FAILED: {', '.join(self.failed)}"
+
+
+def read_tests(job: Path) -> TestRun:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(job / "pytest.xml").getroot()
+    except (OSError, ET.ParseError):
+        return TestRun()
+    cases = list(root.iter("testcase"))
+    failed = tuple(case.get("name", "?") for case in cases
+                   if case.find("failure") is not None or case.find("error") is not None)
+    skipped = sum(1 for case in cases if case.find("skipped") is not None)
+    return TestRun(len(cases) - len(failed) - skipped, skipped, failed, True)
+
+
+def run_kernel(image: Path, version: str, scenarios: list[str], duration: float,
+               keep: Path | None, tests: list[str] = ()) -> tuple[dict[str, Cell], dict]:
+    """Boot one kernel; its scenarios' cells and its facts (`tests`: a TestRun when
+    the suite's tests ran in it)."""
     job = Path(tempfile.mkdtemp(prefix=f"pktfate-vm-{version}-"))
     (job / "commit").write_text(_commit() + "\n")
-    (job / "env").write_text(f"SCENARIOS='{' '.join(scenarios)}'\nDURATION={duration:g}\n")
+    (job / "env").write_text(f"SCENARIOS='{' '.join(scenarios)}'\nDURATION={duration:g}\n"
+                             f"PYTEST='{' '.join(tests)}'\n")
     start = time.monotonic()
+    # The tests take their own time under emulation: the VM's bound grows with them.
+    timeout = {"VM_TIMEOUT": str(1500 + (3600 if tests else 0))}
     proc = subprocess.run(["sh", str(HERE / "run-vm.sh"), str(image), version, str(job)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, **timeout})
     cells, facts = read_job(job, version, scenarios)
+    if tests:
+        facts["tests"] = read_tests(job)
     facts.update(seconds=round(time.monotonic() - start), qemu_exit=proc.returncode)
     if keep:
         shutil.rmtree(keep / version, ignore_errors=True)
@@ -174,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernels", default=",".join(KERNEL_SERIES),
                         help="series to boot, comma-separated (default: all)")
     parser.add_argument("--scenario", action="append", help="only these scenarios")
+    parser.add_argument("--no-scenarios", action="store_true", help="no lab scenario")
+    parser.add_argument("--pytest", action="append", default=[], metavar="PATH",
+                        help="also run these tests of the suite inside each guest")
     parser.add_argument("--duration", type=float, default=10.0, help="each watch's seconds")
     parser.add_argument("--keep", type=Path, help="copy each VM's job folder here")
     parser.add_argument("--update-docs", action="store_true", help="write docs/KERNELS.md")
@@ -182,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not can_boot("matrix", "it builds an image and boots VMs"):
         return 2
-    scenarios = args.scenario or (list(SMOKE) if args.smoke else sorted(SCENARIOS))
+    scenarios = [] if args.no_scenarios else (
+        args.scenario or (list(SMOKE) if args.smoke else sorted(SCENARIOS)))
     image = build_image()
     versions = kernels(image)
     results: dict[str, dict[str, Cell]] = {}
@@ -199,12 +245,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"matrix: booting {versions[series]} for {len(scenarios)} scenarios",
               file=sys.stderr, flush=True)
         results[series], facts[series] = run_kernel(image, versions[series], scenarios,
-                                                    args.duration, args.keep)
-    lines = table(results, versions)
+                                                    args.duration, args.keep, args.pytest)
+    lines = table(results, versions) if scenarios else []
+    runs = {series: f["tests"] for series, f in facts.items() if "tests" in f}
+    if runs:
+        lines += ["", f"tests inside the guests: {' '.join(args.pytest)}", ""]
+        lines += [f"- {series} ({versions[series]}): {run.text()}" for series, run in runs.items()]
     print("\n".join(lines))
     if args.update_docs:
         update_docs(lines, facts)
-    return 0 if all(c.ok for cells in results.values() for c in cells.values()) else 1
+    ok = all(c.ok for cells in results.values() for c in cells.values())
+    return 0 if ok and all(run.ok for run in runs.values()) else 1
 
 
 if __name__ == "__main__":
