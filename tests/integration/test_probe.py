@@ -57,8 +57,10 @@ def test_forged_rst_is_traced_to_the_router_while_80_reaches_the_server(path_lab
     web = found[("tcp", 80)]
     assert web["answer"] == "syn-ack" and web["answered_by"] == "target"
     assert web["answer_hops"] == web["target_hops"] == 2 and web["last_hop"] == 2
-    assert web["hops"][0] == {"hop": 1, "from": ROUTER, "answer": "time-exceeded", "ttl": 64,
-                              "rtt_ms": web["hops"][0]["rtt_ms"], "icmp_code": 0}
+    first = dict(web["hops"][0])
+    assert 0 < first.pop("rtt_ms") < 1000  # within the default --wait of 1 s
+    assert first == {"hop": 1, "from": ROUTER, "answer": "time-exceeded", "ttl": 64,
+                     "icmp_code": 0}
     # The server never saw a probe for :22 (the router answered them all), and
     # answered every one for :80 that reached it.
     assert not matching(lines, kind="packet", hook="tc-ingress", proto="tcp", dport=22)
@@ -76,7 +78,9 @@ def test_udp_stops_after_the_router_while_icmp_and_tcp_reach_the_server(path_lab
     assert dns["answer"] == "none" and dns["answered_by"] == "unknown"
     assert dns["last_hop"] == 1 and dns["last_hop_from"] == ROUTER
     assert [h["answer"] for h in dns["hops"][1:]] == [None] * (len(dns["hops"]) - 1)
-    assert "TCP :80 gets through" in dns["conclusion"] or "ICMP" in dns["conclusion"]
+    # No other UDP port reaches the server: the conclusion names what does.
+    assert dns["conclusion"].rsplit("; ", 1)[1] in (f"ICMP, TCP :80 get through to {SERVER}",
+                                                    f"TCP :80, ICMP get through to {SERVER}")
     assert found[("icmp", None)]["answer"] == "echo-reply"
     assert found[("icmp", None)]["answered_by"] == "target"
     assert found[("tcp", 80)]["answered_by"] == "target"

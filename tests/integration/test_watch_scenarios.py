@@ -244,8 +244,13 @@ def test_reasons_come_from_the_running_kernel():
     fmt = Path("/sys/kernel/tracing/events/skb/kfree_skb/format").read_text()
     from_tracefs = {name: int(code) for code, name in
                     re.findall(r'\{ (\d+), "([A-Z0-9_]+)" \}', fmt)}
-    for name, code in from_tracefs.items():
-        assert listed[name] == code, name
+    if "reason" not in fmt:  # a kernel without drop reasons (before 5.17): none listed
+        assert listed == {} and from_tracefs == {}
+        return
+    # Every reason the tracepoint's format names, with its number (BTF's enum may
+    # name more: reasons of subsystems).
+    assert len(from_tracefs) > 10, fmt
+    assert {name: listed.get(name) for name in from_tracefs} == from_tracefs
 
 
 def test_explain_on_a_recording_matches_the_live_run(lab, watch, as_nobody):
