@@ -32,7 +32,7 @@ def healthy_lab(lab):
     return lab
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_detaches_everything(healthy_lab, watch, sig):
     w = watch("--port", "80", "--xdp-generic")  # XDP too: every kind of hook
     assert "xdp" in pktfate_attachments(healthy_lab)  # attached while running
