@@ -52,6 +52,14 @@ build_image() {
 	ln -sf /lib/systemd/system/systemd-networkd.service \
 		"$root/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
 	printf 'nameserver 10.0.2.3\n' >"$root/etc/resolv.conf"
+	# The network's own certificate authorities, where the host has any (a network
+	# whose egress inspects TLS, as here, signs with its own): a machine on that
+	# network has them, as this host does; ca-certificates, once set-up installs it,
+	# trusts them. Nothing else of the host's goes into the guest.
+	mkdir -p "$root/usr/local/share/ca-certificates"
+	for cert in /usr/local/share/ca-certificates/*.crt; do
+		[ -f "$cert" ] && cp "$cert" "$root/usr/local/share/ca-certificates/"
+	done
 	# The harness: run the job from the 9p share, then power off.
 	cp "$here/vmjob.service" "$root/etc/systemd/system/vmjob.service"
 	ln -sf /etc/systemd/system/vmjob.service "$root/etc/systemd/system/multi-user.target.wants/vmjob.service"
