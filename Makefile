@@ -31,8 +31,12 @@ integration: ## Run the integration tests only (root), the kernel matrix smoke i
 fault-matrix: setup-dev ## Every cell of the fault matrix (topology x family x fault x noise), live; table in docs/FAULTS.md (root)
 	PKTFATE_FAULTS=all PKTFATE_FAULTS_TABLE=docs/FAULTS.md $(PY) -m pytest -v -rs tests/integration/test_fault_matrix.py
 
-vm-test: setup-dev ## Every lab scenario under Debian's 5.10, 6.1, 6.12 (docs/KERNELS.md); the three-VM lab (root)
+GUEST_TESTS := tests/integration/test_lifecycle.py tests/integration/test_flood.py \
+	tests/integration/test_watch_scenarios.py
+
+vm-test: setup-dev ## Every lab scenario under Debian's 5.10, 6.1, 6.12 (docs/KERNELS.md); the suite's lifecycle, flood and watch tests inside 6.1 and 5.10; the three-VM lab (root)
 	$(PY) tests/vm/matrix.py --update-docs
+	$(PY) tests/vm/matrix.py --no-scenarios --kernels 6.1,5.10 $(addprefix --pytest ,$(GUEST_TESTS))
 	$(PY) -m pytest -v -rs -m vm tests/integration
 
 fresh-test: ## The README's commands in a fresh Debian 12 guest built from Debian's packages alone (root; ~1 h)

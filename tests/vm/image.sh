@@ -51,7 +51,7 @@ for d in proc sys dev; do mount --bind "/$d" "$root/$d"; done
 
 packages="iproute2 python3 python3-bpfcc python3-pip python3-venv python3-setuptools \
 iptables nftables ethtool curl netcat-openbsd iputils-ping tcpdump hping3 traceroute \
-procps ca-certificates initramfs-tools \
+procps ca-certificates initramfs-tools gcc libc6-dev \
 linux-image-amd64 linux-headers-amd64 linux-image-6.12-amd64 linux-headers-6.12-amd64"
 log "installing packages and bookworm's kernels (6.1, 6.12)"
 chroot "$root" apt-get update -qq

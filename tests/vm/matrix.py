@@ -3,7 +3,8 @@
 (tests/vm/image.sh), with the top cause of each scenario's diagnosis checked
 against the scenario's expected cause.
 
-    python tests/vm/matrix.py --smoke          the subset `make test` runs
+    python tests/vm/matrix.py --smoke --pytest PATH --pytest-kernels 6.1
+                                               the subset `make test` runs
     python tests/vm/matrix.py --update-docs    every scenario; table into docs/KERNELS.md
     python tests/vm/matrix.py --no-scenarios --pytest tests/integration/test_lifecycle.py \
         --kernels 6.1                           the suite's own tests inside a guest
@@ -219,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-scenarios", action="store_true", help="no lab scenario")
     parser.add_argument("--pytest", action="append", default=[], metavar="PATH",
                         help="also run these tests of the suite inside each guest")
+    parser.add_argument("--pytest-kernels", help="run the --pytest tests in these series "
+                        "only, comma-separated (default: every series booted)")
     parser.add_argument("--duration", type=float, default=10.0, help="each watch's seconds")
     parser.add_argument("--keep", type=Path, help="copy each VM's job folder here")
     parser.add_argument("--update-docs", action="store_true", help="write docs/KERNELS.md")
@@ -244,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"matrix: booting {versions[series]} for {len(scenarios)} scenarios",
               file=sys.stderr, flush=True)
+        tests = args.pytest if series in (args.pytest_kernels or series).split(",") else []
         results[series], facts[series] = run_kernel(image, versions[series], scenarios,
-                                                    args.duration, args.keep, args.pytest)
+                                                    args.duration, args.keep, tests)
     lines = table(results, versions) if scenarios else []
     runs = {series: f["tests"] for series, f in facts.items() if "tests" in f}
     if runs:
