@@ -4,7 +4,8 @@
 # drive, tracefs, and a virtualenv that sees the distro's bcc. Safe to rerun.
 # With --dev, also what the tests and the bench need besides: vagrant (to
 # validate the lab's Vagrantfile), qemu and debootstrap (the kernel matrix,
-# tests/vm/) and the tools the bench compares pktfate with (bcc's tcpdrop,
+# tests/vm/), tshark and chromium (the pcapng file and the HTML report opened as
+# people open them) and the tools the bench compares pktfate with (bcc's tcpdrop,
 # bpftrace, dropwatch).
 set -eu
 
@@ -37,7 +38,7 @@ curl ca-certificates netcat-openbsd iputils-ping tcpdump hping3 traceroute procp
 libc6-dev git shellcheck"
 if [ "$dev" = 1 ]; then
 	packages="$packages vagrant vagrant-libvirt bpfcc-tools bpftrace dropwatch \
-qemu-system-x86 qemu-utils debootstrap e2fsprogs debian-archive-keyring"
+qemu-system-x86 qemu-utils debootstrap e2fsprogs debian-archive-keyring tshark chromium"
 fi
 # Only when something is missing: a rerun needs no package index.
 missing=""

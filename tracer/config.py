@@ -55,6 +55,8 @@ class WatchConfig:
     # Follow a matched packet by its skb after NAT rewrites it (bpf/track.h).
     track: bool = True
     track_entries: int = 8192  # slots for skbs followed at once (a power of two: bpf/track.h)
+    pcap: str | None = None  # --pcap: a pcapng file to write, "-" for standard output
+    snaplen: int = 64  # --snaplen: transport bytes per packet in the pcapng file
 
     def watched_netns(self, kernel: KernelInfo) -> int:
         """The namespace the tracepoints keep (0: every one). A map value, not a

@@ -98,9 +98,13 @@ class WatchSession:
     out, however it is left."""
 
     def __init__(self, config: WatchConfig, on_batch: Callable[[list[Decoded]], None],
-                 command: str = "watch", why_root: str = "BPF and netlink"):
+                 command: str = "watch", why_root: str = "BPF and netlink",
+                 on_records: Callable[[list[Decoded], list[tuple]], None] | None = None):
         self.config = config
         self.on_batch = on_batch  # each drain's events, decoded, in order
+        # And with the ring's records they were decoded from (the pcapng writer
+        # takes the packets' own bytes from them), where something wants them.
+        self.on_raw = on_records
         self.command, self.why_root = command, why_root
         self.stop = Stop()
         # Set by __enter__: a session is used only inside its `with`.
@@ -124,11 +128,15 @@ class WatchSession:
         boot_offset = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
         decoder = Decoder(self.kernel.drop_reason_name, _locator(KernelSymbols.load()), IfNames(),
                           self.kernel.rst_reasons, boot_offset, local_netns=self.kernel.netns)
-        decode, deliver = decoder.decode_batch, self.on_batch
+        decode, deliver, raw = decoder.decode_batch, self.on_batch, self.on_raw
 
         def on_records(records: list[tuple]) -> None:
             for start in range(0, len(records), PASS_RECORDS):
-                deliver(decode(records[start:start + PASS_RECORDS]))
+                chunk = records[start:start + PASS_RECORDS]
+                decoded = decode(chunk)
+                deliver(decoded)
+                if raw is not None:
+                    raw(decoded, chunk)
 
         self.decoder = decoder
         self.stop.__enter__()

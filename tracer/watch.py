@@ -16,14 +16,15 @@ from .decode.events import Decoded, PacketEvent, WatchStats
 from .decode.recording import RecordedStart, context_of_json, read_recording
 from .decode.typed import parse
 from .diagnosis.diagnose import diagnose
-from .diagnosis.evidence import Evidence
+from .diagnosis.evidence import Evidence, Finding
 from .errors import PktfateError
 from .host import context as host_context
 from .host import firewall
 from .host.counters import delta, read_counters
 from .model.host import FirewallRule, HostContext
-from .output.human import HumanOutput
+from .output.human import HumanOutput, diagnosis_text
 from .output.jsonl import JsonOutput
+from .output.pcapng import PcapngWriter
 from .session import WatchSession, require_root
 
 ICMP_SEND = "icmp/icmp_send"  # the tracepoint of the ICMP errors this host sends
@@ -33,14 +34,16 @@ def _formatter(json_out: bool, stream: TextIO, show_all: bool):
     return JsonOutput(stream) if json_out else HumanOutput(stream, show_all)
 
 
-def run_watch(config, stream: TextIO) -> int:
-    """Watch until the duration ends or a signal arrives. Returns the exit status."""
+def run_watch(config, stream: TextIO, pcap: BinaryIO | None = None) -> int:
+    """Watch until the duration ends or a signal arrives. Returns the exit status.
+    `pcap`: where the pcapng capture goes (--pcap), opened by the caller."""
     from .host.netlink import local_addresses
 
     require_root("watch", "BPF and netlink")
     local = local_addresses()
     correlator = Correlator(local, config.ports)
     out = _formatter(config.json, stream, config.show_all)
+    capture = PcapngWriter(pcap, config.snaplen, local) if pcap is not None else None
     before = read_counters()
     rules_before = firewall.snapshot()
 
@@ -49,7 +52,13 @@ def run_watch(config, stream: TextIO) -> int:
     def on_batch(batch: list[Decoded]) -> None:
         emit(batch, feed(batch))
 
-    with WatchSession(config, on_batch) as session:
+    def flush() -> None:
+        out.flush()
+        if capture is not None:
+            capture.flush()
+
+    with WatchSession(config, on_batch,
+                      on_records=capture.packets if capture is not None else None) as session:
         kernel, report = session.kernel, session.tracer.report
         correlator.errors_from_egress = not kernel.has(ICMP_SEND)
         out.start({"version": __version__, "netns": kernel.netns, "all_netns": config.all_netns,
@@ -60,11 +69,14 @@ def run_watch(config, stream: TextIO) -> int:
                    "missing": list(kernel.missing) + report.skipped + report.held_by_process(),
                    "attach": {**report.attach, "bpf_object": report.bpf_object},
                    "leftovers": [r.get("pid") for r in session.leftovers]})
+        if capture is not None:
+            capture.start(f"ports {' '.join(map(str, config.ports)) or 'all'}, netns "
+                          f"{kernel.netns}")
         if config.ready_file:
             _write_ready_file(config.ready_file)
         try:
             session.run(deadline=time.monotonic() + config.duration if config.duration
-                        else None, after_drain=out.flush)
+                        else None, after_drain=flush)
             stats = session.final_stats()
         finally:
             if config.ready_file:
@@ -78,7 +90,9 @@ def run_watch(config, stream: TextIO) -> int:
     # Through the recording reader's road: what the rules see live is what a
     # replay of this watch's JSON will see.
     context = context_of_json(gathered, parse(tuple[FirewallRule, ...], moved))
-    _finish(out, flows, counters, stats, config.ports, context)
+    findings = _finish(out, flows, counters, stats, config.ports, context)
+    if capture is not None:
+        capture.finish(diagnosis_text(findings))
     return 0
 
 
@@ -98,12 +112,27 @@ def _checksum_drop_ifaces(flows) -> set[str]:
             for where in f.arrived_on if where.iface}
 
 
+def _diagnose(flows, counters: dict[str, int], stats: WatchStats, ports: Iterable[int],
+              context: HostContext) -> list[Finding]:
+    return diagnose(Evidence(flows, counters, tuple(ports), sum(stats.lost.values()),
+                             sampled=sum(stats.sampled.values()),
+                             kernel_counts=list(stats.kernel_counts), host=context))
+
+
 def _finish(out, flows, counters: dict[str, int], stats: WatchStats, ports: Iterable[int],
-            context: HostContext) -> None:
-    findings = diagnose(Evidence(flows, counters, tuple(ports), sum(stats.lost.values()),
-                                 sampled=sum(stats.sampled.values()),
-                                 kernel_counts=list(stats.kernel_counts), host=context))
+            context: HostContext) -> list[Finding]:
+    findings = _diagnose(flows, counters, stats, ports, context)
     out.finish(flows, findings, stats, counters, context)
+    return findings
+
+
+def _replay_correlator(start: RecordedStart) -> Correlator:
+    correlator = Correlator(set(start.local_addrs), start.ports)
+    # As the watch decided: no icmp_send events without the tracepoint, nor without
+    # BTF (then no tracepoint is attached at all).
+    correlator.errors_from_egress = any(
+        m == f"tracepoint {ICMP_SEND}" or m.startswith("kernel BTF") for m in start.missing)
+    return correlator
 
 
 def run_explain(stream: BinaryIO, out_stream: TextIO, json_out: bool) -> int:
@@ -113,12 +142,7 @@ def run_explain(stream: BinaryIO, out_stream: TextIO, json_out: bool) -> int:
     def on_event(start: RecordedStart, ev: PacketEvent) -> None:
         nonlocal correlator
         if correlator is None:
-            correlator = Correlator(set(start.local_addrs), start.ports)
-            # As the watch decided: no icmp_send events without the tracepoint, nor
-            # without BTF (then no tracepoint is attached at all).
-            correlator.errors_from_egress = any(
-                m == f"tracepoint {ICMP_SEND}" or m.startswith("kernel BTF")
-                for m in start.missing)
+            correlator = _replay_correlator(start)
         correlator.feed(ev)
 
     start, rec = read_recording(stream, __version__, on_event)
@@ -126,6 +150,21 @@ def run_explain(stream: BinaryIO, out_stream: TextIO, json_out: bool) -> int:
         correlator = Correlator(set(start.local_addrs), start.ports)
     out = _formatter(json_out, out_stream, False)
     _finish(out, correlator.finish(), rec.counters, rec.stats, start.ports, rec.context)
+    return 0
+
+
+def run_report(recordings: list[tuple[str, BinaryIO]], out: TextIO) -> int:
+    """`pktfate report`: each recording diagnosed as explain does, drawn into one
+    HTML page (output/report.py)."""
+    from .output.report import host_view, render
+
+    def diagnose_recording(correlator: Correlator, rec, start: RecordedStart):
+        flows = correlator.finish()
+        return flows, _diagnose(flows, rec.counters, rec.stats, start.ports, rec.context)
+
+    views = [host_view(name, stream, __version__, _replay_correlator, diagnose_recording)
+             for name, stream in recordings]
+    out.write(render(views, __version__))
     return 0
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
-from typing import TextIO
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, TextIO
 
 import click
 
@@ -80,12 +83,18 @@ def cli() -> None:
               "packet in --sample-every (0: send every event). Counts stay exact.")
 @click.option("--sample-every", type=click.IntRange(1, 65535), default=64, show_default=True,
               metavar="N")
+@click.option("--pcap", type=NewFileType(allow_dash=True), metavar="FILE",
+              help="Also write every watched packet, its fate in its comment, to a pcapng "
+              "file for Wireshark ('-': standard output, the report then on standard "
+              "error).")
+@click.option("--snaplen", type=click.IntRange(1, 64), default=64, show_default=True,
+              metavar="N", help="Transport-header bytes kept per packet in --pcap.")
 @click.option("--dump-bpf", is_flag=True, hidden=True,
               help="Print the final BPF C source and compile flags, then exit.")
 @json_option
 def watch(ports, hosts, protos, ifaces, duration, ready_file, all_netns, no_xdp, xdp_generic,
-          no_tc, no_links, no_track, show_all, sample_after, sample_every, dump_bpf,
-          json_out) -> None:
+          no_tc, no_links, no_track, show_all, sample_after, sample_every, pcap, snaplen,
+          dump_bpf, json_out) -> None:
     if no_xdp and xdp_generic:
         raise click.UsageError("--xdp-generic and --no-xdp: choose one")
     config = WatchConfig(
@@ -94,7 +103,8 @@ def watch(ports, hosts, protos, ifaces, duration, ready_file, all_netns, no_xdp,
         duration=duration, json=json_out, ready_file=ready_file, all_netns=all_netns,
         xdp=not no_xdp, xdp_generic=xdp_generic, tc=not no_tc, links=not no_links,
         track=not no_track, show_all=show_all,
-        sample_after=sample_after, sample_every=sample_every)
+        sample_after=sample_after, sample_every=sample_every,
+        pcap=str(pcap) if pcap is not None else None, snaplen=snaplen)
     if dump_bpf:
         from ..attach.source import compile_flags, render_source
         from ..kernel.discovery import probe_kernel
@@ -105,9 +115,11 @@ def watch(ports, hosts, protos, ifaces, duration, ready_file, all_netns, no_xdp,
         return
     from ..watch import run_watch
 
-    stream = _event_stream()
+    to_stdout = config.pcap == "-"
+    stream = _event_stream(sys.stderr if to_stdout else sys.stdout)
     try:
-        code = run_watch(config, stream)
+        with _pcap_stream(config.pcap) as capture:
+            code = run_watch(config, stream, capture)
         stream.flush()
     except BrokenPipeError as exc:
         # click would swallow an EPIPE silently; say what happened instead.
@@ -164,6 +176,35 @@ def explain(recording, json_out) -> None:
     from ..watch import run_explain
 
     sys.exit(run_explain(recording, sys.stdout, json_out))
+
+
+@cli.command()
+@click.argument("recordings", type=RecordingType(), nargs=-1, required=True)
+@click.option("-o", "--output", "output", type=NewFileType(allow_dash=True), required=True,
+              metavar="FILE.html", help="The page to write ('-': standard output).")
+def report(recordings, output) -> None:
+    """One self-contained HTML page from recordings of 'pktfate watch --json' (no root
+    needed): the diagnosis, a ladder diagram per flow, events per second by fate,
+    and what was read of the host. Opens offline, prints, reads on a phone.
+
+    \b
+    Example:
+      sudo pktfate watch --port 80 --duration 20 --json > run.jsonl
+      pktfate report run.jsonl -o run.html
+    """
+    from ..watch import run_report
+
+    named = [(getattr(stream, "name", "-") if stream.name != "<stdin>" else "standard input",
+              stream) for stream in recordings]
+    if output == "-":
+        sys.exit(run_report(named, sys.stdout))
+    page = io.StringIO()
+    code = run_report(named, page)
+    try:
+        Path(output).write_text(page.getvalue(), encoding="utf-8")
+    except OSError as exc:
+        raise PktfateError(f"cannot write {output}: {exc.strerror}") from exc
+    sys.exit(code)
 
 
 @cli.command()
@@ -225,19 +266,41 @@ cli.add_command(lab)
 EVENT_BUFFER = 1 << 20
 
 
-def _event_stream() -> TextIO:
-    """stdout with a 1 MiB buffer for the watch's lines. A flood writes thousands
-    of them per drain of the ring buffer; the watch flushes after each drain, so
-    nothing waits longer than with the 8 KiB default, which would cost a write
-    system call every 25 lines. stdout itself where it is no file (tests)."""
+def _event_stream(out: TextIO) -> TextIO:
+    """`out` (stdout, or stderr when the capture takes stdout) with a 1 MiB buffer
+    for the watch's lines. A flood writes thousands of them per drain of the ring
+    buffer; the watch flushes after each drain, so nothing waits longer than with
+    the 8 KiB default, which would cost a write system call every 25 lines. `out`
+    itself where it is no file (tests)."""
     try:
-        fd = sys.stdout.fileno()
+        fd = out.fileno()
     except (AttributeError, OSError, ValueError):
-        return sys.stdout
-    sys.stdout.flush()
+        return out
+    out.flush()
     raw = io.FileIO(fd, "w", closefd=False)
-    return io.TextIOWrapper(io.BufferedWriter(raw, EVENT_BUFFER), encoding=sys.stdout.encoding,
-                            errors=sys.stdout.errors)
+    return io.TextIOWrapper(io.BufferedWriter(raw, EVENT_BUFFER), encoding=out.encoding,
+                            errors=out.errors)
+
+
+@contextlib.contextmanager
+def _pcap_stream(path: str | None) -> Iterator[BinaryIO | None]:
+    """The binary stream --pcap names, buffered like the lines (flushed per drain),
+    closed on every way out; None without --pcap."""
+    if path is None:
+        yield None
+        return
+    if path == "-":
+        sys.stdout.flush()
+        with io.BufferedWriter(io.FileIO(sys.stdout.fileno(), "w", closefd=False),
+                               EVENT_BUFFER) as stdout:
+            yield stdout
+        return
+    try:
+        capture = open(path, "wb", buffering=EVENT_BUFFER)  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise PktfateError(f"cannot write {path}: {exc.strerror}") from exc
+    with capture:
+        yield capture
 
 
 def main(args: list[str] | None = None) -> None:

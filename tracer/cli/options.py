@@ -72,9 +72,14 @@ class NewFileType(click.ParamType):
 
     name = "PATH"
 
+    def __init__(self, allow_dash: bool = False):
+        self.allow_dash = allow_dash  # '-': standard output
+
     def convert(self, value, param, ctx):
         import os
 
+        if self.allow_dash and value == "-":
+            return value
         path = Path(value)
         if path.is_dir():
             self.fail(f"{value!r} is a directory: name a file", param, ctx)

@@ -341,6 +341,10 @@ class Correlator:
             return ev.proto, ev.src, sport, ev.dst, dport
         return ev.proto, ev.dst, dport, ev.src, sport
 
+    def flow_key_of(self, ev: PacketEvent) -> FlowKey:
+        """The key of the flow an event counts in (`flows`), as feed() decides it."""
+        return self._flow_key(ev, self._direction(ev))
+
     def flow_for(self, ev: PacketEvent, direction: Direction) -> Flow:
         return self._flow(self._flow_key(ev, direction), ev.ts)
 

@@ -158,6 +158,8 @@ class RecordedStart:
     ports: tuple[int, ...]
     version: Optional[str] = None
     missing: tuple[str, ...] = ()
+    netns: Optional[int] = None  # the watched namespace (a report names it)
+    protos: tuple[str, ...] = ()  # the protocol filter
 
 
 @dataclass

@@ -4,6 +4,7 @@ it is given."""
 
 from __future__ import annotations
 
+import io
 import textwrap
 import time
 from collections.abc import Iterable
@@ -64,7 +65,7 @@ def event_line(ev: PacketEvent) -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(ev.ts)) + f".{int(ev.ts * 1000) % 1000:03d}"
     packet = describe(ev) if ev.hook is not Hook.SOCK_STATE else \
         f"TCP {_endpoint(ev.src, ev.sport)} - {_endpoint(ev.dst, ev.dport)}"
-    line = f"{clock} {packet}  {_tail(ev)}"
+    line = f"{clock} {packet}  {fate_text(ev)}"
     return line[:WIDTH]
 
 
@@ -79,7 +80,7 @@ def _reason_text(reason: str | None) -> str:
     return "without a reason" if reason in (None, UNKNOWN_REASON) else str(reason)
 
 
-def _tail(ev: PacketEvent) -> str:
+def fate_text(ev: PacketEvent) -> str:
     """What happened to the packet at this hook, in words."""
     hook = ev.hook
     if hook in _ON_THE_WIRE:
@@ -145,6 +146,15 @@ def banner(start: dict) -> list[str]:
     lines.append("  Ctrl-C to stop and see the diagnosis" if not start["duration"] else
                  f"  for {start['duration']:g}s, then the diagnosis")
     return lines
+
+
+def diagnosis_text(findings: Iterable[Finding]) -> str:
+    """The report's DIAGNOSIS part alone, as the terminal shows it."""
+    buffer = io.StringIO()
+    out = HumanOutput(buffer)
+    for n, finding in enumerate(findings, 1):
+        out._finding(n, finding)
+    return "DIAGNOSIS\n" + buffer.getvalue()
 
 
 class HumanOutput:
