@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SCENARIO ?= checksum
 
-.PHONY: help setup setup-dev demo test unit integration fault-matrix vm-test fresh-test bench lint dump-bpf clean
+.PHONY: help setup setup-dev demo test unit integration fault-matrix vm-test fresh-test report-screenshot bench lint dump-bpf clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,13 @@ vm-test: setup-dev ## Every lab scenario under Debian's 5.10, 6.1, 6.12 (docs/KE
 
 fresh-test: ## The README's commands in a fresh Debian 12 guest built from Debian's packages alone (root; ~1 h)
 	sh tests/vm/fresh.sh docs/FRESH.txt
+
+report-screenshot: ## Draw docs/report-checksum.png: the checksum recording's HTML report in headless Chromium
+	$(VENV)/bin/pktfate report tests/data/lab/checksum.jsonl -o docs/report-checksum.html
+	chromium --headless --no-sandbox --disable-gpu --disable-background-networking \
+		--no-first-run --hide-scrollbars --user-data-dir=$$(mktemp -d) --window-size=900,1500 \
+		--screenshot=docs/report-checksum.png docs/report-checksum.html
+	rm docs/report-checksum.html
 
 bench: setup-dev ## Measure overhead, capacity, startup, CPU, memory; table into docs/BENCHMARKS.md (root)
 	$(PY) bench/run.py --update-docs

@@ -568,14 +568,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_per_thousand(pair: VethPair, sizes: Sizes, tmp: Path) -> list[float]:
+def cpu_per_thousand(pair: VethPair, sizes: Sizes, tmp: Path, *extra: str) -> list[float]:
     """The watch process's own CPU per 1,000 events, decoding, correlation and JSON
     output included, every event sent: from ready to the end of a paced flood (the
     start-up and the final diagnosis left out; the flood's own CPU, and the kernel
-    work it does sending and dropping, are another process's)."""
+    work it does sending and dropping, are another process's). `extra`: more
+    options (--pcap: the capture written too)."""
     samples = []
     for _ in range(sizes.rounds):  # one run is noisy here: the median of as many as ratios take
-        tool = Pktfate(WATCHED, "--sample-after", "0")
+        tool = Pktfate(WATCHED, "--sample-after", "0", *extra)
         tool.start(pair, tmp)
         assert tool.watch is not None
         before = _cpu_seconds(tool.watch.pid)
@@ -628,6 +629,14 @@ def run(sizes: Sizes) -> Results:
                 ("td-none", Tcpdump(UNWATCHED), "", None), ("td-all", Tcpdump(WATCHED), "", None)):
             results.add(f"(a) rate with {tool.name}, relative to none", medians[key], "{:.2f}",
                         target, ok)
+        # The pcapng capture beside the JSON, every packet matching: against tcpdump -w
+        # writing its own capture of the same packets, in the same run.
+        pcap = Pktfate(WATCHED, "--pcap", str(tmp / "bench.pcapng"))
+        pcap.name = f"pktfate ({_filter_text(WATCHED)}, --pcap FILE)"
+        with_pcap = overhead(pair, pcap, sizes, tmp)
+        results.add(f"(a) rate with {pcap.name}, relative to none", with_pcap, "{:.2f}",
+                    f">= tcpdump's {tcpdump_all:.2f}",
+                    statistics.median(with_pcap) >= tcpdump_all)
         results.add(f"(a) rate with {HooksAlone.name}, relative to none",
                     overhead(pair, HooksAlone(), sizes, tmp), "{:.2f}", "", None)
         results.add("(a) rate with pktfate (filter matches nothing) over empty programs at the "
@@ -683,6 +692,10 @@ def run(sizes: Sizes) -> Results:
         cpu = cpu_per_thousand(pair, sizes, tmp)
         results.add("(d) user-space CPU per 1,000 events (ms)", cpu, "{:.2f}", "<= 5",
                     statistics.median(cpu) <= 5 if cpu else None)
+        capture = tmp / "bench.pcapng"
+        cpu_pcap = cpu_per_thousand(pair, sizes, tmp, "--pcap", str(capture))
+        results.add("(d) user-space CPU per 1,000 events with --pcap (ms)", cpu_pcap, "{:.2f}",
+                    "", None)
         mem = memory(pair, sizes, tmp)
         peak = mem["end"].get("VmHWM", 0) / 1024
         results.add("(e) peak RSS, flow table full (MB)", [peak], "{:.0f}", "", None)

@@ -29,6 +29,9 @@ def test_bench_smoke_run_writes_the_table(tmp_path):
     measures = {row.split(")")[0] for row in rows}
     assert measures == {"| (a", "| (b", "| (c", "| (d", "| (e"}
     assert "pktfate (filter matches nothing)" in text and "tcpdump -w" in text
+    # the pcapng capture's cost, against tcpdump writing its own (rate, CPU)
+    assert "rate with pktfate (filter matches every packet, --pcap FILE), relative" in text
+    assert "user-space CPU per 1,000 events with --pcap (ms)" in text
     assert "rate with bpftrace" in text and "rate with dropwatch" in text  # the peers
     # the floor under any observer at tc ingress and kfree_skb, and pktfate over it
     assert "rate with empty programs at tc ingress and on skb:kfree_skb" in text
