@@ -14,13 +14,14 @@ from . import __version__
 from .correlate.correlator import Correlator
 from .decode.events import Decoded, PacketEvent, WatchStats
 from .decode.recording import RecordedStart, context_of_json, read_recording
-from .decode.typed import parse
+from .decode.typed import parse, to_json
 from .diagnosis.diagnose import diagnose
 from .diagnosis.evidence import Evidence, Finding
 from .errors import PktfateError
 from .host import context as host_context
 from .host import firewall
 from .host.counters import delta, read_counters
+from .host.identity import host_identity
 from .model.host import FirewallRule, HostContext
 from .output.human import HumanOutput, diagnosis_text
 from .output.jsonl import JsonOutput
@@ -68,7 +69,8 @@ def run_watch(config, stream: TextIO, pcap: BinaryIO | None = None) -> int:
                    "xdp_left_out": report.xdp_left_out, "tc": report.tc,
                    "missing": list(kernel.missing) + report.skipped + report.held_by_process(),
                    "attach": {**report.attach, "bpf_object": report.bpf_object},
-                   "leftovers": [r.get("pid") for r in session.leftovers]})
+                   "leftovers": [r.get("pid") for r in session.leftovers],
+                   "host": to_json(host_identity(kernel.netns))})
         if capture is not None:
             capture.start(f"ports {' '.join(map(str, config.ports)) or 'all'}, netns "
                           f"{kernel.netns}")

@@ -1,7 +1,7 @@
 """The kernel matrix's smoke subset: Debian's own 5.10, 6.1 and 6.12 kernels booted
 in turn under qemu (software emulation), each running the checksum incident and
 three other lab scenarios with pktfate inside; every cell's top cause must be the
-scenario's own. Part of `make test` (about 11 minutes here: one compile per boot,
+scenario's own. Part of `make test` (about 15 minutes here: one compile per boot,
 the compiled object cached for the other scenarios); the full matrix and the
 three-VM lab: `make vm-test`."""
 

@@ -6,6 +6,8 @@ without the filter on the same traffic, both running at once."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -132,6 +134,19 @@ def test_all_events_prints_every_packet_the_json_holds(healthy, watch):
     tcp = [p for p in packets if p["proto"] == "tcp"]
     assert len(event_lines(every.text)) == len(tcp) > 5
     assert 0 < len(event_lines(noteworthy.text)) < len(tcp)
+
+
+def test_the_start_says_where_the_recording_was_made(healthy, watch):
+    lines = watch("--port", "80", "--no-xdp").stop()
+    host = lines[0]["host"]
+    links = json.loads(healthy.sh("server", "ip -j addr show").stdout)
+    assert host["netns"] == lines[0]["netns"] == os.stat(
+        f"/run/netns/{healthy.ns('server')}").st_ino
+    assert host["hostname"] == socket.gethostname()
+    assert [(i["name"], i["mac"], sorted(i["addrs"])) for i in host["interfaces"]] == [
+        (link["ifname"], None if link["ifname"] == "lo" else link["address"],
+         sorted(a["local"] for a in link.get("addr_info", []))) for link in links]
+    assert SERVER in next(i["addrs"] for i in host["interfaces"] if i["name"] == "eth0")
 
 
 # --- probe ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from pktfate.decode.recording import MAX_LINE_BYTES
+from pktfate.errors import PktfateError
 
 from ..readme import status_of
 from .recorded import SERVER, Recorder, event_json
@@ -132,3 +133,30 @@ def test_not_a_recording(kind, words, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == status_of("not a recording") and len(lines) == 1, proc.stderr
     assert lines[0].startswith("pktfate: error:") and words in lines[0], lines[0]
+
+
+def test_a_recording_says_where_it_was_made_and_older_ones_still_load():
+    import io
+
+    from pktfate.decode.recording import read_recording
+    from pktfate.model.host import HostIdentity, InterfaceIdentity
+
+    host = {"hostname": "web1", "machine_id": "0123abcd", "netns": 4026531840,
+            "interfaces": [{"name": "lo", "mac": None, "addrs": ["127.0.0.1"]},
+                           {"name": "eth0", "mac": "52:54:00:12:34:56",
+                            "addrs": [SERVER, "fd00:2::2"]}]}
+    lines = _good_lines()
+    with_host = [json.dumps(dict(json.loads(lines[0]), host=host))] + lines[1:]
+
+    def start_of(text_lines: list[str]):
+        data = io.BytesIO(("\n".join(text_lines) + "\n").encode())
+        return read_recording(data, "0.1.0", lambda *_: None)[0]
+
+    assert start_of(with_host).host == HostIdentity(
+        "web1", "0123abcd", 4026531840,
+        (InterfaceIdentity("lo", None, ("127.0.0.1",)),
+         InterfaceIdentity("eth0", "52:54:00:12:34:56", (SERVER, "fd00:2::2"))))
+    assert start_of(lines).host is None
+    broken = [json.dumps(dict(json.loads(lines[0]), host={**host, "netns": "x"}))] + lines[1:]
+    with pytest.raises(PktfateError, match="netns"):
+        start_of(broken)

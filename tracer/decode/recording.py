@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Optional, Union
 
 from ..errors import PktfateError
-from ..model.host import FirewallRule, HostContext
+from ..model.host import FirewallRule, HostContext, HostIdentity
 from ..model.kinds import CsumVerdict, Hook, Location, StateChange
 from ..model.protocols import Proto, TcpFlags
 from .events import KernelCount, PacketEvent, Quoted, WatchStats
@@ -160,6 +160,7 @@ class RecordedStart:
     missing: tuple[str, ...] = ()
     netns: Optional[int] = None  # the watched namespace (a report names it)
     protos: tuple[str, ...] = ()  # the protocol filter
+    host: Optional[HostIdentity] = None  # where it was made (recordings before 0.2: None)
 
 
 @dataclass

@@ -120,6 +120,26 @@ class FirewallRule:
 
 
 @dataclass(frozen=True)
+class InterfaceIdentity:
+    """One interface of the watched namespace, as a recording names it."""
+
+    name: str
+    mac: Optional[str]  # None where it has none (lo, a tunnel)
+    addrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostIdentity:
+    """Where a recording was made: what tells its host and namespace apart from
+    another recording's (several hosts' recordings are matched by it)."""
+
+    hostname: str
+    machine_id: Optional[str]  # /etc/machine-id where present
+    netns: int
+    interfaces: tuple[InterfaceIdentity, ...] = ()
+
+
+@dataclass(frozen=True)
 class HostContext:
     """Everything the rules may ask about this host."""
 
