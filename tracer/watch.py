@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -152,6 +152,28 @@ def run_explain(stream: BinaryIO, out_stream: TextIO, json_out: bool) -> int:
         correlator = Correlator(set(start.local_addrs), start.ports)
     out = _formatter(json_out, out_stream, False)
     _finish(out, correlator.finish(), rec.counters, rec.stats, start.ports, rec.context)
+    return 0
+
+
+def run_explain_merged(recordings: Sequence[tuple[str, BinaryIO]], out: TextIO,
+                       json_out: bool) -> int:
+    """`pktfate explain A B ...`: the recordings merged into each packet's path, the
+    diagnosis over the paths, and each host's own top finding."""
+    from .output.paths_report import write_json, write_text
+    from .paths.findings import diagnose_paths
+    from .paths.merge import load, merge
+
+    hosts = [load(name, stream, __version__) for name, stream in recordings]
+    merged = merge(hosts)
+    own = {}
+    for host in merged.hosts:
+        correlator = _replay_correlator(host.start)
+        for ev in host.events:
+            correlator.feed(ev)
+        rec = host.recording
+        own[host.name] = _diagnose(correlator.finish(), rec.counters, rec.stats,
+                                   host.start.ports, rec.context)
+    (write_json if json_out else write_text)(out, merged, diagnose_paths(merged), own)
     return 0
 
 

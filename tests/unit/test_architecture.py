@@ -26,11 +26,12 @@ ALLOWED = {
     "decode": set(),
     "correlate": {"decode"},
     "diagnosis": {"correlate", "decode", "host"},
-    "output": {"correlate", "decode", "diagnosis", "probe"},
+    "paths": {"correlate", "decode", "diagnosis"},
+    "output": {"correlate", "decode", "diagnosis", "paths", "probe"},
     "attach": {"config", "decode", "host", "kernel"},
     "session": {"attach", "config", "decode", "host", "kernel"},
     "probe": {"config", "decode", "diagnosis", "host", "output", "session"},
-    "watch": {"correlate", "decode", "diagnosis", "host", "output", "session"},
+    "watch": {"correlate", "decode", "diagnosis", "host", "output", "paths", "session"},
     "cli": {"attach", "config", "kernel", "probe", "watch"},
 }
 # "" is the package itself (its __version__); model is the typed vocabulary

@@ -13,7 +13,10 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 project=$(cd "$here/../.." && pwd)
 cache=${PKTFATE_VM_CACHE:-/var/cache/pktfate/vm}
-key=$(cat "$here/image.sh" "$here/vmjob.service" "$project/pyproject.toml" | sha256sum | cut -c1-12)
+# Keyed by what goes into the image: this script, the unit, and pktfate's
+# dependencies (the lines of pyproject.toml that name them), not the rest of it.
+key=$( (cat "$here/image.sh" "$here/vmjob.service"
+	grep -E '^(dependencies|dev) = ' "$project/pyproject.toml") | sha256sum | cut -c1-12)
 out=$cache/$key
 log() { printf 'vm image: %s\n' "$*" >&2; }
 

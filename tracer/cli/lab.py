@@ -87,11 +87,25 @@ def lab_down(prefix) -> None:
 @prefix_option
 @click.option("--duration", type=DURATION, default=8.0, show_default=True)
 @click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
+@click.option("--everywhere", is_flag=True,
+              help="Watch in every namespace (client, router, server) and merge the "
+              "recordings into each packet's path (not with --keep).")
+@click.option("--recordings", type=click.Path(file_okay=False, writable=True), metavar="DIR",
+              help="With --everywhere: keep each host's recording in DIR (HOST.jsonl).")
 @json_option
-def lab_demo(scenario, prefix, duration, keep, json_out) -> None:
+def lab_demo(scenario, prefix, duration, keep, everywhere, recordings, json_out) -> None:
     """Build the lab with SCENARIO, watch :80 on the server while the client
     pings and curls it, and print pktfate's diagnosis (--json: the watch's JSON
-    lines on stdout, the demo's commentary on stderr)."""
+    lines on stdout, the demo's commentary on stderr). With --everywhere, a watch
+    in each namespace, merged into one path story."""
+    if everywhere:
+        if keep:
+            raise click.UsageError("--everywhere and --keep: choose one")
+        from ..lab.everywhere import run_everywhere
+
+        sys.exit(run_everywhere(scenario, prefix, duration, recordings, json_out))
+    if recordings:
+        raise click.UsageError("--recordings goes with --everywhere")
     from ..lab.demo import run_demo
 
     sys.exit(run_demo(scenario, prefix, duration, keep, json_out=json_out))

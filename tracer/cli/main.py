@@ -163,19 +163,35 @@ def probe(host, ports, protos, max_hops, wait, json_out) -> None:
 
 
 @cli.command()
-@click.argument("recording", type=RecordingType())
+@click.argument("recordings", type=RecordingType(), nargs=-1, required=True)
 @json_option
-def explain(recording, json_out) -> None:
+def explain(recordings, json_out) -> None:
     """Diagnose again from a recorded 'pktfate watch --json' output (no root needed).
+    With several recordings (one per host: client, router, server), merge them into
+    the path each packet took and name the host on the way responsible.
 
     \b
-    Example:
+    Examples:
       sudo pktfate watch --port 80 --duration 20 --json > run.jsonl
       pktfate explain run.jsonl
+      pktfate explain client.jsonl router.jsonl server.jsonl
     """
-    from ..watch import run_explain
+    from ..watch import run_explain, run_explain_merged
 
-    sys.exit(run_explain(recording, sys.stdout, json_out))
+    if len(recordings) == 1:
+        sys.exit(run_explain(recordings[0], sys.stdout, json_out))
+    sys.exit(run_explain_merged(_named(recordings), sys.stdout, json_out))
+
+
+def _named(streams) -> list[tuple[str, BinaryIO]]:
+    """Each recording with the name the merged story gives its host: the file's
+    name without .jsonl ('client.jsonl': client)."""
+    named = []
+    for stream in streams:
+        name = getattr(stream, "name", "-")
+        name = "standard input" if name in ("<stdin>", "-") else Path(name).name
+        named.append((name[:-6] if name.endswith(".jsonl") else name, stream))
+    return named
 
 
 @cli.command()

@@ -364,6 +364,16 @@ SCENARIOS = {s.name: s for s in (
         services={"server": (HTTP_SERVICE,)},
     ),
     Scenario(
+        "router-nat",
+        "The router masquerades the client behind its own address (SNAT) and the service "
+        "on :80 answers: healthy, its packets followed across the NAT by merging the "
+        "hosts' recordings (lab demo --everywhere).",
+        expect="healthy",
+        setup={"router": ("iptables -t nat -A POSTROUTING -o {router_server_if} "
+                          "-j MASQUERADE",)},
+        services={"server": (HTTP_SERVICE,)},
+    ),
+    Scenario(
         "socket-buffer-full",
         "A UDP service that never reads, with a 1 KiB receive buffer: datagrams are "
         "dropped once the buffer is full.",
