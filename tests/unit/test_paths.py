@@ -123,6 +123,40 @@ def test_a_host_that_saw_nothing_is_evidence():
     assert findings[0].count == 3
 
 
+def test_a_forger_nobody_recorded_is_told_by_the_ttl():
+    """Client and server only: the RST in the server's name arrived at the client
+    from hop 1 while the server's packets come from hop 2, and the server's own
+    recording never sent it."""
+    findings = diagnose_paths(_merged("path-filters", hosts=("client", "server")))
+    top = findings[0]
+    assert (top.cause, top.host) == ("forged-reset", "the device at hop 1 from client")
+    assert "server's own recording has no such RST: it never sent one" in top.evidence
+    assert any("TTL 64 (initial 64, hop 1)" in line and "come from hop 2" in line
+               for line in top.evidence), top.evidence
+
+
+@pytest.mark.parametrize(("hosts", "device"), [
+    (("client", "router", "server", "client-probe"), "router"),
+    (("client", "server", "client-probe"), "the device at hop 1 from client"),
+    (("server", "client-probe"), "the device at hop 1 from 10.0.1.2"),
+])
+def test_a_probe_from_the_client_counts_as_a_recording(hosts, device):
+    """pktfate probe --json from the client: its RST from hop 1 in the server's name
+    joins the server's own record of no RST, with or without the other watches."""
+    def recordings():
+        return [(h, io.BytesIO((DATA / "path-filters" / (
+            f"{h}.json" if h.endswith("probe") else f"{h}.jsonl")).read_bytes())) for h in hosts]
+
+    findings = diagnose_paths(merge(load(n, s, __version__) for n, s in recordings()))
+    forged = [f for f in findings if f.cause == "forged-reset"]
+    assert len(forged) == 1 and forged[0].host == device and findings[0] is forged[0]
+    assert any(line.startswith("client-probe: The RST for TCP :22 claims to come from "
+                               "10.0.2.2") for line in forged[0].evidence)
+    assert "server's own recording has no RST from port 22: it never sent one" in \
+        forged[0].evidence or "server's own recording has no such RST: it never sent one" \
+        in forged[0].evidence
+
+
 def test_the_merged_json():
     record = json.loads(_story("checksum", json_out=True))
     assert record["kind"] == "merged"

@@ -185,12 +185,14 @@ def explain(recordings, json_out) -> None:
 
 def _named(streams) -> list[tuple[str, BinaryIO]]:
     """Each recording with the name the merged story gives its host: the file's
-    name without .jsonl ('client.jsonl': client)."""
+    name without .jsonl or .json ('client.jsonl': client)."""
     named = []
     for stream in streams:
         name = getattr(stream, "name", "-")
         name = "standard input" if name in ("<stdin>", "-") else Path(name).name
-        named.append((name[:-6] if name.endswith(".jsonl") else name, stream))
+        for suffix in (".jsonl", ".json"):
+            name = name[:-len(suffix)] if name.endswith(suffix) else name
+        named.append((name, stream))
     return named
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..correlate.correlator import Flow
+from ..decode.events import PacketEvent
 from ..host.firewall import ANY, attribute, chain_of, delete_command, is_policy, set_entry
 from ..model.host import FirewallRule
 from ..model.kinds import Fate
@@ -191,6 +192,16 @@ def flow_rules(rules: Sequence[FirewallRule], flow: Flow,
                "dst": flow.peer, "sport": local_port, "dport": flow.peer_port,
                "oif": iface}
     return attribute(rules, [arriving, leaving], lambda rule: rule.rule, sets)
+
+
+def packet_rules(rules: Sequence[FirewallRule], ev: PacketEvent,
+                 sets: Mapping[str, Sequence[str]] | None = None,
+                 ) -> tuple[list[FirewallRule], list[FirewallRule]]:
+    """Of the rules whose counters moved, those whose match covers this one packet as
+    it was at the hook (a forwarded one: on any chain), and those pktfate cannot tell."""
+    packet = {"family": ev.family, "proto": proto_name(ev.proto), "src": ev.src,
+              "dst": ev.dst, "sport": ev.sport, "dport": ev.dport, "iif": ev.iface}
+    return attribute(rules, [packet], lambda rule: rule.rule, sets)
 
 
 def _invalid_rules(rules: list[FirewallRule]) -> list[FirewallRule]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .demo import ATTACH_WAIT, watch_argv
 from .namespaces import HOSTS, STATE_DIR, Lab, wait_for
-from .scenarios import SCENARIOS
+from .scenarios import ADDRESSES, SCENARIOS
 
 
 def record_everywhere(scenario: str, prefix: str, duration: float, into: Path,
@@ -24,7 +24,7 @@ def record_everywhere(scenario: str, prefix: str, duration: float, into: Path,
     lab = Lab(prefix).up(scenario)
     port = SCENARIOS[scenario].port
     watchers: dict[str, tuple[subprocess.Popen, Path]] = {}
-    recordings = {host: into / f"{host}.jsonl" for host in HOSTS}
+    recordings = {host: into / f"{host}.jsonl" for host in HOSTS}  # and the probe's
     try:
         for host in HOSTS:
             ready = STATE_DIR / f"lab-{prefix}-{host}.ready"
@@ -44,6 +44,13 @@ def record_everywhere(scenario: str, prefix: str, duration: float, into: Path,
             out.write(f"client$ {command}\n")
             for line in (result.stdout + result.stderr).strip().splitlines()[-2:]:
                 out.write(f"  {line}\n")
+        if SCENARIOS[scenario].probe:  # the scenario's probe, recorded too
+            args = [ADDRESSES["server_ip"], *SCENARIOS[scenario].probe_args(), "--json"]
+            out.write(f"client$ pktfate probe {' '.join(args)} > client-probe.json\n")
+            recordings["client-probe"] = into / "client-probe.json"
+            with recordings["client-probe"].open("wb") as probe_out:
+                subprocess.run(lab.exec_argv("client", watch_argv("probe", *args)),
+                               stdout=probe_out, stderr=out, timeout=120, check=False)
         for proc, _ in watchers.values():
             proc.wait(timeout=duration + 60)
     finally:

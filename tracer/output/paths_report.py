@@ -72,6 +72,9 @@ def write_text(out: TextIO, merged: Merged, findings: list[PathFinding],
             "not lined up")
         lines += _wrap(f"{host.name} ({where}; {', '.join(host.start.local_addrs[:3])}): "
                        f"{len(host.events)} events; {clock}", "  ", "      ")
+    for probe in merged.probes:
+        lines += _wrap(f"{probe.name}: pktfate probe from {probe.source} to {probe.target}, "
+                       f"{len(probe.results)} results", "  ", "      ")
     lines += ["", "PATHS"]
     kinds = _kinds(merged)
     for (what, steps), count in kinds.most_common(MAX_PATH_LINES):
@@ -108,6 +111,8 @@ def write_json(out: TextIO, merged: Merged, findings: list[PathFinding],
                    "clock_offset": o.offset, "clock_spread": o.spread,
                    "clock_matched": o.matched}
                   for h, o in zip(merged.hosts, merged.offsets)],
+        "probes": [{"name": p.name, "source": p.source, "target": p.target,
+                    "results": len(p.results)} for p in merged.probes],
         "paths": [{"packet": what, "count": count, "steps": list(steps)}
                   for (what, steps), count in kinds.most_common()],
         "findings": [{"cause": f.cause, "host": f.host, "summary": f.summary,

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..decode.events import PacketEvent
+from ..diagnosis.firewall import packet_rules
+from ..diagnosis.origin import forged_sentence, hop_of, usual_hop
 from ..diagnosis.wording import proto_label
 from ..model.host import FirewallRule
 from ..model.kinds import CsumVerdict, Hook
@@ -51,8 +53,8 @@ def _flow(ev: PacketEvent) -> str:
 
 def _what(ev: PacketEvent) -> str:
     flags = f" [{flags_text(ev.tcp_flags)}]" if ev.tcp_flags is not None else ""
-    return f"{proto_label(ev.proto)}{flags} from {ev.src} to {ev.dst}" + (
-        f":{ev.dport}" if ev.dport is not None else "")
+    port = f":{ev.dport}" if ev.dport is not None and not ev.proto.is_icmp else ""
+    return f"{proto_label(ev.proto)}{flags} from {ev.src} to {ev.dst}{port}"
 
 
 def _destination(merged: Merged, ev: PacketEvent) -> HostRecording | None:
@@ -113,27 +115,43 @@ def _forged_reset(merged: Merged, path: PacketPath) -> PathFinding | None:
     if ev.tcp_flags is None or not ev.tcp_flags & TcpFlags.RST:
         return None
     owner = _owner(merged, ev.src)
-    sender = path.sightings[0].host
-    if owner is None or owner.name == sender or owner.name in path.hosts():
+    first = path.sightings[0].host
+    if owner is None or owner.name == first or owner.name in path.hosts():
         return None
-    if ev.hook is not Hook.TC_EGRESS:
-        return None  # not seen leaving the host that made it
     request = [p for p in merged.paths if p.first.src == ev.dst and p.first.dst == ev.src
                and p.first.sport == ev.dport and p.first.dport == ev.sport]
-    reached_owner = any(owner.name in p.hosts() for p in request)
-    evidence = [f"a RST in {owner.name}'s name ({ev.src}:{ev.sport}) first left {sender} "
-                f"({ev.iface}), TTL {ev.ttl}",
-                f"{owner.name}'s own recording has no such RST: it never sent one"]
-    if request and not reached_owner:
-        evidence.append(f"the request it answers never reached {owner.name}: "
-                        f"{request[0].hosts()[-1]} was the last host that saw it")
+    never = [f"the request it answers never reached {owner.name}: "
+             f"{request[0].hosts()[-1]} was the last host that saw it"] \
+        if request and owner.name not in request[0].hosts() else []
+    own = f"{owner.name}'s own recording has no such RST: it never sent one"
+    fix = "find the rule that rejects with tcp-reset for port {port} (iptables -S; nft " \
+        "list ruleset) and remove or narrow it"
+    if ev.hook is Hook.TC_EGRESS:  # seen leaving the host that made it up
+        return PathFinding(
+            "forged-reset", first,
+            f"{first} answers TCP to {ev.src}:{ev.sport} with a RST in {owner.name}'s name; "
+            f"{owner.name} never sent it.",
+            [f"a RST in {owner.name}'s name ({ev.src}:{ev.sport}) first left {first} "
+             f"({ev.iface}), TTL {ev.ttl}", own, *never],
+            [f"on {first}: " + fix.format(port=ev.sport)])
+    if ev.hook not in _ARRIVALS:
+        return None
+    # Made by a device nobody recorded: where, from its TTL where it arrived, against
+    # the TTL of the owner's own packets there.
+    owner_ttls = Counter(s.event.ttl for p in merged.paths for s in p.sightings
+                         if s.host == first and s.event.src == ev.src
+                         and s.event.hook in _ARRIVALS and p is not path
+                         and not (s.event.tcp_flags or 0) & TcpFlags.RST)
+    target_hop = usual_hop(owner_ttls)
+    if target_hop is None or hop_of(ev.ttl) >= target_hop:
+        return None
+    device = f"the device at hop {hop_of(ev.ttl)} from {first}"
     return PathFinding(
-        "forged-reset", sender,
-        f"{sender} answers TCP to {ev.src}:{ev.sport} with a RST in {owner.name}'s name; "
+        "forged-reset", device,
+        f"{device} answers TCP to {ev.src}:{ev.sport} with a RST in {owner.name}'s name; "
         f"{owner.name} never sent it.",
-        evidence,
-        [f"on {sender}: find the rule that rejects with tcp-reset for port {ev.sport} "
-         "(iptables -S; nft list ruleset) and remove or narrow it"])
+        [forged_sentence("a RST", ev.src, ev.ttl, target_hop, "packets"), own, *never],
+        [f"on {device}: " + fix.format(port=ev.sport)])
 
 
 def _moved_rules(host: HostRecording) -> tuple[FirewallRule, ...]:
@@ -158,8 +176,15 @@ def _dropped_on_path(merged: Merged, path: PacketPath) -> PathFinding | None:
     ev = last.event
     if dest is not None and dest.name == last.host:
         return None  # dropped by its destination: that host's own diagnosis says why
+    if min(e.ttl for e in path.at(last.host)) <= 1:
+        return None  # its TTL ran out there: a traceroute's probe, or the ttl-expired finding
     host = merged.host(last.host)
-    rules = [r for r in _moved_rules(host) if r.verdict in ("DROP", "REJECT")]
+    # The firewall's rules for the firewall's drops (a kernel without drop reasons
+    # names none): the rules whose counters moved and whose match covers the packet.
+    by_rule = ev.reason is None or str(ev.reason).startswith("NETFILTER")
+    mine, unclear = packet_rules(_moved_rules(host), ev, host.recording.context.ipsets) \
+        if by_rule else ([], [])
+    rules = mine or unclear
     where = ev.location.function if ev.location else "?"
     evidence = [f"{_what(path.first)} reached {last.host} and was dropped there in {where} "
                 f"with reason {ev.reason}"]
@@ -202,23 +227,67 @@ RULES: tuple[tuple[str, Rule], ...] = (
 )
 
 
+def _forged_by_probe(merged: Merged) -> list[PathFinding]:
+    """A probe's RST answered by the path in the target's name, where the target
+    recorded and never sent one: the device the probe found (by its TTL, and the
+    router that said 'time exceeded' at that hop) forged it."""
+    found = []
+    for probe in merged.probes:
+        owner = _owner(merged, probe.target)
+        if owner is None:
+            continue
+        for r in probe.results:
+            if r.answer != "rst" or r.answered_by != "path" or r.answer_from != probe.target:
+                continue
+            sent = any(e.hook is Hook.TC_EGRESS and e.src == probe.target and e.sport == r.port
+                       and e.tcp_flags is not None and e.tcp_flags & TcpFlags.RST
+                       for e in owner.events)
+            if sent:
+                continue
+            origin = _owner(merged, r.origin) if r.origin else None
+            prober = _owner(merged, probe.source)
+            device = origin.name if origin else (
+                f"the device at hop {r.answer_hops} from {prober.name if prober else probe.source}"
+                if r.answer_hops else (r.origin or "a device on the way"))
+            found.append(PathFinding(
+                "forged-reset", device,
+                f"{device} answers TCP to {probe.target}:{r.port} with a RST in "
+                f"{owner.name}'s name; {owner.name} never sent it.",
+                [f"{probe.name}: {r.conclusion}",
+                 f"{owner.name}'s own recording has no RST from port {r.port}: it never sent "
+                 "one"],
+                [f"on {device}: find the rule that rejects with tcp-reset for port {r.port} "
+                 "(iptables -S; nft list ruleset) and remove or narrow it"],
+                count=1, flows={f"TCP {probe.source} > {probe.target}:{r.port}"}))
+    return found
+
+
 def diagnose_paths(merged: Merged) -> list[PathFinding]:
     """The findings of RULES over every path, one per cause and host (counting its
     packets and flows), in RULES' order, then by packets."""
-    found: dict[tuple[str, str], PathFinding] = {}
+    found: dict[tuple[str, str, str], PathFinding] = {}
     rank = {name: n for n, (name, _) in enumerate(RULES)}
-    counted: Counter[tuple[str, str]] = Counter()
-    flows: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
+    counted: Counter[tuple[str, str, str]] = Counter()
+    flows: defaultdict[tuple[str, str, str], set[str]] = defaultdict(set)
     for path in merged.paths:
         for _name, rule in RULES:
             finding = rule(merged, path)
             if finding is None:
                 continue
-            key = (finding.cause, finding.host)
+            # One finding per cause, host and what it says (its summary names the
+            # packets' kind and destination): a router's two rules stay two findings.
+            key = (finding.cause, finding.host, finding.summary)
             found.setdefault(key, finding)
             counted[key] += 1
             flows[key].add(_flow(path.first))
             break
+    for extra in _forged_by_probe(merged):
+        key = (extra.cause, extra.host, extra.summary)
+        if key in found:  # the paths said it too: the probe's sentence joins the evidence
+            found[key].evidence += extra.evidence[:1]
+        else:
+            found[key] = extra
+            counted[key], flows[key] = extra.count, extra.flows
     for key, finding in found.items():
         finding.count, finding.flows = counted[key], flows[key]
         finding.evidence.insert(0, f"{finding.count} packet{'s' * (finding.count != 1)}, "

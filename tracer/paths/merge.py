@@ -15,6 +15,7 @@ one-way delays of the two directions cancel out; their spread is shown.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -50,6 +51,31 @@ class HostRecording:
     @property
     def local_addrs(self) -> frozenset[str]:
         return frozenset(self.start.local_addrs)
+
+
+@dataclass(frozen=True)
+class ProbeAnswer:
+    """One result of a `pktfate probe --json` recording, as the merge reads it."""
+
+    proto: str
+    port: int | None
+    answer: str
+    answer_from: str | None
+    answer_ttl: int | None
+    answer_hops: int | None
+    answered_by: str
+    origin: str | None
+    conclusion: str
+
+
+@dataclass
+class ProbeRecording:
+    """A `pktfate probe --json` output from one of the hosts (its last line)."""
+
+    name: str
+    source: str
+    target: str
+    results: list[ProbeAnswer]
 
 
 @dataclass(frozen=True)
@@ -95,6 +121,7 @@ class Merged:
     hosts: list[HostRecording]
     offsets: list[ClockOffset]
     paths: list[PacketPath]
+    probes: list[ProbeRecording] = field(default_factory=list)
 
     def host(self, name: str) -> HostRecording:
         return next(h for h in self.hosts if h.name == name)
@@ -150,9 +177,12 @@ def clock_offsets(hosts: Sequence[HostRecording]) -> list[ClockOffset]:
     return [known[h.name] for h in hosts]
 
 
-def merge(recordings: Iterable[HostRecording]) -> Merged:
-    """The recordings' packets as paths, on one clock."""
-    hosts = sorted(recordings, key=lambda h: h.identity)
+def merge(recordings: Iterable[HostRecording | ProbeRecording]) -> Merged:
+    """The recordings' packets as paths, on one clock; probes' results beside."""
+    given = list(recordings)
+    probes = sorted((r for r in given if isinstance(r, ProbeRecording)),
+                    key=lambda p: (p.source, p.target, p.name))
+    hosts = sorted((r for r in given if isinstance(r, HostRecording)), key=lambda h: h.identity)
     offsets = clock_offsets(hosts) if hosts else []
     by_host = {o.host: o.offset for o in offsets}
     sightings: dict[CrossKey, list[Sighting]] = defaultdict(list)
@@ -172,7 +202,7 @@ def merge(recordings: Iterable[HostRecording]) -> Merged:
             current.append(s)
         paths.append(PacketPath(key, _in_path_order(current)))
     paths.sort(key=lambda p: p.sightings[0].ts)
-    return Merged(hosts, offsets, paths)
+    return Merged(hosts, offsets, paths, probes)
 
 
 def _in_path_order(seen: list[Sighting]) -> list[Sighting]:
@@ -193,9 +223,18 @@ def _in_path_order(seen: list[Sighting]) -> list[Sighting]:
     return [s for host in sorted(by_host, key=order) for s in by_host[host]]
 
 
-def load(name: str, stream: BinaryIO, version: str, limit: int = 500_000) -> HostRecording:
+def load(name: str, stream: BinaryIO, version: str,
+         limit: int = 500_000) -> HostRecording | ProbeRecording:
     """One recording read whole into memory (a merge needs every host's events at
-    once): `limit` events at most, the rest refused in one sentence."""
+    once): `limit` events at most, the rest refused in one sentence. A `pktfate
+    probe --json` output is read as a ProbeRecording."""
+    if hasattr(stream, "peek"):  # a file, or standard input: looked at, not consumed
+        head = stream.peek(64)[:64]
+    else:
+        head = stream.read(64)
+        stream.seek(0)
+    if head.lstrip().startswith(b'{"kind": "probe"'):
+        return _probe_recording(name, stream)
     events: list[PacketEvent] = []
 
     def keep(_start: RecordedStart, ev: PacketEvent) -> None:
@@ -205,3 +244,14 @@ def load(name: str, stream: BinaryIO, version: str, limit: int = 500_000) -> Hos
 
     start, recording = read_recording(stream, version, keep)
     return HostRecording(name, start, recording, events)
+
+
+def _probe_recording(name: str, stream: BinaryIO) -> ProbeRecording:
+    try:
+        last = json.loads(stream.read().decode().strip().splitlines()[-1])
+        results = [ProbeAnswer(r["proto"], r["port"], r["answer"], r["answer_from"],
+                               r["answer_ttl"], r["answer_hops"], r["answered_by"],
+                               r.get("origin"), r["conclusion"]) for r in last["results"]]
+        return ProbeRecording(name, last["source"], last["target"], results)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise PktfateError(f"{name}: not a 'pktfate probe --json' output ({exc})") from None
