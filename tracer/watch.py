@@ -4,6 +4,7 @@ explain`, from a recording."""
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -186,9 +187,20 @@ def run_report(recordings: list[tuple[str, BinaryIO]], out: TextIO) -> int:
         flows = correlator.finish()
         return flows, _diagnose(flows, rec.counters, rec.stats, start.ports, rec.context)
 
-    views = [host_view(name, stream, __version__, _replay_correlator, diagnose_recording)
-             for name, stream in recordings]
-    out.write(render(views, __version__))
+    contents = [(name, stream.read()) for name, stream in recordings]  # read twice below
+    views = [host_view(name, io.BytesIO(data), __version__, _replay_correlator,
+                       diagnose_recording) for name, data in contents]
+    across = None
+    if len(contents) > 1:  # several hosts: their packets' paths, and who is responsible
+        from .output.report import across_hosts
+        from .paths.findings import diagnose_paths
+        from .paths.merge import load, merge
+
+        merged = merge(load(name, io.BytesIO(data), __version__) for name, data in contents)
+        across = across_hosts(merged, diagnose_paths(merged))
+        order = [h.name for h in merged.hosts]  # the hosts as the merge orders them
+        views.sort(key=lambda view: order.index(view.name) if view.name in order else 0)
+    out.write(render(views, __version__, across))
     return 0
 
 

@@ -205,3 +205,24 @@ def _assert_drawn(shot: Path, box: tuple[int, int, int, int]) -> None:
 
     assert any(near(pixel) for _, pixel in ladder.getcolors(1 << 24)), \
         f"no arrow's colour in the ladder's box {box}"
+
+
+def test_report_of_several_hosts_draws_their_paths(tmp_path):
+    """Three hosts' recordings: the page starts with the diagnosis across the hosts
+    (the router, where the checksum should have been completed) and a ladder whose
+    lanes are the hosts."""
+    paths = Path(__file__).parents[1] / "data" / "paths" / "checksum"
+    page = tmp_path / "hosts.html"
+    proc = subprocess.run([*PKTFATE, "report", *(str(paths / f"{h}.jsonl") for h in (
+        "server", "client", "router")), "-o", str(page)], capture_output=True, text=True,
+        timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    dom = _chromium(tmp_path, "--dump-dom", page.as_uri()).stdout
+    across = dom.split('<section class="across"', 1)[1].split("</section>", 1)[0]
+    assert 'data-cause="checksum-not-completed" data-host="router"' in across
+    lanes = [part.split(">", 1)[1].split("<", 1)[0]
+             for part in across.split('data-lane="')[1:]]
+    assert lanes == ["client", "router", "server"]
+    assert across.count('<g class="packet" data-fate="dropped"') >= 1
+    assert [s.split('"', 1)[0] for s in dom.split('data-host="')[1:]][-3:] == [
+        "client", "router", "server"]

@@ -212,8 +212,7 @@ def report(recordings, output) -> None:
     """
     from ..watch import run_report
 
-    named = [(getattr(stream, "name", "-") if stream.name != "<stdin>" else "standard input",
-              stream) for stream in recordings]
+    named = _named(recordings)
     if output == "-":
         sys.exit(run_report(named, sys.stdout))
     page = io.StringIO()

@@ -21,6 +21,8 @@ from ..diagnosis.evidence import Finding
 from ..diagnosis.wording import flow_label
 from ..model.host import HostContext
 from ..model.kinds import Hook
+from ..paths.findings import PathFinding
+from ..paths.merge import Merged
 from .human import describe, fate_text
 
 # Lanes of a ladder, left to right: the peer, then this host's hooks in the order
@@ -224,7 +226,40 @@ def host_view(name: str, stream: BinaryIO, version: str, make_correlator,
                     dict(rec.counters), count)
 
 
-def render(hosts: list[HostView], version: str) -> str:
+@dataclass
+class AcrossHosts:
+    """Several recordings merged: the findings over the paths, and a ladder whose
+    lanes are the hosts, one arrow per kind of path (its count beside it)."""
+
+    findings: list[PathFinding]
+    ladder: Ladder
+    offsets: list[str]
+
+
+def across_hosts(merged: Merged, findings: list[PathFinding]) -> AcrossHosts:
+    names = tuple(h.name for h in merged.hosts)
+    lane = {name: n for n, name in enumerate(names)}
+    kinds: dict[tuple[str, tuple[str, ...], str, str], int] = {}
+    for path in merged.paths:
+        last = path.sightings[-1].event
+        fate = "dropped" if last.hook is Hook.KFREE_SKB else (
+            "delivered" if last.dst in merged.host(path.sightings[-1].host).local_addrs
+            else "sent")
+        key = (describe(path.first), tuple(path.hosts()), fate, fate_text(last))
+        kinds[key] = kinds.get(key, 0) + 1
+    arrows: list[Arrow] = []
+    for (label, hosts, fate, why), count in list(kinds.items())[:MAX_ROWS]:
+        arrow = Arrow(label, fate, lane[hosts[0]], lane[hosts[-1]],
+                      tuple(sorted(lane[h] for h in hosts)), f"{hosts[-1]}: {why}", count)
+        arrow.y = TOP + ROW * len(arrows) + ROW // 2
+        arrows.append(arrow)
+    offsets = [f"{o.host}: {o.offset * 1000:+.3f} ms (spread {o.spread * 1000:.3f} ms, "
+               f"{o.matched} packets)" for o in merged.offsets]
+    return AcrossHosts(findings, Ladder("packets across the hosts", arrows,
+                                        max(0, len(kinds) - MAX_ROWS), names), offsets)
+
+
+def render(hosts: list[HostView], version: str, across: AcrossHosts | None = None) -> str:
     """The page, from the package's template."""
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -232,4 +267,4 @@ def render(hosts: list[HostView], version: str) -> str:
                       autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined,
                       trim_blocks=True, lstrip_blocks=True)
     return env.get_template("report.html.j2").render(hosts=hosts, version=version, fates=FATES,
-                                                     max_rows=MAX_ROWS)
+                                                     max_rows=MAX_ROWS, across=across)
