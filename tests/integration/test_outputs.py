@@ -185,6 +185,22 @@ def test_report_renders_in_chromium(recording, tmp_path):
     _assert_drawn(shot, (left, top_px, left + width, top_px + height))
 
 
+@pytest.mark.parametrize("recording", [r for r in RECORDINGS if r.stem in SCREENSHOTS],
+                         ids=lambda p: p.stem)
+def test_report_fits_a_phone(recording, tmp_path):
+    """At a phone's width (390 px) nothing sticks out sideways: the text wraps, the
+    diagrams shrink to the page (their SVG keeps its proportions)."""
+    page = tmp_path / "report.html"
+    subprocess.run([*PKTFATE, "report", str(recording), "-o", str(page)], check=True,
+                   capture_output=True, timeout=120)
+    probe = ("<script>window.addEventListener('load', () => { document.title = 'widths ' + "
+             "document.documentElement.scrollWidth + ' ' + window.innerWidth; });</script>")
+    page.write_text(page.read_text().replace("</head>", probe + "</head>"))
+    dom = _chromium(tmp_path, "--window-size=390,800", "--dump-dom", page.as_uri()).stdout
+    scroll, inner = map(int, dom.split("<title>widths ", 1)[1].split("<")[0].split())
+    assert 0 < scroll <= inner, (scroll, inner)
+
+
 def _fates(dom: str) -> list[str]:
     return [part.split('"', 1)[0] for part in dom.split('data-fate="')[1:]]
 
