@@ -11,7 +11,7 @@ import pytest
 
 from pktfate.kernel import bpfsys
 from pktfate.lab.namespaces import Lab
-from pktfate.lab.runner import WatchProcess, pktfate_argv
+from pktfate.lab.runner import READY_WAIT, WatchProcess, pktfate_argv
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +83,14 @@ def still_loaded(prog_ids: set[int]) -> set[int]:
     """Which of these programs the kernel still has (an attached program is held by
     its attachment, so none left means nothing left attached anywhere)."""
     return prog_ids & set(bpfsys.prog_ids())
+
+
+def wait_for_file(path, proc: subprocess.Popen, timeout: float = READY_WAIT) -> None:
+    """Until a watch run by hand (not by the `watch` fixture) writes its ready file."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "pktfate ended before it was ready"
+        assert time.monotonic() < deadline, "pktfate was not ready in time"
+        time.sleep(0.05)

@@ -20,7 +20,7 @@ from pktfate.lab.scenarios import ADDRESSES
 
 from ..bad_values import BAD_VALUES
 from ..readme import conditions, status_of
-from .conftest import matching, pktfate_attachments, still_loaded
+from .conftest import matching, pktfate_attachments, still_loaded, wait_for_file
 
 pytestmark = pytest.mark.integration
 PKTFATE = [sys.executable, "-m", "pktfate"]
@@ -264,7 +264,7 @@ def test_closed_output_pipe_detaches(healthy_lab, tmp_path):
     proc = subprocess.Popen(healthy_lab.exec_argv("server", ["bash", "-c", script]),
                             stdout=subprocess.PIPE, text=True)
     try:
-        _wait_for(ready, proc)
+        wait_for_file(ready, proc)
         healthy_lab.sh("client", f"curl -sS -m 3 -o /dev/null http://{ADDRESSES['server_ip']}/")
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -278,16 +278,6 @@ def test_closed_output_pipe_detaches(healthy_lab, tmp_path):
     assert pktfate_attachments(healthy_lab) == ""
 
 
-def _wait_for(path, proc, timeout: float = 90) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, "pktfate ended before it was ready"
-        assert time.monotonic() < deadline, "pktfate was not ready in time"
-        time.sleep(0.05)
-
-
 def test_no_btf_goes_on_with_xdp_and_tc(healthy_lab, tmp_path):
     # Hide BTF (keep tracefs) in a private mount namespace: no tracepoint can read
     # an sk_buff, so pktfate says so and follows packets with XDP and tc alone.
@@ -298,7 +288,7 @@ def test_no_btf_goes_on_with_xdp_and_tc(healthy_lab, tmp_path):
                                                              script]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(ready, proc)
+        wait_for_file(ready, proc)
         assert healthy_lab.sh("client", f"curl -sS -m 3 -o /dev/null "
                                         f"http://{ADDRESSES['server_ip']}/").returncode == 0
         proc.send_signal(signal.SIGINT)

@@ -15,7 +15,7 @@ import pytest
 
 from pktfate.lab.scenarios import ADDRESSES
 
-from .conftest import matching
+from .conftest import matching, wait_for_file
 
 pytestmark = pytest.mark.integration
 PKTFATE = [sys.executable, "-m", "pktfate"]
@@ -87,7 +87,7 @@ def test_pcap_to_a_pipe_is_read_as_it_comes(checksum, tmp_path):
         *PKTFATE, "watch", "--port", "80", "--pcap", "-", "--ready-file", str(ready)]),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait_for(ready, watch)
+        wait_for_file(ready, watch)
         _traffic(checksum)
         watch.send_signal(signal.SIGINT)
         capture, report = watch.communicate(timeout=120)
@@ -120,16 +120,6 @@ def test_pcap_stays_readable_when_the_watch_is_killed(checksum, watch, tmp_path)
 
 def _complete_lines(text: str) -> list[str]:
     return text[:text.rfind("\n") + 1].splitlines()
-
-
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 90) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, "pktfate ended before it was ready"
-        assert time.monotonic() < deadline, "pktfate was not ready in time"
-        time.sleep(0.05)
 
 
 # --- the HTML report ---------------------------------------------------------

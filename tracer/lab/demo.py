@@ -9,12 +9,11 @@ import sys
 import textwrap
 
 from .namespaces import STATE_DIR, Lab, wait_for
+from .runner import READY_WAIT
 from .scenarios import ADDRESSES, SCENARIOS, Scenario
 
-# Seconds the demo waits for the watch to attach. A warm start takes about a
-# second; the first one compiles the BPF programs (2 to 3 s of CPU here), which
-# on a guest emulated without KVM (the kernel matrix) takes a minute or more.
-ATTACH_WAIT = 180
+# Seconds the demo waits for the watch to attach (runner.READY_WAIT says why).
+ATTACH_WAIT = READY_WAIT
 
 
 def watch_argv(*args: str) -> list[str]:

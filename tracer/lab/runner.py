@@ -21,6 +21,13 @@ def pktfate_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "pktfate", *args]
 
 
+# Seconds a watch may take to attach: a warm start takes about a second; a cold one
+# compiles the BPF programs, which in a guest emulated without KVM (the kernel
+# matrix, make fresh-test) and sharing its CPUs took over 90 s. A bound, not a
+# measurement: what a start costs is the bench's.
+READY_WAIT = 300
+
+
 class WatchProcess:
     """One `pktfate watch --json`, started for real and ended by a signal."""
 
@@ -43,7 +50,7 @@ class WatchProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = 90) -> WatchProcess:
+    def start(self, timeout: float = READY_WAIT) -> WatchProcess:
         argv = pktfate_argv("watch", *(["--json"] if self.json_out else []),
                             "--ready-file", str(self.ready), *self.args)
         self.started = time.monotonic()
