@@ -84,6 +84,20 @@ def test_banner_says_what_is_missing_and_what_is_left_over():
     assert lines[-1] == "  for 5s, then the diagnosis"
 
 
+def test_banner_wraps_what_is_missing_under_100_columns():
+    """On kernels without tcx links (6.1, 5.10) the start says what a kill -9 would
+    leave behind: a sentence longer than a line (found by the suite run in 6.1)."""
+    from pktfate.attach.hooks import AttachReport
+
+    report = AttachReport()
+    report.attach.update(xdp="netlink", tc="clsact")
+    lines = banner(dict(START, missing=report.held_by_process()))
+    assert max(map(len, lines)) < WIDTH + 1
+    said = " ".join(line.strip() for line in lines)
+    assert "missing: tc attached as clsact filters, not tcx links (kernel before 6.6): " \
+        "after a kill -9, run pktfate cleanup" in said
+
+
 def test_banner_says_where_generic_xdp_was_left_out():
     lines = banner(dict(START, xdp={}, xdp_left_out=["eth0", "eth1"]))
     assert "  XDP on none; tc on eth0" in lines

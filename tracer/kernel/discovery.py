@@ -123,6 +123,15 @@ class KernelInfo:
     def has(self, tracepoint: str) -> bool:
         return tracepoint in self.tracepoints
 
+    def traces_socketless_resets(self) -> bool:
+        """Whether tcp:tcp_send_reset fires for the RSTs the kernel sends with no
+        socket (to a port nothing listens on). It does where its addresses are the
+        packet's own, in sockaddr form (no sport field): kernels before that took them
+        from the socket and traced only resets that had one (Debian's 6.1; the
+        suite run inside it found no rst-sent event)."""
+        fields = self.tracepoints.get("tcp/tcp_send_reset")
+        return fields is not None and "sport" not in fields
+
     def drop_reason_name(self, code: int) -> str | None:
         """The kernel's name for a drop reason. Reasons of subsystems (the high
         16 bits) are named by subsystem and code, as the kernel lists them. None

@@ -140,7 +140,9 @@ def banner(start: dict) -> list[str]:
     if start.get("xdp_left_out"):
         lines.append(f"  generic XDP left out on {', '.join(start['xdp_left_out'])}: "
                      "tc ingress sees the same packets")
-    lines += [f"  missing: {item}" for item in start["missing"]]
+    for item in start["missing"]:  # sentences of their own: wrapped to the width
+        lines += textwrap.wrap(f"missing: {item}", WIDTH, initial_indent="  ",
+                               subsequent_indent="    ", break_on_hyphens=False)
     lines += [f"  warning: run {pid} ended without detaching: run 'pktfate cleanup'"
               for pid in start["leftovers"]]
     lines.append("  Ctrl-C to stop and see the diagnosis" if not start["duration"] else
