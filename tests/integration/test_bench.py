@@ -47,10 +47,12 @@ def test_bench_smoke_run_writes_the_table(tmp_path):
     # ICMP errors (the namespace's own limits lifted for it)
     for hook, traffic in (("pf_tc_egress", "sent"), ("pf_consume_skb", "delivered"),
                           ("pf_icmp_send", "answered")):
-        assert f"cost of {hook} per refused packet, bpf_stats' floor taken off" in text
         lines = text.splitlines()
         row = next(i for i, line in enumerate(lines)
                    if f"cost of {hook} per run, filter matches nothing" in line)
+        if f"not measured: its traffic ({traffic}) did not run it" in lines[row]:
+            continue  # its traffic starved (a loaded machine): the row says so
+        assert f"cost of {hook} per refused packet, bpf_stats' floor taken off" in text
         runs = lines[row + 1]
         assert f"(traffic: {traffic})" in runs, runs
         # Run by its own traffic (how much a smoke run's half second sends depends on
@@ -71,7 +73,8 @@ def check_row(row: str) -> None:
     and a verdict exactly where the row has a target."""
     name, value, target, verdict = (cell.strip() for cell in row.strip("|").split("|"))
     if value.startswith("not measured: "):
-        assert "tcpdrop" in name or "dropwatch" in name, row
+        assert "tcpdrop" in name or "dropwatch" in name or (
+            "cost of pf_" in name and "did not run it in this run" in value), row
         assert value[len("not measured: "):].strip(), row
         return
     assert re.match(r"-?[0-9][0-9,]*(\.[0-9]+)?( |$)", value), row
