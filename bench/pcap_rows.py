@@ -15,8 +15,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.flood import VethPair
-from bench.run import WATCHED, Pktfate, Sizes, Tcpdump, _filter_text, cpu_per_thousand, overhead
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # as bench/run.py does
+
+from bench.flood import VethPair  # noqa: E402
+from bench.run import (  # noqa: E402
+    WATCHED,
+    Pktfate,
+    Sizes,
+    Tcpdump,
+    _filter_text,
+    cpu_per_thousand,
+    overhead,
+)
 
 
 def main() -> int:
