@@ -35,7 +35,9 @@ def test_everywhere_names_the_host_responsible(scenario, cause, host, tmp_path):
     top = merged["findings"][0]
     assert (top["cause"], top["host"]) == (cause, host), merged["findings"]
     assert [h["name"] for h in merged["hosts"]] == ["client", "router", "server"]
-    # Every host recorded (each its own file), and the same lab's clocks agree.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["client.jsonl", "router.jsonl",
-                                                          "server.jsonl"]
+    # Every host recorded (each its own file; the scenario's probe too where it has
+    # one), and the same lab's clocks agree.
+    probe = ["client-probe.json"] if scenario == "path-filters" else []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["client.jsonl", "router.jsonl", "server.jsonl", *probe])
     assert all(abs(h["clock_offset"]) < 0.05 for h in merged["hosts"])
