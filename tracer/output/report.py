@@ -161,8 +161,10 @@ def _timeline(events_by_second: Counter[tuple[int, str]]) -> Timeline:
     if not events_by_second:
         return Timeline(1, [[]], 0)
     seconds = max(second for second, _ in events_by_second) + 1
-    peak = max(sum(n for (s, _), n in events_by_second.items() if s == second)
-               for second in range(seconds))
+    totals: Counter[int] = Counter()  # events per second, all fates: one pass
+    for (second, _fate_name), n in events_by_second.items():
+        totals[second] += n
+    peak = max(totals.values())
     timeline = Timeline(seconds, [], peak)
     for second in range(seconds):
         y, stack = timeline.height, []

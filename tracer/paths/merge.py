@@ -162,7 +162,10 @@ def clock_offsets(hosts: Sequence[HostRecording]) -> list[ClockOffset]:
             for ref, ref_offset in list(known.items()):
                 common = firsts[name].keys() & firsts[ref].keys()
                 diffs = [firsts[name][k] - firsts[ref][k] for k in common]
-                diffs = [d for d in diffs if abs(d - statistics.median(diffs)) < MATCH_WINDOW]
+                if not diffs:
+                    continue
+                middle = statistics.median(diffs)  # once: the outliers are told from it
+                diffs = [d for d in diffs if abs(d - middle) < MATCH_WINDOW]
                 if diffs:
                     known[name] = ClockOffset(
                         name, statistics.median(diffs) + ref_offset.offset,
