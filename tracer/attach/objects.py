@@ -51,7 +51,8 @@ FRAME_PROGRAMS = {"pf_xdp": bpfsys.PROG_XDP, "pf_tc_ingress": bpfsys.PROG_SCHED_
 # BTF-typed raw tracepoint programs, each the twin of a bcc tracepoint program:
 # the loader attaches one of the two (loader.py).
 RAW_PROGRAMS = {"pf_kfree_skb_raw": "skb/kfree_skb", "pf_consume_skb_raw": "skb/consume_skb",
-                "pf_icmp_send_raw": "icmp/icmp_send", "pf_tcp_bad_csum_raw": "tcp/tcp_bad_csum"}
+                "pf_icmp_send_raw": "icmp/icmp_send", "pf_tcp_bad_csum_raw": "tcp/tcp_bad_csum",
+                "pf_agent_kfree_raw": "skb/kfree_skb"}
 
 
 @dataclass(frozen=True)

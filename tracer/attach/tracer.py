@@ -70,6 +70,48 @@ def _release_compiler_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def kfunc_ids(kernel: KernelInfo) -> dict[int, int]:
+    """Each kfunc mark the programs may call -> the function's BTF id here."""
+    return {mark: kernel.btf_ids[name] for name, mark in KFUNC_MARKS.items()
+            if name in kernel.btf_ids}
+
+
+def raw_btf_ids(kernel: KernelInfo) -> dict[str, int]:
+    """The BTF ids of the raw tracepoints the object was compiled for."""
+    return {name: btf_id for name, (btf_id, _args) in kernel.raw_tracepoints.items()}
+
+
+def load_programs(text: str, cflags: list[str],
+                  kernel: KernelInfo) -> tuple[CompiledObject, LoadedObject, str]:
+    """The compiled object of `text` with `cflags`, loaded, and whether it was
+    "cached" or "compiled": from the cache when this exact build was compiled
+    before. A cached object the kernel refuses is compiled again. The watch's
+    programs and the agent's alike."""
+    folder = cache_dir()
+    key = cache_key(text, cflags, bcc_version())
+    obj = read_cached(folder, key)
+    if obj is not None:
+        try:
+            return obj, LoadedObject.load(obj, raw_btf_ids(kernel), kfunc_ids(kernel)), "cached"
+        except Exception:  # whatever is wrong with it, the compiler's copy will do
+            forget_cached(folder, key)
+    bcc = _bcc()
+    try:
+        obj = compile_object(bcc, text, cflags)
+    except Exception as exc:
+        raise PktfateError(f"the BPF programs did not compile: {exc}") from exc
+    finally:
+        _release_compiler_memory()
+    try:
+        loaded = LoadedObject.load(obj, raw_btf_ids(kernel), kfunc_ids(kernel))
+    except BpfError as exc:
+        why = verifier_reason(exc.log)
+        raise PktfateError(f"the BPF programs did not load: {exc}"
+                           f"{': ' + why if why else ''}") from exc
+    write_cached(folder, key, obj)
+    return obj, loaded, "compiled"
+
+
 class Tracer:
     """Compiled programs, attached; events flow to `on_records` in batches, each
     record a tuple in the ring reader's form (decode/raw.py RING_STRUCT)."""
@@ -122,44 +164,11 @@ class Tracer:
             self._attach_interfaces(loaded, interfaces)
 
     def _load(self) -> tuple[CompiledObject, LoadedObject]:
-        """The compiled object, from the cache when this exact build was compiled
-        before, loaded. A cached object the kernel refuses is compiled again."""
-        text = render_source()
-        cflags = compile_flags(self.config.cflags(self.kernel))
-        folder = cache_dir()
-        key = cache_key(text, cflags, bcc_version())
-        obj = read_cached(folder, key)
-        if obj is not None:
-            try:
-                self.report.bpf_object = "cached"
-                return obj, LoadedObject.load(obj, self._raw_btf_ids(), self._kfunc_ids())
-            except Exception:  # whatever is wrong with it, the compiler's copy will do
-                forget_cached(folder, key)
-        bcc = _bcc()
-        try:
-            obj = compile_object(bcc, text, cflags)
-        except Exception as exc:
-            raise PktfateError(f"the BPF programs did not compile: {exc}") from exc
-        finally:
-            _release_compiler_memory()
-        try:
-            loaded = LoadedObject.load(obj, self._raw_btf_ids(), self._kfunc_ids())
-        except BpfError as exc:
-            why = verifier_reason(exc.log)
-            raise PktfateError(f"the BPF programs did not load: {exc}"
-                               f"{': ' + why if why else ''}") from exc
-        write_cached(folder, key, obj)
-        self.report.bpf_object = "compiled"
+        obj, loaded, how = load_programs(render_source(),
+                                         compile_flags(self.config.cflags(self.kernel)),
+                                         self.kernel)
+        self.report.bpf_object = how
         return obj, loaded
-
-    def _kfunc_ids(self) -> dict[int, int]:
-        """Each kfunc mark the programs may call -> the function's BTF id here."""
-        return {mark: self.kernel.btf_ids[name] for name, mark in KFUNC_MARKS.items()
-                if name in self.kernel.btf_ids}
-
-    def _raw_btf_ids(self) -> dict[str, int]:
-        """The BTF ids of the raw tracepoints the object was compiled for."""
-        return {name: btf_id for name, (btf_id, _args) in self.kernel.raw_tracepoints.items()}
 
     def _open_ring(self, loaded: LoadedObject) -> RingReader:
         events = loaded.maps["pf_events"]

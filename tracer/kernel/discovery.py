@@ -47,6 +47,7 @@ BTF_FIELDS = (
     ("PF_OFF_SKB_DEV", "sk_buff", "dev"),
     ("PF_OFF_SKB_SK", "sk_buff", "sk"),
     ("PF_OFF_SKB_PROTOCOL", "sk_buff", "protocol"),
+    ("PF_OFF_SKB_IIF", "sk_buff", "skb_iif"),  # the agent's direction (bpf/agent.c)
     ("PF_OFF_DEV_NET", "net_device", "nd_net.net"),
     ("PF_OFF_DEV_IFINDEX", "net_device", "ifindex"),
     ("PF_OFF_NET_INUM", "net", "ns.inum"),
