@@ -138,8 +138,9 @@ def _replay_correlator(start: RecordedStart) -> Correlator:
     return correlator
 
 
-def run_explain(stream: BinaryIO, out_stream: TextIO, json_out: bool) -> int:
-    """Diagnose again from a recorded `watch --json` output."""
+def replay(stream: BinaryIO):
+    """A recorded `watch --json` output read again: its flows correlated anew,
+    with the recording's start and its end (counters, stats, context)."""
     correlator: Correlator | None = None
 
     def on_event(start: RecordedStart, ev: PacketEvent) -> None:
@@ -151,8 +152,21 @@ def run_explain(stream: BinaryIO, out_stream: TextIO, json_out: bool) -> int:
     start, rec = read_recording(stream, __version__, on_event)
     if correlator is None:
         correlator = Correlator(set(start.local_addrs), start.ports)
+    return start, rec, correlator.finish()
+
+
+def diagnose_recording(stream: BinaryIO) -> tuple[list[Finding], WatchStats]:
+    """What `pktfate explain` concludes from a recording (the agent's incidents),
+    and the recording's own counts (events lost among them)."""
+    start, rec, flows = replay(stream)
+    return _diagnose(flows, rec.counters, rec.stats, start.ports, rec.context), rec.stats
+
+
+def run_explain(stream: BinaryIO, out_stream: TextIO, json_out: bool) -> int:
+    """Diagnose again from a recorded `watch --json` output."""
+    start, rec, flows = replay(stream)
     out = _formatter(json_out, out_stream, False)
-    _finish(out, correlator.finish(), rec.counters, rec.stats, start.ports, rec.context)
+    _finish(out, flows, rec.counters, rec.stats, start.ports, rec.context)
     return 0
 
 

@@ -11,7 +11,7 @@ import ctypes
 import struct
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..config import WatchConfig
@@ -139,5 +139,6 @@ class AgentCounters:
         overflow = self._loaded.maps["pf_agent_overflow"]
         unkeyed = [_sum_u64(overflow.per_cpu(overflow.lookup(struct.pack("=i", slot)) or b""))
                    for slot in (OVERFLOW_DROPS, OVERFLOW_SENT, OVERFLOW_PORTS)]
-        return replace(CounterSnapshot(tuple(drops), tuple(sent), *unkeyed),
-                       port_failures=ports)
+        return CounterSnapshot(tuple(drops), tuple(sent), drops_unkeyed=unkeyed[0],
+                               sent_unkeyed=unkeyed[1], ports_unkeyed=unkeyed[2],
+                               port_failures=ports)

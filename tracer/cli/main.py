@@ -16,7 +16,16 @@ from .. import __version__
 from ..config import PROTOCOLS, WatchConfig
 from ..errors import PktfateError
 from .lab import lab
-from .options import DURATION, HOST, PORT, NewFileType, ProbePortType, RecordingType, json_option
+from .options import (
+    DURATION,
+    HOST,
+    PORT,
+    ListenType,
+    NewFileType,
+    ProbePortType,
+    RecordingType,
+    json_option,
+)
 
 
 class OutputClosed(Exception):
@@ -125,6 +134,59 @@ def watch(ports, hosts, protos, ifaces, duration, ready_file, all_netns, no_xdp,
         # click would swallow an EPIPE silently; say what happened instead.
         raise OutputClosed() from exc
     sys.exit(code)
+
+
+AGENT_HELP = """Always on: count every drop and every RST or ICMP error this host sends,
+per namespace, for Prometheus; and when a --watch-port fails past the
+threshold, record a deep watch there and log its diagnosis.
+
+\b
+Examples:
+  sudo pktfate agent                                    (metrics on 127.0.0.1:9542)
+  sudo pktfate agent --watch-port 80 --listen 0.0.0.0:9542
+  sudo pktfate explain /var/lib/pktfate/incidents/incident-*.jsonl
+"""
+
+
+@cli.command(help=AGENT_HELP)
+@click.option("--listen", type=ListenType(), default="127.0.0.1:9542", show_default=True,
+              help="Serve /metrics here.")
+@click.option("--watch-port", "ports", type=PORT, multiple=True,
+              help="Arm a deep watch on this port when it fails; again for more.")
+@click.option("--threshold", type=click.IntRange(1), default=10, show_default=True, metavar="N",
+              help="Failures (packets dropped, RSTs and ICMP errors refusing them) that arm "
+                   "a watch.")
+@click.option("--window", type=DURATION, default=30.0, show_default=True,
+              help="...within this many seconds.")
+@click.option("--watch-duration", type=DURATION, default=20.0, show_default=True,
+              help="How long an armed watch records.")
+@click.option("--cooldown", type=DURATION, default=300.0, show_default=True,
+              help="Seconds before one namespace and port arm again.")
+@click.option("--max-per-hour", type=click.IntRange(1), default=6, show_default=True,
+              metavar="N", help="Incidents recorded per hour, all ports together.")
+@click.option("--incidents", "incident_dir", type=click.Path(file_okay=False, path_type=Path),
+              default="/var/lib/pktfate/incidents", show_default=True,
+              help="Where the armed watches' recordings go.")
+@click.option("--keep", type=click.IntRange(1), default=20, show_default=True, metavar="N",
+              help="Recordings kept (the oldest go first).")
+@click.option("--max-disk", type=click.IntRange(1), default=200, show_default=True,
+              metavar="MB", help="Megabytes the recordings may take in all.")
+@click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Create this file once the agent counts and serves.")
+def agent(listen, ports, threshold, window, watch_duration, cooldown, max_per_hour,
+          incident_dir, keep, max_disk, ready_file) -> None:
+    from ..agent.incidents import IncidentStore
+    from ..agent.run import AgentConfig, run_agent
+    from ..agent.trigger import TriggerPolicy
+
+    megabytes = max_disk * 1024 * 1024
+    config = AgentConfig(
+        listen=listen, ports=tuple(dict.fromkeys(ports)),
+        policy=TriggerPolicy(threshold, window, cooldown, max_per_hour),
+        watch_duration=watch_duration,
+        store=IncidentStore(incident_dir, keep, megabytes, min(megabytes, 50 * 1024 * 1024)),
+        ready_file=ready_file)
+    sys.exit(run_agent(config, sys.stdout))
 
 
 PROBE_HELP = """From this host, find which device answers or blocks a port on the way to

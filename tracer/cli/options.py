@@ -22,6 +22,25 @@ class PortType(click.ParamType):
         return port
 
 
+class ListenType(click.ParamType):
+    """ADDR:PORT to serve on; an IPv6 address in brackets ([::1]:9542)."""
+
+    name = "ADDR:PORT"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        host, sep, port = str(value).rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+            self.fail(f"{value!r} is not ADDR:PORT (for example 127.0.0.1:9542)", param, ctx)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            self.fail(f"{host!r} is not an IPv4 or IPv6 address to listen on", param, ctx)
+        return host, int(port)
+
+
 class HostType(click.ParamType):
     name = "ADDR"
 
