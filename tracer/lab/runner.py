@@ -50,9 +50,12 @@ class WatchProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = READY_WAIT) -> WatchProcess:
-        argv = pktfate_argv("watch", *(["--json"] if self.json_out else []),
+    def argv(self) -> list[str]:
+        return pktfate_argv("watch", *(["--json"] if self.json_out else []),
                             "--ready-file", str(self.ready), *self.args)
+
+    def start(self, timeout: float = READY_WAIT) -> WatchProcess:
+        argv = self.argv()
         self.started = time.monotonic()
         with open(self.output, "w") as out:
             self.proc = subprocess.Popen(self.prefix + argv, stdout=out, stderr=subprocess.PIPE,
@@ -61,10 +64,11 @@ class WatchProcess:
         while not self.ready.exists():
             if self.proc.poll() is not None:
                 _, self.stderr = self.proc.communicate()
-                raise PktfateError(f"watch ended before it was ready: {self.stderr.strip()}")
+                raise PktfateError(f"{self.argv()[3]} ended before it was ready: "
+                                   f"{self.stderr.strip()}")
             if time.monotonic() > deadline:
                 self.kill()
-                raise PktfateError(f"watch was not ready within {timeout:g} s")
+                raise PktfateError(f"{self.argv()[3]} was not ready within {timeout:g} s")
             time.sleep(0.01)
         self.ready_after = time.monotonic() - self.started
         return self
@@ -99,3 +103,23 @@ class WatchProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate(timeout=30)
+
+
+class AgentProcess(WatchProcess):
+    """One `pktfate agent` (its log is JSON lines), serving on 127.0.0.1:`port`."""
+
+    def __init__(self, args: list[str], port: int, workdir: Path | None = None):
+        super().__init__(args, workdir=workdir)
+        self.port = port
+
+    def argv(self) -> list[str]:
+        return pktfate_argv("agent", "--listen", f"127.0.0.1:{self.port}",
+                            "--ready-file", str(self.ready), *self.args)
+
+    def scrape(self, timeout: float = 10) -> str:
+        """Its /metrics page, as Prometheus reads it."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
+                                    timeout=timeout) as answer:
+            return answer.read().decode()
