@@ -38,7 +38,8 @@ curl ca-certificates netcat-openbsd iputils-ping tcpdump hping3 traceroute procp
 libc6-dev git shellcheck"
 if [ "$dev" = 1 ]; then
 	packages="$packages vagrant vagrant-libvirt bpfcc-tools bpftrace dropwatch \
-qemu-system-x86 qemu-utils debootstrap e2fsprogs debian-archive-keyring tshark chromium"
+qemu-system-x86 qemu-utils debootstrap e2fsprogs debian-archive-keyring tshark chromium \
+prometheus podman buildah"
 fi
 # Only when something is missing: a rerun needs no package index.
 missing=""

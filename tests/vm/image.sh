@@ -105,7 +105,7 @@ log "baking the virtualenv"
 mkdir -p "$root/tmp/src" "$root/tmp/wheels"
 cp -a "$project/pyproject.toml" "$project/README.md" "$project/tracer" "$project/bpf" "$root/tmp/src/"
 python3 -m pip download -q -d "$root/tmp/wheels" pip "setuptools>=77" "click>=8.0" "pyroute2>=0.7" \
-	"Jinja2>=3.0" "pytest>=7" \
+	"Jinja2>=3.0" "prometheus_client>=0.16" "pytest>=7" \
 	>"$out/pip.log" 2>&1
 chroot "$root" env -u PIP_FIND_LINKS PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels sh -c '
 	python3 -m venv --system-site-packages /opt/pktfate &&
