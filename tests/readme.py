@@ -29,3 +29,20 @@ def conditions() -> dict[str, int]:
 def status_of(condition: str) -> int:
     """The exit status the README gives for a condition."""
     return conditions()[condition]
+
+
+@lru_cache(maxsize=1)
+def metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The "Fleet" section's table of the agent's metrics: name -> (type, labels)."""
+    text = README.read_text()
+    start = text.index("<!-- metrics:")
+    rows = {}
+    for line in text[start:].splitlines()[3:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        name = re.fullmatch(r"`([a-z_]+)`", cells[0])
+        assert name, f"README metrics table: {line}"
+        labels = tuple(re.findall(r"`([a-z_]+)`", cells[2]))
+        rows[name.group(1)] = (cells[1], labels)
+    return rows

@@ -32,7 +32,8 @@ ALLOWED = {
     "session": {"attach", "config", "decode", "host", "kernel"},
     "probe": {"config", "decode", "diagnosis", "host", "output", "session"},
     "watch": {"correlate", "decode", "diagnosis", "host", "output", "paths", "session"},
-    "cli": {"attach", "config", "kernel", "probe", "watch"},
+    "agent": {"attach", "config", "decode", "host", "kernel", "output", "session", "watch"},
+    "cli": {"agent", "attach", "config", "kernel", "probe", "watch"},
 }
 # "" is the package itself (its __version__); model is the typed vocabulary
 # every room speaks (it imports nothing of pktfate's).

@@ -177,7 +177,9 @@ def run_agent(config: AgentConfig, log: TextIO) -> int:
                                f"{exc.strerror}") from exc
     kernel = probe_kernel()
     symbols = KernelSymbols.load()
-    workloads = Workloads(pod_names=pods_by_uid(os.uname().nodename))
+    # The DaemonSet gives the node's name (spec.nodeName); else the hostname.
+    node = os.environ.get("PKTFATE_NODE_NAME") or os.uname().nodename
+    workloads = Workloads(pod_names=pods_by_uid(node))
     workloads.refresh()
     state = AgentState(__version__, environment())
     with Stop() as stop, AgentCounters(kernel, config.ports, config.limits,
