@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SCENARIO ?= checksum
 
-.PHONY: help setup setup-dev demo test unit integration fault-matrix vm-test fresh-test report-screenshot bench lint dump-bpf clean
+.PHONY: help setup setup-dev demo test unit integration fault-matrix vm-test fresh-test report-screenshot image bench lint dump-bpf clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ report-screenshot: ## Draw docs/report-checksum.png: the checksum recording's HT
 		--no-first-run --hide-scrollbars --user-data-dir=$$(mktemp -d) --window-size=900,1500 \
 		--screenshot=docs/report-checksum.png docs/report-checksum.html
 	rm docs/report-checksum.html
+
+image: ## Build the agent's image with buildah from a debootstrap base, no registry (root)
+	sh deploy/build-image.sh
 
 bench: setup-dev ## Measure overhead, capacity, startup, CPU, memory; table into docs/BENCHMARKS.md (root)
 	$(PY) bench/run.py --update-docs

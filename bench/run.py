@@ -702,6 +702,10 @@ def run(sizes: Sizes) -> Results:
         cpu_pcap = cpu_per_thousand(pair, sizes, tmp, "--pcap", str(capture))
         results.add("(d) user-space CPU per 1,000 events with --pcap (ms)", cpu_pcap, "{:.2f}",
                     "", None)
+        # The agent (f): every drop counted, beside the watch's rate of this run.
+        from bench.agent_rows import add_agent_rows
+
+        add_agent_rows(results, pair, sizes, tmp, medians["pf-all"])
         mem = memory(pair, sizes, tmp)
         peak = mem["end"].get("VmHWM", 0) / 1024
         results.add("(e) peak RSS, flow table full (MB)", [peak], "{:.0f}", "", None)

@@ -39,6 +39,6 @@ deps=$(python3 -c 'import re,sys; t=open(sys.argv[1]).read(); print(" ".join(re.
 # shellcheck disable=SC2086 # one word per requirement
 python3 -m pip download -q -d "$wheels" "setuptools>=77" $deps
 log "building $tag from $base"
-buildah bud --layers=false --isolation chroot --network none --build-arg "BASE=$base" \
+buildah bud --layers=false --isolation chroot --build-arg "BASE=$base" \
 	-f "$here/Containerfile" -t "$tag" "$project" >&2
 echo "$tag"

@@ -39,7 +39,7 @@ libc6-dev git shellcheck"
 if [ "$dev" = 1 ]; then
 	packages="$packages vagrant vagrant-libvirt bpfcc-tools bpftrace dropwatch \
 qemu-system-x86 qemu-utils debootstrap e2fsprogs debian-archive-keyring tshark chromium \
-prometheus podman buildah"
+prometheus podman buildah runc"
 fi
 # Only when something is missing: a rerun needs no package index.
 missing=""

@@ -27,17 +27,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.flood import VethPair
 from pktfate.kernel import bpfsys
-from pktfate.lab.runner import AgentProcess, pktfate_argv
+from pktfate.lab.runner import AgentProcess, free_port, pktfate_argv
 from tests.integration.conftest import diagnosis
 
 pytestmark = pytest.mark.integration
 SERVER = "10.0.2.2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

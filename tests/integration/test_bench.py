@@ -27,7 +27,13 @@ def test_bench_smoke_run_writes_the_table(tmp_path):
     assert text.startswith("Machine: ")
     rows = [line for line in text.splitlines() if line.startswith("| (")]
     measures = {row.split(")")[0] for row in rows}
-    assert measures == {"| (a", "| (b", "| (c", "| (d", "| (e"}
+    assert measures == {"| (a", "| (b", "| (c", "| (d", "| (e", "| (f"}
+    # the agent beside no tool and the watch, its CPU idle and flooded, memory, scrape
+    for row in ("rate with pktfate agent (every drop counted), relative to none",
+                "rate with pktfate watch (filter matches every packet), same run",
+                "agent's user-space CPU, idle", "agent's user-space CPU under the flood",
+                "agent's RSS (MB)", "scrape with the kernel tables full"):
+        assert row in text, row
     assert "pktfate (filter matches nothing)" in text and "tcpdump -w" in text
     # the pcapng capture's cost, against tcpdump writing its own (rate, CPU)
     assert "rate with pktfate (filter matches every packet, --pcap FILE), relative" in text

@@ -7,6 +7,7 @@ then an agent in it, privileged, scraped."""
 from __future__ import annotations
 
 import re
+import resource
 import subprocess
 import time
 import urllib.request
@@ -19,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pktfate import __version__
 from pktfate.cli.main import agent as agent_command
-from tests.integration.test_agent import free_port
+from pktfate.lab.runner import free_port
 from tests.readme import README
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +92,16 @@ def test_the_alert_rules_load_in_promtool_and_are_the_readme_s():
         assert f"`{metric}`" in README.read_text(), metric
 
 
+def podman_run(*args: str) -> list[str]:
+    """`podman run` as this machine lets it run: with runc (its cgroups are hybrid,
+    v1 controllers beside v2, which crun refuses) and rlimits within the host's
+    own (podman raises them past the hard limit by default, which this sandbox
+    refuses). On a usual host plain `podman run` does."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return ["podman", "--runtime", "runc", "run", "--ulimit", f"nofile=1024:{hard}",
+            "--ulimit", "nproc=4096:4096", *args]
+
+
 @pytest.fixture(scope="module")
 def image():
     """The image, built here by deploy/build-image.sh under a tag of the test's own,
@@ -107,7 +118,7 @@ def image():
 
 
 def test_the_image_runs_pktfate(image):
-    ran = subprocess.run(["podman", "run", "--rm", "--network", "none", image, "--version"],
+    ran = subprocess.run(podman_run("--rm", "--network", "none", image, "--version"),
                          capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.splitlines()[0] == f"pktfate {__version__}"
@@ -126,8 +137,8 @@ def test_an_agent_in_the_image_counts_and_serves(image, tmp_path):
     port, closed = free_port(), free_port()
     name = f"pktfate-test-{port}"
     mounts = ["/sys/kernel/btf", "/sys/kernel/tracing", "/lib/modules", "/usr/src"]
-    argv = ["podman", "run", "-d", "--rm", "--name", name, "--privileged", "--pid", "host",
-            "--network", "host"]
+    argv = podman_run("-d", "--rm", "--name", name, "--privileged", "--pid", "host",
+                      "--network", "host")
     for path in mounts:
         argv += ["-v", f"{path}:{path}:ro"]
     argv += ["-v", f"{tmp_path}:/var/cache/pktfate", image,

@@ -115,6 +115,11 @@ class AgentCounters:
     def __exit__(self, *exc_info: object) -> None:
         self._stack.close()
 
+    @property
+    def maps(self) -> dict:
+        """The loaded tables by name (attach.loader.BpfMap): the bench fills them."""
+        return self._loaded.maps
+
     def _table(self, name: str) -> list[tuple[bytes, int]]:
         table = self._loaded.maps[name]
         return [(key, _sum_u64(table.per_cpu(value))) for key, value in table.items()]

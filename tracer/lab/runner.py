@@ -106,11 +106,12 @@ class WatchProcess:
 
 
 class AgentProcess(WatchProcess):
-    """One `pktfate agent` (its log is JSON lines), serving on 127.0.0.1:`port`."""
+    """One `pktfate agent` (its log is JSON lines), serving on 127.0.0.1:`port`
+    (0: a port free now)."""
 
-    def __init__(self, args: list[str], port: int, workdir: Path | None = None):
+    def __init__(self, args: list[str], port: int = 0, workdir: Path | None = None):
         super().__init__(args, workdir=workdir)
-        self.port = port
+        self.port = port or free_port()
 
     def argv(self) -> list[str]:
         return pktfate_argv("agent", "--listen", f"127.0.0.1:{self.port}",
@@ -123,3 +124,12 @@ class AgentProcess(WatchProcess):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
                                     timeout=timeout) as answer:
             return answer.read().decode()
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
