@@ -113,9 +113,11 @@ def add_agent_rows(results: Results, pair: VethPair, sizes: Sizes, tmp: Path,
     for _ in range(sizes.rounds):
         agent = AgentProcess([], workdir=tmp).start()
         try:
-            idle.append(cpu_per_second(agent, max(2.0, sizes.seconds)))
-            flooded.append(cpu_per_second(agent, sizes.seconds, lambda: subprocess.Popen(
-                pair.flood_argv(WATCHED, 0, sizes.seconds), stdout=subprocess.DEVNULL)))
+            # Long enough that the clock tick (10 ms of CPU) is a small part of it.
+            idle.append(cpu_per_second(agent, 10.0))
+            flood_seconds = max(3.0, sizes.seconds * 3)
+            flooded.append(cpu_per_second(agent, flood_seconds, lambda: subprocess.Popen(
+                pair.flood_argv(WATCHED, 0, flood_seconds), stdout=subprocess.DEVNULL)))
             rss.append(_status_kb(agent.pid).get("VmRSS", 0) / 1024)
         finally:
             agent.stop(signal.SIGTERM)

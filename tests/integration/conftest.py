@@ -5,10 +5,13 @@ pass or fail; names carry a per-run prefix."""
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from pktfate import __version__
 from pktfate.kernel import bpfsys
 from pktfate.lab.namespaces import Lab
 from pktfate.lab.runner import READY_WAIT, WatchProcess, pktfate_argv
@@ -94,3 +97,29 @@ def wait_for_file(path, proc: subprocess.Popen, timeout: float = READY_WAIT) -> 
         assert proc.poll() is None, "pktfate ended before it was ready"
         assert time.monotonic() < deadline, "pktfate was not ready in time"
         time.sleep(0.05)
+
+
+def podman_run(*args: str) -> list[str]:
+    """`podman run` as this machine lets it run: with runc (its cgroups are hybrid,
+    v1 controllers beside v2, which crun refuses) and rlimits within the host's
+    own (podman raises them past the hard limit by default, which this sandbox
+    refuses). On a usual host plain `podman run` does."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return ["podman", "--runtime", "runc", "run", "--ulimit", f"nofile=1024:{hard}",
+            "--ulimit", "nproc=4096:4096", *args]
+
+
+@pytest.fixture(scope="session")
+def agent_image():
+    """The image, built here by deploy/build-image.sh under a tag of the test's own,
+    removed after (the base it made stays: it is the next build's cache)."""
+    tag = f"localhost/pktfate-test:{__version__}"
+    script = Path(__file__).resolve().parents[2] / "deploy" / "build-image.sh"
+    built = subprocess.run(["sh", str(script), tag], capture_output=True, text=True,
+                           timeout=1800)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert built.stdout.strip() == tag
+    try:
+        yield tag
+    finally:
+        subprocess.run(["podman", "rmi", "-f", tag], capture_output=True, timeout=120)

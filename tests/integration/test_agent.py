@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.flood import VethPair
 from pktfate.kernel import bpfsys
 from pktfate.lab.runner import AgentProcess, free_port, pktfate_argv
-from tests.integration.conftest import diagnosis
+from tests.integration.conftest import diagnosis, podman_run
 
 pytestmark = pytest.mark.integration
 SERVER = "10.0.2.2"
@@ -279,3 +279,34 @@ def test_a_port_in_use_is_one_line_and_status_2_with_nothing_left():
     while set(bpfsys.prog_ids()) - before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not set(bpfsys.prog_ids()) - before
+
+
+def test_a_podman_containers_drops_are_labelled_with_the_container(agent, agent_image):
+    """A real container in a network namespace of its own: a connection to a
+    closed port inside it is counted under that namespace, labelled podman and the
+    container's id, as read from its process's cgroup."""
+    a = agent()
+    name = f"pktfate-workload-{a.port}"
+    started = subprocess.run(podman_run(
+        "-d", "--rm", "--name", name, "--network", "none", "--entrypoint", "bash", agent_image,
+        "-c", "sleep 1; for i in 1 2 3; do (echo > /dev/tcp/127.0.0.1/9) 2>/dev/null; done;"
+        " sleep 600"), capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    container = started.stdout.strip().splitlines()[-1]
+    try:
+        pid = subprocess.run(["podman", "inspect", "-f", "{{.State.Pid}}", name],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        netns = os.stat(f"/proc/{pid}/ns/net").st_ino
+        deadline, series = time.monotonic() + 60, []
+        while not series:
+            assert time.monotonic() < deadline, a.scrape()
+            time.sleep(0.5)
+            series = [s for fam in text_string_to_metric_families(a.scrape())
+                      for s in fam.samples if s.name == "pktfate_drops_total"
+                      and s.labels["netns"] == str(netns)
+                      and s.labels["reason"] == "NO_SOCKET"]
+        assert {s.labels["workload"] for s in series} == {f"podman:{container[:12]}"}
+        assert sum(s.value for s in series) == 3
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True,
+                       timeout=120)

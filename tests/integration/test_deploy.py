@@ -7,7 +7,6 @@ then an agent in it, privileged, scraped."""
 from __future__ import annotations
 
 import re
-import resource
 import subprocess
 import time
 import urllib.request
@@ -21,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pktfate import __version__
 from pktfate.cli.main import agent as agent_command
 from pktfate.lab.runner import free_port
+from tests.integration.conftest import podman_run
 from tests.readme import README
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,32 +92,8 @@ def test_the_alert_rules_load_in_promtool_and_are_the_readme_s():
         assert f"`{metric}`" in README.read_text(), metric
 
 
-def podman_run(*args: str) -> list[str]:
-    """`podman run` as this machine lets it run: with runc (its cgroups are hybrid,
-    v1 controllers beside v2, which crun refuses) and rlimits within the host's
-    own (podman raises them past the hard limit by default, which this sandbox
-    refuses). On a usual host plain `podman run` does."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    return ["podman", "--runtime", "runc", "run", "--ulimit", f"nofile=1024:{hard}",
-            "--ulimit", "nproc=4096:4096", *args]
-
-
-@pytest.fixture(scope="module")
-def image():
-    """The image, built here by deploy/build-image.sh under a tag of the test's own,
-    removed after (the base it made stays: it is the next build's cache)."""
-    tag = f"localhost/pktfate-test:{__version__}"
-    built = subprocess.run(["sh", str(ROOT / "deploy" / "build-image.sh"), tag],
-                           capture_output=True, text=True, timeout=1800)
-    assert built.returncode == 0, built.stderr[-3000:]
-    assert built.stdout.strip() == tag
-    try:
-        yield tag
-    finally:
-        subprocess.run(["podman", "rmi", "-f", tag], capture_output=True, timeout=120)
-
-
-def test_the_image_runs_pktfate(image):
+def test_the_image_runs_pktfate(agent_image):
+    image = agent_image
     ran = subprocess.run(podman_run("--rm", "--network", "none", image, "--version"),
                          capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr
@@ -130,7 +106,7 @@ def _scrape(port: int) -> str:
         return answer.read().decode()
 
 
-def test_an_agent_in_the_image_counts_and_serves(image, tmp_path):
+def test_an_agent_in_the_image_counts_and_serves(agent_image, tmp_path):
     """Privileged, with the host's PID and network namespaces and the mounts the
     DaemonSet gives: the agent in the image counts a refused connection on the
     host's loopback, and its page parses."""
@@ -141,7 +117,7 @@ def test_an_agent_in_the_image_counts_and_serves(image, tmp_path):
                       "--network", "host")
     for path in mounts:
         argv += ["-v", f"{path}:{path}:ro"]
-    argv += ["-v", f"{tmp_path}:/var/cache/pktfate", image,
+    argv += ["-v", f"{tmp_path}:/var/cache/pktfate", agent_image,
              "agent", "--listen", f"127.0.0.1:{port}"]
     started = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert started.returncode == 0, started.stderr

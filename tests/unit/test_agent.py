@@ -55,6 +55,9 @@ RECORDED = {
               f"crio-{ID}.scope\n", Workload(Runtime.CRIO, ID, UID)),
     "podman": (f"0::/machine.slice/libpod-{ID}.scope/container\n",
                Workload(Runtime.PODMAN, ID)),
+    "podman, cgroupfs manager (hybrid, as on this machine)": (
+        f"9:name=systemd:/libpod_parent/libpod-{ID}\n4:memory:/libpod_parent/libpod-{ID}\n"
+        f"0::/libpod_parent/libpod-{ID}\n", Workload(Runtime.PODMAN, ID)),
     "nerdctl (containerd)": (f"0::/system.slice/nerdctl-{ID}.scope\n",
                              Workload(Runtime.CONTAINERD, ID)),
 }

@@ -181,7 +181,9 @@ def run_agent(config: AgentConfig, log: TextIO) -> int:
     node = os.environ.get("PKTFATE_NODE_NAME") or os.uname().nodename
     workloads = Workloads(pod_names=pods_by_uid(node))
     workloads.refresh()
-    state = AgentState(__version__, environment())
+    from ..attach.objects import bcc_version
+
+    state = AgentState(__version__, environment(bcc_version()))
     with Stop() as stop, AgentCounters(kernel, config.ports, config.limits,
                                        kernel.drop_reason_name,
                                        lambda addr: symbols.locate(addr)[0]) as counters:

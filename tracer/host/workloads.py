@@ -10,8 +10,8 @@ The cgroup layouts recognised (cgroup v2's single line, or v1's lines):
 - containerd: .../cri-containerd-<id>.scope, nerdctl-<id>.scope, /<namespace>/<id>
   under kubepods (cgroupfs)
 - cri-o: .../crio-<id>.scope
-- podman: .../libpod-<id>.scope (its conmon's libpod-conmon-<id>.scope is not the
-  container)
+- podman: .../libpod-<id>.scope (systemd), /libpod_parent/libpod-<id> (cgroupfs);
+  its conmon's libpod-conmon-<id>.scope is not the container
 - Kubernetes: kubepods...-pod<uid>.slice (systemd, the UID's dashes as
   underscores) or /kubepods/<class>/pod<uid>/ (cgroupfs)
 """
@@ -36,7 +36,7 @@ _RUNTIMES = (
     (re.compile(r"cri-containerd-" + _ID + r"\.scope"), Runtime.CONTAINERD),
     (re.compile(r"nerdctl-" + _ID + r"\.scope"), Runtime.CONTAINERD),
     (re.compile(r"crio-" + _ID + r"\.scope"), Runtime.CRIO),
-    (re.compile(r"libpod-" + _ID + r"\.scope"), Runtime.PODMAN),
+    (re.compile(r"libpod-" + _ID + r"(?:\.scope|/|$)"), Runtime.PODMAN),
 )
 _POD_UID = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_]"
                       r"[0-9a-f]{12})")

@@ -257,23 +257,18 @@ def probe_kernel(mount_tracefs: bool = True) -> KernelInfo:
     )
 
 
-def environment() -> dict[str, str]:
+def environment(bcc_version: str | None = None) -> dict[str, str]:
     """What this machine offers pktfate, for `pktfate --version`: the kernel, bcc
-    and BTF (with whether the kernel names its drop reasons)."""
+    and BTF (with whether the kernel names its drop reasons). `bcc_version`: bcc's
+    version known already (the agent's, read without importing bcc, whose
+    compiler is a hundred MB of a long-running process's memory)."""
     import platform
 
     found = {"kernel": platform.release()}
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-
-        import bcc  # noqa: F401 (only asked whether it imports)
-
-        try:
-            found["bcc"] = version("bcc")
-        except PackageNotFoundError:
-            found["bcc"] = "importable (version unknown)"
-    except ImportError:
-        found["bcc"] = "not importable: install python3-bpfcc (sh scripts/setup.sh)"
+    if bcc_version is not None:
+        found["bcc"] = bcc_version
+    else:
+        _bcc_importable(found)
     try:
         btf = BTF.from_file()
     except BTFError as exc:
@@ -285,3 +280,17 @@ def environment() -> dict[str, str]:
     except BTFError:
         found["BTF"] = "present; no drop reasons (kernel older than 5.17)"
     return found
+
+
+def _bcc_importable(found: dict[str, str]) -> None:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        import bcc  # noqa: F401 (only asked whether it imports)
+
+        try:
+            found["bcc"] = version("bcc")
+        except PackageNotFoundError:
+            found["bcc"] = "importable (version unknown)"
+    except ImportError:
+        found["bcc"] = "not importable: install python3-bpfcc (sh scripts/setup.sh)"
