@@ -189,6 +189,9 @@ def test_not_root(healthy_lab, as_nobody):
                           capture_output=True, text=True, cwd="/")
     _one_line_error(proc, "needs root", "not root")
     assert pktfate_attachments(healthy_lab) == ""
+    agent = subprocess.run(healthy_lab.exec_argv("server", [*as_nobody, "agent"]),
+                           capture_output=True, text=True, cwd="/")
+    _one_line_error(agent, "pktfate agent needs root", "not root")
 
 
 def _private_sys_kernel(tmp_path, keep: str, then: tuple[str, ...]) -> str:

@@ -164,14 +164,15 @@ Examples:
               help="Seconds before one namespace and port arm again.")
 @click.option("--max-per-hour", type=click.IntRange(1), default=6, show_default=True,
               metavar="N", help="Incidents recorded per hour, all ports together.")
-@click.option("--incidents", "incident_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--incidents", "incident_dir",
+              type=click.Path(file_okay=False, writable=True, path_type=Path),
               default="/var/lib/pktfate/incidents", show_default=True,
               help="Where the armed watches' recordings go.")
 @click.option("--keep", type=click.IntRange(1), default=20, show_default=True, metavar="N",
               help="Recordings kept (the oldest go first).")
 @click.option("--max-disk", type=click.IntRange(1), default=200, show_default=True,
               metavar="MB", help="Megabytes the recordings may take in all.")
-@click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--ready-file", type=NewFileType(),
               help="Create this file once the agent counts and serves.")
 def agent(listen, ports, threshold, window, watch_duration, cooldown, max_per_hour,
           incident_dir, keep, max_disk, ready_file) -> None:
