@@ -110,14 +110,18 @@ def add_agent_rows(results: Results, pair: VethPair, sizes: Sizes, tmp: Path,
     results.add("(f) rate with pktfate watch (filter matches every packet), same run", watch,
                 "{:.2f}", "", None)
     idle, flooded, rss = [], [], []
+    flood_seconds = max(3.0, sizes.seconds * 3)
+
+    def flood() -> subprocess.Popen:
+        return subprocess.Popen(pair.flood_argv(WATCHED, 0, flood_seconds),
+                                stdout=subprocess.DEVNULL)
+
     for _ in range(sizes.rounds):
         agent = AgentProcess([], workdir=tmp).start()
         try:
             # Long enough that the clock tick (10 ms of CPU) is a small part of it.
             idle.append(cpu_per_second(agent, 10.0))
-            flood_seconds = max(3.0, sizes.seconds * 3)
-            flooded.append(cpu_per_second(agent, flood_seconds, lambda: subprocess.Popen(
-                pair.flood_argv(WATCHED, 0, flood_seconds), stdout=subprocess.DEVNULL)))
+            flooded.append(cpu_per_second(agent, flood_seconds, flood))
             rss.append(_status_kb(agent.pid).get("VmRSS", 0) / 1024)
         finally:
             agent.stop(signal.SIGTERM)

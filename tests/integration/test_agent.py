@@ -297,8 +297,10 @@ def test_a_podman_containers_drops_are_labelled_with_the_container(agent, agent_
         pid = subprocess.run(["podman", "inspect", "-f", "{{.State.Pid}}", name],
                              capture_output=True, text=True, check=True).stdout.strip()
         netns = os.stat(f"/proc/{pid}/ns/net").st_ino
+        # A namespace made since the agent's last pass over /proc is "unknown" until
+        # the next one (2 s at most).
         deadline, series = time.monotonic() + 60, []
-        while not series:
+        while not series or {s.labels["workload"] for s in series} == {"unknown"}:
             assert time.monotonic() < deadline, a.scrape()
             time.sleep(0.5)
             series = [s for fam in text_string_to_metric_families(a.scrape())

@@ -107,9 +107,13 @@ def test_workloads_read_from_proc_and_run_netns(tmp_path):
     assert workload_label(workloads(400)) == "pod:shop/cart-7d9"
     assert workloads(web_inode) == Workload(Runtime.NETNS, name="web")
     assert workloads(999) == Workload(Runtime.UNKNOWN)
+    assert workloads.path_of(999) is None
+    process(60, 999, f"0::/system.slice/docker-{ID}.scope\n")  # a container started since
+    assert workloads(999) == Workload(Runtime.UNKNOWN)  # until the next pass over /proc
+    workloads.refresh()
+    assert workloads(999) == Workload(Runtime.DOCKER, ID)
     assert workloads.path_of(web_inode) == str(run / "web")
     assert workloads.path_of(400) == str(proc / "40" / "ns" / "net")
-    assert workloads.path_of(999) is None
 
 
 @pytest.mark.parametrize(("workload", "label"), [

@@ -80,9 +80,10 @@ def named_namespaces(run: Path = Path("/run/netns")) -> dict[int, str]:
 
 
 class Workloads:
-    """netns inode -> Workload. A namespace's workload is looked up at its first
-    sight and kept (a metric's labels must not change under it); a namespace not
-    seen before costs one pass over /proc, at most one every RESCAN seconds."""
+    """netns inode -> Workload. Once found, a namespace's workload is kept (a
+    metric's labels must not change under it). A namespace not identified yet (a
+    container started since the last pass) is "unknown" until the next pass over
+    /proc, which comes at most every RESCAN seconds."""
 
     RESCAN = 2.0
 
@@ -123,7 +124,9 @@ class Workloads:
         if (netns not in self._holders and netns not in self._names
                 and time.monotonic() - self._scanned >= self.RESCAN):
             self.refresh()
-        found = self._known[netns] = self._look_up(netns)
+        found = self._look_up(netns)
+        if found.runtime is not Runtime.UNKNOWN:
+            self._known[netns] = found
         return found
 
     def _look_up(self, netns: int) -> Workload:
