@@ -66,7 +66,7 @@ def packaged_apart(built_wheel):
                                "--no-index", "--target", str(target), str(built_wheel)],
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        for dependency in ("click", "pyroute2"):
+        for dependency in ("click", "pyroute2", "prometheus_client"):
             spec = find_spec(dependency)
             assert spec and spec.submodule_search_locations, dependency
             shutil.copytree(list(spec.submodule_search_locations)[0], target / dependency)

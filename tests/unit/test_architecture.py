@@ -33,7 +33,7 @@ ALLOWED = {
     "probe": {"config", "decode", "diagnosis", "host", "output", "session"},
     "watch": {"correlate", "decode", "diagnosis", "host", "output", "paths", "session"},
     "agent": {"attach", "config", "decode", "host", "kernel", "output", "session", "watch"},
-    "cli": {"agent", "attach", "config", "kernel", "probe", "watch"},
+    "cli": {"agent", "attach", "config", "kernel", "probe", "session", "watch"},
 }
 # "" is the package itself (its __version__); model is the typed vocabulary
 # every room speaks (it imports nothing of pktfate's).

@@ -165,7 +165,7 @@ Examples:
 @click.option("--max-per-hour", type=click.IntRange(1), default=6, show_default=True,
               metavar="N", help="Incidents recorded per hour, all ports together.")
 @click.option("--incidents", "incident_dir",
-              type=click.Path(file_okay=False, writable=True, path_type=Path),
+              type=click.Path(file_okay=False, readable=False, path_type=Path),
               default="/var/lib/pktfate/incidents", show_default=True,
               help="Where the armed watches' recordings go.")
 @click.option("--keep", type=click.IntRange(1), default=20, show_default=True, metavar="N",
@@ -176,6 +176,9 @@ Examples:
               help="Create this file once the agent counts and serves.")
 def agent(listen, ports, threshold, window, watch_duration, cooldown, max_per_hour,
           incident_dir, keep, max_disk, ready_file) -> None:
+    from ..session import require_root
+
+    require_root("agent", "BPF")  # before anything else is imported or made
     from ..agent.incidents import IncidentStore
     from ..agent.run import AgentConfig, run_agent
     from ..agent.trigger import TriggerPolicy
