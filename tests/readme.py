@@ -10,16 +10,25 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-@lru_cache(maxsize=1)
-def conditions() -> dict[str, int]:
-    """The table of "When pktfate cannot do all of its job": condition -> status."""
+def _table(marker: str) -> list[list[str]]:
+    """The cells of each row of the table under `<!-- MARKER:` (its header and
+    rule skipped)."""
     text = README.read_text()
-    start = text.index("<!-- conditions:")
-    rows = {}
+    start = text.index(f"<!-- {marker}:")
+    rows = []
     for line in text[start:].splitlines()[3:]:
         if not line.startswith("|"):
             break
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+@lru_cache(maxsize=1)
+def conditions() -> dict[str, int]:
+    """The table of "When pktfate cannot do all of its job": condition -> status."""
+    rows = {}
+    for cells in _table("conditions"):
+        line = " | ".join(cells)
         match = re.fullmatch(r"`([^`]+)`", cells[0])
         assert match, f"README conditions table: {line}"
         rows[match.group(1)] = int(cells[-1])
@@ -34,13 +43,9 @@ def status_of(condition: str) -> int:
 @lru_cache(maxsize=1)
 def metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
     """The "Fleet" section's table of the agent's metrics: name -> (type, labels)."""
-    text = README.read_text()
-    start = text.index("<!-- metrics:")
     rows = {}
-    for line in text[start:].splitlines()[3:]:
-        if not line.startswith("|"):
-            break
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
+    for cells in _table("metrics"):
+        line = " | ".join(cells)
         name = re.fullmatch(r"`([a-z_]+)`", cells[0])
         assert name, f"README metrics table: {line}"
         labels = tuple(re.findall(r"`([a-z_]+)`", cells[2]))

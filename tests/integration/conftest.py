@@ -4,6 +4,7 @@ pass or fail; names carry a per-run prefix."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import subprocess
@@ -80,6 +81,21 @@ def pktfate_attachments(lab: Lab, host: str = "server") -> str:
         proc = lab.sh(host, f"tc qdisc show dev {ifname}", check=False)
         found += [line for line in proc.stdout.splitlines() if "clsact" in line]
     return "\n".join(found)
+
+
+@contextlib.contextmanager
+def flood_pairs(tag: str, first_net: int):
+    """Two veth pairs for a flood (bench/flood.py): the watched one and another, on
+    10.FIRST.0.x and 10.FIRST+1.0.x, removed on the way out."""
+    from bench.flood import VethPair
+
+    tag = f"{tag}{os.getpid() % 10000}"
+    watched, other = VethPair(f"{tag}w", first_net), VethPair(f"{tag}o", first_net + 1)
+    try:
+        yield watched.up(), other.up()
+    finally:
+        watched.down()
+        other.down()
 
 
 def still_loaded(prog_ids: set[int]) -> set[int]:

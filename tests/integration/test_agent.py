@@ -25,10 +25,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.flood import VethPair
 from pktfate.kernel import bpfsys
 from pktfate.lab.runner import AgentProcess, free_port, pktfate_argv
-from tests.integration.conftest import diagnosis, podman_run
+from tests.integration.conftest import diagnosis, flood_pairs, podman_run
 
 pytestmark = pytest.mark.integration
 SERVER = "10.0.2.2"
@@ -195,13 +194,8 @@ def test_prometheus_reads_the_drop_rules_count_and_the_armed_watchs_finding(
 
 @pytest.fixture
 def pairs():
-    tag = f"pa{os.getpid() % 10000}"
-    watched, other = VethPair(f"{tag}w", 87), VethPair(f"{tag}o", 88)
-    try:
-        yield watched.up(), other.up()
-    finally:
-        watched.down()
-        other.down()
+    with flood_pairs("pa", 87) as both:
+        yield both
 
 
 def _no_socket_udp(page: str, netns: int) -> float:

@@ -5,7 +5,6 @@ counter), says what it sampled or lost, and still gets the diagnosis right.
 Whatever rate the machine reaches is reported, not asserted: rate targets are
 the bench's, as ratios within one run (docs/BENCHMARKS.md)."""
 
-import os
 import subprocess
 import time
 from collections import Counter
@@ -14,6 +13,7 @@ import pytest
 
 from bench.flood import VethPair
 from pktfate.lab.runner import WatchProcess
+from tests.integration.conftest import flood_pairs
 
 pytestmark = pytest.mark.integration
 FLOOD_SECONDS = 10
@@ -21,13 +21,8 @@ FLOOD_SECONDS = 10
 
 @pytest.fixture
 def pairs():
-    tag = f"pf{os.getpid() % 10000}"
-    watched, other = VethPair(f"{tag}w", 77), VethPair(f"{tag}o", 78)
-    try:
-        yield watched.up(), other.up()
-    finally:
-        watched.down()
-        other.down()
+    with flood_pairs("pf", 77) as both:
+        yield both
 
 
 def _start_watch(pair: VethPair, tmp_path, *args: str) -> WatchProcess:
