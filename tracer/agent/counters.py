@@ -124,6 +124,15 @@ class AgentCounters:
         table = self._loaded.maps[name]
         return [(key, _sum_u64(table.per_cpu(value))) for key, value in table.items()]
 
+    def port_failures(self) -> dict[tuple[int, int], int]:
+        """(namespace, watched port) -> its failures so far: the trigger's one table,
+        read alone each second (the drop table can hold thousands of keys)."""
+        ports = {}
+        for key, count in self._table("pf_port_failures"):
+            p = RawPortKey.from_buffer_copy(key)
+            ports[(p.netns, p.port)] = count
+        return ports
+
     def read(self) -> CounterSnapshot:
         """Every table, summed over CPUs."""
         drops = []
@@ -137,10 +146,7 @@ class AgentCounters:
         for key, count in self._table("pf_sent"):
             s = RawSentKey.from_buffer_copy(key)
             sent.append(SentCount(s.netns, SentKind(s.kind), s.family, s.type, s.code, count))
-        ports = {}
-        for key, count in self._table("pf_port_failures"):
-            p = RawPortKey.from_buffer_copy(key)
-            ports[(p.netns, p.port)] = count
+        ports = self.port_failures()
         overflow = self._loaded.maps["pf_agent_overflow"]
         unkeyed = [_sum_u64(overflow.per_cpu(overflow.lookup(struct.pack("=i", slot)) or b""))
                    for slot in (OVERFLOW_DROPS, OVERFLOW_SENT, OVERFLOW_PORTS)]

@@ -92,7 +92,7 @@ class Agent:
                 time.sleep(0.05)
             if self.armed is not None:
                 self._poll_armed(state, workloads)
-            failures = counters.read().port_failures
+            failures = counters.port_failures()
             for alarm in self.trigger.observe(time.monotonic(), failures,
                                               busy=self.armed is not None):
                 self._on_alarm(alarm, state, workloads, own)
