@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SCENARIO ?= checksum
 
-.PHONY: help setup setup-dev demo test unit integration fault-matrix vm-test fresh-test report-screenshot image bench lint dump-bpf clean
+.PHONY: help setup setup-dev demo test unit integration fault-matrix vm-test fresh-test vagrant-test report-screenshot image bench lint dump-bpf clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ vm-test: setup-dev ## Every lab scenario under Debian's 5.10, 6.1, 6.12 (docs/KE
 	$(PY) tests/vm/matrix.py --update-docs
 	$(PY) tests/vm/matrix.py --no-scenarios --kernels 6.1,5.10 $(addprefix --pytest ,$(GUEST_TESTS))
 	$(PY) -m pytest -v -rs -m vm tests/integration
+
+vagrant-test: setup-dev ## The Vagrant lab for real on libvirt: box built here, up, checksum incident, destroy (root)
+	$(PY) tests/vm/vagrant_test.py
 
 fresh-test: ## The README's commands in a fresh Debian 12 guest built from Debian's packages alone (root; ~1 h)
 	sh tests/vm/fresh.sh docs/FRESH.txt

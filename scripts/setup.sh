@@ -2,17 +2,18 @@
 # Set up everything pktfate needs on Debian or Ubuntu, as root: the distro's bcc,
 # kernel headers for bcc's compiler, the network tools the lab and the tests
 # drive, tracefs, and a virtualenv that sees the distro's bcc. Safe to rerun.
-# With --dev, also what the tests and the bench need besides: vagrant (to
-# validate the lab's Vagrantfile), qemu and debootstrap (the kernel matrix,
+# With --dev, also what the tests and the bench need besides: vagrant,
+# vagrant-libvirt and libvirt (the lab's Vagrantfile, booted by make vagrant-test), qemu and debootstrap (the kernel matrix,
 # tests/vm/), tshark and chromium (the pcapng file and the HTML report opened as
 # people open them) and the tools the bench compares pktfate with (bcc's tcpdrop,
 # bpftrace, dropwatch).
 set -eu
 
-dev=0
-if [ "${1:-}" = "--dev" ]; then
-	dev=1
-fi
+dev=0 list=0
+case "${1:-}" in
+--dev) dev=1 ;;
+--packages) list=1 ;; # print the distro packages it installs, then stop (vagrant/build-box.sh)
+esac
 
 project_dir=$(cd "$(dirname "$0")/.." && pwd)
 venv="$project_dir/.venv"
@@ -39,7 +40,12 @@ libc6-dev git shellcheck"
 if [ "$dev" = 1 ]; then
 	packages="$packages vagrant vagrant-libvirt bpfcc-tools bpftrace dropwatch \
 qemu-system-x86 qemu-utils debootstrap e2fsprogs debian-archive-keyring tshark chromium \
-prometheus podman buildah runc"
+prometheus podman buildah runc \
+libvirt-daemon-system libvirt-clients dnsmasq-base rsync"
+fi
+if [ "$list" = 1 ]; then
+	echo "$packages"
+	exit 0
 fi
 # Only when something is missing: a rerun needs no package index.
 missing=""
