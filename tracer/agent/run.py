@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +55,10 @@ class ArmedWatch:
                 raise PktfateError(f"namespace {alarm.netns} has no process left to enter")
             command = ["nsenter", f"--net={netns_path}", "--", *command]
         self._out = open(path, "wb")  # noqa: SIM115 (closed in finish())
-        self.process = subprocess.Popen(command, stdout=self._out, stderr=subprocess.PIPE,
+        # Its errors to a file, not a pipe: a pipe nobody reads until the end would
+        # stop the watch once full.
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 (closed in finish())
+        self.process = subprocess.Popen(command, stdout=self._out, stderr=self._err,
                                         stdin=subprocess.DEVNULL)
 
     def too_big(self, limit: int) -> bool:
@@ -69,13 +73,21 @@ class ArmedWatch:
             self.process.send_signal(signal.SIGINT)
 
     def finish(self, timeout: float | None = None) -> tuple[int, str]:
-        """Its exit status and its last line of standard error."""
+        """Its exit status and its last line of standard error. One that has not
+        ended within `timeout` of being asked to is killed."""
         try:
-            _, err = self.process.communicate(timeout=timeout)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                return -9, f"the watch did not end within {timeout:g} s of Ctrl-C: killed"
+            self._err.seek(0)
+            lines = self._err.read().decode(errors="replace").strip().splitlines()
+            return self.process.returncode, lines[-1] if lines else ""
         finally:
             self._out.close()
-        lines = err.decode(errors="replace").strip().splitlines()
-        return self.process.returncode, lines[-1] if lines else ""
+            self._err.close()
 
 
 class Agent:
