@@ -98,6 +98,12 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import bcc' 2>/dev/nu
 fi
 log "installing pktfate into $venv"
 "$venv/bin/pip" install -q --upgrade pip >/dev/null
-"$venv/bin/pip" install -q -e "${project_dir}[dev]"
+# The tests' and linters' Python packages with --dev only: a server running
+# pktfate needs none of them (and the lab's VMs install offline, from their box).
+extras=""
+if [ "$dev" = 1 ]; then
+	extras="[dev]"
+fi
+"$venv/bin/pip" install -q -e "${project_dir}${extras}"
 ln -sfn "$venv/bin/pktfate" /usr/local/bin/pktfate
 log "done: $(/usr/local/bin/pktfate --version)"

@@ -30,9 +30,13 @@ LIBVIRT = "qemu:///system"
 
 
 class Transcript:
-    def __init__(self) -> None:
+    """What the run printed, each command's last lines with it; every command's
+    whole output goes to `log` too."""
+
+    def __init__(self, log: Path) -> None:
         self.lines: list[str] = []
         self.steps: list[tuple[str, float, str]] = []
+        self.log = log.open("w")
 
     def say(self, text: str) -> None:
         print(text, flush=True)
@@ -45,6 +49,8 @@ class Transcript:
         proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
                               timeout=timeout)
         took = time.monotonic() - start
+        self.log.write(f"$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}\n")
+        self.log.flush()
         out = (proc.stdout + proc.stderr).strip().splitlines()
         for line in out[-12:]:
             self.say(f"  {line}")
@@ -113,6 +119,17 @@ def default_pool(t: Transcript) -> bool:
     return True
 
 
+def forget_box_volumes(t: Transcript, before: list[str]) -> None:
+    """vagrant-libvirt copies the box's disk into the pool at the first `up` and
+    keeps it there for the next (`vagrant destroy` leaves it): the run made it, so
+    the run removes it (the next `up` copies it again, in seconds)."""
+    for volume in libvirt_state()["volumes"]:
+        if volume not in before and "_vagrant_box_image_" in volume:
+            subprocess.run(["virsh", "-c", LIBVIRT, "vol-delete", "--pool", "default", volume],
+                           capture_output=True)
+            t.say(f"removed the box's copy in the pool: {volume}")
+
+
 def stop_pidfiles(pidfiles: list[str]) -> None:
     for pidfile in reversed(pidfiles):
         try:
@@ -163,6 +180,8 @@ def run_lab(t: Transcript, env: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transcript", type=Path, help="also write the transcript here")
+    parser.add_argument("--log", type=Path, default=Path("/tmp/pktfate-vagrant-test.log"),
+                        help="every command's whole output (default: %(default)s)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("vagrant-test: needs root (libvirt, the box)", file=sys.stderr)
@@ -171,7 +190,7 @@ def main() -> int:
         if not shutil.which(tool):
             print(f"vagrant-test: {tool} is missing: run make setup-dev", file=sys.stderr)
             return 2
-    t = Transcript()
+    t = Transcript(args.log)
     env = dict(os.environ, PKTFATE_BOX=BOX, VAGRANT_DEFAULT_PROVIDER="libvirt",
                PKTFATE_CPUS=os.environ.get("PKTFATE_CPUS", "1"),
                PKTFATE_MEMORY=os.environ.get("PKTFATE_MEMORY", "1024"))
@@ -187,6 +206,7 @@ def main() -> int:
             t.say(f"failed: {exc}")
         finally:
             t.step("vagrant destroy -f", ["vagrant", "destroy", "-f"], 1800, env, check=False)
+            forget_box_volumes(t, before["volumes"])
         after = libvirt_state()
         left = {kind: sorted(set(after[kind]) - set(before[kind])) for kind in after}
         left = {kind: names for kind, names in left.items() if names}
