@@ -92,8 +92,9 @@ def start_libvirt(t: Transcript) -> list[str]:
     started = []
     for daemon in ("virtlogd", "libvirtd"):
         pidfile = f"/run/{daemon}.pid"
-        subprocess.run([daemon, "-d", "--pid-file", pidfile] if daemon == "libvirtd"
-                       else [daemon, "-d"], check=True)
+        if _alive(pidfile):
+            continue
+        subprocess.run([daemon, "-d", "--pid-file", pidfile], check=True)
         started.append(pidfile)
     deadline = time.monotonic() + 60
     while not libvirt_answers():
@@ -102,6 +103,14 @@ def start_libvirt(t: Transcript) -> list[str]:
         time.sleep(0.5)
     t.say("libvirtd: started (virtlogd, libvirtd)")
     return started
+
+
+def _alive(pidfile: str) -> bool:
+    try:
+        os.kill(int(Path(pidfile).read_text().strip()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def default_pool(t: Transcript) -> bool:
