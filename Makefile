@@ -62,7 +62,7 @@ lint: ## ruff and mypy on the package, the tests and the bench (strict on the ty
 	$(VENV)/bin/ruff check tracer tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --strict --follow-imports=silent tracer/model tracer/decode tracer/correlate tracer/diagnosis
-	shellcheck scripts/*.sh vagrant/*.sh tests/vm/*.sh .ci/run
+	shellcheck scripts/*.sh vagrant/*.sh deploy/*.sh tests/vm/*.sh .ci/run
 
 dump-bpf: ## Print the final BPF C source and compile flags for a watch of :80
 	$(VENV)/bin/pktfate watch --port 80 --dump-bpf

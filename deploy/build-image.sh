@@ -31,17 +31,10 @@ if ! podman image exists "$base"; then
 	log "imported $base"
 fi
 
-# The dependencies named in pyproject.toml, as wheels for the base's Python
-# (bookworm's 3.11), whatever Python the host fetching them runs.
+# The dependencies' wheels, for the base's Python (scripts/wheels.sh).
 wheels=$project/build/image-wheels
-rm -rf "$wheels" && mkdir -p "$wheels"
-deps=$(python3 -c 'import re,sys; t=open(sys.argv[1]).read(); print(" ".join(re.findall(r"\"([^\"]+)\"", re.search(r"^dependencies = \[(.*?)\]", t, re.M | re.S).group(1))))' "$project/pyproject.toml")
-arch=$(uname -m)
-# shellcheck disable=SC2086 # one word per requirement
-python3 -m pip download -q -d "$wheels" --only-binary=:all: --python-version 3.11 \
-	--implementation cp --abi cp311 --abi abi3 --abi none \
-	--platform "manylinux2014_$arch" --platform "manylinux_2_17_$arch" --platform any \
-	"setuptools>=77" $deps
+rm -rf "$wheels"
+sh "$project/scripts/wheels.sh" "$wheels" "setuptools>=77"
 log "building $tag from $base"
 buildah bud --layers=false --isolation chroot --build-arg "BASE=$base" \
 	-f "$here/Containerfile" -t "$tag" "$project" >&2

@@ -22,8 +22,8 @@ for tool in debootstrap qemu-img vagrant mkfs.ext4; do
 	command -v "$tool" >/dev/null || { echo "build-box: $tool is missing: run make setup-dev" >&2; exit 2; }
 done
 
-# Keyed by this script and pktfate's dependencies: a box built from them is reused.
-key=$( (cat "$here/build-box.sh"; grep -E '^dependencies = ' "$project/pyproject.toml") |
+# Keyed by these scripts and pktfate's dependencies: a box built from them is reused.
+key=$( (cat "$here/build-box.sh" "$project/scripts/wheels.sh"; grep -E '^dependencies = ' "$project/pyproject.toml") |
 	sha256sum | cut -c1-12)
 safe=$(echo "$name" | tr '/' '-')
 boot=/var/lib/libvirt/boot/$safe
@@ -66,14 +66,7 @@ chroot "$root" apt-get clean
 # pktfate's Python dependencies as wheels (bookworm's Python is 3.11), and pip
 # told to take them from there: provisioning then needs no network.
 wheels=$root/var/cache/pktfate/wheels
-mkdir -p "$wheels"
-deps=$(python3 -c 'import re,sys; t=open(sys.argv[1]).read(); print(" ".join(re.findall(r"\"([^\"]+)\"", re.search(r"^dependencies = \[(.*?)\]", t, re.M | re.S).group(1))))' "$project/pyproject.toml")
-arch=$(uname -m)
-# shellcheck disable=SC2086 # one word per requirement
-python3 -m pip download -q -d "$wheels" --only-binary=:all: --python-version 3.11 \
-	--implementation cp --abi cp311 --abi abi3 --abi none \
-	--platform "manylinux2014_$arch" --platform "manylinux_2_17_$arch" --platform any \
-	pip "setuptools>=77" $deps
+sh "$project/scripts/wheels.sh" "$wheels" pip "setuptools>=77"
 printf '[global]\nno-index = true\nfind-links = /var/cache/pktfate/wheels\n' >"$root/etc/pip.conf"
 
 # The vagrant user, as every box has it: password vagrant, sudo without one,

@@ -181,7 +181,7 @@ class AgentCollector(Collector):
                 (cause,): float(n) for cause, n in state.findings.items()}
             incidents: dict[tuple[str, ...], float] = {
                 (str(port), outcome): float(n)
-                         for (port, outcome), n in state.incidents.items()}
+                for (port, outcome), n in state.incidents.items()}
             lost = float(state.events_lost)
         yield self._family("pktfate_findings_total", findings)
         yield self._family("pktfate_incidents_total", incidents)
